@@ -1,0 +1,56 @@
+# optiserve — the two commands a newcomer needs are `make demo` and `make test`.
+# Heavy things are cached under ~/.cache/optiserve: the virtualenv (re-synced when the
+# dependency files change), pip's cache and the Kubernetes control-plane binaries.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+CACHE ?= $(HOME)/.cache/optiserve
+DEPS_HASH := $(shell cat pyproject.toml .ci/constraints.txt | sha256sum | cut -c1-12)
+VENV ?= $(CACHE)/venv
+PY := $(VENV)/bin/python
+EXTRAS := operator,optimizer,serve,models,dev
+export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv lint typecheck test test-fast test-models test-triton test-cluster test-e2e crd demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed-$(DEPS_HASH):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip setuptools wheel
+	$(PY) -m pip install -q -c .ci/constraints.txt -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(VENV)/.installed-$(DEPS_HASH) ## create (or re-sync) the cached virtualenv with every extra
+	@# An editable install points at one checkout; re-point it when this is another one.
+	@$(PY) -c 'import optiserve, pathlib, sys; sys.exit(pathlib.Path(optiserve.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve()) is False)' \
+		|| $(PY) -m pip install -q --no-deps -e .
+	@echo "venv: $(VENV)"
+
+lint: venv ## ruff, and the layering contract (the operator never imports torch)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+typecheck: venv ## mypy --strict
+	$(VENV)/bin/mypy src operator optimizer tests
+
+crd: venv ## regenerate crds/ (and the chart's copy) from the API models
+	$(VENV)/bin/optiserve crd > crds/optiserve.io_optimizedmodels.yaml
+	if [ -d charts/optiserve/crds ]; then cp crds/optiserve.io_optimizedmodels.yaml charts/optiserve/crds/; fi
+
+test-fast: venv ## unit tests only (seconds)
+	$(PY) -m pytest -m "not models and not triton and not cluster and not e2e and not gpu" -q
+
+test: lint typecheck ## everything CI runs: lint, types, unit, models, triton, cluster, e2e
+	$(PY) -m pytest -q
+
+demo: venv ## validate the examples (the end-to-end demo lands with the optimizer)
+	$(VENV)/bin/optiserve validate examples/*.yaml
+
+clean: ## remove build outputs (keeps ~/.cache)
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""optiserve: optimize a trained model and serve it with NVIDIA Triton."""

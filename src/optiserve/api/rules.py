@@ -1,0 +1,48 @@
+"""Cross-field rules, written once and enforced twice.
+
+Each rule carries the CEL expression the API server evaluates (it lands in the CRD as
+``x-kubernetes-validations``) and the Python predicate ``optiserve validate`` runs, side by side,
+so a reviewer sees both halves of the same rule in one place. ``tests/unit/test_rules_cel.py``
+evaluates the CEL with a real CEL interpreter against the same examples, so the halves cannot
+drift apart silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, model_validator
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """One cross-field rule of an object in the API."""
+
+    cel: str
+    """The expression over ``self`` the API server checks (must be true for a valid object)."""
+    message: str
+    """What the user reads when the rule fails; names the fix, not only the problem."""
+    field: str
+    """The field the message is about, relative to the object (``.calibration``)."""
+    check: Callable[[Any], bool]
+    """The same rule in Python, given the parsed model."""
+
+    def as_validation(self) -> dict[str, str]:
+        return {"rule": self.cel, "message": self.message, "fieldPath": self.field}
+
+
+class RuledModel(BaseModel):
+    """A model whose class attribute ``rules`` lists its cross-field rules."""
+
+    rules: ClassVar[tuple[CelRule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> RuledModel:
+        for rule in type(self).rules:
+            if not rule.check(self):
+                # pydantic wraps ValueError into a ValidationError located at this model;
+                # the field suffix is appended there by the message (see validate.py).
+                raise ValueError(f"[{rule.field.lstrip('.')}] {rule.message}")
+        return self

@@ -1,0 +1,151 @@
+"""``OptimizedModel.spec.serving`` and ``spec.storage``: how the optimized model is served."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from optiserve.api.base import ApiModel, Quantity, object_default
+from optiserve.api.rules import CelRule
+from optiserve.api.spec import ResourceRequirements, Toleration
+
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
+
+
+class QueuePolicy(ApiModel):
+    """What Triton does with requests that wait too long."""
+
+    timeout_action: Literal["REJECT", "DELAY"] = Field("REJECT")
+    default_timeout_microseconds: int = Field(0, ge=0, description="0: no timeout.")
+    allow_timeout_override: bool = Field(False)
+    max_queue_size: int = Field(0, ge=0, description="0: unbounded.")
+
+
+class DynamicBatchingSpec(ApiModel):
+    """Triton's dynamic batcher: joins concurrent requests into one model execution."""
+
+    enabled: bool = Field(True, description="Batch concurrent requests on the server.")
+    max_queue_delay_microseconds: int = Field(
+        500, ge=0, le=10_000_000, description="How long a request may wait for a batch."
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list, max_length=16, description="Batch sizes to form when possible."
+    )
+    priority_levels: int = Field(0, ge=0, le=16, description="0: one priority for all.")
+    default_queue_policy: QueuePolicy | None = Field(None)
+
+
+class ResponseCacheSpec(ApiModel):
+    """Triton's response cache: identical requests are answered without running the model."""
+
+    enabled: bool = Field(False, description="Cache responses of this model.")
+    size_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, le=1 << 40, description="Local cache size on each server."
+    )
+
+
+class InstanceGroupSpec(ApiModel):
+    """How many copies of the model each server runs, and where."""
+
+    count: int = Field(1, ge=1, le=64)
+    kind: Literal["KIND_AUTO", "KIND_CPU", "KIND_GPU"] = Field("KIND_AUTO")
+
+
+class AutoscalingSpec(ApiModel):
+    """Scale on Triton's own metrics of requests that wait."""
+
+    provider: Literal["hpa", "keda"] = Field("hpa", description="HorizontalPodAutoscaler or KEDA.")
+    min_replicas: int = Field(1, ge=0, le=1000, description="0 (scale to zero) needs keda.")
+    max_replicas: int = Field(4, ge=1, le=1000)
+    metric: Literal["queueTime", "pendingRequests", "gpuUtilization"] = Field(
+        "queueTime",
+        description=(
+            "queueTime: average microseconds a request waited in Triton's queue; "
+            "pendingRequests: requests waiting per pod; gpuUtilization: percent."
+        ),
+    )
+    target: Quantity = Field(
+        "50000", description="Target value per pod (microseconds, requests or percent)."
+    )
+    scale_up_stabilization_seconds: int = Field(0, ge=0, le=3600)
+    scale_down_stabilization_seconds: int = Field(300, ge=0, le=3600)
+    prometheus_address: str = Field(
+        "http://prometheus-operated.monitoring.svc:9090", description="For keda triggers."
+    )
+
+    rules = (
+        CelRule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="minReplicas must not exceed maxReplicas",
+            field=".minReplicas",
+            check=lambda a: a.min_replicas <= a.max_replicas,
+        ),
+        CelRule(
+            cel="self.minReplicas >= 1 || self.provider == 'keda'",
+            message="scale to zero (minReplicas: 0) needs provider: keda",
+            field=".minReplicas",
+            check=lambda a: a.min_replicas >= 1 or a.provider == "keda",
+        ),
+    )
+
+
+class ServingSpec(ApiModel):
+    """The Triton Inference Server deployment."""
+
+    image: str = Field(DEFAULT_TRITON_IMAGE, description="Triton image.")
+    replicas: int = Field(1, ge=0, le=1000, description="Ignored while autoscaling is set.")
+    max_batch_size: int = Field(32, ge=0, le=4096, description="0: the model takes no batch.")
+    dynamic_batching: DynamicBatchingSpec = Field(
+        default_factory=DynamicBatchingSpec, json_schema_extra=object_default()
+    )
+    response_cache: ResponseCacheSpec = Field(
+        default_factory=ResponseCacheSpec, json_schema_extra=object_default()
+    )
+    instance_group: InstanceGroupSpec = Field(
+        default_factory=InstanceGroupSpec, json_schema_extra=object_default()
+    )
+    autoscaling: AutoscalingSpec | None = Field(None, description="Unset: fixed replicas.")
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    rollout_deadline_seconds: int = Field(
+        600, ge=30, le=86400, description="A rollout not Ready by then is Degraded."
+    )
+    rollback_on_failure: bool = Field(
+        True, description="Serve the last good artifact again when a rollout fails."
+    )
+    cuda_graphs: bool = Field(False, description="TensorRT models: capture CUDA graphs.")
+
+    rules = (
+        CelRule(
+            cel="!has(self.dynamicBatching) || !has(self.dynamicBatching.preferredBatchSizes) || "
+            "self.dynamicBatching.preferredBatchSizes.all(b, b >= 1 && b <= self.maxBatchSize)",
+            message="every preferred batch size must be between 1 and maxBatchSize",
+            field=".dynamicBatching.preferredBatchSizes",
+            check=lambda s: all(
+                1 <= b <= s.max_batch_size for b in s.dynamic_batching.preferred_batch_sizes
+            ),
+        ),
+        CelRule(
+            cel="self.maxBatchSize > 0 || !has(self.dynamicBatching) || "
+            "!self.dynamicBatching.enabled",
+            message="dynamic batching needs maxBatchSize > 0",
+            field=".dynamicBatching.enabled",
+            check=lambda s: s.max_batch_size > 0 or not s.dynamic_batching.enabled,
+        ),
+    )
+
+
+class StorageSpec(ApiModel):
+    """Where artifacts (Triton model repositories) are kept."""
+
+    pvc: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=253,
+        description="PersistentVolumeClaim in the same namespace.",
+    )
+    sub_path: str = Field("optiserve", max_length=1024, description="Folder inside the claim.")
+    keep_artifacts_on_delete: bool = Field(
+        True, description="Leave artifacts in storage when the OptimizedModel is deleted."
+    )

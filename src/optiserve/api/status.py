@@ -1,0 +1,94 @@
+"""``OptimizedModel.status``: what the operator observed.
+
+Conditions use the standard ``metav1.Condition`` shape, so kstatus (Flux), Argo CD and
+``kubectl wait --for=condition=Ready`` read them without custom code.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from optiserve.api.base import ApiModel
+
+Phase = Literal["Pending", "Optimizing", "Deploying", "Ready", "Failed"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# Condition types (kstatus reads Ready, Reconciling and Stalled).
+READY = "Ready"
+OPTIMIZED = "Optimized"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+
+
+class Condition(ApiModel):
+    """metav1.Condition."""
+
+    type: str = Field(max_length=316, pattern=r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+    status: ConditionStatus
+    reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = Field("", max_length=32768)
+    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
+    observed_generation: int = Field(0, ge=0)
+
+
+class Artifact(ApiModel):
+    """The optimized model being served."""
+
+    digest: str = Field(description="Recipe digest; names the folder in storage.")
+    uri: str = Field(description="Triton model repository.")
+    precision: str = Field("fp32")
+    format: str = Field("onnx", description="onnx or tensorrt_plan.")
+    candidate: str = Field("", description="Name of the chosen candidate.")
+
+
+class Metrics(ApiModel):
+    """How the chosen candidate compares with the original."""
+
+    baseline_latency_ms: float | None = None
+    optimized_latency_ms: float | None = None
+    baseline_throughput: float | None = Field(None, description="Inferences per second.")
+    optimized_throughput: float | None = None
+    speedup: str | None = Field(None, description="Throughput ratio, e.g. '2.4x'.")
+    accuracy_drop: float | None = None
+    size_ratio: float | None = Field(None, description="Original size / optimized size.")
+
+
+class Candidate(ApiModel):
+    """One variant the optimizer tried, with its verdict."""
+
+    name: str
+    precision: str = "fp32"
+    latency_ms: float | None = None
+    throughput: float | None = None
+    accuracy_drop: float | None = None
+    size_bytes: int | None = None
+    passed: bool = False
+    chosen: bool = False
+    reason: str = ""
+
+
+class OptimizedModelStatus(ApiModel):
+    """Observed state."""
+
+    observed_generation: int = Field(0, ge=0)
+    phase: Phase = "Pending"
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    artifact: Artifact | None = None
+    last_good_artifact: Artifact | None = Field(
+        None, description="What is served when a newer artifact fails to roll out."
+    )
+    recipe_digest: str | None = Field(None, description="Digest of the spec being worked on.")
+    job_name: str | None = None
+    metrics: Metrics | None = None
+    candidates: list[Candidate] = Field(default_factory=list, max_length=64)
+    endpoint: str | None = None
+    replicas: int | None = Field(None, description="Ready Triton pods (scale subresource).")
+    selector: str | None = Field(None, description="Label selector of the Triton pods.")
