@@ -38,7 +38,7 @@ def _load(model_dir: Path) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir)))
+    model = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir)))  # type: ignore[no-untyped-call]
     weights_file = next(model_dir.glob("*.safetensors"))
     state = {
         k: (v.float() if v.is_floating_point() else v) for k, v in load_file(weights_file).items()
