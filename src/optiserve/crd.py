@@ -10,6 +10,7 @@ fails when they differ.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -75,6 +76,10 @@ class _Translator:
                 out[key] = value
         if isinstance(node.get("additionalProperties"), dict):
             out["additionalProperties"] = self.translate(node["additionalProperties"])
+        if out.get("default") == {} and "properties" in out:
+            # The API server checks a default against the schema, CEL rules included, without
+            # defaulting inside it first, so an object's default spells out its nested defaults.
+            out["default"] = structural_defaults(out, {})
         model = self.models.get(model_name or "")
         if model is not None and issubclass(model, RuledModel) and model.rules:
             out["x-kubernetes-validations"] = [r.as_validation() for r in model.rules]
@@ -88,6 +93,30 @@ class _Translator:
         if len(options) != 1:
             raise ValueError(f"cannot express anyOf {node['anyOf']} in a structural schema")
         return self.translate({**options[0], **rest})
+
+
+def structural_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """``value`` with every absent property that has a default filled in, recursively.
+
+    This is what the API server does to an object before validating and storing it.
+    """
+    if isinstance(value, dict):
+        result = dict(value)
+        properties = schema.get("properties", {})
+        for name, sub in properties.items():
+            if name not in result and "default" in sub:
+                result[name] = copy.deepcopy(sub["default"])
+            if name in result:
+                result[name] = structural_defaults(sub, result[name])
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name in result:
+                if name not in properties:
+                    result[name] = structural_defaults(extra, result[name])
+        return result
+    if isinstance(value, list) and "items" in schema:
+        return [structural_defaults(schema["items"], v) for v in value]
+    return value
 
 
 def openapi_schema() -> dict[str, Any]:

@@ -1,20 +1,21 @@
 """What the API server does with a CRD schema, modelled for fast unit tests.
 
 The cluster tier checks the real kube-apiserver; this module lets a property-based test run
-thousands of objects through the same three steps in seconds: structural defaulting, OpenAPI
-validation with strict field checking (unknown fields refused, as with
-``kubectl apply --validate=strict``), and the ``x-kubernetes-validations`` CEL rules, evaluated
-by a real CEL interpreter (cel-python).
+thousands of objects through the same three steps in seconds: structural defaulting (the
+generator's own, which also fills the CRD's object defaults), OpenAPI validation with strict
+field checking (unknown fields refused, as with ``kubectl apply --validate=strict``), and the
+``x-kubernetes-validations`` CEL rules, evaluated by a real CEL interpreter (cel-python).
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import celpy
 import jsonschema
 from celpy.adapter import json_to_cel
+
+from optiserve.crd import structural_defaults
 
 
 def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
@@ -35,26 +36,6 @@ def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
         # metadata is the only free-form object; everything else is closed.
         out["additionalProperties"] = False
     return out
-
-
-def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
-    """Structural defaulting: fill absent properties that have a default, recursively."""
-    if isinstance(value, dict):
-        result = dict(value)
-        for name, sub in schema.get("properties", {}).items():
-            if name not in result and "default" in sub:
-                result[name] = copy.deepcopy(sub["default"])
-            if name in result:
-                result[name] = apply_defaults(sub, result[name])
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for name in result:
-                if name not in schema.get("properties", {}):
-                    result[name] = apply_defaults(extra, result[name])
-        return result
-    if isinstance(value, list) and "items" in schema:
-        return [apply_defaults(schema["items"], v) for v in value]
-    return value
 
 
 _ENV = celpy.Environment()
@@ -93,5 +74,5 @@ def admit(schema: dict[str, Any], obj: dict[str, Any]) -> list[str]:
             problems.append(f"{path}: {error.message}")
     if problems:
         return problems
-    defaulted = apply_defaults(schema, obj)
+    defaulted = structural_defaults(schema, obj)
     return [f"{path}: {message}" for path, message in failed_rules(schema, defaulted)]

@@ -172,6 +172,7 @@ class TensorRTSpec(ApiModel):
     enabled: bool = Field(False, description="Build an engine (needs a gpu target).")
     profiles: dict[str, ShapeProfile] = Field(
         default_factory=dict,
+        max_length=16,  # bounds the CEL cost estimate of the per-profile rules
         description="Per dynamic input; derived from the eval data when empty.",
     )
     sparse_weights: bool = Field(False, description="Use 2:4 sparse tensor cores.")
