@@ -122,7 +122,11 @@ def structural_defaults(schema: dict[str, Any], value: Any) -> Any:
 def openapi_schema() -> dict[str, Any]:
     """The CRD's openAPIV3Schema for the whole object."""
     spec = _Translator(OptimizedModelSpec).translate(OptimizedModelSpec.model_json_schema())
-    status = _Translator(OptimizedModelStatus).translate(OptimizedModelStatus.model_json_schema())
+    status = _Translator(OptimizedModelStatus).translate(
+        # Defaulting status makes a new object read as phase Pending, observedGeneration 0,
+        # so kstatus (Flux) calls it InProgress instead of Current before the operator acts.
+        {**OptimizedModelStatus.model_json_schema(), "default": {}}
+    )
     return {
         "type": "object",
         "description": "A model to optimize (prune, quantize, TensorRT) and serve with Triton.",
