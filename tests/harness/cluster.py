@@ -1,0 +1,366 @@
+"""A real, local Kubernetes control plane for the tests (no Docker needed).
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler run from the binaries that
+hack/cluster/build.sh builds; kwok plays the kubelets of a few fake nodes (two GPU nodes and a CPU
+node), and the local pod runner (pod_runner.py) really runs the pods of Jobs as local processes.
+Everything listens on random loopback ports and keeps its state in one temporary directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from tests.harness import pki
+from tests.harness.binaries import Binaries
+from tests.harness.cluster_spec import (
+    KWOK_NODE_ANNOTATION,
+    ClusterOptions,
+    render_kubeconfig,
+)
+from tests.harness.kwok_config import render_kwok_config
+from tests.harness.processes import ManagedProcess, free_ports
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from tests.harness.pod_runner import PodRunner
+
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+POD_CIDR = "10.244.0.0/16"
+
+
+class ClusterStartError(RuntimeError):
+    """A control-plane component failed to start or to become ready in time."""
+
+
+class LocalCluster:
+    """Start with `start()` (or `with LocalCluster(...)`), stop with `stop()`; stop is idempotent
+    and also registered with atexit, so a failing test run leaves no process behind."""
+
+    def __init__(
+        self,
+        binaries: Binaries,
+        options: ClusterOptions | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.binaries = binaries
+        self.options = options or ClusterOptions()
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="optiserve-cluster-"))
+        self.pki_dir = self.state_dir / "pki"
+        self.logs_dir = self.state_dir / "logs"
+        # Each PersistentVolumeClaim becomes the folder <pvc_root>/<namespace>/<claim name>.
+        self.pvc_root = self.state_dir / "volumes"
+        self.kubeconfig = self.state_dir / "admin.kubeconfig"
+        self.restricted_kubeconfig = self.state_dir / "restricted.kubeconfig"
+        self.server = ""
+        self._processes: list[ManagedProcess] = []
+        self._pod_runner: PodRunner | None = None
+        self._started = False
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        atexit.register(self.stop)
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop(keep_state=True)
+            raise
+
+    def stop(self, keep_state: bool | None = None) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self.stop_pod_runner()
+        for process in reversed(self._processes):
+            process.stop()
+        self._processes.clear()
+        atexit.unregister(self.stop)
+        if not (self.options.keep_state if keep_state is None else keep_state):
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _start(self) -> None:
+        etcd_port, peer_port, api_port, cm_port, sched_port, kwok_port = free_ports(6)
+        self.server = f"https://127.0.0.1:{api_port}"
+        certs = self._make_pki()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        self._spawn("etcd", self._etcd_args(etcd_url, f"http://127.0.0.1:{peer_port}"))
+        self._wait_for("etcd", lambda: _http_ok(f"{etcd_url}/health"))
+        self._spawn("kube-apiserver", self._apiserver_args(api_port, etcd_url, certs))
+        self._wait_for("kube-apiserver", lambda: self._readyz_ok(certs["admin"]))
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self._write_kubeconfig('controller-manager', certs)}",
+                "--controllers=*",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={certs['sa'].key}",
+                f"--root-ca-file={certs['ca'].cert}",
+                f"--cluster-signing-cert-file={certs['ca'].cert}",
+                f"--cluster-signing-key-file={certs['ca'].key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={cm_port}",
+                f"--cert-dir={self.state_dir / 'controller-manager-certs'}",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                f"--kubeconfig={self._write_kubeconfig('scheduler', certs)}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                f"--cert-dir={self.state_dir / 'scheduler-certs'}",
+            ],
+        )
+        self.restricted_kubeconfig.write_text(
+            render_kubeconfig(
+                self.server, certs["ca"].cert, self.options.restricted_user, certs["restricted"]
+            )
+        )
+        self._grant_restricted_user()
+        kwok_config = self.state_dir / "kwok.yaml"
+        kwok_config.write_text(render_kwok_config(self.binaries.kwok_stages))
+        self._spawn(
+            "kwok",
+            [
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={kwok_config}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                f"--server-address=127.0.0.1:{kwok_port}",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=127.0.0.1",
+            ],
+        )
+        self.apply([node.manifest() for node in self.options.nodes])
+        names = [f"node/{node.name}" for node in self.options.nodes]
+        self._wait_for(
+            "kwok",
+            lambda: self._kubectl_ok("wait", "--for=condition=Ready", *names, "--timeout=5s"),
+        )
+        self.wait_for_default_service_account("default")
+
+    def _make_pki(self) -> dict[str, pki.KeyPair]:
+        ca = pki.make_ca(self.pki_dir)
+
+        def client(name: str, user: str, *groups: str) -> pki.KeyPair:
+            return pki.make_certificate(ca, self.pki_dir, name, user, groups)
+
+        certs = {
+            "ca": ca,
+            "sa": pki.make_service_account_keys(self.pki_dir),
+            "apiserver": pki.make_certificate(
+                ca,
+                self.pki_dir,
+                "apiserver",
+                "kube-apiserver",
+                ip_sans=("127.0.0.1", SERVICE_IP),
+                dns_sans=(
+                    "localhost",
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                ),
+                server=True,
+            ),
+            "admin": client("admin", "optiserve-admin", "system:masters"),
+            "controller-manager": client("controller-manager", "system:kube-controller-manager"),
+            "scheduler": client("scheduler", "system:kube-scheduler"),
+            "restricted": client("restricted", self.options.restricted_user),
+        }
+        self.kubeconfig.write_text(
+            render_kubeconfig(self.server, ca.cert, "optiserve-admin", certs["admin"])
+        )
+        return certs
+
+    def _write_kubeconfig(self, name: str, certs: dict[str, pki.KeyPair]) -> Path:
+        path = self.state_dir / f"{name}.kubeconfig"
+        path.write_text(render_kubeconfig(self.server, certs["ca"].cert, name, certs[name]))
+        return path
+
+    def _etcd_args(self, client_url: str, peer_url: str) -> list[str]:
+        return [
+            "--name=default",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=default={peer_url}",
+            # Test data is thrown away, so skipping fsync costs nothing and saves a lot of time.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self, port: int, etcd_url: str, certs: dict[str, pki.KeyPair]) -> list[str]:
+        return [
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--tls-cert-file={certs['apiserver'].cert}",
+            f"--tls-private-key-file={certs['apiserver'].key}",
+            f"--client-ca-file={certs['ca'].cert}",
+            "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={certs['sa'].cert}",
+            f"--service-account-signing-key-file={certs['sa'].key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+        ]
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self._processes.append(
+            ManagedProcess(
+                name, [str(self.binaries.path(name)), *args], self.logs_dir / f"{name}.log"
+            )
+        )
+
+    def _wait_for(self, name: str, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + self.options.startup_timeout_s
+        while not ready():
+            dead = [p for p in self._processes if p.exited()]
+            if dead:
+                raise ClusterStartError(
+                    f"{dead[0].name} exited with {dead[0].popen.returncode} while waiting for "
+                    f"{name}; its log {dead[0].log_path} ends with:\n{dead[0].log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {p.name}\n{p.log_tail(1500)}" for p in self._processes)
+                raise ClusterStartError(
+                    f"{name} not ready after {self.options.startup_timeout_s}s; logs:\n{logs}"
+                )
+            time.sleep(0.25)
+
+    def _readyz_ok(self, admin: pki.KeyPair) -> bool:
+        context = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        context.load_cert_chain(str(admin.cert), str(admin.key))
+        return _http_ok(f"{self.server}/readyz", context)
+
+    def _grant_restricted_user(self) -> None:
+        namespace = self.options.restricted_namespace
+        self.apply(
+            [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": "restricted-user-view", "namespace": namespace},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": "view",
+                    },
+                    "subjects": [
+                        {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "User",
+                            "name": self.options.restricted_user,
+                        }
+                    ],
+                },
+            ]
+        )
+
+    # ---- helpers for tests ---------------------------------------------------------------
+    def kubectl(
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        input: str | None = None,
+        check: bool = False,
+        timeout_s: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster (admin unless `kubeconfig` says otherwise)."""
+        argv = [
+            str(self.binaries.kubectl()),
+            f"--kubeconfig={kubeconfig or self.kubeconfig}",
+            *args,
+        ]
+        return subprocess.run(
+            argv, input=input, capture_output=True, text=True, check=check, timeout=timeout_s
+        )
+
+    def _kubectl_ok(self, *args: str) -> bool:
+        return self.kubectl(*args, timeout_s=30).returncode == 0
+
+    def apply(
+        self, manifests: Sequence[Mapping[str, Any]] | str, namespace: str | None = None
+    ) -> str:
+        """`kubectl apply` manifests (dicts or YAML text); raises CalledProcessError on refusal."""
+        text = (
+            manifests
+            if isinstance(manifests, str)
+            else yaml.safe_dump_all([dict(m) for m in manifests])
+        )
+        args = ["apply", "-f", "-"] + ([f"--namespace={namespace}"] if namespace else [])
+        return self.kubectl(*args, input=text, check=True).stdout
+
+    def wait_for_default_service_account(self, namespace: str, timeout_s: float = 60.0) -> None:
+        """Pods are refused until the service-account controller made `default` in a namespace."""
+        deadline = time.monotonic() + timeout_s
+        while not self._kubectl_ok("get", "serviceaccount", "default", "-n", namespace):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no default service account in {namespace} after {timeout_s}s")
+            time.sleep(0.25)
+
+    def api_client(self, kubeconfig: Path | None = None) -> ApiClient:
+        """A kubernetes Python client for this cluster (admin unless told otherwise)."""
+        from kubernetes import config
+
+        path = str(kubeconfig or self.kubeconfig)
+        api: ApiClient = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
+        return api
+
+    @property
+    def pod_runner(self) -> PodRunner | None:
+        return self._pod_runner
+
+    def start_pod_runner(self) -> PodRunner:
+        """Start (once) the runner that really runs Job pods here; see pod_runner.py."""
+        from tests.harness.pod_runner import PodRunner
+
+        if self._pod_runner is None:
+            self._pod_runner = PodRunner(self.api_client(), self.state_dir / "pods", self.pvc_root)
+            self._pod_runner.start()
+        return self._pod_runner
+
+    def stop_pod_runner(self) -> None:
+        if self._pod_runner is not None:
+            self._pod_runner.stop()
+            self._pod_runner = None
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    with (
+        contextlib.suppress(OSError, urllib.error.URLError),
+        urllib.request.urlopen(url, timeout=2, context=context) as response,
+    ):
+        return bool(response.status == 200)
+    return False

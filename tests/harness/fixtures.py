@@ -1,0 +1,59 @@
+"""pytest plugin: the session-scoped `cluster` fixture (a LocalCluster with the pod runner
+running) and a function-scoped `cluster_namespace` (a fresh namespace, deleted afterwards).
+
+Register with `pytest_plugins = ["tests.harness.fixtures"]`; mark tests `@pytest.mark.cluster`.
+When the binaries are not built yet the fixture builds them (hack/cluster/build.sh; slow once),
+unless OPTISERVE_CLUSTER_BUILD=0, and skips with the reason when that is impossible.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness.binaries import (
+    CONTROL_PLANE,
+    Binaries,
+    BinariesUnavailable,
+    cache_root,
+    ensure_binaries,
+    read_versions,
+)
+from tests.harness.cluster import LocalCluster
+
+
+def _binaries() -> Binaries:
+    if os.environ.get("OPTISERVE_CLUSTER_BUILD", "1") == "0":
+        binaries = Binaries(cache_root(), read_versions())
+        missing = binaries.missing(CONTROL_PLANE)
+        if missing:
+            raise BinariesUnavailable(f"{missing} not built and OPTISERVE_CLUSTER_BUILD=0")
+        return binaries
+    return ensure_binaries()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    try:
+        binaries = _binaries()
+    except BinariesUnavailable as err:
+        pytest.skip(f"local Kubernetes control plane unavailable: {err}")
+    local = LocalCluster(binaries)
+    local.start()
+    try:
+        local.start_pod_runner()
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def cluster_namespace(cluster: LocalCluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name, check=True)
+    cluster.wait_for_default_service_account(name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
