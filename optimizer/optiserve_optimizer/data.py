@@ -1,0 +1,139 @@
+"""Reading ``.npz`` datasets: checked against the model's inputs, streamed in batches.
+
+An ``.npz`` holds one array per model input (first axis = samples) and optionally ``labels``.
+``iter_batches`` reads each member's ``.npy`` header and then only ``batch`` rows at a time
+from the zip stream, so calibration sets larger than memory work.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from optiserve.model_io import TensorSpec
+from optiserve_optimizer.errors import DataError
+
+LABELS = "labels"
+Arrays = dict[str, npt.NDArray[np.generic]]
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    name: str
+    dtype: np.dtype[np.generic]
+    shape: tuple[int, ...]
+
+
+def _member_header(zf: zipfile.ZipFile, member: str) -> tuple[MemberInfo, int]:
+    with zf.open(member) as fh:
+        npy: Any = np.lib.format  # untyped module
+        version = npy.read_magic(fh)
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+    if fortran or dtype.hasobject:
+        raise ValueError(f"{member}: only C-order, non-object arrays can be streamed")
+    return MemberInfo(member.removesuffix(".npy"), dtype, tuple(shape)), offset
+
+
+def describe(path: Path, pass_name: str) -> dict[str, MemberInfo]:
+    """Names, dtypes and shapes of the arrays in ``path`` without reading their data."""
+    if not path.is_file():
+        raise DataError(pass_name, f"dataset {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {
+                info.name: info
+                for info in (_member_header(zf, m)[0] for m in zf.namelist() if m.endswith(".npy"))
+            }
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise DataError(pass_name, f"dataset {path} is not a readable .npz: {exc}") from exc
+
+
+def check_against(
+    path: Path, inputs: Sequence[TensorSpec], pass_name: str, min_samples: int = 1
+) -> int:
+    """Fails with a ``DataError`` naming the array unless every input matches; returns N."""
+    members = describe(path, pass_name)
+    counts: set[int] = set()
+    for spec in inputs:
+        info = members.get(spec.name)
+        if info is None:
+            raise DataError(
+                pass_name,
+                f"{path.name} has no array {spec.name!r} (model input); it has {sorted(members)}",
+            )
+        if info.dtype != np.dtype(spec.dtype):
+            raise DataError(
+                pass_name,
+                f"{path.name}[{spec.name!r}] is {info.dtype}, the model input needs {spec.dtype}",
+            )
+        want = spec.shape
+        got = info.shape[1:]
+        if len(got) != len(want) or any(w not in (-1, g) for w, g in zip(want, got, strict=False)):
+            raise DataError(
+                pass_name,
+                f"{path.name}[{spec.name!r}] has sample shape {list(got)}, the model input needs "
+                f"{['?' if d == -1 else d for d in want]}",
+            )
+        counts.add(info.shape[0])
+    if LABELS in members:
+        counts.add(members[LABELS].shape[0])
+    if len(counts) > 1:
+        raise DataError(pass_name, f"{path.name}: arrays have different sample counts {counts}")
+    n = counts.pop() if counts else 0
+    if n < min_samples:
+        raise DataError(
+            pass_name, f"{path.name} has {n} samples, fewer than the batch size {min_samples}"
+        )
+    return n
+
+
+def iter_batches(
+    path: Path, names: Sequence[str], batch: int, limit: int | None = None
+) -> Iterator[Arrays]:
+    """Yields dicts of ``batch`` rows (the last may be shorter), at most ``limit`` rows in all."""
+    with zipfile.ZipFile(path) as zf:
+        streams = {}
+        infos = {}
+        for name in names:
+            info, offset = _member_header(zf, f"{name}.npy")
+            fh = zf.open(f"{name}.npy")
+            fh.read(offset)
+            streams[name], infos[name] = fh, info
+        try:
+            total = min(info.shape[0] for info in infos.values())
+            if limit is not None:
+                total = min(total, limit)
+            done = 0
+            while done < total:
+                rows = min(batch, total - done)
+                out: Arrays = {}
+                for name, fh in streams.items():
+                    info = infos[name]
+                    row_items = int(np.prod(info.shape[1:], dtype=np.int64))
+                    raw = fh.read(rows * row_items * info.dtype.itemsize)
+                    out[name] = np.frombuffer(raw, dtype=info.dtype).reshape(
+                        (rows, *info.shape[1:])
+                    )
+                done += rows
+                yield out
+        finally:
+            for fh in streams.values():
+                fh.close()
+
+
+def load(path: Path, names: Sequence[str], limit: int | None = None) -> Arrays:
+    """Whole arrays (eval sets are small); ``limit`` keeps the first rows."""
+    with np.load(path) as data:
+        return {n: np.ascontiguousarray(data[n][:limit]) for n in names if n in data.files}
+
+
+def as_feed(arrays: Mapping[str, npt.NDArray[np.generic]], start: int, stop: int) -> Arrays:
+    return {k: v[start:stop] for k, v in arrays.items() if k != LABELS}

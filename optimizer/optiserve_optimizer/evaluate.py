@@ -1,0 +1,80 @@
+"""The accuracy gate: every candidate against the original model on the eval data.
+
+Metrics, as ``spec.accuracy.metric`` names them (``drop`` is what ``maxDrop`` bounds):
+- top1: accuracy(original) - accuracy(candidate) with labels, else 1 - argmax agreement;
+- cosine: 1 - mean cosine similarity of the outputs (embeddings), per sample;
+- maxAbsError: the largest absolute difference of any output value.
+All three are reported whenever they make sense, so a failing candidate says how it failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Outputs = Sequence[npt.NDArray[np.float32]]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    metric: str
+    drop: float
+    max_drop: float
+    details: Mapping[str, float]
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.drop)) and self.drop <= self.max_drop
+
+    def reason(self) -> str:
+        if self.passed:
+            return ""
+        return f"{self.metric} drop {self.drop:.4g} > maxDrop {self.max_drop:g}"
+
+
+def mean_cosine(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    a2, b2 = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    norms = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
+    cos = (a2 * b2).sum(axis=1) / np.maximum(norms, 1e-12)
+    return float(cos.mean())
+
+
+def compare(
+    reference: Outputs, candidate: Outputs, labels: npt.NDArray[Any] | None
+) -> dict[str, float]:
+    """Every applicable metric on the first output (the model's answer)."""
+    ref, got = reference[0], candidate[0]
+    if ref.shape != got.shape:
+        return {"shapeMismatch": 1.0}
+    details = {
+        "maxAbsError": float(np.max(np.abs(ref - got))) if ref.size else 0.0,
+        "meanCosine": mean_cosine(ref, got),
+    }
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        ref_top, got_top = ref.argmax(axis=1), got.argmax(axis=1)
+        details["agreement"] = float((ref_top == got_top).mean())
+        if labels is not None:
+            details["top1Original"] = float((ref_top == labels).mean())
+            details["top1"] = float((got_top == labels).mean())
+    return details
+
+
+def gate(metric: str, max_drop: float, details: Mapping[str, float]) -> GateResult:
+    if "shapeMismatch" in details:
+        return GateResult(metric, float("inf"), max_drop, details)
+    if metric == "top1":
+        if "top1" in details:
+            drop = details["top1Original"] - details["top1"]
+        elif "agreement" in details:
+            drop = 1.0 - details["agreement"]
+        else:
+            drop = float("inf")
+    elif metric == "cosine":
+        drop = 1.0 - details["meanCosine"]
+    else:
+        drop = details["maxAbsError"]
+    return GateResult(metric, max(0.0, drop) if np.isfinite(drop) else drop, max_drop, details)

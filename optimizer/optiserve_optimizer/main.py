@@ -1,0 +1,152 @@
+"""Entry point: ``optiserve optimize SPEC.yaml --out DIR`` and the optimization Job's command.
+
+Only this module turns errors into exit codes. Whatever happens, a compact JSON summary
+(< 4 KiB) goes to the termination-message file, where the operator reads the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from optiserve_optimizer.errors import OptimizerError, SpecError
+from optiserve_optimizer.progress import Progress
+
+TERMINATION_ENV = "OPTISERVE_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
+SUMMARY_LIMIT = 4096
+
+
+def load_request(spec_file: Path) -> Any:
+    """An ``OptimizedModel`` manifest, or a bare ``{source, optimization, serving?, name?}``."""
+    import yaml
+    from pydantic import ValidationError
+
+    from optiserve.api import OptimizationSpec, OptimizedModel, ServingSpec, SourceSpec
+    from optiserve_optimizer.pipeline import RunRequest
+
+    if not spec_file.is_file():
+        raise SpecError("spec", f"spec file {spec_file} does not exist")
+    try:
+        doc = yaml.safe_load(spec_file.read_text())
+        if not isinstance(doc, dict):
+            raise SpecError("spec", f"{spec_file} holds no mapping")
+        if doc.get("kind") == "OptimizedModel":
+            resource = OptimizedModel.from_wire(doc)
+            return RunRequest(
+                resource.metadata.name,
+                resource.spec.source,
+                resource.spec.optimization,
+                resource.spec.serving,
+            )
+        return RunRequest(
+            str(doc.get("name", "model")),
+            SourceSpec.model_validate(doc["source"]),
+            OptimizationSpec.model_validate(doc["optimization"]),
+            ServingSpec.model_validate(doc.get("serving", {})),
+        )
+    except (yaml.YAMLError, ValidationError, KeyError) as exc:
+        raise SpecError("spec", f"{spec_file} is not a valid spec: {exc}") from exc
+
+
+def termination_path() -> Path | None:
+    configured = os.environ.get(TERMINATION_ENV)
+    if configured:
+        return Path(configured)
+    if DEFAULT_TERMINATION_LOG.exists() and os.access(DEFAULT_TERMINATION_LOG, os.W_OK):
+        return DEFAULT_TERMINATION_LOG
+    return None
+
+
+def compact(summary: dict[str, Any]) -> str:
+    """JSON under the 4 KiB termination-message limit: candidates are dropped first."""
+    text = json.dumps(summary, separators=(",", ":"))
+    while len(text.encode()) >= SUMMARY_LIMIT and summary.get("candidates"):
+        summary = {**summary, "candidates": summary["candidates"][:-1], "truncated": True}
+        text = json.dumps(summary, separators=(",", ":"))
+    if len(text.encode()) >= SUMMARY_LIMIT:
+        text = json.dumps(
+            {k: v for k, v in summary.items() if k in ("ok", "digest", "error")},
+            separators=(",", ":"),
+        )[: SUMMARY_LIMIT - 1]
+    return text
+
+
+def write_termination(summary: dict[str, Any]) -> None:
+    path = termination_path()
+    if path is None:
+        return
+    try:
+        path.write_text(compact(summary))
+    except OSError as exc:
+        print(f"could not write the termination message to {path}: {exc}", file=sys.stderr)
+
+
+def summary_of(report: dict[str, Any], folder: Path, reused: bool) -> dict[str, Any]:
+    keep = ("name", "precision", "latencyMs", "throughput", "accuracyDrop", "passed", "chosen")
+    return {
+        "ok": True,
+        "reused": reused,
+        "digest": report["recipeDigest"],
+        "folder": str(folder),
+        "artifact": report["artifact"],
+        "metrics": report["metrics"],
+        "fallbackReason": report.get("fallbackReason"),
+        "candidates": [{k: c[k] for k in keep if k in c} for c in report["candidates"]],
+    }
+
+
+def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
+    """Optimizes, packages into ``out_dir/<digest>/``; returns the process exit code."""
+    progress = Progress()
+    try:
+        from optiserve_optimizer.pipeline import run_request
+
+        request = load_request(Path(spec_file))
+        result = run_request(request, Path(out_dir), progress)
+    except OptimizerError as exc:
+        progress.line(f"FAILED {exc}")
+        write_termination(
+            {
+                "ok": False,
+                "error": {"pass": exc.pass_name, "message": exc.cause, "type": type(exc).__name__},
+            }
+        )
+        return exc.exit_code
+    except Exception as exc:  # a bug, not bad input: still tell the operator
+        progress.line(f"FAILED unexpectedly: {exc!r}")
+        write_termination(
+            {
+                "ok": False,
+                "error": {
+                    "pass": "internal",
+                    "message": repr(exc)[:1000],
+                    "type": type(exc).__name__,
+                },
+            }
+        )
+        return 1
+    summary = summary_of(result.report, result.folder, result.reused)
+    write_termination(summary)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="optiserve-optimize",
+        description="Optimize a model (export, prune, recover, quantize, TensorRT), gate it "
+        "on accuracy, benchmark it and write a Triton model repository + report.json.",
+    )
+    parser.add_argument("spec", type=Path, help="OptimizedModel YAML (or {source, optimization})")
+    parser.add_argument("--out", type=Path, required=True, help="artifact folder (<out>/<digest>/)")
+    args = parser.parse_args(argv)
+    return run_optimize(args.spec, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Pruning: magnitude (unstructured), structured (channels removed) and 2:4 semi-structured."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
+from optiserve_optimizer.errors import PassFailedError
+from optiserve_optimizer.onnx_utils import load_model
+from optiserve_optimizer.passes import prune_graph, prune_math, torch_edit
+from optiserve_optimizer.passes.torch_edit import Edit
+
+NAME = "prune"
+
+
+def _magnitude_mask(weights: Any, sparsity: float, use_torch: bool) -> Any:
+    if not use_torch:
+        return prune_math.magnitude_mask(weights, sparsity)
+    # torch.nn.utils.prune's own L1 criterion; applied by multiplication, which is what
+    # prune.remove() makes permanent (ScriptModules cannot hold prune's forward hooks).
+    import torch
+    from torch.nn.utils import prune
+
+    tensor = torch.from_numpy(np.ascontiguousarray(weights))
+    method: Any = prune.L1Unstructured(amount=sparsity)
+    mask = method.compute_mask(tensor, torch.ones_like(tensor))
+    return mask.numpy().astype(bool)
+
+
+def plan_edits(
+    model: Any, method: str, sparsity: float, use_torch: bool
+) -> tuple[dict[str, Edit], dict[str, Any]]:
+    """What to change, by initializer name, and a summary for the report."""
+    inits = prune_graph.initializers(model)
+    edits: dict[str, Edit] = {}
+    skipped: list[str] = []
+    if method == "structured":
+        slices: dict[str, list[tuple[int, Any]]] = {}
+        for chain in prune_graph.chains(model):
+            weights = inits[chain.producer.name]
+            keep = prune_math.channel_keep(weights, chain.producer.output_axis, sparsity)
+            channels = weights.shape[chain.producer.output_axis]
+            slices.setdefault(chain.producer.name, []).append((chain.producer.output_axis, keep))
+            if chain.producer_bias:
+                slices.setdefault(chain.producer_bias, []).append((0, keep))
+            consumed = keep
+            if chain.flattened:
+                spatial = inits[chain.consumer.name].shape[chain.consumer.input_axis] // channels
+                consumed = prune_math.expand_flattened(keep, spatial)
+            # Keep indices come from the original weights, and a layer that both produces and
+            # consumes is sliced on two different axes, so the order of slices is irrelevant.
+            slices.setdefault(chain.consumer.name, []).append((chain.consumer.input_axis, consumed))
+        if not slices:
+            raise PassFailedError(
+                NAME,
+                "structured pruning found no channel chain (Conv/Gemm/MatMul -> "
+                "activation/pool/Flatten -> Conv/Gemm/MatMul) in this model",
+            )
+        edits = {name: ("slice", tuple(axes)) for name, axes in slices.items()}
+        return edits, {"layers": len(edits), "skipped": skipped}
+    for ref in prune_graph.weight_refs(model):
+        weights = inits[ref.name]
+        if method == "2:4":
+            if not prune_math.supports_two_four(weights, ref.input_axis):
+                skipped.append(ref.name)
+                continue
+            edits[ref.name] = ("mask", prune_math.two_four_mask(weights, ref.input_axis))
+        else:
+            edits[ref.name] = ("mask", _magnitude_mask(weights, sparsity, use_torch))
+    if not edits:
+        raise PassFailedError(NAME, f"no Conv/Gemm/MatMul weight can be pruned with {method}")
+    return edits, {"layers": len(edits), "skipped": skipped}
+
+
+def sparsity_of(model: Any) -> float:
+    inits = prune_graph.initializers(model)
+    refs = prune_graph.weight_refs(model)
+    total = sum(inits[r.name].size for r in refs)
+    zeros = sum(int((inits[r.name] == 0).sum()) for r in refs)
+    return zeros / total if total else 0.0
+
+
+class Prune:
+    name = NAME
+
+    def run(
+        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
+    ) -> PassResult:
+        import onnx
+
+        method, sparsity = str(config["method"]), float(config.get("sparsity", 0.5))
+        model = load_model(artifact.onnx, NAME)
+        params_before = sum(v.size for v in prune_graph.initializers(model).values())
+        edits, summary = plan_edits(model, method, sparsity, artifact.torch is not None)
+        onnx_out = ctx.output(artifact, f"pruned-{method.replace(':', '')}.onnx")
+        torch_out = None
+        if artifact.torch is not None:
+            module = torch_edit_module(artifact.torch)
+            torch_edit.apply_edits(module, edits, NAME)
+            torch_out = onnx_out.with_suffix(".pt")
+            names = [i.name for i in model.graph.input]
+            feed = ctx.sample_feed(names, rows=2)
+            torch_edit.save_and_export(module, torch_out, onnx_out, feed, NAME)
+        else:
+            torch_edit.apply_edits_onnx(model, edits)
+            onnx.save(model, str(onnx_out))
+        pruned = load_model(onnx_out, NAME)
+        params_after = sum(v.size for v in prune_graph.initializers(pruned).values())
+        metrics = {
+            "method": method,
+            **summary,
+            "paramsBefore": params_before,
+            "paramsAfter": params_after,
+            "zeroFraction": round(sparsity_of(pruned), 4),
+            "bytes": onnx_out.stat().st_size,
+        }
+        return PassResult(
+            artifact.evolve(ctx.step_label or NAME, onnx=onnx_out, torch=torch_out), metrics
+        )
+
+
+def torch_edit_module(path: Any) -> Any:
+    from optiserve_optimizer.passes.torch_export import load_torchscript
+
+    return load_torchscript(path, NAME)

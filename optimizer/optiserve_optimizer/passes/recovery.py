@@ -1,0 +1,111 @@
+"""Recovery: short fine-tuning of the pruned model, by distillation from the original (teacher).
+
+``distill`` matches the teacher's softened outputs (KL divergence for classifier logits, mean
+squared error otherwise); ``finetune`` uses the dataset's hard ``labels``. Weights that pruning
+set to zero (magnitude, 2:4) are held at zero after every step so the sparsity survives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from optiserve.uri import local_path
+from optiserve_optimizer import data
+from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
+from optiserve_optimizer.errors import DataError, PassFailedError
+from optiserve_optimizer.onnx_utils import signature, threads
+from optiserve_optimizer.passes import torch_edit
+from optiserve_optimizer.passes.torch_export import load_torchscript
+
+NAME = "recover"
+BATCH = 64
+TEMPERATURE = 2.0
+
+
+class Recover:
+    name = NAME
+
+    def run(
+        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
+    ) -> PassResult:
+        import onnx
+        import torch
+
+        if artifact.torch is None or ctx.original is None or ctx.original.torch is None:
+            raise PassFailedError(NAME, "recovery needs a TorchScript source (a trainable module)")
+        torch.set_num_threads(threads())
+        torch.manual_seed(0)
+        model = onnx.load(str(artifact.onnx))
+        names = [t.name for t in signature(model).inputs]
+        path = local_path(str(config["dataset"]))
+        data.check_against(path, signature(model).inputs, NAME)
+        method = str(config.get("method", "distill"))
+        arrays = data.load(path, [*names, data.LABELS])
+        if method == "finetune" and data.LABELS not in arrays:
+            raise DataError(NAME, f"finetune needs 'labels' in {path.name}; use method: distill")
+        teacher = load_torchscript(ctx.original.torch, NAME)
+        student = load_torchscript(artifact.torch, NAME)
+        zero_masks = _zero_masks(student) if config.get("keepZeros") else {}
+        classifier = ctx.spec.accuracy.metric == "top1"
+        optimizer = torch.optim.Adam(student.parameters(), lr=float(config["learningRate"]))
+        count = len(arrays[names[0]])
+        losses: list[float] = []
+        student.train()
+        for _ in range(int(config["epochs"])):
+            order = np.random.default_rng(len(losses)).permutation(count)
+            total = 0.0
+            for start in range(0, count, BATCH):
+                idx = order[start : start + BATCH]
+                inputs = [torch.from_numpy(arrays[n][idx]) for n in names]
+                with torch.no_grad():
+                    target = teacher(*inputs)
+                output = student(*inputs)
+                if method == "finetune":
+                    loss = torch.nn.functional.cross_entropy(
+                        output, torch.from_numpy(arrays[data.LABELS][idx])
+                    )
+                elif classifier:
+                    loss = (
+                        torch.nn.functional.kl_div(
+                            torch.log_softmax(output / TEMPERATURE, dim=-1),
+                            torch.softmax(target / TEMPERATURE, dim=-1),
+                            reduction="batchmean",
+                        )
+                        * TEMPERATURE**2
+                    )
+                else:
+                    loss = torch.nn.functional.mse_loss(output, target)
+                optimizer.zero_grad()
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+                with torch.no_grad():
+                    for param_name, keep in zero_masks.items():
+                        dict(student.named_parameters())[param_name].mul_(keep)
+                total += loss.item() * len(idx)
+            losses.append(total / count)
+        student.eval()
+        onnx_out = ctx.output(artifact, "recovered.onnx")
+        torch_out = onnx_out.with_suffix(".pt")
+        feed = {n: arrays[n][:2] for n in names}
+        torch_edit.save_and_export(student, torch_out, onnx_out, feed, NAME)
+        return PassResult(
+            artifact.evolve(ctx.step_label or NAME, onnx=onnx_out, torch=torch_out),
+            {
+                "method": method,
+                "epochs": len(losses),
+                "lossFirst": losses[0],
+                "lossLast": losses[-1],
+            },
+        )
+
+
+def _zero_masks(module: Any) -> dict[str, Any]:
+    """Masks of the weight matrices that hold zeros (what pruning removed)."""
+    masks = {}
+    for name, param in module.named_parameters():
+        if param.dim() >= 2 and bool((param == 0).any()):
+            masks[name] = (param != 0).to(param.dtype).detach()
+    return masks

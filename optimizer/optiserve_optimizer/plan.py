@@ -1,0 +1,192 @@
+"""Spec → ordered candidate list. Pure: no torch, onnxruntime or file access.
+
+Every candidate is a list of pass steps applied to the source model. The first candidate is
+always ``fp32`` (the exported model with graph optimizations), the reference every other
+candidate is gated against and the fallback when nothing else passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from optiserve.api import OptimizationSpec, SourceSpec
+
+# Step names, in the order they may appear inside one candidate.
+LOAD_EXPORT = "load_export"
+PRUNE = "prune"
+RECOVER = "recover"
+GRAPH_OPT = "graph_opt"
+QUANTIZE = "quantize"
+SHAPES = "shapes"
+TENSORRT = "tensorrt"
+STEP_ORDER = (LOAD_EXPORT, PRUNE, RECOVER, GRAPH_OPT, QUANTIZE, SHAPES, TENSORRT)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()) if v is not None)
+        return f"{self.name}({args})" if args else self.name
+
+
+@dataclass(frozen=True)
+class CandidatePlan:
+    name: str
+    precision: str
+    steps: tuple[Step, ...]
+
+    @property
+    def engine(self) -> str:
+        """``onnx`` or ``tensorrt_plan``: what the packaged model file is."""
+        return "tensorrt_plan" if any(s.name == TENSORRT for s in self.steps) else "onnx"
+
+
+@dataclass(frozen=True)
+class Plan:
+    candidates: tuple[CandidatePlan, ...]
+    notes: tuple[str, ...] = ()
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.candidates]
+
+
+def _quantize_step(spec: OptimizationSpec) -> tuple[str, Step] | None:
+    quant = spec.quantization
+    if quant.precision == "fp32":
+        return None
+    if quant.precision == "fp16":
+        return "fp16", Step(QUANTIZE, {"precision": "fp16"})
+    cal = quant.calibration
+    params: dict[str, Any] = {"precision": "int8", "method": quant.method}
+    if quant.method == "static" and cal is not None:
+        params |= {"calibration": cal.uri, "samples": cal.samples, "calibrate": cal.method}
+    return f"int8-{quant.method}", Step(QUANTIZE, params)
+
+
+def _prune_steps(
+    source: SourceSpec, spec: OptimizationSpec, notes: list[str]
+) -> tuple[str, tuple[Step, ...]] | None:
+    pruning = spec.pruning
+    if pruning.method == "none":
+        return None
+    steps: list[Step] = [Step(PRUNE, {"method": pruning.method, "sparsity": pruning.sparsity})]
+    recovery = spec.recovery
+    if recovery.method != "none":
+        if source.format == "torchscript":
+            dataset = recovery.dataset or (
+                spec.quantization.calibration.uri if spec.quantization.calibration else None
+            )
+            if dataset is None:
+                dataset = spec.accuracy.dataset
+                notes.append(
+                    "recovery trains on the accuracy dataset (no recovery.dataset or "
+                    "calibration data): the gate is then optimistic"
+                )
+            steps.append(
+                Step(
+                    RECOVER,
+                    {
+                        "method": recovery.method,
+                        "epochs": recovery.epochs,
+                        "learningRate": recovery.learning_rate,
+                        "dataset": dataset,
+                        "keepZeros": pruning.method in ("magnitude", "2:4"),
+                    },
+                )
+            )
+        else:
+            notes.append(
+                "recovery skipped: an ONNX source has no trainable module "
+                "(use a torchscript source to fine-tune after pruning)"
+            )
+    return f"pruned-{pruning.method}", tuple(steps)
+
+
+def _tensorrt_steps(spec: OptimizationSpec, notes: list[str]) -> tuple[str, str, tuple[Step, ...]]:
+    """(name, precision, steps) of the TensorRT candidate."""
+    trt = spec.tensorrt
+    precision = spec.quantization.precision
+    steps: list[Step] = []
+    cal = spec.quantization.calibration
+    if precision == "int8":
+        if cal is None:
+            # TensorRT 10 deprecated implicit (calibrator) INT8; explicit QDQ needs calibration.
+            notes.append("TensorRT INT8 needs calibration data (explicit QDQ); building FP16")
+            precision = "fp16"
+        else:
+            steps.append(
+                Step(
+                    QUANTIZE,
+                    {
+                        "precision": "int8",
+                        "method": "static",
+                        "calibration": cal.uri,
+                        "samples": cal.samples,
+                        "calibrate": cal.method,
+                    },
+                )
+            )
+    if not trt.profiles:
+        steps.append(Step(SHAPES, {"dataset": spec.accuracy.dataset}))
+    params: dict[str, Any] = {
+        "precision": precision,
+        "sparseWeights": trt.sparse_weights,
+        "workspaceMib": trt.workspace_mib,
+        "timingCache": trt.timing_cache,
+        "profiles": {k: v.model_dump(mode="json") for k, v in sorted(trt.profiles.items())},
+    }
+    steps.append(Step(TENSORRT, params))
+    suffix = "-sparse" if trt.sparse_weights else ""
+    return f"trt-{precision}{suffix}", precision, tuple(steps)
+
+
+def build_plan(source: SourceSpec, spec: OptimizationSpec) -> Plan:
+    """Every variant worth trying for ``spec``, baseline first."""
+    notes: list[str] = []
+    load = Step(LOAD_EXPORT, {"format": source.format, "sha256": source.sha256})
+    # "extended" fuses into onnxruntime-only ops; "basic" keeps standard ops, which the
+    # quantizers and TensorRT must still recognise, so it is used when a step follows.
+    graph_opt = Step(GRAPH_OPT, {"device": spec.target.device, "level": "extended"})
+    pre_graph_opt = Step(GRAPH_OPT, {"device": spec.target.device, "level": "basic"})
+    base = (load, graph_opt)
+    pre = (load, pre_graph_opt)
+    candidates = [CandidatePlan("fp32", "fp32", base)]
+
+    quant = _quantize_step(spec)
+    prune = _prune_steps(source, spec, notes)
+    if quant is not None:
+        candidates.append(CandidatePlan(quant[0], spec.quantization.precision, (*pre, quant[1])))
+    if prune is not None:
+        candidates.append(CandidatePlan(prune[0], "fp32", (load, *prune[1], graph_opt)))
+        if quant is not None:
+            candidates.append(
+                CandidatePlan(
+                    f"{prune[0]}+{quant[0]}",
+                    spec.quantization.precision,
+                    (load, *prune[1], pre_graph_opt, quant[1]),
+                )
+            )
+    if spec.tensorrt.enabled:
+        trt_name, precision, trt_steps = _tensorrt_steps(spec, notes)
+        if spec.tensorrt.sparse_weights and prune is not None:
+            candidates.append(
+                CandidatePlan(
+                    f"{prune[0]}+{trt_name}",
+                    precision,
+                    (load, *prune[1], pre_graph_opt, *trt_steps),
+                )
+            )
+        else:
+            candidates.append(CandidatePlan(trt_name, precision, (*pre, *trt_steps)))
+    return Plan(tuple(candidates), tuple(notes))
+
+
+def describe_plan(plan: Plan) -> str:
+    """One line per candidate: ``name: step -> step -> ...``."""
+    lines = [f"{c.name}: " + " -> ".join(s.describe() for s in c.steps) for c in plan.candidates]
+    return "\n".join([*lines, *(f"note: {n}" for n in plan.notes)])

@@ -1,0 +1,60 @@
+"""One way to call any model: ``runner(feed) -> outputs`` for onnxruntime, TorchScript, TensorRT."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from optiserve_optimizer.onnx_utils import providers_for, session, threads
+
+Feed = Mapping[str, npt.NDArray[Any]]
+Runner = Callable[[Feed], list[npt.NDArray[Any]]]
+
+
+def onnx_runner(path: Path, device: str = "cpu") -> Runner:
+    sess = session(path, providers_for(device))
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(feed: Feed) -> list[npt.NDArray[Any]]:
+        return list(sess.run(None, {n: feed[n] for n in names}))
+
+    return run
+
+
+def torchscript_runner(path: Path, input_names: list[str]) -> Runner:
+    """PyTorch baseline: the TorchScript source run by torch (the nearest to eager we have)."""
+    import torch
+
+    from optiserve_optimizer.passes.torch_export import load_torchscript, torch_outputs
+
+    torch.set_num_threads(threads())
+    module = load_torchscript(path, "benchmark")
+
+    def run(feed: Feed) -> list[npt.NDArray[Any]]:
+        return torch_outputs(module, {n: feed[n] for n in input_names})
+
+    return run
+
+
+def runner_for(path: Path, device: str, input_names: list[str]) -> Runner:
+    if path.suffix == ".plan":
+        from optiserve_optimizer.passes.tensorrt_build import tensorrt_runner
+
+        trt_run: Runner = tensorrt_runner(path)
+        return trt_run
+    if path.suffix == ".pt":
+        return torchscript_runner(path, input_names)
+    return onnx_runner(path, device)
+
+
+def run_all(runner: Runner, arrays: Feed, batch: int) -> list[npt.NDArray[np.float32]]:
+    """Outputs over every sample, in batches, concatenated (float32)."""
+    total = len(next(iter(arrays.values())))
+    parts = [
+        runner({k: v[s : s + batch] for k, v in arrays.items()}) for s in range(0, total, batch)
+    ]
+    return [np.concatenate([p[i] for p in parts]).astype(np.float32) for i in range(len(parts[0]))]

@@ -1,0 +1,58 @@
+"""The recipe digest: same spec + same source + same tool version + same GPU class = same digest.
+
+Pure and dependency-free (hashlib and json only), in the core so the operator can name the
+artifact folder and the Job before any Job runs, and the optimizer writes to that folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from typing import Any
+
+
+def optiserve_version() -> str:
+    try:
+        return metadata.version("optiserve")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def recipe_digest(
+    source_uri: str,
+    source_sha256: str | None,
+    optimization: dict[str, Any],
+    gpu_class: str | None,
+    version: str | None = None,
+) -> str:
+    """sha256 hex of the canonical JSON of everything that decides the optimized artifact.
+
+    ``optimization`` is ``spec.optimization`` dumped with ``by_alias=True, exclude_none=True``
+    (``mode="json"``); key order does not matter because the JSON is canonicalised.
+    """
+    recipe = {
+        "source": {"uri": source_uri, "sha256": source_sha256},
+        "optimization": optimization,
+        "optiserve": version if version is not None else optiserve_version(),
+        "gpuClass": gpu_class,
+    }
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def spec_recipe_digest(source: Any, optimization: Any, version: str | None = None) -> str:
+    """The digest of API models (``SourceSpec``, ``OptimizationSpec``), duck-typed on purpose.
+
+    ``optimization.job`` (image, resources, deadlines) decides how the Job runs, not what it
+    makes, so changing it reuses the finished artifact instead of rebuilding it.
+    """
+    target = optimization.target
+    gpu_class = target.gpu_product if target.device == "gpu" else None
+    return recipe_digest(
+        source.uri,
+        source.sha256,
+        optimization.model_dump(by_alias=True, exclude_none=True, exclude={"job"}, mode="json"),
+        gpu_class,
+        version,
+    )
