@@ -1,0 +1,67 @@
+"""``optiserve serve DIR``: serve a model repository with a local Triton until interrupted."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from optiserve.serve.errors import RepositoryError, ServeError
+from optiserve.serve.local import LocalTriton
+from optiserve.serve.repository import CONFIG_FILE
+
+# Where a repository may sit inside an optimizer output folder, besides the folder itself.
+REPOSITORY_SUBDIRS = ("model_repository", "repository", "triton")
+DEFAULT_PORTS = (8000, 8001, 8002)
+
+
+def find_repository(directory: Path) -> Path:
+    """``directory`` itself when it holds ``<model>/config.pbtxt``, else a known subfolder."""
+    for candidate in (directory, *(directory / sub for sub in REPOSITORY_SUBDIRS)):
+        if candidate.is_dir() and any(candidate.glob(f"*/{CONFIG_FILE}")):
+            return candidate
+    raise RepositoryError(
+        f"no Triton model repository (<model>/{CONFIG_FILE}) in {directory} "
+        f"or its {', '.join(REPOSITORY_SUBDIRS)} subfolders"
+    )
+
+
+def serve(
+    directory: Path,
+    *,
+    ports: tuple[int, int, int] = DEFAULT_PORTS,
+    startup_timeout_s: float = 120.0,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Serves until SIGINT/SIGTERM (exit 0) or until Triton dies (exit 1); errors exit 2.
+
+    ``ports`` is (http, grpc, metrics).
+    """
+
+    def stop_on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop_on_signal)
+    try:
+        repository = find_repository(directory)
+        with LocalTriton(repository, ports=ports, startup_timeout_s=startup_timeout_s) as triton:
+            print(f"serving {', '.join(triton.models)} from {repository}", file=out)
+            print(f"  http    {triton.http_url}", file=out)
+            print(f"  grpc    {triton.grpc_url}", file=out)
+            print(f"  metrics {triton.metrics_url}", file=out, flush=True)
+            while triton.running:
+                time.sleep(0.5)
+            print(f"tritonserver exited:\n{triton.log_tail()}", file=err)
+            return 1
+    except KeyboardInterrupt:
+        print("stopped", file=out)
+        return 0
+    except ServeError as error:
+        print(f"error: {error}", file=err)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
