@@ -1,0 +1,305 @@
+"""One reconcile pass against the API: observe, ``reconcile.plan``, carry the plan out.
+
+This is the glue between the pure decision and ``kube``; it holds no state of its own
+between passes except metrics bookkeeping, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from optiserve.api import API_VERSION, KIND, OptimizedModelSpec
+from optiserve.api.status import OptimizedModelStatus
+from optiserve.render.autoscaling import KEDA_API_VERSION
+from optiserve.render.job import COMPONENT as JOB_COMPONENT
+from optiserve.render.job import cleanup_job_name
+from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, Owner, serving_name
+from optiserve_operator import conditions as c
+from optiserve_operator import metrics
+from optiserve_operator.deletion import FINALIZER, plan_deletion, wants_finalizer
+from optiserve_operator.kube import Kube, KubeError, Obj, owned_by
+from optiserve_operator.observe import deployment_state, job_state
+from optiserve_operator.reconcile import Config, ModelState, Observed, Plan, plan, recipe_digest
+from optiserve_operator.summary import redact
+
+LOG = logging.getLogger("optiserve.operator")
+
+
+def _finished(job: Obj) -> bool:
+    return any(
+        cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
+        for cond in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+def _status_of(obj: Obj) -> OptimizedModelStatus:
+    try:
+        return OptimizedModelStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        # A status written by an older operator: start afresh rather than stall.
+        return OptimizedModelStatus()
+
+
+class Controller:
+    def __init__(self, kube: Kube, config: Config) -> None:
+        self.kube = kube
+        self.config = config
+        self.phases: dict[tuple[str, str], str] = {}
+
+    def observe(self, obj: Obj, spec: OptimizedModelSpec) -> Observed:
+        meta = obj["metadata"]
+        owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+        status = _status_of(obj)
+        model = ModelState(
+            owner=owner,
+            generation=int(meta.get("generation", 1)),
+            annotations=meta.get("annotations") or {},
+            spec=spec,
+            status=status,
+        )
+        digest = recipe_digest(spec)
+        need_result = status.artifact is None or status.artifact.digest != digest
+        raw_jobs = self.kube.list(
+            "batch/v1",
+            "Job",
+            owner.namespace,
+            {LABEL_MODEL: owner.name, LABEL_COMPONENT: JOB_COMPONENT},
+        )
+        jobs = []
+        for raw in raw_jobs:
+            if not owned_by(raw, owner.uid):
+                continue
+            relevant = (raw["metadata"].get("annotations") or {}).get("optiserve.io/recipe-digest")
+            pods: list[Obj] = []
+            if need_result and relevant == digest and _finished(raw):
+                # Only a finished Job of the wanted digest needs its pods' termination messages.
+                pods = self.kube.list(
+                    "v1", "Pod", owner.namespace, {"job-name": raw["metadata"]["name"]}
+                )
+            jobs.append(job_state(raw, pods))
+        raw_deployment = self.kube.get(
+            "apps/v1", "Deployment", owner.namespace, serving_name(owner.name)
+        )
+        deployment = (
+            deployment_state(raw_deployment)
+            if raw_deployment is not None and owned_by(raw_deployment, owner.uid)
+            else None
+        )
+        autoscalers = frozenset(
+            kind
+            for kind, found in (
+                (
+                    "HorizontalPodAutoscaler",
+                    self.kube.get(
+                        "autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, owner.name
+                    ),
+                ),
+                ("ScaledObject", self._scaled_object(owner)),
+            )
+            if found is not None and owned_by(found, owner.uid)
+        )
+        return Observed(
+            model=model, jobs=tuple(jobs), deployment=deployment, autoscalers=autoscalers
+        )
+
+    def _scaled_object(self, owner: Owner) -> Obj | None:
+        try:
+            return self.kube.get(KEDA_API_VERSION, "ScaledObject", owner.namespace, owner.name)
+        except KubeError as err:
+            # Without KEDA's CRD the whole resource type is unknown to the API server.
+            if err.status == 404:
+                return None
+            raise
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """One pass; returns when to look again (seconds), None when the object is gone."""
+        started = time.monotonic()
+        obj = self.kube.get(API_VERSION, KIND, namespace, name)
+        if obj is None:
+            self.phases.pop((namespace, name), None)
+            self._publish_phases()
+            return None
+        now = c.rfc3339(datetime.now(UTC))
+        try:
+            spec = OptimizedModelSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as err:
+            if not obj["metadata"].get("deletionTimestamp"):
+                self._write_invalid(obj, str(err), now)
+            metrics.RECONCILES.labels("invalid").inc()
+            return None
+        if obj["metadata"].get("deletionTimestamp"):
+            # Children carry ownerReferences: the garbage collector removes them. Only the
+            # artifacts (keepArtifactsOnDelete: false) need the operator, under its finalizer.
+            self.phases.pop((namespace, name), None)
+            self._publish_phases()
+            return self.finish_deletion(obj, spec)
+        observed = self.observe(obj, spec)
+        self._sync_finalizer(obj, wants_finalizer(observed.model))
+        result = plan(observed, now, self.config)
+        self.execute(obj, result)
+        metrics.DURATION.observe(time.monotonic() - started)
+        metrics.RECONCILES.labels(result.status.phase).inc()
+        return result.requeue_after
+
+    def _sync_finalizer(self, obj: Obj, wanted: bool) -> None:
+        """Our finalizer present exactly when artifacts must be removed on delete (SSA: the
+        finalizer list is a set, so only our own entry is added or dropped)."""
+        meta = obj["metadata"]
+        if (FINALIZER in (meta.get("finalizers") or [])) == wanted:
+            return
+        body: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        }
+        if wanted:
+            body["metadata"]["finalizers"] = [FINALIZER]
+        self.kube.apply(body)
+
+    def finish_deletion(self, obj: Obj, spec: OptimizedModelSpec) -> float | None:
+        meta = obj["metadata"]
+        if FINALIZER not in (meta.get("finalizers") or []):
+            return None
+        owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+        model = ModelState(
+            owner=owner,
+            generation=int(meta.get("generation", 1)),
+            annotations=meta.get("annotations") or {},
+            spec=spec,
+            status=_status_of(obj),
+        )
+        name = cleanup_job_name(owner.name, owner.uid)
+        raw_job = self.kube.get("batch/v1", "Job", owner.namespace, name)
+        cleanup = None
+        if raw_job is not None:
+            pods = self.kube.list("v1", "Pod", owner.namespace, {"job-name": name})
+            cleanup = job_state(raw_job, pods)
+        result = plan_deletion(model, cleanup, self._digests_in_use(obj, spec), self.config)
+        for manifest in result.create:
+            self.kube.create_or_read(manifest)
+            metrics.CHILD_OPERATIONS.labels(manifest["kind"], "create").inc()
+        involved = self._involved(obj)
+        for event in result.events:
+            with contextlib.suppress(Exception):
+                self.kube.emit_event(involved, event.type, event.reason, event.message)
+        if result.release:
+            self._sync_finalizer(obj, wanted=False)
+            return None
+        return self.config.poll_seconds
+
+    def _digests_in_use(self, obj: Obj, spec: OptimizedModelSpec) -> set[str]:
+        """Artifact digests other live models on the same storage folder still reference."""
+        in_use: set[str] = set()
+        meta = obj["metadata"]
+        for other in self.kube.list(API_VERSION, KIND, meta["namespace"], {}):
+            other_meta = other["metadata"]
+            if other_meta["uid"] == meta["uid"] or other_meta.get("deletionTimestamp"):
+                continue
+            storage = (other.get("spec") or {}).get("storage") or {}
+            same_folder = storage.get("pvc") == spec.storage.pvc and (
+                storage.get("subPath", "optiserve") == spec.storage.sub_path
+            )
+            if same_folder:
+                status = _status_of(other)
+                in_use |= {
+                    a.digest for a in (status.artifact, status.last_good_artifact) if a is not None
+                }
+        return in_use
+
+    def execute(self, obj: Obj, result: Plan) -> None:
+        meta = obj["metadata"]
+        namespace = meta["namespace"]
+        for job_name in result.delete_jobs:
+            self.kube.delete("batch/v1", "Job", namespace, job_name)
+            metrics.CHILD_OPERATIONS.labels("Job", "delete").inc()
+        for kind in result.delete_autoscalers:
+            if kind == "HorizontalPodAutoscaler":
+                self.kube.delete(
+                    "autoscaling/v2", "HorizontalPodAutoscaler", namespace, meta["name"]
+                )
+            else:
+                self.kube.delete(KEDA_API_VERSION, "ScaledObject", namespace, meta["name"])
+            metrics.CHILD_OPERATIONS.labels(kind, "delete").inc()
+        created_job = False
+        for manifest in result.create:
+            _, created = self.kube.create_or_read(manifest)
+            created_job |= created and manifest["kind"] == "Job"
+            metrics.CHILD_OPERATIONS.labels(manifest["kind"], "create" if created else "read").inc()
+        for manifest in result.apply:
+            self.kube.apply(manifest)
+            metrics.CHILD_OPERATIONS.labels(manifest["kind"], "apply").inc()
+        self._write_status(obj, result.status)
+        involved = self._involved(obj)
+        # A pass that found its Job already there (a restart after create, before the status
+        # write) says nothing about creating it.
+        events = [e for e in result.events if created_job or e.reason != "JobCreated"]
+        for event in events:
+            try:
+                self.kube.emit_event(involved, event.type, event.reason, event.message)
+            except Exception as err:  # an event is a courtesy; losing one must not fail a pass
+                LOG.warning(
+                    "event %s for %s/%s not posted: %s", event.reason, namespace, meta["name"], err
+                )
+        for event in events:
+            LOG.info("%s/%s %s: %s", namespace, meta["name"], event.reason, event.message)
+
+    def _write_status(self, obj: Obj, status: OptimizedModelStatus) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        old = _status_of(obj)
+        if old.phase != status.phase and key in self.phases:
+            since = max((cond.last_transition_time for cond in old.conditions), default=None)
+            if since:
+                started = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                elapsed = (datetime.now(UTC) - started).total_seconds()
+                metrics.PHASE_SECONDS.labels(old.phase).observe(max(elapsed, 0.0))
+        self.phases[key] = status.phase
+        self._publish_phases()
+        if status.to_wire() == old.to_wire() and obj.get("status"):
+            return  # nothing changed: no write, no watch event, no reconcile echo
+        body: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "status": status.to_wire(),
+        }
+        self.kube.apply(body, subresource="status")
+
+    def _write_invalid(self, obj: Obj, error: str, now: str) -> None:
+        old = _status_of(obj)
+        generation = int(obj["metadata"].get("generation", 1))
+        message = redact(error)
+        wanted = [
+            c.Wanted("Ready", "False", c.REASON_INVALID, message),
+            c.Wanted("Stalled", "True", c.REASON_INVALID, message),
+            c.Wanted("Reconciling", "False", c.REASON_INVALID, ""),
+        ]
+        status = old.model_copy(
+            update={
+                "observed_generation": generation,
+                "phase": "Failed",
+                "conditions": c.merge_conditions(old.conditions, wanted, now, generation),
+            }
+        )
+        self._write_status(obj, status)
+
+    def _publish_phases(self) -> None:
+        for phase in ("Pending", "Optimizing", "Deploying", "Ready", "Failed"):
+            metrics.MODELS.labels(phase).set(sum(1 for p in self.phases.values() if p == phase))
+
+    @staticmethod
+    def _involved(obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        }

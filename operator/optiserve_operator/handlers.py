@@ -1,0 +1,147 @@
+"""kopf wiring: watch events feed a work queue; workers run one reconcile function.
+
+Level-based in the controller-runtime manner. Every watch event of an OptimizedModel (the
+initial listing after a restart included) and of its Jobs and Deployments (found by the
+``optiserve.io/model`` label) adds the model's key to the queue; a worker then reconciles
+from scratch. There are no create/update/delete handlers, so kopf puts no finalizer and no
+bookkeeping annotation on the user's objects; deletion is left to ownerReferences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from optiserve.api import GROUP, PLURAL, VERSION
+from optiserve.render.kubernetes import LABEL_MODEL, MANAGED_BY
+from optiserve_operator import metrics
+from optiserve_operator.controller import Controller
+from optiserve_operator.kube import Kube
+from optiserve_operator.reconcile import Config
+from optiserve_operator.settings import OperatorSettings
+from optiserve_operator.workqueue import WorkQueue
+
+LOG = logging.getLogger("optiserve.operator")
+MAX_BACKOFF = 60.0
+Key = tuple[str, str]  # (namespace, name)
+CHILD_LABELS: dict[str, Any] = {
+    "app.kubernetes.io/managed-by": MANAGED_BY,
+    LABEL_MODEL: kopf.PRESENT,
+}
+
+
+@dataclass
+class Runtime:
+    """What the handlers share, kept in kopf's memo (no module globals)."""
+
+    settings: OperatorSettings
+    queue: WorkQueue[Key] = field(default_factory=WorkQueue)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    failures: dict[Key, int] = field(default_factory=dict)
+
+
+def runtime(memo: Any) -> Runtime:
+    found: Runtime = memo.runtime
+    return found
+
+
+async def worker(rt: Runtime, controller: Controller) -> None:
+    while True:
+        key = await rt.queue.get()
+        metrics.QUEUE_DEPTH.set(len(rt.queue))
+        try:
+            delay = await asyncio.to_thread(controller.reconcile, *key)
+        except Exception as err:
+            # Rate-limited retry, as client-go's workqueue does: 0.5s, 1s, 2s ... 60s.
+            count = rt.failures.get(key, 0) + 1
+            rt.failures[key] = count
+            backoff = min(0.5 * 2 ** (count - 1), MAX_BACKOFF)
+            metrics.ERRORS.labels(type(err).__name__).inc()
+            LOG.warning("reconcile %s/%s failed (retry in %.1fs): %s", *key, backoff, err)
+            rt.queue.add_after(key, backoff)
+        else:
+            rt.failures.pop(key, None)
+            if delay is not None:
+                rt.queue.add_after(key, delay)
+        finally:
+            rt.queue.done(key)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
+    ops = rt.settings
+    # Only watch-event handlers are used, so kopf never needs to write to our objects; these
+    # names keep it under our own prefix should that ever change.
+    settings.persistence.finalizer = "optiserve.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="optiserve.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="optiserve.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    if not ops.verbose:
+        # kopf logs every watch-event handler call at INFO; the workers log what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    kube = await asyncio.to_thread(Kube.from_environment, ops.kubeconfig)
+    config = Config(
+        optimizer_image=ops.optimizer_image,
+        service_account=ops.job_service_account,
+        poll_seconds=ops.poll_seconds,
+        resync_seconds=ops.resync_seconds,
+    )
+    controller = Controller(kube, config)
+    rt.tasks = [
+        asyncio.create_task(worker(rt, controller), name=f"optiserve-worker-{i}")
+        for i in range(ops.workers)
+    ]
+    if ops.metrics_port:
+        start_http_server(ops.metrics_port)
+    LOG.info(
+        "optiserve operator started: %d workers, namespaces %s",
+        ops.workers,
+        ", ".join(ops.namespaces) or "all",
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
+    for task in rt.tasks:
+        task.cancel()
+    for task in rt.tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@kopf.on.probe(id="workqueue_depth")
+def queue_depth(memo: kopf.Memo, **_: Any) -> int:
+    return len(runtime(memo).queue)
+
+
+# async on purpose: kopf runs sync handlers in threads, and the queue belongs to the loop.
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def model_event(type: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    rt = runtime(memo)
+    key = (namespace or "", name)
+    if type == "DELETED":
+        rt.queue.forget(key)
+        rt.failures.pop(key, None)
+    rt.queue.add(key)  # a pass on a deleted key finds it gone and clears its metrics
+    metrics.QUEUE_DEPTH.set(len(rt.queue))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
+async def child_event(
+    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+) -> None:
+    runtime(memo).queue.add((namespace or "", labels[LABEL_MODEL]))

@@ -1,0 +1,187 @@
+"""The operator's only door to the API server: a few verbs over plain dicts.
+
+Thin on purpose: get, list, create-or-read, server-side apply (one field manager), delete and
+events, built on the ``kubernetes`` client's REST layer so objects stay camelCase dicts that
+the pure modules read and render. Synchronous; the controller calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from kubernetes import client, config
+
+from optiserve.render.kubernetes import FIELD_MANAGER
+
+Obj = dict[str, Any]
+
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "Deployment": "deployments",
+    "Event": "events",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "Job": "jobs",
+    "OptimizedModel": "optimizedmodels",
+    "Pod": "pods",
+    "ScaledObject": "scaledobjects",
+    "Service": "services",
+}
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+REPORTING_COMPONENT = "optiserve-operator"
+
+
+class KubeError(RuntimeError):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def resource_path(
+    api_version: str, kind: str, namespace: str, name: str | None = None, sub: str | None = None
+) -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{quote(namespace)}/{PLURALS[kind]}"
+    if name is not None:
+        path += f"/{quote(name)}"
+    if sub is not None:
+        path += f"/{sub}"
+    return path
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api = api_client
+        self.host = socket.gethostname()
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
+        """In-cluster credentials when running in a pod, else the kubeconfig (``KUBECONFIG``)."""
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        return cls(client.ApiClient())
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        url = self.api.configuration.host + path
+        if query:
+            url += "?" + urlencode(dict(query))
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        # Authentication headers (token, refreshed exec credentials) the client would add.
+        self.api.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
+        response = self.api.call_api(method, url, header_params=headers, body=body)
+        raw = response.read()  # type: ignore[no-untyped-call]
+        try:
+            data: Any = json.loads(raw) if raw else {}
+        except ValueError:  # e.g. "404 page not found" for a resource type with no CRD
+            data = {"message": raw.decode("utf-8", "replace")[:200]}
+        if not 200 <= response.status < 300:
+            message = data.get("message", "") if isinstance(data, dict) else str(data)
+            reason = data.get("reason", "") if isinstance(data, dict) else ""
+            raise KubeError(response.status, reason or str(response.reason), message)
+        return data if isinstance(data, dict) else {"items": data}
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._request("GET", resource_path(api_version, kind, namespace, name))
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, selector: Mapping[str, str]
+    ) -> list[Obj]:
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        found = self._request(
+            "GET",
+            resource_path(api_version, kind, namespace),
+            query={"labelSelector": label_selector},
+        )
+        items: list[Obj] = found.get("items") or []
+        return items
+
+    def create_or_read(self, manifest: Obj) -> tuple[Obj, bool]:
+        """(the object, whether this call created it). An existing object is read, not
+        changed: Jobs are immutable, and their deterministic name says they are the same."""
+        meta = manifest["metadata"]
+        path = resource_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
+        try:
+            return self._request(
+                "POST", path, body=manifest, query={"fieldManager": FIELD_MANAGER}
+            ), True
+        except KubeError as err:
+            if err.status != 409:
+                raise
+        existing = self.get(
+            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
+        )
+        if existing is None:  # deleted between the two calls; the next pass creates it
+            raise KubeError(409, "Conflict", f"{meta['name']} exists and vanished")
+        return existing, False
+
+    def apply(self, manifest: Obj, subresource: str | None = None) -> Obj:
+        """Server-side apply with field manager ``optiserve``; takes over conflicting fields."""
+        meta = manifest["metadata"]
+        path = resource_path(
+            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"], subresource
+        )
+        return self._request(
+            "PATCH",
+            path,
+            body=manifest,
+            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            content_type=APPLY_CONTENT_TYPE,
+        )
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        try:
+            self._request("DELETE", resource_path(api_version, kind, namespace, name), body=body)
+        except KubeError as err:
+            if err.status != 404:
+                raise
+
+    def emit_event(self, involved: Obj, event_type: str, reason: str, message: str) -> None:
+        """A core/v1 Event about ``involved`` (apiVersion, kind, name, namespace, uid)."""
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # The legacy (core/v1) shape: no eventTime, so no series/action/reporting rules apply.
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "generateName": f"{involved['name']}.",
+                "namespace": involved["namespace"],
+            },
+            "involvedObject": dict(involved),
+            "type": event_type,
+            "reason": reason,
+            "message": message,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "source": {"component": REPORTING_COMPONENT, "host": self.host[:128]},
+        }
+        self._request("POST", resource_path("v1", "Event", involved["namespace"]), body=event)
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs: Sequence[Mapping[str, Any]] = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)

@@ -1,0 +1,138 @@
+"""What the operator saw of its children, distilled from the raw API objects. Pure.
+
+Only the few facts a decision needs are kept, so ``reconcile.plan`` can be tested with small
+hand-written states instead of whole Kubernetes objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from optiserve.render.kubernetes import ANNOTATION_ARTIFACT, ANNOTATION_DIGEST, ANNOTATION_RETRY
+from optiserve_operator.summary import failure_text, redact
+
+# Set on the Deployment when a rollout of that artifact missed its deadline and was rolled
+# back; level-based memory, so the next pass does not roll forward into the same failure.
+ANNOTATION_FAILED_ROLLOUT = "optiserve.io/failed-rollout"
+OPTIMIZER_CONTAINER = "optimizer"
+
+Obj = Mapping[str, Any]
+JobPhase = Literal["active", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class JobState:
+    name: str
+    digest: str
+    retry: str
+    phase: JobPhase
+    message: str = ""  # termination message of the decisive pod (the summary on success)
+    failure_reason: str = ""
+    failure_message: str = ""
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    artifact_digest: str | None
+    failed_rollout: str | None
+    generation: int
+    observed_generation: int
+    desired_replicas: int
+    replicas: int
+    updated_replicas: int
+    ready_replicas: int
+    available_replicas: int
+    deadline_exceeded: bool
+
+    @property
+    def observed(self) -> bool:
+        """The Deployment controller has seen the latest spec."""
+        return self.observed_generation >= self.generation
+
+    @property
+    def rolled_out(self) -> bool:
+        """Every desired pod runs the latest template and is available; no old pod is left."""
+        return (
+            self.observed
+            and self.updated_replicas >= self.desired_replicas
+            and self.available_replicas >= self.desired_replicas
+            and self.replicas == self.updated_replicas
+        )
+
+
+def _conditions(obj: Obj) -> dict[str, Obj]:
+    return {c.get("type", ""): c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def _terminated(pod: Obj) -> Obj | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == OPTIMIZER_CONTAINER:
+            state = status.get("state") or {}
+            last = status.get("lastState") or {}
+            found = state.get("terminated") or last.get("terminated")
+            return found if isinstance(found, Mapping) else None
+    return None
+
+
+def _latest(pods: Sequence[Obj], phase: str) -> Obj | None:
+    matching = [p for p in pods if (p.get("status") or {}).get("phase") == phase]
+    # The most recently finished pod decides (Job retries leave older failed pods behind).
+    return max(
+        matching, key=lambda p: str((_terminated(p) or {}).get("finishedAt", "")), default=None
+    )
+
+
+def job_state(job: Obj, pods: Sequence[Obj]) -> JobState:
+    meta = job.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    conditions = _conditions(job)
+    base = {
+        "name": str(meta.get("name", "")),
+        "digest": str(annotations.get(ANNOTATION_DIGEST, "")),
+        "retry": str(annotations.get(ANNOTATION_RETRY, "")),
+    }
+    if (conditions.get("Complete") or {}).get("status") == "True":
+        pod = _latest(pods, "Succeeded")
+        message = str((_terminated(pod) or {}).get("message", "")) if pod else ""
+        return JobState(**base, phase="succeeded", message=message)
+    failed = conditions.get("Failed") or {}
+    if failed.get("status") == "True":
+        pod = _latest(pods, "Failed")
+        terminated = _terminated(pod) if pod else None
+        # The pod's reason (Error, OOMKilled) says more than the Job's (BackoffLimitExceeded);
+        # the Job's own reason stays when no pod ran to the end (DeadlineExceeded).
+        reason = str(failed.get("reason") or "Failed")
+        message = str(failed.get("message") or "")
+        if terminated:
+            reason = str(terminated.get("reason") or "Error")
+            detail = failure_text(str(terminated.get("message") or ""))
+            message = f"exit code {terminated.get('exitCode')}" + (f": {detail}" if detail else "")
+        return JobState(
+            **base, phase="failed", failure_reason=reason, failure_message=redact(message)
+        )
+    return JobState(**base, phase="active")
+
+
+def deployment_state(deployment: Obj) -> DeploymentState:
+    meta = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    template_annotations = ((spec.get("template") or {}).get("metadata") or {}).get(
+        "annotations"
+    ) or {}
+    progressing = _conditions(deployment).get("Progressing") or {}
+    return DeploymentState(
+        artifact_digest=template_annotations.get(ANNOTATION_ARTIFACT),
+        failed_rollout=(meta.get("annotations") or {}).get(ANNOTATION_FAILED_ROLLOUT),
+        generation=int(meta.get("generation", 0)),
+        observed_generation=int(status.get("observedGeneration", 0)),
+        desired_replicas=int(spec.get("replicas", 1)),
+        replicas=int(status.get("replicas", 0)),
+        updated_replicas=int(status.get("updatedReplicas", 0)),
+        ready_replicas=int(status.get("readyReplicas", 0)),
+        available_replicas=int(status.get("availableReplicas", 0)),
+        deadline_exceeded=progressing.get("status") == "False"
+        and progressing.get("reason") == "ProgressDeadlineExceeded",
+    )

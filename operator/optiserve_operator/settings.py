@@ -1,0 +1,119 @@
+"""The operator's own configuration: command-line flags, with environment defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from optiserve.digest import optiserve_version
+
+DEFAULT_OPTIMIZER_IMAGE = f"ghcr.io/optiserve/optimizer:{optiserve_version()}"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    namespaces: tuple[str, ...] = ()  # empty: every namespace (cluster-wide)
+    standalone: bool = False
+    peering: str | None = None  # kopf peering object; None: auto-detect, "default"
+    priority: int = 0
+    liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
+    metrics_port: int | None = None  # Prometheus metrics of the operator itself
+    log_format: str = "plain"  # plain | full | json
+    verbose: bool = False
+    optimizer_image: str = DEFAULT_OPTIMIZER_IMAGE
+    job_service_account: str | None = None
+    workers: int = 4
+    poll_seconds: float = 10.0
+    resync_seconds: float = 300.0
+    kubeconfig: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="optiserve operator",
+        description="Run the OptimizedModel operator (kopf) against the current cluster.",
+    )
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable; globs allowed); default: all namespaces",
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering with other operator replicas (one replica, or tests)",
+    )
+    parser.add_argument(
+        "--peering",
+        default=env("OPTISERVE_PEERING"),
+        help="kopf peering object name, for leader handover between replicas",
+    )
+    parser.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=env("OPTISERVE_LIVENESS"),
+        help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        default=int(env("OPTISERVE_METRICS_PORT", "0")) or None,
+        help="serve the operator's Prometheus metrics on this port",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("plain", "full", "json"),
+        default=env("OPTISERVE_LOG_FORMAT", "plain"),
+    )
+    parser.add_argument("--verbose", "-v", action="store_true")
+    parser.add_argument(
+        "--optimizer-image",
+        default=env("OPTISERVE_OPTIMIZER_IMAGE", DEFAULT_OPTIMIZER_IMAGE),
+        help="image of optimization Jobs whose spec names none",
+    )
+    parser.add_argument("--job-service-account", default=env("OPTISERVE_JOB_SERVICE_ACCOUNT"))
+    parser.add_argument(
+        "--workers", type=int, default=4, help="OptimizedModels reconciled at the same time"
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=10.0,
+        help="re-check interval while a Job or rollout is in progress",
+    )
+    parser.add_argument(
+        "--resync-seconds", type=float, default=300.0, help="re-check interval of settled models"
+    )
+    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"))
+    return parser
+
+
+def parse_settings(argv: Sequence[str]) -> OperatorSettings:
+    args = build_parser().parse_args(list(argv))
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    return OperatorSettings(
+        namespaces=tuple(args.namespace),
+        standalone=args.standalone,
+        peering=args.peering,
+        priority=args.priority,
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+        verbose=args.verbose,
+        optimizer_image=args.optimizer_image,
+        job_service_account=args.job_service_account,
+        workers=args.workers,
+        poll_seconds=args.poll_seconds,
+        resync_seconds=args.resync_seconds,
+        kubeconfig=args.kubeconfig,
+    )

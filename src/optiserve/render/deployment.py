@@ -1,0 +1,175 @@
+"""The Triton Deployment and its Service. Pure.
+
+The model repository is chosen by artifact digest and the digest is a pod-template annotation,
+so a new artifact rolls the Deployment and the same artifact renders byte-identical objects
+(server-side apply then changes nothing). With autoscaling set, ``replicas`` is left out so
+the operator never fights the autoscaler for the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from optiserve.api import OptimizedModelSpec
+from optiserve.api.status import Artifact
+from optiserve.render.kubernetes import (
+    ANNOTATION_ARTIFACT,
+    LABEL_COMPONENT,
+    LABEL_MODEL,
+    Manifest,
+    Owner,
+    claim_volumes,
+    common_labels,
+    container_security_context,
+    gpu_resources,
+    metadata,
+    node_selector,
+    pod_security_context,
+    serving_name,
+    tmp_volume,
+    tolerations,
+)
+from optiserve.render.triton import triton_server_args
+from optiserve.uri import DEFAULT_PVC_ROOT, parse_uri
+
+COMPONENT = "server"
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+# Triton's python backend passes tensors through shared memory; the default 64Mi is too small.
+SHM_SIZE = "1Gi"
+
+
+class ArtifactLocationError(ValueError):
+    """The artifact is not somewhere a pod can mount it (only pvc:// is)."""
+
+
+def selector_labels(model_name: str) -> dict[str, str]:
+    """Stable forever: a Deployment's selector is immutable."""
+    return {LABEL_MODEL: model_name, LABEL_COMPONENT: COMPONENT}
+
+
+def selector_string(model_name: str) -> str:
+    """``status.selector`` for the scale subresource."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(model_name).items()))
+
+
+def model_repository(artifact: Artifact) -> tuple[str, str]:
+    """(claim, path inside the pod) of the artifact's Triton model repository."""
+    parsed = parse_uri(artifact.uri)
+    if parsed.scheme != "pvc" or parsed.claim is None:
+        raise ArtifactLocationError(f"artifact {artifact.uri!r} must be a pvc:// URI to be served")
+    path = PurePosixPath(DEFAULT_PVC_ROOT, parsed.claim, parsed.path.strip("/"))
+    return parsed.claim, str(path)
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+    }
+
+
+def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact) -> Manifest:
+    serving = spec.serving
+    target = spec.optimization.target
+    name = serving_name(owner.name)
+    claim, repository = model_repository(artifact)
+    labels = {**common_labels(owner.name, COMPONENT), **selector_labels(owner.name)}
+    template_annotations = {
+        ANNOTATION_ARTIFACT: artifact.digest,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+
+    claim_vols, claim_mounts = claim_volumes([claim])
+    tmp_vol, tmp_mount = tmp_volume()
+    shm_vol = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}
+    shm_mount = {"name": "dshm", "mountPath": "/dev/shm"}
+
+    container: dict[str, Any] = {
+        "name": "triton",
+        "image": serving.image,
+        "command": ["tritonserver"],
+        "args": triton_server_args(
+            serving,
+            repository,
+            http_port=HTTP_PORT,
+            grpc_port=GRPC_PORT,
+            metrics_port=METRICS_PORT,
+            gpu_metrics=target.device == "gpu",
+        ),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
+        # Loading a large engine can take minutes; liveness waits until the server is up once.
+        "startupProbe": _probe("/v2/health/live", period=5, failures=120),
+        "resources": gpu_resources(serving.resources, target),
+        "securityContext": container_security_context(),
+        "volumeMounts": [tmp_mount, shm_mount, *claim_mounts],
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [tmp_vol, shm_vol, *claim_vols],
+    }
+    selector = node_selector(serving.node_selector, target)
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    tols = tolerations(serving.tolerations, target)
+    if tols:
+        pod_spec["tolerations"] = tols
+
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(owner.name)},
+        "progressDeadlineSeconds": serving.rollout_deadline_seconds,
+        "revisionHistoryLimit": 3,
+        # Keep serving during a rollout: a new pod comes up before an old one goes.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
+        "template": {
+            "metadata": {"labels": labels, "annotations": template_annotations},
+            "spec": pod_spec,
+        },
+    }
+    if serving.autoscaling is None:
+        deployment_spec["replicas"] = serving.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(name, owner, labels, {ANNOTATION_ARTIFACT: artifact.digest}),
+        "spec": deployment_spec,
+    }
+
+
+def render_service(owner: Owner) -> Manifest:
+    name = serving_name(owner.name)
+    labels = {**common_labels(owner.name, COMPONENT), **selector_labels(owner.name)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(name, owner, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {
+                    "name": "metrics",
+                    "port": METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }

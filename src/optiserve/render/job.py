@@ -1,0 +1,238 @@
+"""The optimization Job (and the ConfigMap that hands it the spec). Pure.
+
+The Job runs ``optiserve optimize /etc/optiserve/spec.yaml --out /mnt/pvc/<storage>/<subPath>``;
+the optimizer writes ``<out>/<digest>/model_repository`` plus ``report.json`` and leaves a
+compact JSON summary in the termination message, which the operator reads from the pod.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from optiserve.api import API_VERSION, KIND, OptimizedModelSpec
+from optiserve.render.kubernetes import (
+    ANNOTATION_DIGEST,
+    ANNOTATION_RETRY,
+    LABEL_RECIPE,
+    Manifest,
+    Owner,
+    claim_mount_path,
+    claim_volumes,
+    common_labels,
+    container_security_context,
+    gpu_resources,
+    job_name,
+    metadata,
+    node_selector,
+    pod_security_context,
+    short_digest,
+    tmp_volume,
+    tolerations,
+)
+from optiserve.uri import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, claims_in
+
+SPEC_DIR = "/etc/optiserve"
+SPEC_FILE = "spec.yaml"
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LOG_ENV = "OPTISERVE_TERMINATION_LOG"
+EXPECTED_DIGEST_ENV = "OPTISERVE_EXPECTED_DIGEST"
+COMPONENT = "optimizer"
+
+
+def storage_root(spec: OptimizedModelSpec) -> str:
+    """Where the Job writes artifacts: ``/mnt/pvc/<claim>/<subPath>``."""
+    sub_path = spec.storage.sub_path.strip("/")
+    root = claim_mount_path(spec.storage.pvc)
+    return f"{root}/{sub_path}" if sub_path else root
+
+
+def artifact_uri(spec: OptimizedModelSpec, digest: str) -> str:
+    """The Triton model repository the optimizer writes for ``digest``, as a pvc:// URI."""
+    sub_path = spec.storage.sub_path.strip("/")
+    folder = f"{sub_path}/{digest}" if sub_path else digest
+    return f"pvc://{spec.storage.pvc}/{folder}/model_repository"
+
+
+def input_claims(spec: OptimizedModelSpec) -> list[str]:
+    """Every claim a pvc:// source or data URI of the spec names."""
+    opt = spec.optimization
+    calibration = opt.quantization.calibration
+    return claims_in(
+        spec.source.uri,
+        calibration.uri if calibration else None,
+        opt.accuracy.dataset,
+        opt.recovery.dataset,
+    )
+
+
+def spec_document(name: str, namespace: str, spec: OptimizedModelSpec) -> str:
+    """The OptimizedModel as the optimizer's ``SPEC`` file reads it (no status, no noise)."""
+    doc = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec.to_wire(),
+    }
+    # The C emitter when present: the same YAML, ten times faster (a pass renders this often).
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(doc, Dumper=dumper, sort_keys=True)
+
+
+def render_spec_config_map(
+    owner: Owner, spec: OptimizedModelSpec, digest: str, retry: str = ""
+) -> Manifest:
+    name = job_name(owner.name, digest, retry)
+    labels = {**common_labels(owner.name, COMPONENT), LABEL_RECIPE: short_digest(digest)}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(name, owner, labels, {ANNOTATION_DIGEST: digest}),
+        "data": {SPEC_FILE: spec_document(owner.name, owner.namespace, spec)},
+    }
+
+
+def render_job(
+    owner: Owner,
+    spec: OptimizedModelSpec,
+    digest: str,
+    *,
+    image: str,
+    retry: str = "",
+    service_account: str | None = None,
+) -> Manifest:
+    """The one Job that builds the artifact for ``digest``.
+
+    ``image`` is the operator's default optimizer image, used when the spec names none.
+    """
+    name = job_name(owner.name, digest, retry)
+    job_spec = spec.optimization.job
+    target = spec.optimization.target
+    labels = {**common_labels(owner.name, COMPONENT), LABEL_RECIPE: short_digest(digest)}
+    annotations = {ANNOTATION_DIGEST: digest}
+    if retry:
+        annotations[ANNOTATION_RETRY] = retry
+
+    claim_vols, claim_mounts = claim_volumes(input_claims(spec), writable=[spec.storage.pvc])
+    tmp_vol, tmp_mount = tmp_volume()
+    spec_vol = {"name": "spec", "configMap": {"name": name}}
+    spec_mount = {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}
+
+    container: dict[str, Any] = {
+        "name": COMPONENT,
+        "image": job_spec.image or image,
+        "command": [
+            "optiserve",
+            "optimize",
+            f"{SPEC_DIR}/{SPEC_FILE}",
+            "--out",
+            storage_root(spec),
+        ],
+        "env": [
+            {"name": PVC_ROOT_ENV, "value": DEFAULT_PVC_ROOT},
+            {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
+            {"name": EXPECTED_DIGEST_ENV, "value": digest},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        # The root file system is read-only: anything written relative to the working
+        # directory lands in the /tmp emptyDir instead of failing.
+        "workingDir": "/tmp",
+        "resources": gpu_resources(job_spec.resources, target),
+        "securityContext": container_security_context(),
+        "volumeMounts": [spec_mount, tmp_mount, *claim_mounts],
+        "terminationMessagePath": TERMINATION_LOG,
+        # A crash before the summary is written still leaves the log's tail as the reason.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [spec_vol, tmp_vol, *claim_vols],
+    }
+    selector = node_selector(job_spec.node_selector, target)
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    tols = tolerations(job_spec.tolerations, target)
+    if tols:
+        pod_spec["tolerations"] = tols
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(name, owner, labels, annotations),
+        "spec": {
+            "backoffLimit": job_spec.backoff_limit,
+            "activeDeadlineSeconds": job_spec.active_deadline_seconds,
+            "ttlSecondsAfterFinished": job_spec.ttl_seconds_after_finished,
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+CLEANUP_COMPONENT = "artifact-cleanup"
+# The optimizer image has Python, not necessarily a shell: remove the folders with it.
+_REMOVE_FOLDERS = (
+    "import shutil, sys\nfor path in sys.argv[1:]:\n    shutil.rmtree(path, ignore_errors=True)\n"
+)
+
+
+def cleanup_job_name(model_name: str, uid: str) -> str:
+    """Per incarnation of the model (a model re-created under the same name gets its own)."""
+    suffix = f"-cleanup-{uid.replace('-', '')[:8]}"
+    return model_name[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+def render_cleanup_job(
+    owner: Owner, spec: OptimizedModelSpec, digests: list[str], *, image: str
+) -> Manifest:
+    """A Job that deletes the artifact folders of ``digests`` from the storage claim.
+
+    Used only when ``storage.keepArtifactsOnDelete`` is false, while the model waits on the
+    operator's finalizer; the model stays until this Job has finished. It has no owner
+    reference on purpose: a foreground deletion of the model would otherwise garbage-collect
+    the Job that the deletion waits for. ``ttlSecondsAfterFinished`` removes it instead.
+    """
+    root = storage_root(spec)
+    labels = common_labels(owner.name, CLEANUP_COMPONENT)
+    claim_vols, claim_mounts = claim_volumes([], writable=[spec.storage.pvc])
+    tmp_vol, tmp_mount = tmp_volume()
+    container: dict[str, Any] = {
+        "name": "cleanup",
+        "image": spec.optimization.job.image or image,
+        "command": ["python", "-c", _REMOVE_FOLDERS, *(f"{root}/{d}" for d in sorted(digests))],
+        "workingDir": "/tmp",
+        "securityContext": container_security_context(),
+        "volumeMounts": [tmp_mount, *claim_mounts],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": cleanup_job_name(owner.name, owner.uid),
+            "namespace": owner.namespace,
+            "labels": labels,
+        },
+        "spec": {
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": 600,
+            "ttlSecondsAfterFinished": 600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
+                    "containers": [container],
+                    "volumes": [tmp_vol, *claim_vols],
+                },
+            },
+        },
+    }

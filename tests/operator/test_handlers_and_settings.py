@@ -1,0 +1,60 @@
+"""The kopf wiring keeps its promises, and the command line parses into settings."""
+
+from __future__ import annotations
+
+import kopf
+import pytest
+
+from optiserve_operator import handlers
+from optiserve_operator.settings import parse_settings
+
+
+def test_only_watch_handlers_so_kopf_never_writes_to_user_objects() -> None:
+    registry = kopf.get_default_registry()
+    assert handlers.model_event is not None  # imported: the decorators have run
+    # No create/update/delete handlers, timers or daemons: nothing that needs kopf's finalizer
+    # or its bookkeeping annotations on the OptimizedModel.
+    assert registry._changing.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() == []
+    watched = {
+        (h.selector.group, h.selector.any_name)
+        for h in registry._watching.get_all_handlers()
+        if h.selector is not None
+    }
+    assert watched == {
+        ("optiserve.io", "optimizedmodels"),
+        ("batch", "jobs"),
+        ("apps", "deployments"),
+    }
+
+
+def test_settings_from_the_command_line() -> None:
+    settings = parse_settings(
+        [
+            "--namespace",
+            "a",
+            "-n",
+            "b",
+            "--standalone",
+            "--liveness",
+            "http://0.0.0.0:8080/healthz",
+            "--metrics-port",
+            "9090",
+            "--log-format",
+            "json",
+            "--workers",
+            "2",
+        ]
+    )
+    assert settings.namespaces == ("a", "b")
+    assert settings.standalone and settings.metrics_port == 9090
+    assert settings.liveness == "http://0.0.0.0:8080/healthz"
+    assert (settings.log_format, settings.workers) == ("json", 2)
+    assert parse_settings([]).namespaces == ()
+
+
+def test_bad_flags_are_refused() -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(["--workers", "0"])
+    with pytest.raises(SystemExit):
+        parse_settings(["--log-format", "xml"])

@@ -1,0 +1,275 @@
+"""The reconcile decision, pass by pass, as the operator would see the cluster move."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from optiserve.api import AutoscalingSpec
+from optiserve.api.status import OptimizedModelStatus
+from optiserve.render.kubernetes import job_name
+from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT
+from optiserve_operator.reconcile import recipe_digest
+from tests.operator.helpers import (
+    CONFIG,
+    condition,
+    deployment,
+    job,
+    model,
+    run,
+    spec,
+    summary_message,
+)
+
+
+def kinds(manifests: tuple[dict[str, object], ...]) -> list[object]:
+    return [m["kind"] for m in manifests]
+
+
+def served_digest(result_apply: tuple[dict[str, object], ...]) -> str:
+    deployment_manifest = result_apply[0]
+    template = deployment_manifest["spec"]["template"]  # type: ignore[index]
+    return str(template["metadata"]["annotations"]["optiserve.io/artifact-digest"])
+
+
+def test_a_new_model_gets_exactly_one_job_and_is_optimizing() -> None:
+    the_spec = spec()
+    result = run(model(the_spec))
+    digest = recipe_digest(the_spec)
+    assert kinds(result.create) == ["ConfigMap", "Job"]
+    assert result.create[1]["metadata"]["name"] == job_name("digits", digest)
+    assert result.apply == ()
+    assert result.status.phase == "Optimizing"
+    assert condition(result, "Progressing") == ("True", "Optimizing")
+    assert condition(result, "Reconciling")[0] == "True"
+    assert condition(result, "Ready") == ("False", "Optimizing")
+    assert result.status.observed_generation == 1
+    assert all(c.observed_generation == 1 for c in result.status.conditions)
+    assert [e.reason for e in result.events] == ["JobCreated"]
+    assert result.requeue_after == CONFIG.poll_seconds
+
+
+def test_a_running_job_creates_nothing_more() -> None:
+    the_spec = spec()
+    digest = recipe_digest(the_spec)
+    first = run(model(the_spec))
+    running = job(job_name("digits", digest), digest, "active")
+    again = run(model(the_spec, first.status), jobs=(running,))
+    assert again.create == () and again.apply == ()
+    assert again.status.phase == "Optimizing"
+    assert again.events == ()
+
+
+def test_success_records_the_artifact_then_rolls_out_then_ready() -> None:
+    the_spec = spec()
+    digest = recipe_digest(the_spec)
+    name = job_name("digits", digest)
+    started = run(model(the_spec))
+    done = job(name, digest, "succeeded", summary_message(digest))
+    deploying = run(model(the_spec, started.status), jobs=(done,), now="2026-01-01T00:05:00Z")
+    assert deploying.create == ()
+    assert kinds(deploying.apply) == ["Deployment", "Service"]
+    assert served_digest(deploying.apply) == digest
+    status = deploying.status
+    assert status.phase == "Deploying"
+    assert status.artifact is not None and status.artifact.digest == digest
+    assert status.artifact.uri == f"pvc://model-store/optiserve/{digest}/model_repository"
+    assert status.artifact.precision == "int8"
+    assert status.metrics is not None and status.metrics.speedup == "2.1x"
+    assert [c.name for c in status.candidates] == ["fp32", "int8-dynamic"]
+    assert condition(deploying, "Optimized") == ("True", "Optimized")
+    assert "Optimized" in [e.reason for e in deploying.events]
+    assert status.endpoint == "http://digits.ml.svc:8000"
+
+    ready = run(model(the_spec, status), jobs=(done,), dep=deployment(digest))
+    assert ready.status.phase == "Ready"
+    assert condition(ready, "Ready") == ("True", "Ready")
+    assert condition(ready, "Progressing") == ("False", "Complete")
+    assert condition(ready, "Degraded") == ("False", "AsExpected")
+    assert condition(ready, "Reconciling")[0] == "False"
+    assert condition(ready, "Stalled")[0] == "False"
+    assert ready.status.last_good_artifact == status.artifact
+    assert ready.status.replicas == 2
+    assert ready.requeue_after == CONFIG.resync_seconds
+    optimized_before = next(c for c in status.conditions if c.type == "Optimized")
+    optimized_after = next(c for c in ready.status.conditions if c.type == "Optimized")
+    assert optimized_after.last_transition_time == optimized_before.last_transition_time
+
+
+def test_a_settled_model_is_a_fixed_point_even_after_the_job_is_gone() -> None:
+    the_spec = spec()
+    digest = recipe_digest(the_spec)
+    done = job(job_name("digits", digest), digest, "succeeded", summary_message(digest))
+    status = run(model(the_spec, run(model(the_spec)).status), jobs=(done,)).status
+    ready = run(model(the_spec, status), dep=deployment(digest))
+    again = run(model(the_spec, ready.status), dep=deployment(digest), now="2026-02-01T00:00:00Z")
+    assert again.create == ()
+    assert again.status == ready.status  # same times too: nothing moved
+    assert again.events == ()
+    assert again.apply == ready.apply  # SSA of identical objects changes nothing
+
+
+def ready_status(quant: str = "int8") -> tuple[OptimizedModelStatus, str]:
+    the_spec = spec(precision=quant)
+    digest = recipe_digest(the_spec)
+    done = job(job_name("digits", digest), digest, "succeeded", summary_message(digest, quant))
+    status = run(model(the_spec, run(model(the_spec)).status), jobs=(done,)).status
+    return run(model(the_spec, status), dep=deployment(digest)).status, digest
+
+
+def test_a_spec_change_starts_a_new_job_and_keeps_serving_the_old_artifact() -> None:
+    old_status, old_digest = ready_status("int8")
+    new_spec = spec(precision="fp32")
+    new_digest = recipe_digest(new_spec)
+    assert new_digest != old_digest
+    old_job = job(job_name("digits", old_digest), old_digest, "active")
+    result = run(
+        model(new_spec, old_status, generation=2), jobs=(old_job,), dep=deployment(old_digest)
+    )
+    assert kinds(result.create) == ["ConfigMap", "Job"]
+    assert result.create[1]["metadata"]["name"] == job_name("digits", new_digest)
+    assert served_digest(result.apply) == old_digest
+    assert result.delete_jobs == (job_name("digits", old_digest),)
+    assert result.status.phase == "Optimizing"
+    assert result.status.observed_generation == 2
+
+    done = job(
+        job_name("digits", new_digest), new_digest, "succeeded", summary_message(new_digest, "fp32")
+    )
+    rolled = run(
+        model(new_spec, result.status, generation=2), jobs=(done,), dep=deployment(old_digest)
+    )
+    assert served_digest(rolled.apply) == new_digest
+    assert rolled.status.phase == "Deploying"
+
+
+def test_a_failed_job_degrades_keeps_serving_and_is_not_retried() -> None:
+    old_status, old_digest = ready_status("int8")
+    new_spec = spec(precision="fp32")
+    new_digest = recipe_digest(new_spec)
+    name = job_name("digits", new_digest)
+    failed = job(name, new_digest, "failed", "exit code 3: accuracy gate failed", reason="Error")
+    started = run(model(new_spec, old_status, generation=2), dep=deployment(old_digest))
+    result = run(model(new_spec, started.status, 2), jobs=(failed,), dep=deployment(old_digest))
+    assert result.create == ()
+    assert served_digest(result.apply) == old_digest
+    assert result.status.phase == "Failed"
+    assert condition(result, "Degraded") == ("True", "OptimizationFailed")
+    assert condition(result, "Stalled")[0] == "True"
+    assert condition(result, "Ready") == ("False", "OptimizationFailed")
+    degraded = next(c for c in result.status.conditions if c.type == "Degraded")
+    assert "Error" in degraded.message and "accuracy gate failed" in degraded.message
+    assert [e.type for e in result.events] == ["Warning"]
+    assert result.status.last_good_artifact is not None
+    assert result.status.last_good_artifact.digest == old_digest
+
+    # The failed Job's TTL ran out: still no new Job.
+    gone = run(model(new_spec, result.status, 2), dep=deployment(old_digest))
+    assert gone.create == () and gone.status.phase == "Failed"
+    # A new optiserve.io/retry value, and only that, starts one.
+    retried = run(
+        model(new_spec, gone.status, 2, annotations={"optiserve.io/retry": "1"}),
+        dep=deployment(old_digest),
+    )
+    assert kinds(retried.create) == ["ConfigMap", "Job"]
+    assert retried.create[1]["metadata"]["name"] == job_name("digits", new_digest, "1")
+
+
+def test_a_rollout_past_its_deadline_rolls_back_and_stays_back() -> None:
+    old_status, old_digest = ready_status("int8")
+    new_spec = spec(precision="fp32")
+    new_digest = recipe_digest(new_spec)
+    done = job(job_name("digits", new_digest), new_digest, "succeeded", summary_message(new_digest))
+    deploying = run(model(new_spec, old_status, 2), jobs=(done,), dep=deployment(old_digest))
+    stuck = deployment(new_digest, ready=False, deadline=True)
+    result = run(model(new_spec, deploying.status, 2), jobs=(done,), dep=stuck)
+    assert served_digest(result.apply) == old_digest
+    annotations = result.apply[0]["metadata"]["annotations"]
+    assert annotations[ANNOTATION_FAILED_ROLLOUT] == f"{new_digest}/"
+    assert result.status.phase == "Failed"
+    assert condition(result, "Degraded") == ("True", "RolledBack")
+    assert "RolledBack" in [e.reason for e in result.events]
+    # Next pass: the Deployment carries the marker and serves the old artifact again.
+    back = deployment(old_digest, marker=f"{new_digest}/")
+    settled = run(model(new_spec, result.status, 2), jobs=(done,), dep=back)
+    assert served_digest(settled.apply) == old_digest
+    assert condition(settled, "Degraded") == ("True", "RolledBack")
+    assert settled.status.last_good_artifact is not None
+    assert settled.status.last_good_artifact.digest == old_digest
+
+
+def test_without_rollback_a_stuck_rollout_stays_and_degrades() -> None:
+    the_spec = spec()
+    obj_spec = the_spec.model_copy(
+        update={"serving": the_spec.serving.model_copy(update={"rollback_on_failure": False})}
+    )
+    digest = recipe_digest(obj_spec)
+    done = job(job_name("digits", digest), digest, "succeeded", summary_message(digest))
+    first = run(model(obj_spec, run(model(obj_spec)).status), jobs=(done,))
+    stuck = run(
+        model(obj_spec, first.status),
+        jobs=(done,),
+        dep=deployment(digest, ready=False, deadline=True),
+    )
+    assert served_digest(stuck.apply) == digest
+    assert condition(stuck, "Degraded") == ("True", "ProgressDeadlineExceeded")
+
+
+def test_autoscaled_deployment_omits_replicas() -> None:
+    the_spec = spec()
+    scaled = the_spec.model_copy(
+        update={
+            "serving": the_spec.serving.model_copy(
+                update={"autoscaling": AutoscalingSpec(max_replicas=3)}
+            )
+        }
+    )
+    status, digest = ready_status()
+    result = run(model(scaled, status), dep=deployment(digest))
+    assert "replicas" not in result.apply[0]["spec"]
+
+
+def test_an_unreadable_summary_degrades_without_a_new_job() -> None:
+    the_spec = spec()
+    digest = recipe_digest(the_spec)
+    done = job(job_name("digits", digest), digest, "succeeded", "not json")
+    result = run(model(the_spec, run(model(the_spec)).status), jobs=(done,))
+    assert result.create == () and result.apply == ()
+    assert condition(result, "Degraded") == ("True", "SummaryUnreadable")
+    assert replace(result, events=()).status.phase == "Failed"
+
+
+def test_secrets_never_reach_status_or_events() -> None:
+    the_spec = spec()
+    digest = recipe_digest(the_spec)
+    leaky = "download https://bob:hunter2@example.com/m.onnx?token=abc123 failed"
+    failed = job(job_name("digits", digest), digest, "failed", leaky, reason="Error")
+    result = run(model(the_spec, run(model(the_spec)).status), jobs=(failed,))
+    text = result.status.model_dump_json() + repr(result.events)
+    assert "hunter2" not in text and "abc123" not in text
+    assert "example.com" in text
+
+
+def test_the_autoscaler_follows_the_deployment_and_a_dropped_one_is_deleted() -> None:
+    status, digest = ready_status()
+    base = spec(precision="int8")
+    scaled = base.model_copy(
+        update={"serving": base.serving.model_copy(update={"autoscaling": AutoscalingSpec()})}
+    )
+    result = run(model(scaled, status), dep=deployment(digest))
+    assert kinds(result.apply) == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    assert result.delete_autoscalers == ()
+    dropped = run(
+        model(base, status),
+        dep=deployment(digest),
+        autoscalers=frozenset({"HorizontalPodAutoscaler"}),
+    )
+    assert kinds(dropped.apply) == ["Deployment", "Service"]
+    assert dropped.delete_autoscalers == ("HorizontalPodAutoscaler",)
+
+
+def test_no_autoscaler_before_anything_is_served() -> None:
+    base = spec()
+    scaled = base.model_copy(
+        update={"serving": base.serving.model_copy(update={"autoscaling": AutoscalingSpec()})}
+    )
+    assert run(model(scaled)).apply == ()
