@@ -1,0 +1,82 @@
+{{/*
+What the operator does in the namespaces it watches: exactly the API calls of
+operator/optiserve_operator (kopf handlers and the kube module) and of kopf itself, nothing
+more. tests/chart/test_rbac.py compares these rules with the calls the operator code makes;
+change both together. No secrets, no wildcards.
+*/}}
+{{- define "optiserve.rules.namespaced" -}}
+# OptimizedModels: kopf lists and watches them; a reconcile pass reads one (and lists the
+# namespace's others for artifacts still in use), server-side applies its status, and its own
+# finalizer (patch) when artifacts must be removed on delete.
+- apiGroups: ["optiserve.io"]
+  resources: ["optimizedmodels"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["optiserve.io"]
+  resources: ["optimizedmodels/status"]
+  verbs: ["patch"]
+# Children carry ownerReferences with blockOwnerDeletion, which clusters that enable the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift does) allow only to whoever
+# may update the owner's finalizers. The operator sets no finalizer itself.
+- apiGroups: ["optiserve.io"]
+  resources: ["optimizedmodels/finalizers"]
+  verbs: ["update"]
+# The optimization Job and the artifact-cleanup Job: watched, created (or read when it
+# exists), superseded ones deleted.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# The ConfigMap that hands the Job its spec: created, or read when it exists.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create"]
+# The Job's pods, listed for the optimizer's summary in their termination message.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# Triton's Deployment (watched, read) and Service: server-side apply, which is a patch, and a
+# create when the object does not exist yet.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "patch"]
+# Triton's autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject): applied, read back, and
+# deleted when the spec switches from one to the other or drops autoscaling.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "create", "patch", "delete"]
+# core/v1 Events about each OptimizedModel (the operator's and kopf's).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}
+
+{{/* kopf peering in one namespace (replicaCount > 1 with watchNamespaces). */}}
+{{- define "optiserve.rules.namespacedPeering" -}}
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["list", "watch", "patch"]
+{{- end -}}
+
+{{/* Cluster-scoped reads kopf needs in every mode, and cluster peering when peered. */}}
+{{- define "optiserve.rules.framework" -}}
+# kopf watches CRDs to notice when the resources it serves appear or change.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- if .Values.watchNamespaces }}
+# kopf lists namespaces to match the ones it was given (namespaced mode only).
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- else if include "optiserve.peered" . }}
+# kopf peering across the cluster (replicaCount > 1).
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
+{{- end -}}

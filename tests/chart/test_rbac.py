@@ -1,0 +1,150 @@
+"""The chart grants the operator exactly what its code uses, and nothing dangerous.
+
+What the code uses is derived from the code (tests/chart/operator_permissions.py): kopf's
+handler registry, the Kube wrapper calls, and the kinds reconcile.plan writes. The chart's
+rules are read from the committed config/ manifests (rendered from the chart, checked against
+helm in test_config.py) and, when helm is built, from helm template for other value sets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.chart import operator_permissions as op
+from tests.chart.config_manifests import committed_objects
+from tests.chart.helm import Manifest, of_kind, template
+from tests.chart.operator_permissions import Permission
+
+FORBIDDEN_RESOURCES = {
+    "secrets",
+    "nodes",
+    "clusterroles",
+    "clusterrolebindings",
+    "roles",
+    "rolebindings",
+    "serviceaccounts/token",
+    "pods/exec",
+    "pods/attach",
+    "pods/portforward",
+    "persistentvolumes",
+    "certificatesigningrequests",
+    "mutatingwebhookconfigurations",
+    "validatingwebhookconfigurations",
+}
+FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
+
+
+def _rules(role: Manifest) -> set[Permission]:
+    return op.rules_to_permissions(role.get("rules") or [])
+
+
+def _role_named(objects: list[Manifest], kind: str, suffix: str) -> Manifest:
+    matches = [o for o in of_kind(objects, kind) if o["metadata"]["name"].endswith(suffix)]
+    assert len(matches) == 1, [o["metadata"]["name"] for o in of_kind(objects, kind)]
+    return matches[0]
+
+
+def test_kube_verbs_cover_every_method_of_the_kube_wrapper() -> None:
+    assert set(op.KUBE_VERBS) == op.kube_public_methods(), (
+        "operator/optiserve_operator/kube.py changed its methods: say in "
+        "tests/chart/operator_permissions.py:KUBE_VERBS which RBAC verbs a new one uses"
+    )
+
+
+def test_every_renderer_the_operator_uses_is_exercised() -> None:
+    rendered = set().union(*op.renderers_used_by_operator().values())
+    planned = {kind for kinds in op.planned_manifests().values() for _, kind in kinds}
+    assert rendered <= planned, (
+        f"the operator renders {sorted(rendered - planned)} that planned_manifests() never "
+        "plans: add a scenario in tests/chart/operator_permissions.py so its permissions are "
+        "derived"
+    )
+
+
+def test_the_derivation_finds_the_calls_it_should() -> None:
+    # Guards the guard: a derivation that silently found nothing would make the
+    # equality below pass with an empty chart.
+    needed = op.operator_permissions()
+    assert Permission("batch", "jobs", "create") in needed
+    assert Permission("optiserve.io", "optimizedmodels/status", "patch") in needed
+    assert Permission("", "pods", "list") in needed
+    assert len(needed) >= 15
+
+
+def _check_cluster_wide(objects: list[Manifest], *, peered: bool) -> None:
+    work = _role_named(objects, "ClusterRole", "optiserve")
+    framework = _role_named(objects, "ClusterRole", "-framework")
+    kopf_cluster, kopf_namespaced = op.kopf_permissions(namespaced=False, peered=peered)
+    assert _rules(work) == op.operator_permissions() | kopf_namespaced
+    assert _rules(framework) == kopf_cluster
+
+
+def test_committed_config_grants_exactly_what_the_operator_uses() -> None:
+    _check_cluster_wide(committed_objects(), peered=False)
+
+
+@pytest.mark.usefixtures("helm")
+def test_chart_cluster_wide_and_peered_grants_exactly_what_is_used() -> None:
+    _check_cluster_wide(template(), peered=False)
+    _check_cluster_wide(template({"replicaCount": 2}), peered=True)
+
+
+@pytest.mark.usefixtures("helm")
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_chart_namespaced_grants_exactly_what_is_used(replicas: int) -> None:
+    objects = template({"watchNamespaces": ["ml", "research"], "replicaCount": replicas})
+    kopf_cluster, kopf_namespaced = op.kopf_permissions(namespaced=True, peered=replicas > 1)
+    assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")] == [
+        "optiserve-framework"
+    ]
+    assert _rules(of_kind(objects, "ClusterRole")[0]) == kopf_cluster
+    roles = of_kind(objects, "Role")
+    assert len(roles) == 2
+    for role in roles:
+        assert _rules(role) == op.operator_permissions() | kopf_namespaced
+
+
+def _all_rules(objects: list[Manifest]) -> list[dict[str, Any]]:
+    return [
+        rule
+        for obj in objects
+        if obj["kind"] in ("ClusterRole", "Role")
+        for rule in obj.get("rules") or []
+    ]
+
+
+def _least_privilege(objects: list[Manifest]) -> None:
+    rules = _all_rules(objects)
+    assert rules
+    for rule in rules:
+        assert "*" not in rule.get("apiGroups", []), rule
+        assert not set(rule.get("resources", [])) & (FORBIDDEN_RESOURCES | {"*"}), rule
+        assert not set(rule.get("verbs", [])) & FORBIDDEN_VERBS, rule
+        assert not rule.get("nonResourceURLs"), rule
+        assert not rule.get("resourceNames"), rule  # none needed; keeps the table readable
+        if "update" in rule.get("verbs", []):  # only for blockOwnerDeletion on children
+            assert all(r.endswith("/finalizers") for r in rule["resources"]), rule
+    for obj in objects:
+        assert "aggregationRule" not in obj
+        if obj["kind"] in ("ClusterRoleBinding", "RoleBinding"):
+            ref = obj["roleRef"]
+            assert ref["name"] not in ("cluster-admin", "admin", "edit", "view"), ref
+            own = {o["metadata"]["name"] for o in objects if o["kind"] == ref["kind"]}
+            assert ref["name"] in own, f"{obj['metadata']['name']} binds a role not in the chart"
+
+
+def test_committed_config_is_least_privilege() -> None:
+    _least_privilege(committed_objects())
+
+
+@pytest.mark.usefixtures("helm")
+def test_chart_is_least_privilege_in_every_mode() -> None:
+    for values in (
+        {},
+        {"replicaCount": 2},
+        {"watchNamespaces": ["ml"]},
+        {"watchNamespaces": ["ml"], "replicaCount": 2},
+    ):
+        _least_privilege(template(values))
