@@ -13,7 +13,7 @@ EXTRAS := operator,optimizer,serve,models,dev
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv lint typecheck test test-fast test-models test-triton test-cluster test-e2e crd demo clean
+.PHONY: help venv lint typecheck test test-fast test-triton bench-triton crd manifests demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,18 +39,29 @@ lint: venv ## ruff, and the layering contract (the operator never imports torch)
 typecheck: venv ## mypy --strict
 	$(VENV)/bin/mypy src tests $(wildcard operator/optiserve_operator optimizer/optiserve_optimizer benchmarks)
 
-crd: venv ## regenerate crds/ (and the chart's copy) from the API models
+crd: venv ## regenerate crds/ (and the chart's and config/'s copies) from the API models
 	$(VENV)/bin/optiserve crd > crds/optiserve.io_optimizedmodels.yaml
-	if [ -d charts/optiserve/crds ]; then cp crds/optiserve.io_optimizedmodels.yaml charts/optiserve/crds/; fi
+	cp crds/optiserve.io_optimizedmodels.yaml charts/optiserve/crds/
+	cp crds/optiserve.io_optimizedmodels.yaml config/crd/
+
+manifests: venv ## regenerate config/ (kubectl apply -k) from the Helm chart
+	$(PY) -m tests.chart.config_manifests
 
 test-fast: venv ## unit tests only (seconds)
 	$(PY) -m pytest -m "not models and not triton and not cluster and not e2e and not gpu" -q
 
+test-triton: venv ## the real local tritonserver (python backend + onnxruntime)
+	$(PY) -m pytest -m triton -q tests/triton
+
+bench-triton: venv ## batching off/on, cache hit/miss on this CPU -> benchmarks/results/triton.md
+	$(PY) benchmarks/triton_bench.py
+
 test: lint typecheck ## everything CI runs: lint, types, unit, models, triton, cluster, e2e
 	$(PY) -m pytest -q
 
-demo: venv ## validate the examples (the end-to-end demo lands with the optimizer)
+demo: venv ## optimize the digits CNN, serve it on a local Triton, load it, print a report
 	$(VENV)/bin/optiserve validate examples/*.yaml
+	$(PY) examples/demo.py $(DEMO_ARGS)
 
 clean: ## remove build outputs (keeps ~/.cache)
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

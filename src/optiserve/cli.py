@@ -33,6 +33,48 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_operator(argv: list[str]) -> int:
+    from optiserve_operator.main import run_operator
+
+    return run_operator(argv)
+
+
+def _run_optimize(argv: list[str]) -> int:
+    from optiserve_optimizer.main import main as optimize_main
+
+    return optimize_main(argv)
+
+
+def _run_serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="optiserve serve",
+        description="Serve a Triton model repository (or an optimizer output folder) with a "
+        "real local tritonserver until interrupted. On a CPU machine ONNX models run through "
+        "Triton's python backend with onnxruntime (see docs/serving.md).",
+    )
+    parser.add_argument("directory", type=Path, metavar="DIR")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--startup-timeout", type=float, default=120.0, metavar="SECONDS")
+    args = parser.parse_args(argv)
+    from optiserve.serve.command import serve
+
+    return serve(
+        args.directory,
+        ports=(args.http_port, args.grpc_port, args.metrics_port),
+        startup_timeout_s=args.startup_timeout,
+    )
+
+
+# Subcommands with parsers of their own (and heavy imports): everything after the name is theirs.
+DELEGATED: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "optimize": (_run_optimize, "optimize a model locally: optiserve optimize SPEC --out DIR"),
+    "serve": (_run_serve, "serve a model repository with a real local Triton"),
+    "operator": (_run_operator, "run the operator (kopf) against the current cluster"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optiserve",
@@ -48,11 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.set_defaults(func=_cmd_validate)
+
+    from optiserve.render_cli import add_render_parser
+
+    add_render_parser(sub)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in DELEGATED:
+        run, _ = DELEGATED[arguments[0]]
+        return run(arguments[1:])
+    args = build_parser().parse_args(arguments)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
 

@@ -1,0 +1,160 @@
+"""`make demo`: optimize a real model, serve it on a real local Triton, load it, report.
+
+    python examples/demo.py [--spec examples/digits-pruned-int8.yaml] [--workdir DIR]
+
+1. builds the example models and data (examples/make_models.py) into WORKDIR/pvc/models,
+   which is where the spec's ``pvc://models/...`` URIs resolve on a laptop;
+2. runs the optimizer on the spec (every candidate checked against the original and timed;
+   the fastest that passes is packaged as a Triton model repository; a finished artifact for
+   the same recipe is reused);
+3. starts a real ``tritonserver`` on that repository with the spec's dynamic batching and
+   response cache, sends concurrent gRPC traffic, and stops the server;
+4. prints baseline vs optimized latency and throughput, the accuracy delta, the batch sizes
+   Triton formed, and the cache's hit rate and hit vs miss latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WORKDIR = Path.home() / ".cache" / "optiserve" / "demo"
+
+
+def _make_models(models_dir: Path, only: str) -> None:
+    marker = models_dir / only / "eval.npz"
+    if marker.exists():
+        print(f"[1/4] example models: reusing {models_dir / only}")
+        return
+    print(f"[1/4] example models: building {only} into {models_dir}")
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "make_models.py"),
+            "--out",
+            str(models_dir),
+            "--only",
+            only,
+        ],
+        check=True,
+    )
+
+
+def _samples(eval_npz: Path, inputs: list[str], count: int) -> list[dict[str, Any]]:
+    """Up to ``count`` distinct one-row requests: distinct, so the load measures batching
+    rather than the response cache."""
+    import numpy as np
+
+    data = np.load(eval_npz)
+    count = min(count, len(data[inputs[0]]))
+    return [{name: data[name][i : i + 1] for name in inputs} for i in range(count)]
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def _print_report(summary: dict[str, Any], traffic: dict[str, Any]) -> None:
+    m = summary["metrics"]
+    load, cache = traffic["load"], traffic["cache"]
+    print("\n== optiserve demo report")
+    print(
+        f"model            {traffic['model']} ({summary['artifact'].get('candidate', '?')}, "
+        f"{summary['artifact'].get('precision', '?')})"
+    )
+    print(
+        f"latency b=1      baseline {_fmt(m.get('baselineLatencyMs'), ' ms', 3)} -> "
+        f"optimized {_fmt(m.get('optimizedLatencyMs'), ' ms', 3)}"
+    )
+    print(
+        f"throughput       baseline {_fmt(m.get('baselineThroughput'), '/s', 0)} -> "
+        f"optimized {_fmt(m.get('optimizedThroughput'), '/s', 0)} ({m.get('speedup', '-')})"
+    )
+    print(
+        f"accuracy drop    {_fmt(m.get('accuracyDrop'), '', 4)}  size ratio "
+        f"{_fmt(m.get('sizeRatio'), 'x')}"
+    )
+    if summary.get("fallbackReason"):
+        print(f"fallback         {summary['fallbackReason']}")
+    print("-- served by Triton under concurrent load")
+    latency = load["latency_ms"]
+    print(
+        f"requests         {load['requests']} at concurrency {load['concurrency']}: "
+        f"{_fmt(load['throughput_rps'], ' req/s', 0)}, p50 {_fmt(latency['p50'], ' ms')}, "
+        f"p99 {_fmt(latency['p99'], ' ms')}, errors {load['errors']}"
+    )
+    batches = ", ".join(
+        f"{size}x{n}"
+        for size, n in sorted(traffic["batch_sizes"].items(), key=lambda kv: int(kv[0]))
+    )
+    print(f"batches formed   {batches}  (batch size x executions; mean {load['mean_batch_size']})")
+    print(
+        f"response cache   {cache['cache_hits']} hits / {cache['cache_misses']} misses "
+        f"(hit rate {cache['hit_rate']:.2f}), p50 hit {cache['hit_latency_ms']['p50']:.3f} ms "
+        f"vs miss {cache['miss_latency_ms']['p50']:.3f} ms ({cache['speedup_p50']:.1f}x), "
+        f"answers identical: {cache['identical_answers']}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, default=ROOT / "examples" / "digits-pruned-int8.yaml")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=512)
+    args = parser.parse_args()
+
+    from optiserve.validate import load_one
+
+    model = load_one(args.spec)
+    pvc_root = args.workdir / "pvc"
+    os.environ["OPTISERVE_PVC_ROOT"] = str(pvc_root)
+    only = "minilm" if "minilm" in model.spec.source.uri else "digits"
+    _make_models(pvc_root / "models", only)
+
+    print(f"[2/4] optimizing {args.spec.name}")
+    from optiserve_optimizer.main import run_optimize, termination_path
+
+    summary_file = args.workdir / "summary.json"
+    os.environ["OPTISERVE_TERMINATION_LOG"] = str(summary_file)
+    assert termination_path() == summary_file
+    code = run_optimize(args.spec, args.workdir / "artifacts")
+    if code != 0:
+        print(f"optimizer failed (exit {code}); see above", file=sys.stderr)
+        return code
+    summary = json.loads(summary_file.read_text())
+
+    print("[3/4] serving on a local tritonserver")
+    from optiserve.serve import LocalTriton
+    from optiserve.serve.command import find_repository
+    from optiserve.serve.loadgen import traffic_report
+    from optiserve.uri import local_path
+
+    repository = find_repository(Path(summary["folder"]))
+    eval_npz = local_path(model.spec.optimization.accuracy.dataset)
+    with LocalTriton(repository) as triton:
+        import numpy as np
+
+        name = triton.models[0]
+        names = [k for k in np.load(eval_npz).files if k != "labels"]
+        print(f"[4/4] {args.requests} requests at concurrency {args.concurrency}")
+        traffic = traffic_report(
+            triton.grpc_url,
+            name,
+            _samples(eval_npz, names, args.requests + 8),
+            concurrency=args.concurrency,
+            requests=args.requests,
+        )
+    _print_report(summary, traffic)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path[:0] = [str(ROOT / "src"), str(ROOT / "optimizer")]
+    raise SystemExit(main())
