@@ -42,7 +42,7 @@ def bench_plan(count: int) -> list[tuple[str, int, float]]:
     specs = _specs(count)
     stages: dict[str, list[Any]] = {"new": [], "optimizing": [], "deploying": [], "ready": []}
     for spec in specs:
-        digest = recipe_digest(spec)
+        digest = recipe_digest("digits", spec)
         name = job_name("digits", digest)
         new = model(spec)
         started = run(new).status

@@ -63,7 +63,7 @@ class Controller:
             spec=spec,
             status=status,
         )
-        digest = recipe_digest(spec)
+        digest = recipe_digest(owner.name, spec)
         need_result = status.artifact is None or status.artifact.digest != digest
         raw_jobs = self.kube.list(
             "batch/v1",

@@ -93,8 +93,8 @@ class Rollout:
     events: tuple[Event, ...] = field(default_factory=tuple)
 
 
-def recipe_digest(spec: OptimizedModelSpec) -> str:
-    return spec_recipe_digest(spec.source, spec.optimization)
+def recipe_digest(name: str, spec: OptimizedModelSpec) -> str:
+    return spec_recipe_digest(name, spec.source, spec.optimization, spec.serving)
 
 
 def _optimization(obs: Observed, digest: str, wanted_job: str) -> Optimization:
@@ -211,7 +211,7 @@ def _transition_events(old: OptimizedModelStatus, new: OptimizedModelStatus) -> 
 def plan(obs: Observed, now: str, config: Config) -> Plan:
     model = obs.model
     spec, status, owner = model.spec, model.status, model.owner
-    digest = recipe_digest(spec)
+    digest = recipe_digest(owner.name, spec)
     retry = model.annotations.get(ANNOTATION_RETRY, "")
     wanted_job = job_name(owner.name, digest, retry)
 

@@ -89,7 +89,9 @@ class Pipeline:
         self.out_dir = out_dir
         self.progress = progress
         self.plan: Plan = build_plan(request.source, request.optimization)
-        self.digest = spec_recipe_digest(request.source, request.optimization)
+        self.digest = spec_recipe_digest(
+            request.name, request.source, request.optimization, request.serving
+        )
         self.cache: dict[tuple[str, ...], tuple[ModelArtifact, dict[str, Any]]] = {}
 
     def run(self) -> RunResult:

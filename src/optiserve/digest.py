@@ -19,12 +19,21 @@ def optiserve_version() -> str:
         return "0+unknown"
 
 
+# The serving fields the optimizer writes into the artifact's config.pbtxt. They are part of
+# the recipe, so a change to them makes a new artifact instead of leaving Triton on a stale
+# config; replicas, autoscaling and resources are not (they only change the Deployment).
+MODEL_CONFIG_FIELDS = frozenset(
+    {"max_batch_size", "dynamic_batching", "response_cache", "instance_group", "cuda_graphs"}
+)
+
+
 def recipe_digest(
     source_uri: str,
     source_sha256: str | None,
     optimization: dict[str, Any],
     gpu_class: str | None,
     version: str | None = None,
+    model_config: dict[str, Any] | None = None,
 ) -> str:
     """sha256 hex of the canonical JSON of everything that decides the optimized artifact.
 
@@ -36,13 +45,20 @@ def recipe_digest(
         "optimization": optimization,
         "optiserve": version if version is not None else optiserve_version(),
         "gpuClass": gpu_class,
+        "modelConfig": model_config,
     }
     canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def spec_recipe_digest(source: Any, optimization: Any, version: str | None = None) -> str:
-    """The digest of API models (``SourceSpec``, ``OptimizationSpec``), duck-typed on purpose.
+def spec_recipe_digest(
+    name: str, source: Any, optimization: Any, serving: Any, version: str | None = None
+) -> str:
+    """The digest of API models (``SourceSpec``, ``OptimizationSpec``, ``ServingSpec``),
+    duck-typed on purpose.
+
+    ``name`` is the model's name in the Triton repository the artifact holds, so two
+    OptimizedModels with the same recipe but different names do not share an artifact.
 
     ``optimization.job`` (image, resources, deadlines) decides how the Job runs, not what it
     makes, so changing it reuses the finished artifact instead of rebuilding it.
@@ -55,4 +71,10 @@ def spec_recipe_digest(source: Any, optimization: Any, version: str | None = Non
         optimization.model_dump(by_alias=True, exclude_none=True, exclude={"job"}, mode="json"),
         gpu_class,
         version,
+        {
+            "name": name,
+            **serving.model_dump(
+                by_alias=True, exclude_none=True, include=set(MODEL_CONFIG_FIELDS), mode="json"
+            ),
+        },
     )

@@ -50,7 +50,9 @@ def render_models(
 
     out: list[Manifest] = []
     for model in models:
-        digest = spec_recipe_digest(model.spec.source, model.spec.optimization)
+        digest = spec_recipe_digest(
+            model.metadata.name, model.spec.source, model.spec.optimization, model.spec.serving
+        )
         out += render_all(
             model,
             digest=digest,

@@ -308,7 +308,7 @@ def planned_manifests() -> dict[str, set[tuple[str, str]]]:
     config = Config(optimizer_image="optimizer:test")
     found: dict[str, set[tuple[str, str]]] = {"create": set(), "apply": set()}
     for spec in _specs():
-        digest = recipe_digest(spec)
+        digest = recipe_digest(owner.name, spec)
         artifact = Artifact(
             digest=digest,
             uri=f"pvc://{spec.storage.pvc}/{digest}/model_repository",

@@ -53,7 +53,10 @@ def rendered(namespace: str, **serving: Any) -> list[dict[str, Any]]:
     obj["spec"]["serving"].update(serving)
     model = OptimizedModel.model_validate(obj)
     return render_all(
-        model, digest=recipe_digest(model.spec), optimizer_image=IMAGE, namespace=namespace
+        model,
+        digest=recipe_digest(model.metadata.name, model.spec),
+        optimizer_image=IMAGE,
+        namespace=namespace,
     )
 
 

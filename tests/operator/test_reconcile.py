@@ -11,6 +11,7 @@ from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT
 from optiserve_operator.reconcile import recipe_digest
 from tests.operator.helpers import (
     CONFIG,
+    OWNER,
     condition,
     deployment,
     job,
@@ -34,7 +35,7 @@ def served_digest(result_apply: tuple[dict[str, object], ...]) -> str:
 def test_a_new_model_gets_exactly_one_job_and_is_optimizing() -> None:
     the_spec = spec()
     result = run(model(the_spec))
-    digest = recipe_digest(the_spec)
+    digest = recipe_digest(OWNER.name, the_spec)
     assert kinds(result.create) == ["ConfigMap", "Job"]
     assert result.create[1]["metadata"]["name"] == job_name("digits", digest)
     assert result.apply == ()
@@ -50,7 +51,7 @@ def test_a_new_model_gets_exactly_one_job_and_is_optimizing() -> None:
 
 def test_a_running_job_creates_nothing_more() -> None:
     the_spec = spec()
-    digest = recipe_digest(the_spec)
+    digest = recipe_digest(OWNER.name, the_spec)
     first = run(model(the_spec))
     running = job(job_name("digits", digest), digest, "active")
     again = run(model(the_spec, first.status), jobs=(running,))
@@ -61,7 +62,7 @@ def test_a_running_job_creates_nothing_more() -> None:
 
 def test_success_records_the_artifact_then_rolls_out_then_ready() -> None:
     the_spec = spec()
-    digest = recipe_digest(the_spec)
+    digest = recipe_digest(OWNER.name, the_spec)
     name = job_name("digits", digest)
     started = run(model(the_spec))
     done = job(name, digest, "succeeded", summary_message(digest))
@@ -97,7 +98,7 @@ def test_success_records_the_artifact_then_rolls_out_then_ready() -> None:
 
 def test_a_settled_model_is_a_fixed_point_even_after_the_job_is_gone() -> None:
     the_spec = spec()
-    digest = recipe_digest(the_spec)
+    digest = recipe_digest(OWNER.name, the_spec)
     done = job(job_name("digits", digest), digest, "succeeded", summary_message(digest))
     status = run(model(the_spec, run(model(the_spec)).status), jobs=(done,)).status
     ready = run(model(the_spec, status), dep=deployment(digest))
@@ -110,7 +111,7 @@ def test_a_settled_model_is_a_fixed_point_even_after_the_job_is_gone() -> None:
 
 def ready_status(quant: str = "int8") -> tuple[OptimizedModelStatus, str]:
     the_spec = spec(precision=quant)
-    digest = recipe_digest(the_spec)
+    digest = recipe_digest(OWNER.name, the_spec)
     done = job(job_name("digits", digest), digest, "succeeded", summary_message(digest, quant))
     status = run(model(the_spec, run(model(the_spec)).status), jobs=(done,)).status
     return run(model(the_spec, status), dep=deployment(digest)).status, digest
@@ -119,7 +120,7 @@ def ready_status(quant: str = "int8") -> tuple[OptimizedModelStatus, str]:
 def test_a_spec_change_starts_a_new_job_and_keeps_serving_the_old_artifact() -> None:
     old_status, old_digest = ready_status("int8")
     new_spec = spec(precision="fp32")
-    new_digest = recipe_digest(new_spec)
+    new_digest = recipe_digest(OWNER.name, new_spec)
     assert new_digest != old_digest
     old_job = job(job_name("digits", old_digest), old_digest, "active")
     result = run(
@@ -145,7 +146,7 @@ def test_a_spec_change_starts_a_new_job_and_keeps_serving_the_old_artifact() -> 
 def test_a_failed_job_degrades_keeps_serving_and_is_not_retried() -> None:
     old_status, old_digest = ready_status("int8")
     new_spec = spec(precision="fp32")
-    new_digest = recipe_digest(new_spec)
+    new_digest = recipe_digest(OWNER.name, new_spec)
     name = job_name("digits", new_digest)
     failed = job(name, new_digest, "failed", "exit code 3: accuracy gate failed", reason="Error")
     started = run(model(new_spec, old_status, generation=2), dep=deployment(old_digest))
@@ -177,7 +178,7 @@ def test_a_failed_job_degrades_keeps_serving_and_is_not_retried() -> None:
 def test_a_rollout_past_its_deadline_rolls_back_and_stays_back() -> None:
     old_status, old_digest = ready_status("int8")
     new_spec = spec(precision="fp32")
-    new_digest = recipe_digest(new_spec)
+    new_digest = recipe_digest(OWNER.name, new_spec)
     done = job(job_name("digits", new_digest), new_digest, "succeeded", summary_message(new_digest))
     deploying = run(model(new_spec, old_status, 2), jobs=(done,), dep=deployment(old_digest))
     stuck = deployment(new_digest, ready=False, deadline=True)
@@ -202,7 +203,7 @@ def test_without_rollback_a_stuck_rollout_stays_and_degrades() -> None:
     obj_spec = the_spec.model_copy(
         update={"serving": the_spec.serving.model_copy(update={"rollback_on_failure": False})}
     )
-    digest = recipe_digest(obj_spec)
+    digest = recipe_digest(OWNER.name, obj_spec)
     done = job(job_name("digits", digest), digest, "succeeded", summary_message(digest))
     first = run(model(obj_spec, run(model(obj_spec)).status), jobs=(done,))
     stuck = run(
@@ -230,7 +231,7 @@ def test_autoscaled_deployment_omits_replicas() -> None:
 
 def test_an_unreadable_summary_degrades_without_a_new_job() -> None:
     the_spec = spec()
-    digest = recipe_digest(the_spec)
+    digest = recipe_digest(OWNER.name, the_spec)
     done = job(job_name("digits", digest), digest, "succeeded", "not json")
     result = run(model(the_spec, run(model(the_spec)).status), jobs=(done,))
     assert result.create == () and result.apply == ()
@@ -240,7 +241,7 @@ def test_an_unreadable_summary_degrades_without_a_new_job() -> None:
 
 def test_secrets_never_reach_status_or_events() -> None:
     the_spec = spec()
-    digest = recipe_digest(the_spec)
+    digest = recipe_digest(OWNER.name, the_spec)
     leaky = "download https://bob:hunter2@example.com/m.onnx?token=abc123 failed"
     failed = job(job_name("digits", digest), digest, "failed", leaky, reason="Error")
     result = run(model(the_spec, run(model(the_spec)).status), jobs=(failed,))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from functools import partial
 from typing import Any
 
 import pytest
 
-from optiserve.api import OptimizationSpec, SourceSpec
+from optiserve.api import OptimizationSpec, ServingSpec, SourceSpec
 from optiserve.digest import recipe_digest, spec_recipe_digest
 from optiserve_optimizer.plan import GRAPH_OPT, QUANTIZE, SHAPES, TENSORRT, build_plan
+
+SERVING = ServingSpec()
 
 
 def optimization(**fields: Any) -> OptimizationSpec:
@@ -108,10 +111,14 @@ def test_digest_changes_with_every_input(change: dict[str, Any]) -> None:
 
 
 def test_spec_digest_uses_the_gpu_class_only_for_gpu_targets() -> None:
-    cpu = spec_recipe_digest(ONNX, optimization(), version="1")
-    assert cpu == spec_recipe_digest(ONNX, optimization(), version="1")
-    gpu_a = spec_recipe_digest(ONNX, optimization(target={"device": "gpu", "gpuProduct": "A"}))
-    gpu_b = spec_recipe_digest(ONNX, optimization(target={"device": "gpu", "gpuProduct": "B"}))
+    cpu = spec_recipe_digest("m", ONNX, optimization(), SERVING, version="1")
+    assert cpu == spec_recipe_digest("m", ONNX, optimization(), SERVING, version="1")
+    gpu_a = spec_recipe_digest(
+        "m", ONNX, optimization(target={"device": "gpu", "gpuProduct": "A"}), SERVING
+    )
+    gpu_b = spec_recipe_digest(
+        "m", ONNX, optimization(target={"device": "gpu", "gpuProduct": "B"}), SERVING
+    )
     assert gpu_a != gpu_b
 
 
@@ -155,5 +162,19 @@ def test_job_settings_do_not_change_the_digest() -> None:
     slow = OptimizationSpec.model_validate({**base, "job": {"activeDeadlineSeconds": 7200}})
     fast = OptimizationSpec.model_validate(base)
     int8 = OptimizationSpec.model_validate({**base, "quantization": {"precision": "int8"}})
-    assert spec_recipe_digest(source, slow) == spec_recipe_digest(source, fast)
-    assert spec_recipe_digest(source, int8) != spec_recipe_digest(source, fast)
+    digest = partial(spec_recipe_digest, "m", source, serving=SERVING)
+    assert digest(slow) == digest(fast)
+    assert digest(int8) != digest(fast)
+
+
+def test_what_lands_in_config_pbtxt_changes_the_digest_and_nothing_else_does() -> None:
+    source = SourceSpec(uri="pvc://models/m.onnx")
+    opt = OptimizationSpec.model_validate({"accuracy": {"dataset": "pvc://models/eval.npz"}})
+    base = spec_recipe_digest("m", source, opt, SERVING)
+    batching = ServingSpec.model_validate({"dynamicBatching": {"maxQueueDelayMicroseconds": 9}})
+    cache = ServingSpec.model_validate({"responseCache": {"enabled": True}})
+    scaled = ServingSpec.model_validate({"replicas": 5, "autoscaling": {"maxReplicas": 9}})
+    assert spec_recipe_digest("m", source, opt, batching) != base
+    assert spec_recipe_digest("m", source, opt, cache) != base
+    assert spec_recipe_digest("other-name", source, opt, SERVING) != base
+    assert spec_recipe_digest("m", source, opt, scaled) == base

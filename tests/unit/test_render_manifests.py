@@ -53,7 +53,12 @@ def model_with(**serving: Any) -> OptimizedModel:
 
 
 def render(model: OptimizedModel, **kwargs: Any) -> list[dict[str, Any]]:
-    return render_all(model, digest=recipe_digest(model.spec), optimizer_image=IMAGE, **kwargs)
+    return render_all(
+        model,
+        digest=recipe_digest(model.metadata.name, model.spec),
+        optimizer_image=IMAGE,
+        **kwargs,
+    )
 
 
 def keys_anywhere(value: Any, path: str = "") -> set[str]:
@@ -112,7 +117,7 @@ def _operator_objects(model: OptimizedModel) -> list[dict[str, Any]]:
     """What the operator's reconcile passes create and apply for ``model``, in two passes."""
     owner = Owner(name=model.metadata.name, namespace=model.metadata.namespace or "", uid=UID)
     config = Config(optimizer_image=IMAGE)
-    digest = recipe_digest(model.spec)
+    digest = recipe_digest(model.metadata.name, model.spec)
 
     def state(status: OptimizedModelStatus) -> Observed:
         return Observed(ModelState(owner, 1, {}, model.spec, status))
