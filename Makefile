@@ -37,7 +37,7 @@ lint: venv ## ruff, and the layering contract (the operator never imports torch)
 	$(VENV)/bin/lint-imports
 
 typecheck: venv ## mypy --strict
-	$(VENV)/bin/mypy src tests $(wildcard operator/optiserve_operator optimizer/optiserve_optimizer benchmarks)
+	$(VENV)/bin/mypy src tests $(wildcard operator/optiserve_operator optimizer/optiserve_optimizer benchmarks examples)
 
 crd: venv ## regenerate crds/ (and the chart's and config/'s copies) from the API models
 	$(VENV)/bin/optiserve crd > crds/optiserve.io_optimizedmodels.yaml

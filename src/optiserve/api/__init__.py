@@ -30,6 +30,7 @@ from optiserve.api.spec import (
     RecoverySpec,
     ShapeProfile,
     SourceSpec,
+    StudentSpec,
     TargetSpec,
     TensorRTSpec,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "ShapeProfile",
     "SourceSpec",
     "StorageSpec",
+    "StudentSpec",
     "TargetSpec",
     "TensorRTSpec",
 ]

@@ -92,6 +92,29 @@ class RecoverySpec(ApiModel):
     )
 
 
+class StudentSpec(ApiModel):
+    """A smaller model trained to imitate the original (the teacher), tried as a candidate."""
+
+    method: Literal["none", "narrow"] = Field(
+        "none",
+        description="narrow: the teacher with fewer channels/neurons in every hidden layer "
+        "(TorchScript sources), trained on the teacher's soft labels.",
+    )
+    width_factor: float = Field(
+        0.5, gt=0.0, lt=1.0, description="Fraction of each hidden layer's width the student keeps."
+    )
+    epochs: int = Field(10, ge=1, le=1000, description="Passes over the training data.")
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Optimizer step size.")
+    temperature: float = Field(
+        2.0, gt=0.0, le=100.0, description="Softens the teacher's outputs for distillation."
+    )
+    dataset: str | None = Field(
+        None,
+        pattern=URI_PATTERN,
+        description=".npz of training inputs; defaults to the calibration data.",
+    )
+
+
 class CalibrationSpec(ApiModel):
     """Representative inputs for INT8 static quantization."""
 
@@ -247,6 +270,7 @@ class OptimizationSpec(ApiModel):
     target: TargetSpec = Field(default_factory=TargetSpec, json_schema_extra=object_default())
     pruning: PruningSpec = Field(default_factory=PruningSpec, json_schema_extra=object_default())
     recovery: RecoverySpec = Field(default_factory=RecoverySpec, json_schema_extra=object_default())
+    student: StudentSpec = Field(default_factory=StudentSpec, json_schema_extra=object_default())
     quantization: QuantizationSpec = Field(
         default_factory=QuantizationSpec, json_schema_extra=object_default()
     )
