@@ -15,13 +15,14 @@ from optiserve.api import OptimizationSpec, SourceSpec
 
 # Step names, in the order they may appear inside one candidate.
 LOAD_EXPORT = "load_export"
+STUDENT = "student"
 PRUNE = "prune"
 RECOVER = "recover"
 GRAPH_OPT = "graph_opt"
 QUANTIZE = "quantize"
 SHAPES = "shapes"
 TENSORRT = "tensorrt"
-STEP_ORDER = (LOAD_EXPORT, PRUNE, RECOVER, GRAPH_OPT, QUANTIZE, SHAPES, TENSORRT)
+STEP_ORDER = (LOAD_EXPORT, STUDENT, PRUNE, RECOVER, GRAPH_OPT, QUANTIZE, SHAPES, TENSORRT)
 
 
 @dataclass(frozen=True)
@@ -78,15 +79,7 @@ def _prune_steps(
     recovery = spec.recovery
     if recovery.method != "none":
         if source.format == "torchscript":
-            dataset = recovery.dataset or (
-                spec.quantization.calibration.uri if spec.quantization.calibration else None
-            )
-            if dataset is None:
-                dataset = spec.accuracy.dataset
-                notes.append(
-                    "recovery trains on the accuracy dataset (no recovery.dataset or "
-                    "calibration data): the gate is then optimistic"
-                )
+            dataset = _training_dataset(spec, recovery.dataset, "recovery", notes)
             steps.append(
                 Step(
                     RECOVER,
@@ -105,6 +98,36 @@ def _prune_steps(
                 "(use a torchscript source to fine-tune after pruning)"
             )
     return f"pruned-{pruning.method}", tuple(steps)
+
+
+def _training_dataset(spec: OptimizationSpec, own: str | None, user: str, notes: list[str]) -> str:
+    """``own`` dataset, else the calibration data, else (with a note) the accuracy dataset."""
+    dataset = own or (spec.quantization.calibration.uri if spec.quantization.calibration else None)
+    if dataset is None:
+        dataset = spec.accuracy.dataset
+        notes.append(
+            f"{user} trains on the accuracy dataset (no {user}.dataset or "
+            "calibration data): the gate is then optimistic"
+        )
+    return dataset
+
+
+def _student_step(spec: OptimizationSpec, notes: list[str]) -> Step | None:
+    student = spec.student
+    if student.method == "none":
+        return None
+    # An ONNX source is not skipped here: the pass fails with a typed error naming the cause.
+    return Step(
+        STUDENT,
+        {
+            "method": student.method,
+            "widthFactor": student.width_factor,
+            "epochs": student.epochs,
+            "learningRate": student.learning_rate,
+            "temperature": student.temperature,
+            "dataset": _training_dataset(spec, student.dataset, "student", notes),
+        },
+    )
 
 
 def _tensorrt_steps(spec: OptimizationSpec, notes: list[str]) -> tuple[str, str, tuple[Step, ...]]:
@@ -169,6 +192,18 @@ def build_plan(source: SourceSpec, spec: OptimizationSpec) -> Plan:
                     f"{prune[0]}+{quant[0]}",
                     spec.quantization.precision,
                     (load, *prune[1], pre_graph_opt, quant[1]),
+                )
+            )
+    student = _student_step(spec, notes)
+    if student is not None:
+        name = f"student-{spec.student.method}"
+        candidates.append(CandidatePlan(name, "fp32", (load, student, graph_opt)))
+        if quant is not None and spec.quantization.precision == "int8":
+            candidates.append(
+                CandidatePlan(
+                    f"{name}+{quant[0]}",
+                    spec.quantization.precision,
+                    (load, student, pre_graph_opt, quant[1]),
                 )
             )
     if spec.tensorrt.enabled:

@@ -16,6 +16,10 @@ def pass_for(step_name: str) -> Any:
         from optiserve_optimizer.passes.graph_opt import GraphOpt
 
         return GraphOpt()
+    if step_name == plan.STUDENT:
+        from optiserve_optimizer.passes.student import Student
+
+        return Student()
     if step_name == plan.PRUNE:
         from optiserve_optimizer.passes.pruning import Prune
 

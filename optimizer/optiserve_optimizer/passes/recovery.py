@@ -50,43 +50,17 @@ class Recover:
         student = load_torchscript(artifact.torch, NAME)
         zero_masks = _zero_masks(student) if config.get("keepZeros") else {}
         classifier = ctx.spec.accuracy.metric == "top1"
-        optimizer = torch.optim.Adam(student.parameters(), lr=float(config["learningRate"]))
-        count = len(arrays[names[0]])
-        losses: list[float] = []
-        student.train()
-        for _ in range(int(config["epochs"])):
-            order = np.random.default_rng(len(losses)).permutation(count)
-            total = 0.0
-            for start in range(0, count, BATCH):
-                idx = order[start : start + BATCH]
-                inputs = [torch.from_numpy(arrays[n][idx]) for n in names]
-                with torch.no_grad():
-                    target = teacher(*inputs)
-                output = student(*inputs)
-                if method == "finetune":
-                    loss = torch.nn.functional.cross_entropy(
-                        output, torch.from_numpy(arrays[data.LABELS][idx])
-                    )
-                elif classifier:
-                    loss = (
-                        torch.nn.functional.kl_div(
-                            torch.log_softmax(output / TEMPERATURE, dim=-1),
-                            torch.softmax(target / TEMPERATURE, dim=-1),
-                            reduction="batchmean",
-                        )
-                        * TEMPERATURE**2
-                    )
-                else:
-                    loss = torch.nn.functional.mse_loss(output, target)
-                optimizer.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-                with torch.no_grad():
-                    for param_name, keep in zero_masks.items():
-                        dict(student.named_parameters())[param_name].mul_(keep)
-                total += loss.item() * len(idx)
-            losses.append(total / count)
-        student.eval()
+        loss_kind = "finetune" if method == "finetune" else ("kl" if classifier else "mse")
+        losses = train(
+            teacher,
+            student,
+            arrays,
+            names,
+            epochs=int(config["epochs"]),
+            learning_rate=float(config["learningRate"]),
+            loss_kind=loss_kind,
+            zero_masks=zero_masks,
+        )
         onnx_out = ctx.output(artifact, "recovered.onnx")
         torch_out = onnx_out.with_suffix(".pt")
         feed = {n: arrays[n][:2] for n in names}
@@ -100,6 +74,67 @@ class Recover:
                 "lossLast": losses[-1],
             },
         )
+
+
+def train(
+    teacher: Any,
+    student: Any,
+    arrays: Mapping[str, Any],
+    names: list[str],
+    *,
+    epochs: int,
+    learning_rate: float,
+    loss_kind: str,
+    temperature: float = TEMPERATURE,
+    zero_masks: Mapping[str, Any] | None = None,
+) -> list[float]:
+    """Trains ``student`` to imitate ``teacher`` in place; returns the mean loss of each epoch.
+
+    ``loss_kind``: ``kl`` (temperature-softened classifier outputs), ``mse`` (any outputs) or
+    ``finetune`` (cross entropy on the dataset's ``labels``). Weights under ``zero_masks`` are
+    held at zero after every step.
+    """
+    import torch
+
+    optimizer = torch.optim.Adam(student.parameters(), lr=learning_rate)
+    count = len(arrays[names[0]])
+    losses: list[float] = []
+    student.train()
+    for _ in range(epochs):
+        order = np.random.default_rng(len(losses)).permutation(count)
+        total = 0.0
+        for start in range(0, count, BATCH):
+            idx = order[start : start + BATCH]
+            inputs = [torch.from_numpy(arrays[n][idx]) for n in names]
+            with torch.no_grad():
+                target = teacher(*inputs)
+            output = student(*inputs)
+            if loss_kind == "finetune":
+                loss = torch.nn.functional.cross_entropy(
+                    output, torch.from_numpy(arrays[data.LABELS][idx])
+                )
+            elif loss_kind == "kl":
+                loss = (
+                    torch.nn.functional.kl_div(
+                        torch.log_softmax(output / temperature, dim=-1),
+                        torch.softmax(target / temperature, dim=-1),
+                        reduction="batchmean",
+                    )
+                    * temperature**2
+                )
+            else:
+                loss = torch.nn.functional.mse_loss(output, target)
+            optimizer.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            with torch.no_grad():
+                params = dict(student.named_parameters())
+                for param_name, keep in (zero_masks or {}).items():
+                    params[param_name].mul_(keep)
+            total += loss.item() * len(idx)
+        losses.append(total / count)
+    student.eval()
+    return losses
 
 
 def _zero_masks(module: Any) -> dict[str, Any]:

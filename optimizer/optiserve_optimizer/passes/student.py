@@ -1,0 +1,112 @@
+"""Student: a narrower copy of the teacher, trained on the teacher's softened outputs.
+
+``narrow`` keeps ``round(width * widthFactor)`` channels/neurons of every hidden Conv/Linear
+layer (the structured-pruning chains: input and output layers keep their shape), chosen by L1
+norm so the student starts from the teacher's most important channels and converges in a few
+epochs. It is then distilled from the teacher (KL on temperature-softened logits for classifiers,
+mean squared error otherwise) over the dataset, and exported to ONNX like every torch path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from optiserve.uri import local_path
+from optiserve_optimizer import data
+from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
+from optiserve_optimizer.errors import PassFailedError
+from optiserve_optimizer.onnx_utils import load_model, signature, threads
+from optiserve_optimizer.passes import prune_graph, pruning, recovery, torch_edit
+from optiserve_optimizer.passes.torch_export import load_torchscript
+
+NAME = "student"
+
+
+def agreement(teacher: Any, student: Any, arrays: Mapping[str, Any], names: list[str]) -> float:
+    """Fraction of samples where the student's top-1 class is the teacher's."""
+    import torch
+
+    count, same = len(arrays[names[0]]), 0
+    with torch.no_grad():
+        for start in range(0, count, 256):
+            inputs = [torch.from_numpy(arrays[n][start : start + 256]) for n in names]
+            top_teacher = teacher(*inputs).argmax(dim=-1)
+            same += int((top_teacher == student(*inputs).argmax(dim=-1)).sum())
+    return same / count if count else 0.0
+
+
+class Student:
+    name = NAME
+
+    def run(
+        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
+    ) -> PassResult:
+        import torch
+
+        method = str(config.get("method", "narrow"))
+        if method != "narrow":
+            raise PassFailedError(NAME, f"unknown student method {method!r} (use narrow)")
+        if artifact.torch is None:
+            raise PassFailedError(
+                NAME,
+                "narrow needs a TorchScript source (a trainable module to narrow and train); "
+                "this source is ONNX — set source.format: torchscript or student.method: none",
+            )
+        factor = float(config["widthFactor"])
+        if not 0.0 < factor < 1.0:
+            raise PassFailedError(NAME, f"widthFactor must be in (0, 1), got {factor}")
+        torch.set_num_threads(threads())
+        torch.manual_seed(0)
+        model = load_model(artifact.onnx, NAME)
+        inputs = signature(model).inputs
+        names = [t.name for t in inputs]
+        path = local_path(str(config["dataset"]))
+        data.check_against(path, inputs, NAME)
+        arrays = data.load(path, names)
+        params_before = sum(v.size for v in prune_graph.initializers(model).values())
+        # Removing a (1 - factor) share of the channels by L1 norm is structured pruning.
+        edits, _ = pruning.plan_edits(model, "structured", 1.0 - factor, use_torch=True)
+        hidden_layers = len(prune_graph.chains(model))
+        teacher = load_torchscript(artifact.torch, NAME)
+        student = load_torchscript(artifact.torch, NAME)
+        torch_edit.apply_edits(student, edits, NAME)
+        classifier = ctx.spec.accuracy.metric == "top1"
+        agreement_before = agreement(teacher, student, arrays, names) if classifier else None
+        losses = recovery.train(
+            teacher,
+            student,
+            arrays,
+            names,
+            epochs=int(config["epochs"]),
+            learning_rate=float(config["learningRate"]),
+            loss_kind="kl" if classifier else "mse",
+            temperature=float(config.get("temperature", recovery.TEMPERATURE)),
+        )
+        onnx_out = ctx.output(artifact, "student-narrow.onnx")
+        torch_out = onnx_out.with_suffix(".pt")
+        feed = {n: np.ascontiguousarray(arrays[n][:2]) for n in names}
+        torch_edit.save_and_export(student, torch_out, onnx_out, feed, NAME)
+        params_after = sum(
+            v.size for v in prune_graph.initializers(load_model(onnx_out, NAME)).values()
+        )
+        metrics: dict[str, Any] = {
+            "method": method,
+            "widthFactor": factor,
+            "hiddenLayers": hidden_layers,
+            "paramsBefore": int(params_before),
+            "paramsAfter": int(params_after),
+            "epochs": len(losses),
+            "lossFirst": losses[0],
+            "lossLast": losses[-1],
+            "bytes": onnx_out.stat().st_size,
+        }
+        if classifier:
+            # On the training data: how far training moved the student beyond its initialisation.
+            metrics["agreementBefore"] = round(float(agreement_before or 0.0), 4)
+            metrics["agreementAfter"] = round(agreement(teacher, student, arrays, names), 4)
+        return PassResult(
+            artifact.evolve(ctx.step_label or NAME, onnx=onnx_out, torch=torch_out), metrics
+        )
