@@ -62,11 +62,15 @@ _shim_optimize()
 
 
 class OperatorProcess:
-    """``python -m optiserve_operator`` against the local cluster, restartable."""
+    """``python -m optiserve_operator`` against the local cluster, restartable; as admin unless
+    ``kubeconfig`` names other credentials (e.g. the chart's ServiceAccount)."""
 
-    def __init__(self, cluster: LocalCluster, log_dir: Path) -> None:
+    def __init__(
+        self, cluster: LocalCluster, log_dir: Path, kubeconfig: Path | None = None
+    ) -> None:
         self.cluster = cluster
         self.log_dir = log_dir
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -81,7 +85,7 @@ class OperatorProcess:
                 "optiserve_operator",
                 "--standalone",
                 "--kubeconfig",
-                str(self.cluster.kubeconfig),
+                str(self.kubeconfig),
                 "--poll-seconds",
                 "1",
                 "--resync-seconds",

@@ -1,0 +1,164 @@
+"""The operator run with the chart's ServiceAccount token, not admin: the RBAC the chart renders
+(tests/chart/operator_permissions.py derives it from the operator's code) is enough to reconcile
+an OptimizedModel to Ready, and the same credentials are refused what lies outside the role.
+
+The Job pods are still run by the harness's pod runner with admin rights: that is the stand-in
+for a kubelet, not the operator."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.chart.helm import CHART, KUBE_VERSION, HelmUnavailable, helm_binary, run_helm
+from tests.chart.service_account import service_account_kubeconfig
+from tests.e2e.conftest import OperatorProcess
+from tests.e2e.test_operator_e2e import condition, get, tiny, wait_ready
+from tests.harness.cluster import LocalCluster
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(600)]
+
+# The chart's objects that give the operator its identity and permissions; the Deployment is
+# left out: the operator runs here as a local process holding the ServiceAccount's token.
+RBAC_TEMPLATES = ("templates/serviceaccount.yaml", "templates/rbac.yaml")
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    namespace: str
+    name: str
+    kubeconfig: Path  # authenticates with a token of this ServiceAccount, nothing else
+
+
+def render_operator_rbac(release: str, namespace: str) -> str:
+    """``helm template`` of the chart's ServiceAccount, ClusterRoles and bindings (default
+    values: every namespace watched, so cluster-wide roles)."""
+    show_only = [f"--show-only={template}" for template in RBAC_TEMPLATES]
+    return run_helm(
+        "template", release, str(CHART), f"--namespace={namespace}", KUBE_VERSION, *show_only
+    )
+
+
+@pytest.fixture(scope="module")
+def chart_service_account(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceAccount]:
+    """The chart's RBAC applied for a release of its own: its cluster-scoped names clash with
+    no other test of the session, and are deleted afterwards."""
+    try:
+        helm_binary()
+    except HelmUnavailable as err:
+        pytest.skip(str(err))
+    release = namespace = f"sa-{uuid.uuid4().hex[:8]}"
+    rendered = render_operator_rbac(release, namespace)
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
+    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}, kinds
+    cluster.kubectl("create", "namespace", namespace, check=True)
+    try:
+        cluster.apply(rendered, namespace=namespace)
+        name = f"{release}-optiserve"  # the chart's fullname
+        directory = tmp_path_factory.mktemp("service-account")
+        kubeconfig = service_account_kubeconfig(cluster, namespace, name, directory)
+        yield ServiceAccount(namespace, name, kubeconfig)
+    finally:
+        cluster.kubectl(
+            "delete",
+            "clusterrolebinding,clusterrole",
+            "-l",
+            f"app.kubernetes.io/instance={release}",
+            "--ignore-not-found",
+        )
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def operator_as_service_account(
+    cluster: LocalCluster,
+    crd: None,
+    chart_service_account: ServiceAccount,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        cluster, tmp_path_factory.mktemp("operator-sa"), kubeconfig=chart_service_account.kubeconfig
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+def test_the_kubeconfig_is_the_service_account_not_admin(
+    cluster: LocalCluster, chart_service_account: ServiceAccount
+) -> None:
+    sa = chart_service_account
+    whoami = cluster.kubectl("auth", "whoami", "-o", "json", kubeconfig=sa.kubeconfig)
+    assert whoami.returncode == 0, whoami.stderr
+    user = json.loads(whoami.stdout)["status"]["userInfo"]["username"]
+    assert user == f"system:serviceaccount:{sa.namespace}:{sa.name}"
+
+
+def test_operator_as_the_service_account_reconciles_an_example_to_ready(
+    cluster: LocalCluster, operator_as_service_account: OperatorProcess, e2e_namespace: str
+) -> None:
+    ns = e2e_namespace
+    cluster.apply([tiny("as-service-account")], namespace=ns)
+    obj = wait_ready(cluster, operator_as_service_account, ns, "as-service-account")
+
+    assert condition(obj, "Ready")["status"] == "True"
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert obj["status"]["phase"] == "Ready"
+    deployment = get(cluster, ns, "deployment", "as-service-account")
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    # Nothing the operator asked for was refused on the way (a role one verb short would
+    # show up here even where the operator recovers).
+    logs = "\n".join(
+        log.read_text(errors="replace")
+        for log in sorted(operator_as_service_account.log_dir.glob("*.log"))
+    )
+    refusals = [line for line in logs.splitlines() if "forbidden" in line.lower()]
+    assert refusals == [], "\n".join(refusals)
+
+
+def _refused(cluster: LocalCluster, sa: ServiceAccount, *args: str, input: str | None) -> str:
+    result = cluster.kubectl(*args, kubeconfig=sa.kubeconfig, input=input)
+    assert result.returncode != 0, f"kubectl {' '.join(args)} was allowed:\n{result.stdout}"
+    return result.stderr
+
+
+def test_the_service_account_is_refused_outside_its_role(
+    cluster: LocalCluster, chart_service_account: ServiceAccount, e2e_namespace: str
+) -> None:
+    sa, ns = chart_service_account, e2e_namespace
+    # The same credentials do reach the API server and may read what the operator reads...
+    allowed = cluster.kubectl("get", "optimizedmodels", "-n", ns, kubeconfig=sa.kubeconfig)
+    assert allowed.returncode == 0, allowed.stderr
+    node = cluster.kubectl("get", "nodes", "-o", "name", check=True).stdout.split()[0]
+    # ...and nothing more. Dry runs: were a refusal missing, nothing would change.
+    escalation = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{sa.name}-escalated"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "cluster-admin",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": sa.name, "namespace": sa.namespace}],
+    }
+    attempts: dict[str, tuple[list[str], str | None]] = {
+        "read secrets": (["get", "secrets", "-n", ns], None),
+        "delete a node": (["delete", node, "--dry-run=server"], None),
+        "bind itself to cluster-admin": (
+            ["create", "--dry-run=server", "-f", "-"],
+            yaml.safe_dump(escalation),
+        ),
+    }
+    for what, (args, manifest) in attempts.items():
+        message = _refused(cluster, sa, *args, input=manifest)
+        assert "Forbidden" in message, f"{what}: {message}"
+        assert f"system:serviceaccount:{sa.namespace}:{sa.name}" in message, f"{what}: {message}"
