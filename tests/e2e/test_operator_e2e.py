@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -200,18 +201,34 @@ def test_a_failing_job_degrades_and_leaves_the_deployment_alone(
     )
 
 
+def _job_succeeded(cluster: LocalCluster, ns: str, name: str) -> bool:
+    return any(j.get("status", {}).get("succeeded") for j in items(cluster, ns, "jobs", name))
+
+
+# Where the operator is killed: after it created the Job, once the Job has finished (before
+# or after the status was written), and once the Deployment exists but is not yet Ready.
+KILL_POINTS: dict[str, Callable[[LocalCluster, str, str], bool]] = {
+    "job-created": lambda c, ns, n: len(items(c, ns, "jobs", n)) == 1,
+    "job-succeeded": _job_succeeded,
+    "deployment-created": lambda c, ns, n: len(items(c, ns, "deployments", n)) == 1,
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_a_killed_operator_restarts_without_duplicates(
-    cluster: LocalCluster, operator: OperatorProcess, e2e_namespace: str
+    cluster: LocalCluster, operator: OperatorProcess, e2e_namespace: str, point: str
 ) -> None:
-    ns = e2e_namespace
-    cluster.apply([tiny("delta")], namespace=ns)
-    wait_until("the Job", lambda: len(items(cluster, ns, "jobs", "delta")) == 1, timeout_s=60)
+    ns, name = e2e_namespace, f"delta-{point}"
+    cluster.apply([tiny(name)], namespace=ns)
+    reached = KILL_POINTS[point]
+    wait_until(point, lambda: reached(cluster, ns, name), timeout_s=120, every_s=0.2)
     operator.kill()
     operator.start()
-    wait_ready(cluster, operator, ns, "delta")
-    assert len(items(cluster, ns, "jobs", "delta")) == 1
-    assert len(items(cluster, ns, "configmaps", "delta")) == 1
-    assert len(items(cluster, ns, "deployments", "delta")) == 1
+    wait_ready(cluster, operator, ns, name)
+    assert len(items(cluster, ns, "jobs", name)) == 1
+    assert len(items(cluster, ns, "configmaps", name)) == 1
+    assert len(items(cluster, ns, "deployments", name)) == 1
+    assert len(items(cluster, ns, "services", name)) == 1
 
 
 def test_gpu_target_job_asks_for_a_gpu_of_the_product(
