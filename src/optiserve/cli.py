@@ -20,13 +20,10 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from optiserve.validate import validate_files
+    from optiserve.validate import report_problems, validate_files
 
     models, problems = validate_files(args.files)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems:
-        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+    if report_problems(problems):
         return 1
     for model in models:
         print(f"ok: {model.metadata.name}")

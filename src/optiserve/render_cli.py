@@ -19,7 +19,7 @@ from optiserve.render.autoscaling import AutoscalingTargetError
 from optiserve.render.deployment import ArtifactLocationError
 from optiserve.render.kubernetes import Manifest
 from optiserve.render.manifests import render_all
-from optiserve.validate import validate_files
+from optiserve.validate import report_problems, validate_files
 
 
 def default_optimizer_image() -> str:
@@ -65,10 +65,7 @@ def render_models(
 
 def cmd_render(args: argparse.Namespace) -> int:
     models, problems = validate_files(args.files)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems:
-        print(f"{len(problems)} problem(s) found; nothing rendered", file=sys.stderr)
+    if report_problems(problems, "; nothing rendered"):
         return 1
     try:
         manifests = render_models(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,15 @@ def validate_files(paths: Iterable[Path]) -> tuple[list[OptimizedModel], list[Pr
         models.extend(found_models)
         problems.extend(found_problems)
     return models, problems
+
+
+def report_problems(problems: list[Problem], consequence: str = "") -> bool:
+    """Print every problem to stderr, then a count; True when there was any."""
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) found{consequence}", file=sys.stderr)
+    return bool(problems)
 
 
 def load_one(path: Path) -> OptimizedModel:

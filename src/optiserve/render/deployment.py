@@ -24,11 +24,10 @@ from optiserve.render.kubernetes import (
     container_security_context,
     gpu_resources,
     metadata,
-    node_selector,
+    placement,
     pod_security_context,
     serving_name,
     tmp_volume,
-    tolerations,
 )
 from optiserve.render.triton import triton_server_args
 from optiserve.uri import DEFAULT_PVC_ROOT, parse_uri
@@ -120,12 +119,7 @@ def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
         "containers": [container],
         "volumes": [tmp_vol, shm_vol, *claim_vols],
     }
-    selector = node_selector(serving.node_selector, target)
-    if selector:
-        pod_spec["nodeSelector"] = selector
-    tols = tolerations(serving.tolerations, target)
-    if tols:
-        pod_spec["tolerations"] = tols
+    pod_spec.update(placement(serving.node_selector, serving.tolerations, target))
 
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(owner.name)},

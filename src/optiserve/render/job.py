@@ -25,11 +25,10 @@ from optiserve.render.kubernetes import (
     gpu_resources,
     job_name,
     metadata,
-    node_selector,
+    placement,
     pod_security_context,
     short_digest,
     tmp_volume,
-    tolerations,
 )
 from optiserve.uri import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, claims_in
 
@@ -152,12 +151,7 @@ def render_job(
         "containers": [container],
         "volumes": [spec_vol, tmp_vol, *claim_vols],
     }
-    selector = node_selector(job_spec.node_selector, target)
-    if selector:
-        pod_spec["nodeSelector"] = selector
-    tols = tolerations(job_spec.tolerations, target)
-    if tols:
-        pod_spec["tolerations"] = tols
+    pod_spec.update(placement(job_spec.node_selector, job_spec.tolerations, target))
     if service_account:
         pod_spec["serviceAccountName"] = service_account
 

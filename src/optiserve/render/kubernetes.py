@@ -188,6 +188,17 @@ def node_selector(base: Mapping[str, str], target: TargetSpec) -> dict[str, str]
     return selector
 
 
+def placement(
+    selector: Mapping[str, str], tolerated: Iterable[Toleration], target: TargetSpec
+) -> dict[str, Any]:
+    """The pod-spec fields that put a pod on the target's nodes (empty ones left out)."""
+    fields: dict[str, Any] = {
+        "nodeSelector": node_selector(selector, target),
+        "tolerations": tolerations(tolerated, target),
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
 def tolerations(base: Iterable[Toleration], target: TargetSpec) -> list[dict[str, Any]]:
     """The user's tolerations; gpu targets also tolerate the usual ``nvidia.com/gpu`` taint."""
     out = [t.to_wire() for t in base]
