@@ -99,9 +99,6 @@ def bench_cluster(count: int) -> list[tuple[str, int, float]]:
         ]
         cluster.apply(claims, namespace=ns)
         write_tiny_classifier(cluster.pvc_root / ns / "models")
-        from tests.e2e.conftest import _expose_pvc_root
-
-        _expose_pvc_root(cluster.pvc_root / ns, ("models", "model-store"))
         operator = OperatorProcess(cluster, Path(tempfile.mkdtemp()))
         operator.start()
         try:

@@ -188,3 +188,20 @@ def test_kwok_pod_stages_skip_runner_pods(tmp_path: Path) -> None:
     original = stage("pod-ready", "Pod")
     exclude_runner_pods(original)
     assert len(original["spec"]["selector"]["matchExpressions"]) == 1  # input left unchanged
+
+
+def test_a_named_parent_of_mounts_becomes_a_view_of_them() -> None:
+    container = {
+        "name": "c",
+        "env": [{"name": "OPTISERVE_PVC_ROOT", "value": "/mnt/pvc"}],
+        "args": ["--config=/etc/optiserve/spec.yaml"],
+    }
+    mapping = {
+        "/mnt/pvc/models": "/local/models",
+        "/mnt/pvc/model-store": "/local/store",
+        "/etc/optiserve": "/local/cm",
+        "/dev/termination-log": "/local/term",
+    }
+    assert pod_spec.parent_views(container, mapping) == {
+        "/mnt/pvc": {"models": "/local/models", "model-store": "/local/store"}
+    }

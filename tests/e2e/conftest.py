@@ -4,7 +4,6 @@ with claims holding a tiny model, and the local cluster from tests/harness."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -169,34 +168,8 @@ def e2e_namespace(cluster: LocalCluster) -> Iterator[str]:
     models = cluster.pvc_root / name / "models"
     write_tiny_classifier(models)
     (cluster.pvc_root / name / "model-store").mkdir(parents=True, exist_ok=True)
-    links = _expose_pvc_root(cluster.pvc_root / name, ("models", "model-store"))
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false")
-    for link in links:
-        if link.is_symlink() and link.resolve().is_relative_to(cluster.pvc_root / name):
-            link.unlink()
-
-
-def _expose_pvc_root(namespace_root: Path, claims: tuple[str, ...]) -> list[Path]:
-    """Make /mnt/pvc/<claim> reach the claim's local folder.
-
-    The pod runner rewrites mount paths in args and env, but not OPTISERVE_PVC_ROOT=/mnt/pvc
-    (a parent of the mounts), through which the optimizer resolves pvc:// URIs. Until the
-    harness maps it, links on this (test) machine stand in; see the report to the lead.
-    """
-    root = Path("/mnt/pvc")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        for claim in claims:
-            link = root / claim
-            if link.is_symlink() or link.is_file():
-                link.unlink()
-            elif link.is_dir():
-                shutil.rmtree(link)
-            link.symlink_to(namespace_root / claim, target_is_directory=True)
-    except OSError as err:
-        pytest.skip(f"cannot expose claims under /mnt/pvc on this machine: {err}")
-    return [root / claim for claim in claims]
 
 
 def wait_until(what: str, check: object, timeout_s: float = 240.0, every_s: float = 1.0) -> None:

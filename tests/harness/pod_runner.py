@@ -233,6 +233,15 @@ class PodRunner:
         termination_file = pod_dir / f"{name}.termination-log"
         termination_file.write_bytes(b"")
         mapping = pod_spec.path_map(container, volumes, termination_file)
+        for index, (parent, children) in enumerate(
+            pod_spec.parent_views(container, mapping).items()
+        ):
+            view = pod_dir / "views" / f"{name}-{index}"
+            view.mkdir(parents=True, exist_ok=True)
+            for child, local in children.items():
+                if not (view / child).is_symlink():
+                    (view / child).symlink_to(local)
+            mapping[parent] = str(view)
         env = pod_spec.container_env(pod, container, self.base_env, mapping, self._lookup)
         argv = pod_spec.command_line(container, env, mapping, self.command_aliases)
         cwd = Path(pod_spec.rewrite_path(container.get("workingDir") or str(pod_dir), mapping))

@@ -78,6 +78,30 @@ def path_map(
     return mapping
 
 
+def parent_views(container: Container, mapping: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Parent folders of mounts that the container names, with the mounts inside them.
+
+    A container sees ``/mnt/pvc`` holding ``models`` and ``model-store`` when those two are
+    mounted at ``/mnt/pvc/models`` and ``/mnt/pvc/model-store``, and a program may be told the
+    parent (``OPTISERVE_PVC_ROOT=/mnt/pvc``). Locally that parent must be a folder of links:
+    this returns ``{"/mnt/pvc": {"models": local, "model-store": local}}`` for the runner to
+    build. Only parents named exactly in an env value or argument count, so ``/etc`` does not
+    become a folder of links just because a ConfigMap is mounted at ``/etc/optiserve``.
+    """
+    named = {str(e.get("value", "")) for e in container.get("env") or []}
+    named |= {
+        str(a).partition("=")[2] if str(a).startswith("-") else str(a)
+        for a in [*(container.get("command") or []), *(container.get("args") or [])]
+    }
+    message_path = container.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
+    views: dict[str, dict[str, str]] = {}
+    for container_path, local in mapping.items():
+        parent, _, name = container_path.rstrip("/").rpartition("/")
+        if container_path != message_path and parent in named and parent not in mapping:
+            views.setdefault(parent, {})[name] = local
+    return views
+
+
 def rewrite_path(value: str, mapping: Mapping[str, str]) -> str:
     """Map `value` (or the value of `--flag=value`) when it is or lies under a mapped path."""
     prefix, sep, rest = value.partition("=")
