@@ -122,13 +122,8 @@ def test_spec_digest_uses_the_gpu_class_only_for_gpu_targets() -> None:
     assert gpu_a != gpu_b
 
 
-def test_plan_and_digest_import_without_heavy_libraries() -> None:
-    code = (
-        "import sys; import optiserve_optimizer.plan, optiserve.digest, "
-        "optiserve_optimizer.main; "
-        "heavy = {'torch', 'onnxruntime', 'tensorrt', 'onnx'} & set(sys.modules); "
-        "print(sorted(heavy)); sys.exit(1 if heavy else 0)"
-    )
+def _assert_runs_clean(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (nothing imported yet) and expect exit 0."""
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -137,6 +132,16 @@ def test_plan_and_digest_import_without_heavy_libraries() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_plan_and_digest_import_without_heavy_libraries() -> None:
+    code = (
+        "import sys; import optiserve_optimizer.plan, optiserve.digest, "
+        "optiserve_optimizer.main; "
+        "heavy = {'torch', 'onnxruntime', 'tensorrt', 'onnx'} & set(sys.modules); "
+        "print(sorted(heavy)); sys.exit(1 if heavy else 0)"
+    )
+    _assert_runs_clean(code)
 
 
 def test_digest_module_imports_only_the_standard_library() -> None:
@@ -146,14 +151,7 @@ def test_digest_module_imports_only_the_standard_library() -> None:
         "bad = sorted(m.__name__ for m in new if 'site-packages' in str(getattr(m, '__file__', "
         "'') or '')); print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": ":".join(sys.path)},
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    _assert_runs_clean(code)
 
 
 def test_job_settings_do_not_change_the_digest() -> None:
