@@ -138,7 +138,7 @@ def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="optiserve-optimize",
+        prog="optiserve optimize",
         description="Optimize a model (export, prune, recover, quantize, TensorRT), gate it "
         "on accuracy, benchmark it and write a Triton model repository + report.json.",
     )
