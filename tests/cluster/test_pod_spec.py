@@ -194,9 +194,11 @@ def test_a_named_parent_of_mounts_becomes_a_view_of_them() -> None:
     container = {
         "name": "c",
         "env": [{"name": "OPTISERVE_PVC_ROOT", "value": "/mnt/pvc"}],
+        "command": ["python", "-c", "print(1)"],  # "-c" names "" once its value is split off
         "args": ["--config=/etc/optiserve/spec.yaml"],
     }
     mapping = {
+        "/models": "/local/top-level-mount",
         "/mnt/pvc/models": "/local/models",
         "/mnt/pvc/model-store": "/local/store",
         "/etc/optiserve": "/local/cm",

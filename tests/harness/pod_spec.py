@@ -97,7 +97,8 @@ def parent_views(container: Container, mapping: Mapping[str, str]) -> dict[str, 
     views: dict[str, dict[str, str]] = {}
     for container_path, local in mapping.items():
         parent, _, name = container_path.rstrip("/").rpartition("/")
-        if container_path != message_path and parent in named and parent not in mapping:
+        # A mount right under / has no parent to view ("" would match every absolute path).
+        if parent and container_path != message_path and parent in named and parent not in mapping:
             views.setdefault(parent, {})[name] = local
     return views
 
