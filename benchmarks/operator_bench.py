@@ -64,9 +64,7 @@ def bench_plan(count: int) -> list[tuple[str, int, float]]:
 def bench_cluster(count: int) -> list[tuple[str, int, float]]:
     import tempfile
 
-    from optiserve.crd import crd_yaml
-    from tests.e2e.conftest import OperatorProcess
-    from tests.e2e.models import write_tiny_classifier
+    from tests.e2e.conftest import OperatorProcess, install_crd, prepare_model_namespace
     from tests.e2e.test_operator_e2e import tiny
     from tests.harness.binaries import ensure_binaries
     from tests.harness.cluster import LocalCluster
@@ -74,31 +72,9 @@ def bench_cluster(count: int) -> list[tuple[str, int, float]]:
     rows = []
     with LocalCluster(ensure_binaries()) as cluster:
         cluster.start_pod_runner()
-        cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml(), check=True)
-        cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "crd/optimizedmodels.optiserve.io",
-            "--timeout=60s",
-            check=True,
-        )
+        install_crd(cluster)
         ns = "bench"
-        cluster.kubectl("create", "namespace", ns, check=True)
-        cluster.wait_for_default_service_account(ns)
-        claims = [
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": c},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            }
-            for c in ("models", "model-store")
-        ]
-        cluster.apply(claims, namespace=ns)
-        write_tiny_classifier(cluster.pvc_root / ns / "models")
+        prepare_model_namespace(cluster, ns)
         operator = OperatorProcess(cluster, Path(tempfile.mkdtemp()))
         operator.start()
         try:

@@ -122,8 +122,8 @@ class OperatorProcess:
         )
 
 
-@pytest.fixture(scope="session")
-def crd(cluster: LocalCluster) -> None:
+def install_crd(cluster: LocalCluster) -> None:
+    """Apply the generated CRD and wait until the API server serves it."""
     # Server-side: the CRD is too large for kubectl's last-applied-configuration annotation.
     applied = cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml())
     assert applied.returncode == 0, applied.stderr
@@ -134,6 +134,32 @@ def crd(cluster: LocalCluster) -> None:
         "--timeout=60s",
         check=True,
     )
+
+
+def prepare_model_namespace(cluster: LocalCluster, name: str) -> None:
+    """Namespace ``name`` with claims ``models`` (a tiny classifier) and ``model-store``."""
+    cluster.kubectl("create", "namespace", name, check=True)
+    cluster.wait_for_default_service_account(name)
+    claims = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+        for claim in ("models", "model-store")
+    ]
+    cluster.apply(claims, namespace=name)
+    write_tiny_classifier(cluster.pvc_root / name / "models")
+    (cluster.pvc_root / name / "model-store").mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: LocalCluster) -> None:
+    install_crd(cluster)
 
 
 @pytest.fixture(scope="module")
@@ -150,24 +176,7 @@ def operator(
 def e2e_namespace(cluster: LocalCluster) -> Iterator[str]:
     """A namespace with claims ``models`` (a tiny classifier) and ``model-store``."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name, check=True)
-    cluster.wait_for_default_service_account(name)
-    claims = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
-        for claim in ("models", "model-store")
-    ]
-    cluster.apply(claims, namespace=name)
-    models = cluster.pvc_root / name / "models"
-    write_tiny_classifier(models)
-    (cluster.pvc_root / name / "model-store").mkdir(parents=True, exist_ok=True)
+    prepare_model_namespace(cluster, name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false")
 
