@@ -50,6 +50,12 @@ def _run_serve(argv: list[str]) -> int:
         "Triton's python backend with onnxruntime (see docs/serving.md).",
     )
     parser.add_argument("directory", type=Path, metavar="DIR")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the HTTP, gRPC and metrics endpoints bind to (default: %(default)s; "
+        "0.0.0.0 serves other machines too)",
+    )
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
@@ -60,6 +66,7 @@ def _run_serve(argv: list[str]) -> int:
     return serve(
         args.directory,
         ports=(args.http_port, args.grpc_port, args.metrics_port),
+        host=args.host,
         startup_timeout_s=args.startup_timeout,
     )
 

@@ -33,6 +33,7 @@ def serve(
     directory: Path,
     *,
     ports: tuple[int, int, int] = DEFAULT_PORTS,
+    host: str = "127.0.0.1",
     startup_timeout_s: float = 120.0,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
@@ -48,7 +49,9 @@ def serve(
     previous = signal.signal(signal.SIGTERM, stop_on_signal)
     try:
         repository = find_repository(directory)
-        with LocalTriton(repository, ports=ports, startup_timeout_s=startup_timeout_s) as triton:
+        with LocalTriton(
+            repository, ports=ports, host=host, startup_timeout_s=startup_timeout_s
+        ) as triton:
             print(f"serving {', '.join(triton.models)} from {repository}", file=out)
             print(f"  http    {triton.http_url}", file=out)
             print(f"  grpc    {triton.grpc_url}", file=out)

@@ -55,6 +55,7 @@ class LocalTriton:
         startup_timeout_s: float = 120.0,
         threads_per_instance: int = 1,
         ports: tuple[int, int, int] | None = None,
+        host: str = "127.0.0.1",
         log_verbose: int = 0,
         install: TritonInstall | None = None,
     ) -> None:
@@ -63,6 +64,8 @@ class LocalTriton:
         self.startup_timeout_s = startup_timeout_s
         self.threads_per_instance = threads_per_instance
         self.requested_ports = ports
+        # Address all three endpoints bind to; loopback unless the caller exposes the server.
+        self.host = host
         self.log_verbose = log_verbose
         self.install = install
         self.models: list[str] = []
@@ -74,15 +77,15 @@ class LocalTriton:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"  # tritonclient.grpc takes host:port
+        return f"{self.host}:{self.grpc_port}"  # tritonclient.grpc takes host:port
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.host}:{self.metrics_port}/metrics"
 
     @property
     def pid(self) -> int | None:
@@ -176,8 +179,9 @@ class LocalTriton:
             exit_timeout_seconds=10,
         )
         args += [
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
         self._log_path = log
