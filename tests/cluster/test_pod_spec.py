@@ -150,6 +150,8 @@ def test_runner_owns_job_pods_and_opted_in_pods_only() -> None:
     assert not runner_owns_pod({"optiserve.io/run-locally": "false"})
     assert not runner_owns_pod({"app": "triton"})
     assert not runner_owns_pod(None)
+    assert runner_owns_pod({"app": "triton"}, "local-pods")
+    assert not runner_owns_pod({"app": "triton"}, "default")
 
 
 def test_kwok_pod_stages_skip_runner_pods(tmp_path: Path) -> None:
@@ -184,6 +186,7 @@ def test_kwok_pod_stages_skip_runner_pods(tmp_path: Path) -> None:
             ".status.phase",
             '.metadata.labels["batch.kubernetes.io/job-name"]',
             '.metadata.labels["optiserve.io/run-locally"]',
+            ".metadata.namespace",
         ]
     original = stage("pod-ready", "Pod")
     exclude_runner_pods(original)

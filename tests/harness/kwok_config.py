@@ -17,6 +17,9 @@ import yaml
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # Any other pod can ask to be run locally with this label set to "true".
 RUN_LOCALLY_LABEL = "optiserve.io/run-locally"
+# Every pod in these namespaces runs locally too: the way to have pods that someone else
+# renders (the operator's Triton Deployments) run for real, e.g. to see a rollout fail.
+RUN_LOCALLY_NAMESPACES = ("local-pods",)
 
 NODE_STAGE_FILES = ("node-initialize.yaml", "node-heartbeat-with-lease.yaml")
 POD_STAGE_FILES = ("pod-ready.yaml", "pod-complete.yaml", "pod-delete.yaml")
@@ -26,6 +29,7 @@ POD_STAGE_FILES = ("pod-ready.yaml", "pod-complete.yaml", "pod-delete.yaml")
 NOT_OWNED_BY_RUNNER: tuple[dict[str, Any], ...] = (
     {"key": f'.metadata.labels["{JOB_NAME_LABEL}"]', "operator": "DoesNotExist"},
     {"key": f'.metadata.labels["{RUN_LOCALLY_LABEL}"]', "operator": "NotIn", "values": ["true"]},
+    {"key": ".metadata.namespace", "operator": "NotIn", "values": list(RUN_LOCALLY_NAMESPACES)},
 )
 
 
@@ -33,10 +37,14 @@ class KwokConfigError(RuntimeError):
     """The kwok stage files that hack/cluster/build.sh copies next to the binary are missing."""
 
 
-def runner_owns_pod(labels: Mapping[str, str] | None) -> bool:
+def runner_owns_pod(labels: Mapping[str, str] | None, namespace: str = "") -> bool:
     """True when the local pod runner, not kwok, drives this pod's lifecycle."""
     labels = labels or {}
-    return JOB_NAME_LABEL in labels or labels.get(RUN_LOCALLY_LABEL) == "true"
+    return (
+        JOB_NAME_LABEL in labels
+        or labels.get(RUN_LOCALLY_LABEL) == "true"
+        or namespace in RUN_LOCALLY_NAMESPACES
+    )
 
 
 def _load_stage(path: Path) -> dict[str, Any]:

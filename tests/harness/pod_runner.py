@@ -1,12 +1,18 @@
 """Test-only stand-in for a kubelet: runs the pods that kwok leaves alone as local processes.
 
 It owns a pod when `kwok_config.runner_owns_pod` says so: every Job pod (label
-batch.kubernetes.io/job-name) and any pod labelled optiserve.io/run-locally=true. Once the
+batch.kubernetes.io/job-name), any pod labelled optiserve.io/run-locally=true, and every pod in
+the namespaces of kwok_config.RUN_LOCALLY_NAMESPACES. Once the
 scheduler has put such a pod on a (fake) node, the runner starts its init containers one after
 another and then its containers side by side, each as `command + args` with the container's env
 and workingDir and its volumes mapped to local folders (see pod_spec.py), and reports phase
 Running and then Succeeded or Failed with each container's exit code, reason and termination
 message. Deleting the pod kills the processes (SIGTERM, then SIGKILL) and removes the pod.
+
+Each pod has a loopback address of its own (pod_spec.pod_ip). A pod whose containers have
+httpGet readiness probes is reported Running but not Ready until every probe answers 2xx (polled
+every periodSeconds, after initialDelaySeconds), and not Ready again after failureThreshold
+failures in a row, as a kubelet does; other pods are Ready as soon as they run.
 
 restartPolicy OnFailure is treated as Never: the pod fails and the Job controller retries with a
 new pod. Output of each container goes to `log_path(...)`; `kubectl logs` has no kubelet to ask.
@@ -19,6 +25,8 @@ import contextlib
 import logging
 import os
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,7 +50,7 @@ class PodRunner:
         work_root: Path,
         pvc_root: Path,
         base_env: Mapping[str, str] | None = None,
-        command_aliases: Mapping[str, str] = pod_spec.DEFAULT_COMMAND_ALIASES,
+        command_aliases: Mapping[str, tuple[str, ...]] = pod_spec.DEFAULT_COMMAND_ALIASES,
         kill_grace_s: float = 5.0,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
@@ -110,7 +118,7 @@ class PodRunner:
 
     def _on_pod(self, event_type: str, pod: dict[str, Any]) -> None:
         metadata = pod["metadata"]
-        if not runner_owns_pod(metadata.get("labels")):
+        if not runner_owns_pod(metadata.get("labels"), metadata.get("namespace", "")):
             return
         uid = metadata["uid"]
         if event_type == "DELETED" or metadata.get("deletionTimestamp"):
@@ -185,11 +193,22 @@ class PodRunner:
                 results = {c["name"]: (1, "Error", failure) for c in containers}
                 break
         if not results:
-            self._report(pod, pod_spec.running_status(pod, started_at))
+            ip = pod_spec.pod_ip(metadata["uid"])
+            probes = [pod_spec.readiness_url(c, ip) for c in containers]
+            probed = [(c, url) for c, url in zip(containers, probes, strict=True) if url]
+            self._report(pod, pod_spec.running_status(pod, started_at, ip, ready=not probed))
+            containers_done = threading.Event()
+            prober = threading.Thread(
+                target=self._probe_readiness,
+                args=(pod, started_at, probed, containers_done),
+                daemon=True,
+            )
+            if probed:
+                prober.start()
             threads = [
                 threading.Thread(
                     target=lambda c=c: results.__setitem__(
-                        c["name"], self._run_container(pod, c, volumes, pod_dir)
+                        c["name"], self._run_restarting(pod, c, volumes, pod_dir, started_at)
                     )
                 )
                 for c in containers
@@ -198,8 +217,39 @@ class PodRunner:
                 thread.start()
             for thread in threads:
                 thread.join()
+            containers_done.set()
+            if probed:
+                prober.join()
         if not self._killed(metadata["uid"]):
             self._report(pod, pod_spec.terminated_status(pod, started_at, results))
+
+    def _run_restarting(
+        self,
+        pod: dict[str, Any],
+        container: Mapping[str, Any],
+        volumes: Mapping[str, Path],
+        pod_dir: Path,
+        started_at: str,
+    ) -> tuple[int, str, str]:
+        """Run a container; under restartPolicy Always restart it when it exits, with backoff.
+
+        As a kubelet does: the pod stays Running and not Ready, the container waits in
+        CrashLoopBackOff with its restart count and last exit, and nothing is replaced.
+        """
+        uid = pod["metadata"]["uid"]
+        restarts = 0
+        while True:
+            result = self._run_container(pod, container, volumes, pod_dir)
+            if pod["spec"].get("restartPolicy", "Always") != "Always" or self._killed(uid):
+                return result
+            restarts += 1
+            status = pod_spec.crash_loop_status(
+                pod, started_at, pod_spec.pod_ip(uid), container["name"], restarts, result
+            )
+            self._report(pod, status)
+            # A kubelet backs off 10 s, doubling to 5 min; shorter here, tests wait on it.
+            if self._stop.wait(min(2.0 * restarts, 10.0)) or self._killed(uid):
+                return result
 
     def _run_container(
         self,
@@ -242,9 +292,13 @@ class PodRunner:
                 if not (view / child).is_symlink():
                     (view / child).symlink_to(local)
             mapping[parent] = str(view)
-        env = pod_spec.container_env(pod, container, self.base_env, mapping, self._lookup)
+        ip = pod_spec.pod_ip(uid)
+        env = pod_spec.container_env(pod, container, self.base_env, mapping, self._lookup, ip)
         argv = pod_spec.command_line(container, env, mapping, self.command_aliases)
-        cwd = Path(pod_spec.rewrite_path(container.get("workingDir") or str(pod_dir), mapping))
+        # Only a workingDir from the spec is a container path; the pod's own folder is local
+        # already (and may lie under a mapped path such as /tmp).
+        working_dir = container.get("workingDir")
+        cwd = Path(pod_spec.rewrite_path(working_dir, mapping)) if working_dir else pod_dir
         if not cwd.is_dir():
             raise pod_spec.PodSpecError(f"workingDir {cwd} does not exist on this machine")
         log_path = pod_dir / f"{name}.log"
@@ -270,6 +324,47 @@ class PodRunner:
         ):
             message = log_path.read_bytes()[-FALLBACK_LOG_BYTES:].decode(errors="replace")
         return code, "Completed" if code == 0 else "Error", message
+
+    def _probe_readiness(
+        self,
+        pod: dict[str, Any],
+        started_at: str,
+        probed: list[tuple[Mapping[str, Any], str]],
+        done: threading.Event,
+    ) -> None:
+        """Poll the httpGet readiness probes until the containers end; report each change."""
+        uid = pod["metadata"]["uid"]
+        probes = [container["readinessProbe"] for container, _ in probed]
+        period = min(float(p.get("periodSeconds", 10)) for p in probes)
+        threshold = max(int(p.get("failureThreshold", 3)) for p in probes)
+        done.wait(min(float(p.get("initialDelaySeconds", 0)) for p in probes))
+        ready, failures = False, 0
+        while not done.is_set() and not self._killed(uid):
+            passing = all(_http_2xx(url) for _, url in probed)
+            failures = 0 if passing else failures + 1
+            now_ready = passing or (ready and failures < threshold)
+            # Also when the API disagrees: the node lifecycle controller marks pods not Ready
+            # while their (kwok) node misses heartbeats, and only a kubelet sets them back.
+            if (now_ready != ready or now_ready != self._api_ready(pod)) and not done.is_set():
+                ready = now_ready
+                status = pod_spec.running_status(
+                    pod, started_at, pod_spec.pod_ip(uid), ready, pod_spec.now_rfc3339()
+                )
+                self._report(pod, status)
+            done.wait(period)
+
+    def _api_ready(self, pod: dict[str, Any]) -> bool | None:
+        """The pod's Ready condition as the API server has it (None: unknown or gone)."""
+        try:
+            current = self.core.read_namespaced_pod_status(
+                pod["metadata"]["name"], pod["metadata"]["namespace"]
+            )
+        except ApiException:
+            return None
+        for condition in (current.status and current.status.conditions) or []:
+            if condition.type == "Ready":
+                return bool(condition.status == "True")
+        return None
 
     def _prepare_volumes(self, pod: dict[str, Any], volumes: Mapping[str, Path]) -> None:
         namespace = pod["metadata"]["namespace"]
@@ -313,3 +408,11 @@ class PodRunner:
                     metadata["name"],
                     err,
                 )
+
+
+def _http_2xx(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return 200 <= int(response.status) < 300
+    except (OSError, urllib.error.URLError):
+        return False

@@ -7,10 +7,16 @@ container's `terminationMessagePath`) is mapped to a local path, and an argument
 workingDir that *is* such a path, starts with it followed by "/", or is `--flag=<such a path>`
 is rewritten to the local path. The full map is also passed as JSON in OPTISERVE_PATH_MAP and the
 local termination-message file in OPTISERVE_TERMINATION_MESSAGE_PATH.
+
+Pod network: every pod gets an address of its own in 127.0.0.0/8 (`pod_ip`), reported as its
+podIP and passed in OPTISERVE_POD_IP, so servers in different pods can listen on the same
+containerPort side by side, as they do in a cluster; a server binds it when its command says so
+(the tritonserver stand-in, tritonserver_shim.py, does).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -27,12 +33,29 @@ DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 MAX_TERMINATION_MESSAGE_BYTES = 4096
 PATH_MAP_ENV = "OPTISERVE_PATH_MAP"
 TERMINATION_MESSAGE_ENV = "OPTISERVE_TERMINATION_MESSAGE_PATH"
-# A container "image" has no interpreter here; `python` means the interpreter running the tests.
-DEFAULT_COMMAND_ALIASES = {"python": sys.executable, "python3": sys.executable}
+POD_IP_ENV = "OPTISERVE_POD_IP"
+HOST_IP = "127.0.0.1"
+# A container "image" has no programs here: a command names a local program instead. `python` is
+# the interpreter running the tests; `tritonserver` the stand-in that serves a model repository
+# with the local Triton (argv prefixes: the container's own arguments follow).
+DEFAULT_COMMAND_ALIASES: Mapping[str, tuple[str, ...]] = {
+    "python": (sys.executable,),
+    "python3": (sys.executable,),
+    "tritonserver": (sys.executable, str(Path(__file__).with_name("tritonserver_shim.py"))),
+}
 
 
 class PodSpecError(ValueError):
     """The pod asks for something the local runner cannot do (reported as the pod's failure)."""
+
+
+def pod_ip(uid: str) -> str:
+    """The pod's own loopback address, from its uid: 127.64.0.1 .. 127.191.255.254.
+
+    Spread over 2^23 addresses so pods of test runs side by side on one machine do not meet.
+    """
+    digest = int.from_bytes(hashlib.sha256(uid.encode()).digest()[:4], "big")
+    return f"127.{64 + digest % 128}.{(digest >> 8) % 256}.{1 + (digest >> 16) % 254}"
 
 
 def now_rfc3339() -> str:
@@ -117,7 +140,7 @@ def rewrite_path(value: str, mapping: Mapping[str, str]) -> str:
     return value
 
 
-def _field_ref(pod: Pod, field_path: str) -> str:
+def _field_ref(pod: Pod, field_path: str, ip: str) -> str:
     metadata = pod["metadata"]
     simple = {
         "metadata.name": metadata.get("name", ""),
@@ -125,8 +148,8 @@ def _field_ref(pod: Pod, field_path: str) -> str:
         "metadata.uid": metadata.get("uid", ""),
         "spec.nodeName": pod["spec"].get("nodeName", ""),
         "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-        "status.hostIP": "127.0.0.1",
-        "status.podIP": "127.0.0.1",
+        "status.hostIP": HOST_IP,
+        "status.podIP": ip,
     }
     if field_path in simple:
         return str(simple[field_path])
@@ -152,6 +175,7 @@ def container_env(
     base_env: Mapping[str, str],
     mapping: Mapping[str, str],
     lookup: DataLookup,
+    ip: str = HOST_IP,
 ) -> dict[str, str]:
     """Environment of the local process: `base_env`, then envFrom, then env (later wins)."""
     namespace = pod["metadata"]["namespace"]
@@ -166,7 +190,7 @@ def container_env(
         if value_from is None:
             env[name] = rewrite_path(item.get("value", ""), mapping)
         elif "fieldRef" in value_from:
-            env[name] = _field_ref(pod, value_from["fieldRef"]["fieldPath"])
+            env[name] = _field_ref(pod, value_from["fieldRef"]["fieldPath"], ip)
         elif "configMapKeyRef" in value_from or "secretKeyRef" in value_from:
             kind = "ConfigMap" if "configMapKeyRef" in value_from else "Secret"
             ref = value_from["configMapKeyRef" if kind == "ConfigMap" else "secretKeyRef"]
@@ -178,6 +202,7 @@ def container_env(
         else:
             raise PodSpecError(f"env {name!r}: valueFrom {sorted(value_from)} is not supported")
     env[PATH_MAP_ENV] = json.dumps(dict(mapping), sort_keys=True)
+    env[POD_IP_ENV] = ip
     message_path = container.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
     env[TERMINATION_MESSAGE_ENV] = mapping[message_path]
     return env
@@ -205,7 +230,7 @@ def command_line(
     container: Container,
     env: Mapping[str, str],
     mapping: Mapping[str, str],
-    aliases: Mapping[str, str] = DEFAULT_COMMAND_ALIASES,
+    aliases: Mapping[str, tuple[str, ...]] = DEFAULT_COMMAND_ALIASES,
 ) -> list[str]:
     """argv of the local process: command + args, $(VAR)-expanded and path-rewritten."""
     command = list(container.get("command") or [])
@@ -218,8 +243,7 @@ def command_line(
         rewrite_path(_expand(arg, env), mapping)
         for arg in command + list(container.get("args") or [])
     ]
-    argv[0] = aliases.get(argv[0], argv[0])
-    return argv
+    return [*aliases.get(argv[0], argv[:1]), *argv[1:]]
 
 
 def read_termination_message(path: Path) -> str:
@@ -230,20 +254,24 @@ def read_termination_message(path: Path) -> str:
         return ""
 
 
-def running_status(pod: Pod, started_at: str) -> dict[str, Any]:
+def running_status(
+    pod: Pod, started_at: str, ip: str = HOST_IP, ready: bool = True, at: str | None = None
+) -> dict[str, Any]:
+    """Status of a pod whose containers run; `at` is when readiness last changed."""
     containers = pod["spec"]["containers"]
     return {
         "phase": "Running",
-        "hostIP": "127.0.0.1",
-        "podIP": "127.0.0.1",
+        "hostIP": HOST_IP,
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
         "startTime": started_at,
-        "conditions": _conditions(ready=True, reason=None, at=started_at),
+        "conditions": _conditions(ready=ready, reason=None, at=at or started_at),
         "containerStatuses": [
             {
                 "name": c["name"],
                 "image": c.get("image", ""),
                 "imageID": "",
-                "ready": True,
+                "ready": ready,
                 "started": True,
                 "restartCount": 0,
                 "state": {"running": {"startedAt": started_at}},
@@ -251,6 +279,29 @@ def running_status(pod: Pod, started_at: str) -> dict[str, Any]:
             for c in containers
         ],
     }
+
+
+def crash_loop_status(
+    pod: Pod,
+    started_at: str,
+    ip: str,
+    container: str,
+    restarts: int,
+    last: tuple[int, str, str],
+) -> dict[str, Any]:
+    """A Running, not Ready pod whose ``container`` exited ``restarts`` times and backs off."""
+    status = running_status(pod, started_at, ip, ready=False, at=now_rfc3339())
+    code, reason, message = last
+    for entry in status["containerStatuses"]:
+        if entry["name"] == container:
+            entry["restartCount"] = restarts
+            entry["started"] = False
+            entry["state"] = {"waiting": {"reason": "CrashLoopBackOff"}}
+            terminated = {"exitCode": code, "reason": reason, "finishedAt": now_rfc3339()}
+            entry["lastState"] = {
+                "terminated": terminated | ({"message": message} if message else {})
+            }
+    return status
 
 
 def terminated_status(
@@ -306,3 +357,18 @@ def _conditions(ready: bool, reason: str | None, at: str) -> list[dict[str, str]
             condition["reason"] = reason
         conditions.append(condition)
     return conditions
+
+
+def readiness_url(container: Container, ip: str) -> str | None:
+    """The URL of the container's httpGet readiness probe, or None when it has none."""
+    probe = (container.get("readinessProbe") or {}).get("httpGet")
+    if probe is None:
+        return None
+    port = probe["port"]
+    if isinstance(port, str) and not port.isdigit():
+        named = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
+        if port not in named:
+            raise PodSpecError(f"readiness probe port {port!r} is not a named port")
+        port = named[port]
+    path = probe.get("path") or "/"
+    return f"{probe.get('scheme', 'HTTP').lower()}://{probe.get('host') or ip}:{port}{path}"
