@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.0/16"
+FRONT_PROXY_USER = "front-proxy-client"
 
 
 class ClusterStartError(RuntimeError):
@@ -192,6 +193,8 @@ class LocalCluster:
             "controller-manager": client("controller-manager", "system:kube-controller-manager"),
             "scheduler": client("scheduler", "system:kube-scheduler"),
             "restricted": client("restricted", self.options.restricted_user),
+            # The aggregator's identity towards extension API servers (APIService backends).
+            "front-proxy": client("front-proxy", FRONT_PROXY_USER),
         }
         self.kubeconfig.write_text(
             render_kubeconfig(self.server, ca.cert, "optiserve-admin", certs["admin"])
@@ -233,6 +236,17 @@ class LocalCluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+            # API aggregation (custom.metrics.k8s.io for the HPA): there is no kube-proxy to
+            # turn a Service IP into a backend, so the aggregator dials an endpoint directly,
+            # presenting the front-proxy certificate and the user in X-Remote-* headers.
+            "--enable-aggregator-routing=true",
+            f"--requestheader-client-ca-file={certs['ca'].cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_USER}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={certs['front-proxy'].cert}",
+            f"--proxy-client-key-file={certs['front-proxy'].key}",
         ]
 
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -337,6 +351,10 @@ class LocalCluster:
         path = str(kubeconfig or self.kubeconfig)
         api: ApiClient = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
         return api
+
+    def certificate_authority(self) -> pki.KeyPair:
+        """The CA behind every certificate here; it may sign more (e.g. an extension server's)."""
+        return pki.KeyPair(self.pki_dir / "ca.crt", self.pki_dir / "ca.key")
 
     @property
     def pod_runner(self) -> PodRunner | None:
