@@ -65,7 +65,7 @@ def bench_cluster(count: int) -> list[tuple[str, int, float]]:
     import tempfile
 
     from tests.e2e.conftest import OperatorProcess, install_crd, prepare_model_namespace
-    from tests.e2e.test_operator_e2e import tiny
+    from tests.e2e.objects import tiny
     from tests.harness.binaries import ensure_binaries
     from tests.harness.cluster import LocalCluster
 

@@ -19,7 +19,7 @@ import yaml
 from tests.chart.helm import CHART, KUBE_VERSION, HelmUnavailable, helm_binary, run_helm
 from tests.chart.service_account import service_account_kubeconfig
 from tests.e2e.conftest import OperatorProcess
-from tests.e2e.test_operator_e2e import condition, get, tiny, wait_ready
+from tests.e2e.objects import condition, get, tiny, wait_ready
 from tests.harness.cluster import LocalCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(600)]
