@@ -155,6 +155,10 @@ class LocalCluster:
                 f"--server-address=127.0.0.1:{kwok_port}",
                 f"--cidr={POD_CIDR}",
                 "--node-ip=127.0.0.1",
+                # Keep the nodes' Leases renewed: the heartbeat stage rewrites node status only
+                # every ~10 min, so without leases the node controller marks every node (and
+                # its pods) NotReady for a moment about once a minute.
+                "--node-lease-duration-seconds=40",
             ],
         )
         self.apply([node.manifest() for node in self.options.nodes])
