@@ -10,11 +10,13 @@ a model that fails to load, or a server still not ready when the timeout runs ou
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -41,6 +43,7 @@ _LOAD_FAILURES = (
 )
 # Error lines that are only noise on a machine without a GPU.
 _CPU_ONLY_NOISE = ("CudaDriverHelper",)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _PORT_IN_USE = ("address already in use", "failed to bind", "failed to start")
 
 
@@ -193,6 +196,7 @@ class LocalTriton:
                 stdin=subprocess.DEVNULL,
                 env=install.environment(),
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def _wait_ready(self) -> None:
@@ -227,6 +231,17 @@ class LocalTriton:
         raise TritonStartError(
             f"tritonserver exited with code {code} before it was ready: {summary}", tail
         )
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills the server when its starter dies.
+
+    The server has a session of its own (so a signal can stop it with its python stubs),
+    which also means nothing else takes it down when the starting process is SIGKILLed.
+    Linux ties this to the starting *thread*: start LocalTriton from a thread that outlives it.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _free_ports(count: int) -> tuple[int, ...]:
