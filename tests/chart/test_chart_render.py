@@ -234,3 +234,42 @@ def test_the_operator_parses_every_flag_the_chart_passes(values: dict[str, Any])
         assert settings.peering == "optiserve" and settings.priority == 7
     if "extraArgs" in values:
         assert settings.resync_seconds == 600
+
+
+def test_triton_pod_monitor_selects_the_pods_optiserve_renders() -> None:
+    from optiserve.api import OptimizedModel
+    from optiserve.render.manifests import render_all
+
+    assert not of_kind(template(), "PodMonitor")
+    objects = template(
+        {"tritonMetrics.podMonitor.enabled": True, "tritonMetrics.podMonitor.interval": "5s"}
+    )
+    monitor = one(objects, "PodMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == (
+        "metrics",
+        "/metrics",
+        "5s",
+    )
+    model = OptimizedModel.model_validate(
+        {
+            "apiVersion": "optiserve.io/v1alpha1",
+            "kind": "OptimizedModel",
+            "metadata": {"name": "m", "namespace": "ml"},
+            "spec": {
+                "source": {"uri": "pvc://models/m.onnx"},
+                "optimization": {"accuracy": {"dataset": "pvc://models/eval.npz"}},
+                "storage": {"pvc": "store"},
+            },
+        }
+    )
+    (deployment,) = [
+        m
+        for m in render_all(model, digest="0" * 64, optimizer_image="x")
+        if m["kind"] == "Deployment"
+    ]
+    pod = deployment["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert endpoint["port"] in ports
