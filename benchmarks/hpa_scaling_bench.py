@@ -10,9 +10,10 @@ closed-loop load in steps (``--steps clients:seconds,...``), spread over the Rea
 Every second it records the HPA's metric and desired replicas and the Deployment's Ready
 replicas. For each step it reports the time from the load change to the HPA's first decision
 to go above the replicas it had when the step began, and to the moment that many pods were
-Ready, and the replicas at the step's end. The samples go to a CSV beside the table. Writes ``benchmarks/results/hpa_scaling.md`` and ``hpa_scaling.png``::
+Ready, and the replicas at the step's end. Writes ``benchmarks/results/<name>.md``, a plot
+(``.png``) and the samples (``.csv``), ``--name`` defaulting to ``hpa_scaling``::
 
-    python benchmarks/hpa_scaling_bench.py --steps 0:30,4:90,16:120,0:120
+    python benchmarks/hpa_scaling_bench.py --steps 0:30,4:90,16:120,0:150
 
 Prometheus scrapes every second here (a cluster: 15-30 s, which adds to each delay); the
 HPA's own period and stabilization windows are the cluster defaults or the spec's.
@@ -41,12 +42,13 @@ from tests.harness.autoscaling_stack import (  # noqa: E402
     SpreadLoad,
     deploy_digits,
     digits_model,
+    hpa_reading,
     metrics_pipeline,
     ready_pod_ips,
 )
 from tests.harness.binaries import ensure_binaries  # noqa: E402
 from tests.harness.cluster import LocalCluster  # noqa: E402
-from tests.harness.custom_metrics import wait_until  # noqa: E402
+from tests.harness.waiting import wait_until  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -80,20 +82,6 @@ def parse_steps(text: str) -> list[tuple[int, float]]:
     return steps
 
 
-def hpa_reading(
-    autoscaling: client.AutoscalingV2Api, served: ServedModel
-) -> tuple[float | None, int]:
-    status = autoscaling.read_namespaced_horizontal_pod_autoscaler(
-        served.hpa_name, served.namespace
-    ).status
-    value = None
-    for metric in (status.current_metrics if status else None) or []:
-        if metric.pods and metric.pods.current and metric.pods.current.average_value is not None:
-            text = str(metric.pods.current.average_value)
-            value = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    return value, int((status.desired_replicas if status else 0) or 0)
-
-
 def run(
     steps: list[tuple[int, float]], autoscaling_spec: dict[str, Any]
 ) -> tuple[list[Sample], list[Step]]:
@@ -106,8 +94,8 @@ def run(
             api = cluster.api_client()
             core, autoscaling = client.CoreV1Api(api), client.AutoscalingV2Api(api)
             served = deploy_digits(cluster, namespace, digits_model(autoscaling_spec))
-            wait_until(lambda: len(ready_pod_ips(core, served)) == 1, 300, "first pod Ready")
-            wait_until(lambda: hpa_reading(autoscaling, served)[0] is not None, 120, "HPA metric")
+            wait_until("first pod Ready", lambda: len(ready_pod_ips(core, served)) == 1, 300)
+            wait_until("HPA metric", lambda: hpa_reading(autoscaling, served)[0] is not None, 120)
             return measure(core, autoscaling, served, steps)
 
 

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,13 +178,3 @@ def e2e_namespace(cluster: LocalCluster) -> Iterator[str]:
     prepare_model_namespace(cluster, name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false")
-
-
-def wait_until(what: str, check: object, timeout_s: float = 240.0, every_s: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if callable(check) and check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(every_s)

@@ -9,9 +9,10 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from tests.e2e.conftest import OperatorProcess, wait_until
+from tests.e2e.conftest import OperatorProcess
 from tests.e2e.objects import condition, get, items, served_digest, tiny, wait_ready
 from tests.harness.cluster import LocalCluster
+from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(900)]
 

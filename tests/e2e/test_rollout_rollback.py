@@ -22,10 +22,11 @@ import pytest
 from optiserve.api import OptimizedModel
 from optiserve.render.job import artifact_uri
 from optiserve.uri import parse_uri
-from tests.e2e.conftest import OperatorProcess, prepare_model_namespace, wait_until
+from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
 from tests.e2e.objects import condition, get, served_digest, tiny, wait_ready
 from tests.harness.cluster import LocalCluster
 from tests.harness.kwok_config import RUN_LOCALLY_NAMESPACES
+from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.triton, pytest.mark.timeout(900)]
 

@@ -35,7 +35,7 @@ from optiserve.render.manifests import render_all
 from optiserve.serve.repository import write_onnx_model
 from optiserve.uri import parse_uri
 from tests.harness.cluster import LocalCluster
-from tests.harness.custom_metrics import GROUP, VERSION, CustomMetricsAPI, wait_until
+from tests.harness.custom_metrics import GROUP, VERSION, CustomMetricsAPI
 from tests.harness.kwok_config import RUN_LOCALLY_LABEL
 from tests.harness.prometheus import (
     LocalPrometheus,
@@ -43,6 +43,7 @@ from tests.harness.prometheus import (
     find_prometheus,
     pod_scrape_config,
 )
+from tests.harness.waiting import wait_until
 from tests.triton.example_models import digits_onnx, digits_samples
 
 MODEL = "digits"
@@ -65,9 +66,9 @@ def metrics_pipeline(cluster: LocalCluster) -> Iterator[LocalPrometheus]:
         with CustomMetricsAPI(prometheus.query, core, cluster.pki_dir, ca) as api:
             cluster.apply(api.api_service_manifests(ca.cert.read_bytes()))
             wait_until(
+                "the custom metrics APIService answering through the API server",
                 lambda: cluster.kubectl("get", "--raw", f"/apis/{GROUP}/{VERSION}").returncode == 0,
                 120,
-                "the custom metrics APIService answering through the API server",
             )
             yield prometheus
 
@@ -153,6 +154,21 @@ def ready_pod_ips(core: client.CoreV1Api, served: ServedModel) -> list[str]:
         if any(c.type == "Ready" and c.status == "True" for c in status.conditions or []):
             ips.append(str(status.pod_ip))
     return sorted(ips)
+
+
+def hpa_reading(
+    autoscaling: client.AutoscalingV2Api, served: ServedModel
+) -> tuple[float | None, int]:
+    """The HPA's current metric value (None before its first read) and desired replicas."""
+    status = autoscaling.read_namespaced_horizontal_pod_autoscaler(
+        served.hpa_name, served.namespace
+    ).status
+    value = None
+    for metric in (status.current_metrics if status else None) or []:
+        if metric.pods and metric.pods.current and metric.pods.current.average_value is not None:
+            text = str(metric.pods.current.average_value)
+            value = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    return value, int((status.desired_replicas if status else 0) or 0)
 
 
 class SpreadLoad:

@@ -9,14 +9,11 @@ Everything listens on random loopback ports and keeps its state in one temporary
 from __future__ import annotations
 
 import atexit
-import contextlib
 import shutil
 import ssl
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +29,7 @@ from tests.harness.cluster_spec import (
 )
 from tests.harness.kwok_config import render_kwok_config
 from tests.harness.processes import ManagedProcess, free_ports
+from tests.harness.waiting import http_ok
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -107,7 +105,7 @@ class LocalCluster:
         certs = self._make_pki()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         self._spawn("etcd", self._etcd_args(etcd_url, f"http://127.0.0.1:{peer_port}"))
-        self._wait_for("etcd", lambda: _http_ok(f"{etcd_url}/health"))
+        self._wait_for("etcd", lambda: http_ok(f"{etcd_url}/health"))
         self._spawn("kube-apiserver", self._apiserver_args(api_port, etcd_url, certs))
         self._wait_for("kube-apiserver", lambda: self._readyz_ok(certs["admin"]))
         self._spawn(
@@ -279,7 +277,7 @@ class LocalCluster:
     def _readyz_ok(self, admin: pki.KeyPair) -> bool:
         context = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
         context.load_cert_chain(str(admin.cert), str(admin.key))
-        return _http_ok(f"{self.server}/readyz", context)
+        return http_ok(f"{self.server}/readyz", context)
 
     def _grant_restricted_user(self) -> None:
         namespace = self.options.restricted_namespace
@@ -377,12 +375,3 @@ class LocalCluster:
         if self._pod_runner is not None:
             self._pod_runner.stop()
             self._pod_runner = None
-
-
-def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
-    with (
-        contextlib.suppress(OSError, urllib.error.URLError),
-        urllib.request.urlopen(url, timeout=2, context=context) as response,
-    ):
-        return bool(response.status == 200)
-    return False

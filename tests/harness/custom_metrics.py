@@ -22,7 +22,6 @@ import re
 import socket
 import ssl
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -252,13 +251,3 @@ def _status(code: int, message: str) -> dict[str, Any]:
         "message": message,
         "code": code,
     }
-
-
-def wait_until(
-    check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.5
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached after {timeout_s:.0f}s")
-        time.sleep(interval_s)

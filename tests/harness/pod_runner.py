@@ -25,8 +25,6 @@ import contextlib
 import logging
 import os
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from tests.harness import pod_spec
 from tests.harness.kwok_config import runner_owns_pod
 from tests.harness.processes import ManagedProcess
 from tests.harness.volume_binder import VolumeBinder
+from tests.harness.waiting import http_ok
 
 LOG = logging.getLogger(__name__)
 FALLBACK_LOG_BYTES = 2048
@@ -340,7 +339,7 @@ class PodRunner:
         done.wait(min(float(p.get("initialDelaySeconds", 0)) for p in probes))
         ready, failures = False, 0
         while not done.is_set() and not self._killed(uid):
-            passing = all(_http_2xx(url) for _, url in probed)
+            passing = all(http_ok(url) for _, url in probed)
             failures = 0 if passing else failures + 1
             now_ready = passing or (ready and failures < threshold)
             # Also when the API disagrees: the node lifecycle controller marks pods not Ready
@@ -408,11 +407,3 @@ class PodRunner:
                     metadata["name"],
                     err,
                 )
-
-
-def _http_2xx(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return 200 <= int(response.status) < 300
-    except (OSError, urllib.error.URLError):
-        return False

@@ -35,6 +35,7 @@ import yaml
 from kubernetes import client
 
 from tests.harness.processes import ManagedProcess, free_ports
+from tests.harness.waiting import http_ok
 
 PROMETHEUS_ENV = "OPTISERVE_PROMETHEUS"
 SCRAPE_INTERVAL = "1s"
@@ -197,7 +198,7 @@ class LocalPrometheus:
             self.state_dir / "prometheus.log",
         )
         deadline = time.monotonic() + timeout_s
-        while not _get_ok(f"{self.url}/-/ready"):
+        while not http_ok(f"{self.url}/-/ready"):
             if self._process.exited() or time.monotonic() > deadline:
                 tail = self._process.log_tail()
                 self.stop()
@@ -223,11 +224,3 @@ class LocalPrometheus:
         with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=10) as response:
             active: list[dict[str, Any]] = json.load(response)["data"]["activeTargets"]
         return active
-
-
-def _get_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
