@@ -17,6 +17,7 @@ serves discovery and pod metrics, which is all the HPA asks for.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -206,8 +207,6 @@ class CustomMetricsAPI:
     # ---- registration ------------------------------------------------------------------------
     def api_service_manifests(self, ca_bundle: bytes) -> list[dict[str, Any]]:
         """Namespace, selector-less Service + Endpoints pointing here, and the APIService."""
-        import base64
-
         return [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
             {

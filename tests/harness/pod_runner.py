@@ -15,7 +15,10 @@ every periodSeconds, after initialDelaySeconds), and not Ready again after failu
 failures in a row, as a kubelet does; other pods are Ready as soon as they run.
 
 restartPolicy OnFailure is treated as Never: the pod fails and the Job controller retries with a
-new pod. Output of each container goes to `log_path(...)`; `kubectl logs` has no kubelet to ask.
+new pod. Under restartPolicy Always a container that exits is restarted in place after a backoff,
+the pod staying Running and not Ready (CrashLoopBackOff), so a broken Deployment rollout stalls
+as it does on a kubelet instead of churning pods. Output of each container goes to
+`log_path(...)`; `kubectl logs` has no kubelet to ask.
 """
 
 from __future__ import annotations
@@ -197,12 +200,13 @@ class PodRunner:
             probed = [(c, url) for c, url in zip(containers, probes, strict=True) if url]
             self._report(pod, pod_spec.running_status(pod, started_at, ip, ready=not probed))
             containers_done = threading.Event()
-            prober = threading.Thread(
-                target=self._probe_readiness,
-                args=(pod, started_at, probed, containers_done),
-                daemon=True,
-            )
+            prober = None
             if probed:
+                prober = threading.Thread(
+                    target=self._probe_readiness,
+                    args=(pod, started_at, probed, containers_done),
+                    daemon=True,
+                )
                 prober.start()
             threads = [
                 threading.Thread(
@@ -217,7 +221,7 @@ class PodRunner:
             for thread in threads:
                 thread.join()
             containers_done.set()
-            if probed:
+            if prober is not None:
                 prober.join()
         if not self._killed(metadata["uid"]):
             self._report(pod, pod_spec.terminated_status(pod, started_at, results))
