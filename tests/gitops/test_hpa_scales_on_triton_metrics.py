@@ -7,10 +7,11 @@ through, and kube-controller-manager's HPA controller acting on the HorizontalPo
 that optiserve renders for ``autoscaling: {metric: pendingRequests, target: "2"}``.
 
 Closed-loop load of 12 clients over one pod leaves several requests pending in Triton's queue
-(the pod's ``triton_pending_requests`` is well above 2), so the HPA must add pods up to
-``maxReplicas``; the new pods must become Ready (their Triton loaded the model) and take load.
-When the load stops the queue is empty, the metric reads 0 and, after the scale-down window,
-the HPA must return to ``minReplicas``.
+(the pod's ``triton_pending_requests`` is well above 2), so the HPA must add pods; every pod it
+asks for must become Ready (its Triton loaded the model) and take load. When the load stops the
+queue is empty, the metric reads 0 and, after the scale-down window, the HPA must return to
+``minReplicas``. The pending-request gauge is noisy under load (benchmarks/hpa_scaling_bench.py),
+so the window is a minute, not seconds: long enough not to flap while the load lasts.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ AUTOSCALING = {
     "minReplicas": 1,
     "maxReplicas": 3,
     "scaleUpStabilizationSeconds": 0,
-    "scaleDownStabilizationSeconds": 15,
+    "scaleDownStabilizationSeconds": 60,
 }
 CLIENTS = 12
 
@@ -102,13 +103,14 @@ def test_hpa_scales_triton_up_under_load_and_back_down(
         busy_metric, _ = busy = hpa_reading(autoscaling, served)
         assert busy_metric is not None and busy_metric > 2, busy
         wait_until(
-            "every added Triton pod Ready",
-            lambda: len(ready_pod_ips(core, served)) == AUTOSCALING["maxReplicas"],
+            "every pod the HPA asked for Ready",
+            lambda: len(ready_pod_ips(core, served)) == hpa_reading(autoscaling, served)[1] > 1,
             300,
         )
-        served_before = load.completed
+        ready, before = ready_pod_ips(core, served), load.completed_by_pod.copy()
         time.sleep(5)
-        assert load.completed > served_before, "the scaled-out pods serve no requests"
+        for ip in ready:  # every pod the HPA added takes its share, not only the first
+            assert load.completed_by_pod[ip] > before[ip], f"pod {ip} serves no requests"
         load.concurrency = 0
         wait_until(
             "the HPA scaling back down once nothing waits",

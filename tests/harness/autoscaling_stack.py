@@ -14,6 +14,7 @@ evenly over the Ready pods, as a Service would spread it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import http.client
@@ -184,6 +185,7 @@ class SpreadLoad:
         self.concurrency = 0
         self.completed = 0
         self.failed = 0
+        self.completed_by_pod: collections.Counter[str] = collections.Counter()  # by pod IP
         self._ips: list[str] = []
         self._cycle = itertools.count()
         self._lock = threading.Lock()
@@ -250,6 +252,7 @@ class SpreadLoad:
             with self._lock:
                 if ok:
                     self.completed += 1
+                    self.completed_by_pod[ip] += 1
                 else:
                     self.failed += 1
             if not ok:
