@@ -112,13 +112,12 @@ def test_hpa_scales_triton_up_under_load_and_back_down(
         for ip in ready:  # every pod the HPA added takes its share, not only the first
             assert load.completed_by_pod[ip] > before[ip], f"pod {ip} serves no requests"
         load.concurrency = 0
+        # Idle pods read 0 (not NaN, which the adapter would drop), so the HPA may scale down.
         wait_until(
-            "the HPA scaling back down once nothing waits",
-            lambda: hpa_reading(autoscaling, served)[1] == 1,
+            "the HPA reading 0 and scaling back down",
+            lambda: hpa_reading(autoscaling, served) == (0.0, 1),
             240,
         )
-    after = hpa_reading(autoscaling, served)
-    assert after[0] == 0.0, after
     wait_until(
         "the extra pods removed",
         lambda: len(ready_pod_ips(core, served)) == AUTOSCALING["minReplicas"],
