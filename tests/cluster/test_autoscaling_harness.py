@@ -7,10 +7,12 @@ the translations it relies on without a cluster.
 from __future__ import annotations
 
 import sys
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from optiserve.render.autoscaling import parse_quantity
 from optiserve.render.prometheus_adapter import adapter_rules
 from tests.harness import pod_spec
 from tests.harness.custom_metrics import pod_metric_query, quantity
@@ -120,6 +122,8 @@ def test_adapter_rule_queries_select_the_requested_pods() -> None:
 )
 def test_metric_values_are_quantities_in_thousandths(value: float, text: str) -> None:
     assert quantity(value) == text
+    # ... and the HPA's reading of it (hpa_reading) parses back what was served.
+    assert parse_quantity(text) == Decimal(round(value * 1000)) / 1000
 
 
 def test_a_crashing_container_waits_in_crash_loop_backoff_and_keeps_its_pod() -> None:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.harness.cluster import LocalCluster
+from tests.harness.volume_binder import claim_manifest
 
 pytestmark = pytest.mark.cluster
 
@@ -162,12 +163,7 @@ def test_failing_job_pod_reports_exit_code_and_termination_message(
 def test_job_pod_gets_env_working_dir_and_claim_folder(
     cluster: LocalCluster, cluster_namespace: str, tmp_path: Path
 ) -> None:
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "models"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
+    claim = claim_manifest("models")
     script = (
         "import os, pathlib\n"
         "pathlib.Path(os.environ['OUT']).write_text(os.environ['POD'] + ' ' + "

@@ -17,6 +17,7 @@ from optiserve.crd import crd_yaml
 from tests.e2e.models import write_tiny_classifier
 from tests.harness.cluster import LocalCluster
 from tests.harness.fixtures import cluster, cluster_namespace
+from tests.harness.volume_binder import claim_manifest
 
 __all__ = ["cluster", "cluster_namespace"]
 
@@ -139,19 +140,7 @@ def prepare_model_namespace(cluster: LocalCluster, name: str) -> None:
     """Namespace ``name`` with claims ``models`` (a tiny classifier) and ``model-store``."""
     cluster.kubectl("create", "namespace", name, check=True)
     cluster.wait_for_default_service_account(name)
-    claims = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
-        for claim in ("models", "model-store")
-    ]
-    cluster.apply(claims, namespace=name)
+    cluster.apply([claim_manifest(c) for c in ("models", "model-store")], namespace=name)
     write_tiny_classifier(cluster.pvc_root / name / "models")
     (cluster.pvc_root / name / "model-store").mkdir(parents=True, exist_ok=True)
 

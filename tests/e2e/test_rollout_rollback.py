@@ -21,7 +21,6 @@ import pytest
 
 from optiserve.api import OptimizedModel
 from optiserve.render.job import artifact_uri
-from optiserve.uri import parse_uri
 from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
 from tests.e2e.objects import condition, get, served_digest, tiny, wait_ready
 from tests.harness.cluster import LocalCluster
@@ -57,8 +56,7 @@ def artifact_folder(
     cluster: LocalCluster, namespace: str, obj: dict[str, Any], digest: str
 ) -> Path:
     spec = OptimizedModel.model_validate(obj).spec
-    location = parse_uri(artifact_uri(spec, digest))
-    return cluster.pvc_root / namespace / str(location.claim) / location.path.strip("/")
+    return cluster.claim_path(namespace, artifact_uri(spec, digest))
 
 
 def damage_when_written(folder: Path, stop: threading.Event) -> None:

@@ -30,11 +30,11 @@ from kubernetes import client
 
 from optiserve.api import OptimizedModel
 from optiserve.api.serving import ServingSpec
+from optiserve.render.autoscaling import parse_quantity
 from optiserve.render.deployment import selector_string
 from optiserve.render.job import artifact_uri
 from optiserve.render.manifests import render_all
 from optiserve.serve.repository import write_onnx_model
-from optiserve.uri import parse_uri
 from tests.harness.cluster import LocalCluster
 from tests.harness.custom_metrics import GROUP, VERSION, CustomMetricsAPI
 from tests.harness.kwok_config import RUN_LOCALLY_LABEL
@@ -44,6 +44,7 @@ from tests.harness.prometheus import (
     find_prometheus,
     pod_scrape_config,
 )
+from tests.harness.volume_binder import claim_manifest
 from tests.harness.waiting import wait_until
 from tests.triton.example_models import digits_onnx, digits_samples
 
@@ -112,23 +113,9 @@ def digits_model(autoscaling: dict[str, Any]) -> OptimizedModel:
 
 def deploy_digits(cluster: LocalCluster, namespace: str, model: OptimizedModel) -> ServedModel:
     """Claim, model repository, and the rendered Service, Deployment and HPA, applied."""
-    cluster.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": model.spec.storage.pvc},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            }
-        ],
-        namespace=namespace,
-    )
+    cluster.apply([claim_manifest(model.spec.storage.pvc)], namespace=namespace)
     digest = hashlib.sha256(model.model_dump_json().encode()).hexdigest()
-    location = parse_uri(artifact_uri(model.spec, digest))
-    repository = cluster.pvc_root / namespace / str(location.claim) / location.path.strip("/")
+    repository = cluster.claim_path(namespace, artifact_uri(model.spec, digest))
     serving: ServingSpec = model.spec.serving
     write_onnx_model(repository, model.metadata.name, digits_onnx(), serving)
     manifests = [
@@ -167,8 +154,7 @@ def hpa_reading(
     value = None
     for metric in (status.current_metrics if status else None) or []:
         if metric.pods and metric.pods.current and metric.pods.current.average_value is not None:
-            text = str(metric.pods.current.average_value)
-            value = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+            value = float(parse_quantity(str(metric.pods.current.average_value)))
     return value, int((status.desired_replicas if status else 0) or 0)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from optiserve.uri import parse_uri
 from tests.harness import pki
 from tests.harness.binaries import Binaries
 from tests.harness.cluster_spec import (
@@ -353,6 +354,13 @@ class LocalCluster:
         path = str(kubeconfig or self.kubeconfig)
         api: ApiClient = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
         return api
+
+    def claim_path(self, namespace: str, uri: str) -> Path:
+        """The local folder behind a ``pvc://CLAIM/path`` URI in ``namespace``."""
+        location = parse_uri(uri)
+        if location.claim is None:
+            raise ValueError(f"{uri!r} is not a pvc:// URI")
+        return self.pvc_root / namespace / location.claim / location.path.strip("/")
 
     def certificate_authority(self) -> pki.KeyPair:
         """The CA behind every certificate here; it may sign more (e.g. an extension server's)."""

@@ -46,6 +46,16 @@ def persistent_volume_for(claim: dict[str, Any], pvc_root: Path) -> dict[str, An
     }
 
 
+def claim_manifest(name: str, storage: str = "1Gi") -> dict[str, Any]:
+    """A ReadWriteOnce PersistentVolumeClaim; the binder below gives it a local folder."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}},
+    }
+
+
 class VolumeBinder:
     def __init__(self, api_client: client.ApiClient, pvc_root: Path) -> None:
         self.api_client = api_client

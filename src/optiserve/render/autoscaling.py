@@ -67,7 +67,8 @@ _BINARY_SUFFIX = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 _DURATION_US = {"us": Decimal(1), "µs": Decimal(1), "ms": Decimal(1000), "s": Decimal(1_000_000)}
 
 
-def _parse_quantity(text: str) -> Decimal:
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes quantity (\"1500m\", \"2k\", \"1Gi\", \"5e3\") as an exact decimal."""
     match = _QUANTITY.match(text)
     if match is None:
         raise AutoscalingTargetError(f"target {text!r} is not a number or Kubernetes quantity")
@@ -99,7 +100,7 @@ def target_value(autoscaling: AutoscalingSpec) -> Decimal:
         value = Decimal(duration["num"]) * _DURATION_US[duration["unit"]]
     else:
         try:
-            value = _parse_quantity(text)
+            value = parse_quantity(text)
         except InvalidOperation as err:
             raise AutoscalingTargetError(f"target {text!r} is not a number") from err
     if value <= 0:
