@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ from optiserve.render.prometheus_adapter import (
     render_adapter_config_map,
 )
 
+from .golden_files import check_golden_manifest
+
 GOLDEN = Path(__file__).parent / "golden" / "autoscaling"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "autoscaling"
 OWNER = Owner(name="minilm", namespace="ml", uid="0b8e3a52-1111-2222-3333-444455556666")
@@ -42,11 +43,7 @@ def autoscaling(**fields: Any) -> AutoscalingSpec:
 
 
 def check_golden(name: str, manifest: dict[str, Any]) -> None:
-    text = yaml.safe_dump(manifest, sort_keys=True, width=100)
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} differs; UPDATE_GOLDEN=1 to accept the change"
+    check_golden_manifest(GOLDEN / name, manifest)
 
 
 @pytest.mark.parametrize(
