@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,35 +28,6 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO / root) for root in ("src", "operator", "optimizer")]
     + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 )
-
-
-def _optimize_subcommand_missing() -> bool:
-    found = subprocess.run(
-        ["optiserve", "optimize", "--help"], capture_output=True, text=True, check=False
-    )
-    return found.returncode != 0
-
-
-def _shim_optimize() -> None:
-    """Until ``optiserve optimize`` is wired into the CLI, put a three-line ``optiserve`` first
-    on PATH that runs the real optimizer entry point for ``optimize`` (inert afterwards).
-
-    Done at import, before any fixture: the pod runner copies this environment when the
-    session's cluster starts."""
-    if not _optimize_subcommand_missing():
-        return
-    shim_dir = Path(tempfile.mkdtemp(prefix="optiserve-shim-"))
-    shim = shim_dir / "optiserve"
-    shim.write_text(
-        f'#!/bin/sh\nif [ "$1" = optimize ]; then shift; '
-        f'exec {sys.executable} -m optiserve_optimizer.main "$@"; fi\n'
-        f'exec {sys.executable} -m optiserve.cli "$@"\n'
-    )
-    shim.chmod(0o755)
-    os.environ["PATH"] = f"{shim_dir}{os.pathsep}{os.environ['PATH']}"
-
-
-_shim_optimize()
 
 
 class OperatorProcess:
