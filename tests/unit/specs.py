@@ -42,6 +42,12 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("sparsity of 1", with_change("optimization.pruning.sparsity", 1.0), "sparsity"),
     ("bad uri", with_change("source.uri", "models/m.onnx"), "source.uri"),
     ("bad sha256", with_change("source.sha256", "abc"), "sha256"),
+    ("task without huggingface", with_change("source.task", "feature-extraction"), "task"),
+    (
+        "unknown task",
+        with_change("source", {"uri": "/m", "format": "huggingface", "task": "qa"}),
+        "task",
+    ),
     (
         "preferred batch above max",
         with_change(

@@ -67,7 +67,13 @@ objects = st.fixed_dictionaries(
         "metadata": st.just({"name": "m"}),
         "spec": st.fixed_dictionaries(
             {
-                "source": st.fixed_dictionaries({"uri": uris}),
+                "source": st.fixed_dictionaries(
+                    {"uri": uris},
+                    optional={
+                        "format": st.sampled_from(["onnx", "torchscript", "huggingface", "tf"]),
+                        "task": st.sampled_from(["feature-extraction", "token-classification"]),
+                    },
+                ),
                 "optimization": optimization,
                 "storage": st.just({"pvc": "store"}),
             },

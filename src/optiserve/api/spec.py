@@ -22,12 +22,39 @@ URI_HELP = "pvc://CLAIM/PATH (in the cluster), file:///PATH or /PATH (local), ht
 class SourceSpec(ApiModel):
     """Where the original model lives."""
 
-    uri: str = Field(pattern=URI_PATTERN, description=f"The model file: {URI_HELP}.")
-    format: Literal["onnx", "torchscript"] = Field(
-        "onnx", description="onnx: used as given; torchscript: exported to ONNX first."
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        description=f"The model file (a folder for huggingface): {URI_HELP}.",
+    )
+    format: Literal["onnx", "torchscript", "huggingface"] = Field(
+        "onnx",
+        description="onnx: used as given; torchscript: exported to ONNX first; huggingface: a "
+        "save_pretrained folder (config.json, *.safetensors, tokenizer) of an encoder "
+        "(BERT, RoBERTa, DistilBERT, MiniLM, XLM-R), exported to ONNX first.",
+    )
+    task: (
+        Literal["feature-extraction", "sequence-classification", "token-classification"] | None
+    ) = Field(
+        None,
+        description="huggingface only: the head served. feature-extraction (the default): "
+        "mean pooling + L2 normalisation as sentence-transformers does; "
+        "sequence-classification / token-classification: the checkpoint's classifier logits.",
     )
     sha256: str | None = Field(
-        None, pattern=SHA256_PATTERN, description="Optional pin; a mismatch fails fast."
+        None,
+        pattern=SHA256_PATTERN,
+        description="Optional pin (a folder's: sha256 of its sorted 'name sha256' lines); "
+        "a mismatch fails fast.",
+    )
+
+    rules = (
+        CelRule(
+            cel="self.format == 'huggingface' || !has(self.task)",
+            message="task chooses the head of a huggingface source; set format: huggingface "
+            "or remove task",
+            field=".task",
+            check=lambda s: s.format == "huggingface" or s.task is None,
+        ),
     )
 
 
@@ -95,10 +122,14 @@ class RecoverySpec(ApiModel):
 class StudentSpec(ApiModel):
     """A smaller model trained to imitate the original (the teacher), tried as a candidate."""
 
-    method: Literal["none", "narrow"] = Field(
+    method: Literal["none", "narrow", "shallow"] = Field(
         "none",
         description="narrow: the teacher with fewer channels/neurons in every hidden layer "
-        "(TorchScript sources), trained on the teacher's soft labels.",
+        "(TorchScript sources); shallow: a transformer (huggingface sources) keeping `layers` "
+        "of its layers, initialised from the teacher's; either trained on the teacher's outputs.",
+    )
+    layers: int | None = Field(
+        None, ge=1, le=256, description="shallow: layers the student keeps (default: half)."
     )
     width_factor: float = Field(
         0.5, gt=0.0, lt=1.0, description="Fraction of each hidden layer's width the student keeps."
