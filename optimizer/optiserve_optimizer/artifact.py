@@ -87,3 +87,15 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def path_sha256(path: Path) -> str:
+    """A file's sha256; a folder's is the sha256 of its sorted ``relative-path sha256`` lines."""
+    if not path.is_dir():
+        return file_sha256(path)
+    lines = [
+        f"{p.relative_to(path).as_posix()} {file_sha256(p)}\n"
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    ]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()

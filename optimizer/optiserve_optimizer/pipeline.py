@@ -18,7 +18,7 @@ from optiserve.api import Artifact, Candidate, Metrics, OptimizationSpec, Servin
 from optiserve.digest import optiserve_version, spec_recipe_digest
 from optiserve.uri import local_path
 from optiserve_optimizer import data, package
-from optiserve_optimizer.artifact import ModelArtifact, PassContext, file_sha256
+from optiserve_optimizer.artifact import ModelArtifact, PassContext, file_sha256, path_sha256
 from optiserve_optimizer.bench import BenchResult, benchmark
 from optiserve_optimizer.evaluate import GateResult, compare, gate
 from optiserve_optimizer.onnx_utils import load_model, signature
@@ -271,13 +271,13 @@ class Pipeline:
             "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": {
                 **self.request.source.to_wire(),
-                "actualSha256": file_sha256(local_path(self.request.source.uri)),
+                "actualSha256": path_sha256(local_path(self.request.source.uri)),
             },
             "optimization": self.request.optimization.to_wire(),
             "plan": describe_plan(self.plan).splitlines(),
             "notes": list(self.plan.notes),
             "baseline": {
-                "runtime": "pytorch-torchscript" if original.torch else "onnxruntime-fp32",
+                "runtime": _baseline_runtime(original),
                 "sizeBytes": source_file.stat().st_size,
                 **baseline.as_dict(),
             },
@@ -309,6 +309,12 @@ class Pipeline:
                 "model": file_sha256(served),
             },
         }
+
+
+def _baseline_runtime(original: ModelArtifact) -> str:
+    if original.torch is None:
+        return "onnxruntime-fp32"
+    return "pytorch-eager" if original.torch.suffix == ".safetensors" else "pytorch-torchscript"
 
 
 def run_request(request: RunRequest, out_dir: Path, progress: Progress | None = None) -> RunResult:

@@ -22,7 +22,24 @@ GRAPH_OPT = "graph_opt"
 QUANTIZE = "quantize"
 SHAPES = "shapes"
 TENSORRT = "tensorrt"
-STEP_ORDER = (LOAD_EXPORT, STUDENT, PRUNE, RECOVER, GRAPH_OPT, QUANTIZE, SHAPES, TENSORRT)
+# Transformer compression (huggingface sources; passes/hf_compress.py).
+DROP_LAYERS = "drop_layers"
+PRUNE_TRANSFORMER = "prune_transformer"
+DISTILL = "distill"
+STEP_ORDER = (
+    LOAD_EXPORT,
+    DROP_LAYERS,
+    STUDENT,
+    PRUNE,
+    PRUNE_TRANSFORMER,
+    RECOVER,
+    DISTILL,
+    GRAPH_OPT,
+    QUANTIZE,
+    SHAPES,
+    TENSORRT,
+)
+TRANSFORMER_LEARNING_RATE = 1e-4  # when unset: the API's 1e-3 default unlearns a pretrained encoder
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,86 @@ def _prune_steps(
                 "(use a torchscript source to fine-tune after pruning)"
             )
     return f"pruned-{pruning.method}", tuple(steps)
+
+
+def _transformer_learning_rate(given: float, user_set: bool, notes: list[str]) -> float:
+    if user_set:
+        return given
+    notes.append(
+        f"transformer distillation uses learningRate {TRANSFORMER_LEARNING_RATE:g} "
+        "(set it to override)"
+    )
+    return TRANSFORMER_LEARNING_RATE
+
+
+def _transformer_prune_step(spec: OptimizationSpec, notes: list[str]) -> Step | None:
+    """Heads and FFN neurons, the pruning.sparsity share of each, by importance on user data."""
+    pruning = spec.pruning
+    if pruning.method == "none":
+        return None
+    if pruning.method != "structured":
+        notes.append(
+            f"pruning.method {pruning.method} skipped: huggingface sources prune structured "
+            "(attention heads and FFN neurons)"
+        )
+        return None
+    dataset = _training_dataset(spec, spec.recovery.dataset, "pruning", notes)
+    params = {"heads": pruning.sparsity, "ffn": pruning.sparsity, "dataset": dataset}
+    return Step(PRUNE_TRANSFORMER, params)
+
+
+def _distill_step(
+    spec: OptimizationSpec,
+    epochs: int,
+    rate: float,
+    rate_set: bool,
+    own: str | None,
+    notes: list[str],
+) -> Step:
+    return Step(
+        DISTILL,
+        {
+            "epochs": epochs,
+            "learningRate": _transformer_learning_rate(rate, rate_set, notes),
+            "dataset": _training_dataset(spec, own, "distillation", notes),
+        },
+    )
+
+
+def _transformer_prune_steps(
+    source: SourceSpec, spec: OptimizationSpec, notes: list[str]
+) -> tuple[str, tuple[Step, ...]] | None:
+    prune = _transformer_prune_step(spec, notes)
+    if prune is None:
+        return None
+    recovery = spec.recovery
+    if recovery.method == "none":
+        return "pruned-structured", (prune,)
+    if recovery.method == "finetune":
+        notes.append("transformer recovery distills from the original (finetune is not offered)")
+    rate_set = "learning_rate" in recovery.model_fields_set
+    distill = _distill_step(
+        spec, recovery.epochs, recovery.learning_rate, rate_set, recovery.dataset, notes
+    )
+    return "pruned-structured", (prune, distill)
+
+
+def _shallow_steps(
+    source: SourceSpec, spec: OptimizationSpec, notes: list[str]
+) -> tuple[str, tuple[Step, ...]]:
+    """A shallow student: layers dropped, heads/FFN pruned too when pruning is structured."""
+    student = spec.student
+    steps = [Step(DROP_LAYERS, {"layers": student.layers})]
+    name = "student-shallow"
+    prune = _transformer_prune_step(spec, []) if source.format == "huggingface" else None
+    if prune is not None:
+        steps.append(prune)
+        name = "student-shallow-pruned"
+    rate_set = "learning_rate" in student.model_fields_set
+    steps.append(
+        _distill_step(spec, student.epochs, student.learning_rate, rate_set, student.dataset, notes)
+    )
+    return name, tuple(steps)
 
 
 def _training_dataset(spec: OptimizationSpec, own: str | None, user: str, notes: list[str]) -> str:
@@ -181,7 +278,8 @@ def build_plan(source: SourceSpec, spec: OptimizationSpec) -> Plan:
     candidates = [CandidatePlan("fp32", "fp32", base)]
 
     quant = _quantize_step(spec)
-    prune = _prune_steps(source, spec, notes)
+    transformer = source.format == "huggingface"
+    prune = (_transformer_prune_steps if transformer else _prune_steps)(source, spec, notes)
     if quant is not None:
         candidates.append(CandidatePlan(quant[0], spec.quantization.precision, (*pre, quant[1])))
     if prune is not None:
@@ -194,16 +292,23 @@ def build_plan(source: SourceSpec, spec: OptimizationSpec) -> Plan:
                     (load, *prune[1], pre_graph_opt, quant[1]),
                 )
             )
-    student = _student_step(spec, notes)
-    if student is not None:
-        name = f"student-{spec.student.method}"
-        candidates.append(CandidatePlan(name, "fp32", (load, student, graph_opt)))
+    name = f"student-{spec.student.method}"
+    student_steps: tuple[Step, ...] = ()
+    if spec.student.method == "shallow":
+        name, student_steps = _shallow_steps(source, spec, notes)
+    elif transformer and spec.student.method != "none":
+        notes.append("student.method narrow is for TorchScript sources; use shallow")
+    else:
+        student = _student_step(spec, notes)
+        student_steps = (student,) if student is not None else ()
+    if student_steps:
+        candidates.append(CandidatePlan(name, "fp32", (load, *student_steps, graph_opt)))
         if quant is not None and spec.quantization.precision == "int8":
             candidates.append(
                 CandidatePlan(
                     f"{name}+{quant[0]}",
                     spec.quantization.precision,
-                    (load, student, pre_graph_opt, quant[1]),
+                    (load, *student_steps, pre_graph_opt, quant[1]),
                 )
             )
     if spec.tensorrt.enabled:
@@ -218,7 +323,7 @@ def build_plan(source: SourceSpec, spec: OptimizationSpec) -> Plan:
             )
         else:
             candidates.append(CandidatePlan(trt_name, precision, (*pre, *trt_steps)))
-    return Plan(tuple(candidates), tuple(notes))
+    return Plan(tuple(candidates), tuple(dict.fromkeys(notes)))  # each note once
 
 
 def describe_plan(plan: Plan) -> str:

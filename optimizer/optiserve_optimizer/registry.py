@@ -40,4 +40,16 @@ def pass_for(step_name: str) -> Any:
         from optiserve_optimizer.passes.tensorrt_build import TensorRTBuild
 
         return TensorRTBuild()
+    if step_name == plan.PRUNE_TRANSFORMER:
+        from optiserve_optimizer.passes.hf_compress import PruneTransformer
+
+        return PruneTransformer()
+    if step_name == plan.DROP_LAYERS:
+        from optiserve_optimizer.passes.hf_compress import DropLayers
+
+        return DropLayers()
+    if step_name == plan.DISTILL:
+        from optiserve_optimizer.passes.hf_compress import Distill
+
+        return Distill()
     raise KeyError(f"no pass named {step_name!r}")

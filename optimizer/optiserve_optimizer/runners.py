@@ -40,12 +40,29 @@ def torchscript_runner(path: Path, input_names: list[str]) -> Runner:
     return run
 
 
+def transformer_runner(path: Path) -> Runner:
+    """PyTorch eager baseline of a huggingface source: its twin (see passes/hf_model.py)."""
+    import torch
+
+    from optiserve_optimizer.passes import hf_model, hf_source
+
+    torch.set_num_threads(threads())
+    module = hf_model.load_twin(path, "benchmark")
+
+    def run(feed: Feed) -> list[npt.NDArray[Any]]:
+        return [hf_source.torch_forward(module, feed)]
+
+    return run
+
+
 def runner_for(path: Path, device: str, input_names: list[str]) -> Runner:
     if path.suffix == ".plan":
         from optiserve_optimizer.passes.tensorrt_build import tensorrt_runner
 
         trt_run: Runner = tensorrt_runner(path)
         return trt_run
+    if path.suffix == ".safetensors":
+        return transformer_runner(path)
     if path.suffix == ".pt":
         return torchscript_runner(path, input_names)
     return onnx_runner(path, device)

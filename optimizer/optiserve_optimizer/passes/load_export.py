@@ -11,7 +11,7 @@ from optiserve_optimizer import data
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult, file_sha256
 from optiserve_optimizer.errors import DataError, DigestMismatchError, ModelLoadError
 from optiserve_optimizer.onnx_utils import load_model, signature
-from optiserve_optimizer.passes import torch_export
+from optiserve_optimizer.passes import hf_source, torch_export
 
 NAME = "load_export"
 
@@ -26,6 +26,8 @@ class LoadExport:
             path = local_path(ctx.source.uri)
         except UnsupportedUriError as exc:
             raise ModelLoadError(NAME, str(exc)) from exc
+        if ctx.source.format == "huggingface":
+            return hf_source.load_export(ctx, NAME)
         if not path.is_file():
             raise ModelLoadError(NAME, f"model file {path} does not exist")
         digest = file_sha256(path)
