@@ -56,6 +56,7 @@ def padded_batch(arrays: Mapping[str, npt.NDArray[Any]], pad_id: int) -> Feed:
 def torch_forward(module: Any, feed: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
     import torch
 
+    module.eval()  # dropout off, whatever a caller left it in
     with torch.no_grad():
         out = module(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in module.input_names])
     result: npt.NDArray[np.float32] = out.detach().numpy().astype(np.float32)

@@ -1,0 +1,265 @@
+"""Hugging Face encoders (tiny ones built from a config) through ``optiserve optimize``: the
+packaged model agrees with transformers on padded batches, an export that drops the mask is
+caught, compression is physically smaller and gated, and bad folders exit 2 naming the cause."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from optiserve_optimizer.errors import PassFailedError
+from optiserve_optimizer.main import run_optimize
+from optiserve_optimizer.onnx_utils import session
+from optiserve_optimizer.passes import hf_model, hf_source
+from tests.optimizer import hf_encoders
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture
+def termination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "termination-log"
+    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(path))
+    return path
+
+
+def write_spec(
+    tmp_path: Path, folder: Path, eval_npz: Path, task: str | None = None, **optimization: Any
+) -> Path:
+    source: dict[str, Any] = {"uri": str(folder), "format": "huggingface"}
+    if task:
+        source["task"] = task
+    doc = {
+        "name": "tiny",
+        "source": source,
+        "optimization": {
+            "accuracy": {"dataset": str(eval_npz), "metric": "cosine", "maxDrop": 0.05},
+            "benchmark": {"batchSizes": [1, 8], "iterations": 2, "warmup": 1},
+            **optimization,
+        },
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def reference(folder: Path, task: str, feed: dict[str, Any]) -> Any:
+    """What transformers itself computes (default attention, our code not involved)."""
+    import torch
+
+    model = hf_model.auto_class(task).from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        out = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
+    if task != "feature-extraction":
+        return out.logits.numpy()
+    mask = torch.from_numpy(feed["attention_mask"]).unsqueeze(-1).float()
+    pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1)
+    return torch.nn.functional.normalize(pooled, dim=1).numpy()
+
+
+@pytest.mark.parametrize(
+    ("kind", "task"),
+    [
+        ("bert", "feature-extraction"),
+        ("distilbert", "sequence-classification"),
+        ("roberta", "token-classification"),
+    ],
+)
+def test_encoder_folder_is_packaged_and_matches_transformers_on_a_padded_batch(
+    tmp_path: Path, termination: Path, kind: str, task: str
+) -> None:
+    folder = hf_encoders.save_encoder(tmp_path / kind, kind, task)
+    eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1, kind=kind)
+    spec = write_spec(tmp_path, folder, eval_npz, task=task)
+    assert run_optimize(spec, tmp_path / "out") == 0
+    summary = json.loads(termination.read_text())
+    report = json.loads((Path(summary["folder"]) / "report.json").read_text())
+    assert report["baseline"]["runtime"] == "pytorch-eager"
+    load = report["candidateDetails"]["fp32"]["passes"]["load_export"]
+    assert load["architecture"] == kind and load["task"] == task
+    assert len(set(load["paddedCheckLengths"])) > 1  # the check saw mixed lengths
+    (served,) = Path(summary["folder"]).glob("model_repository/*/1/model.onnx")
+    with np.load(eval_npz) as npz:
+        feed = hf_source.padded_batch({k: npz[k] for k in npz.files}, pad_id=0)
+    sess = session(served)
+    got = sess.run(None, {i.name: feed[i.name] for i in sess.get_inputs()})[0]
+    want = reference(folder, task, feed)
+    assert got.shape == want.shape
+    diff = np.abs(got - want)
+    if task == "token-classification":
+        diff = diff[feed["attention_mask"].astype(bool)]  # padded positions carry no answer
+    assert float(diff.max()) < 1e-4
+
+
+def test_export_that_drops_the_attention_mask_is_caught(tmp_path: Path) -> None:
+    import torch
+
+    folder = hf_encoders.save_encoder(tmp_path / "bert", "bert")
+    eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 8, seed=1)
+    module = hf_model.load_folder(folder, "feature-extraction", "load_export")
+    with np.load(eval_npz) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    padded = hf_source.padded_batch(arrays, pad_id=0)
+
+    class MaskDropping(torch.nn.Module):
+        """The trap: attention sees every position (pooling still uses the mask)."""
+
+        input_names = module.input_names
+        task = module.task
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = module.model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.encoder(input_ids=input_ids, token_type_ids=token_type_ids)[0]
+            mask = attention_mask.unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1)
+            return torch.nn.functional.normalize(pooled, dim=1)
+
+    onnx_path = tmp_path / "dropped.onnx"
+    hf_source.export(MaskDropping().eval(), padded, onnx_path, "load_export")
+    full = {k: v.copy() for k, v in padded.items()}
+    full["attention_mask"][:] = 1
+    hf_source.check_padded(module, onnx_path, full, "load_export")  # unpadded: agrees
+    with pytest.raises(PassFailedError, match=r"largest difference .* at sample \d+ \(length"):
+        hf_source.check_padded(module, onnx_path, padded, "load_export")
+    # The right export of the same model passes the same check.
+    hf_source.export(module, padded, tmp_path / "right.onnx", "load_export")
+    metrics = hf_source.check_padded(module, tmp_path / "right.onnx", padded, "load_export")
+    assert metrics["paddedCheckMaxDiff"] < 1e-4
+
+
+def test_compression_candidates_are_physically_smaller_and_gated(
+    tmp_path: Path, termination: Path
+) -> None:
+    folder = hf_encoders.save_encoder(tmp_path / "bert", "bert")
+    eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1)
+    calib = hf_encoders.save_text_npz(tmp_path / "calib.npz", 32, seed=2)
+    spec = write_spec(
+        tmp_path,
+        folder,
+        eval_npz,
+        quantization={"precision": "int8", "method": "dynamic"},
+        pruning={"method": "structured", "sparsity": 0.5},
+        recovery={"method": "distill", "epochs": 1, "dataset": str(calib)},
+        student={"method": "shallow", "layers": 1, "epochs": 1, "dataset": str(calib)},
+    )
+    assert run_optimize(spec, tmp_path / "out") == 0
+    summary = json.loads(termination.read_text())
+    report = json.loads((Path(summary["folder"]) / "report.json").read_text())
+    rows = {c["name"]: c for c in report["candidates"]}
+    assert list(rows) == [
+        "fp32",
+        "int8-dynamic",
+        "pruned-structured",
+        "pruned-structured+int8-dynamic",
+        "student-shallow-pruned",
+        "student-shallow-pruned+int8-dynamic",
+    ]
+    details = report["candidateDetails"]
+    pruned = details["pruned-structured"]["passes"]
+    assert pruned["prune_transformer"]["heads"] == "4->2"
+    assert pruned["prune_transformer"]["ffn"] == "128->64"
+    assert pruned["prune_transformer"]["paramsAfter"] < pruned["prune_transformer"]["paramsBefore"]
+    shallow = details["student-shallow-pruned"]["passes"]
+    assert shallow["drop_layers"]["layers"] == "2->1"
+    assert shallow["drop_layers"]["paramsAfter"] < shallow["drop_layers"]["paramsBefore"]
+    assert shallow["distill"]["epochs"] == 1
+    for name in ("pruned-structured", "student-shallow-pruned"):
+        assert rows[name]["sizeBytes"] < rows["fp32"]["sizeBytes"]
+        assert rows[f"{name}+int8-dynamic"]["sizeBytes"] < rows["int8-dynamic"]["sizeBytes"]
+    for row in rows.values():  # every candidate was gated on the cosine metric
+        assert details[row["name"]]["accuracy"]["metric"] == "cosine"
+        assert row["passed"] == (row["accuracyDrop"] <= 0.05)
+
+
+def test_a_compressed_candidate_that_loses_accuracy_is_not_chosen(
+    tmp_path: Path, termination: Path
+) -> None:
+    folder = hf_encoders.save_encoder(tmp_path / "bert", "bert")
+    eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1)
+    spec = write_spec(
+        tmp_path,
+        folder,
+        eval_npz,
+        pruning={"method": "structured", "sparsity": 0.75},
+        recovery={"method": "none"},
+        accuracy={"dataset": str(eval_npz), "metric": "cosine", "maxDrop": 1e-6},
+    )
+    assert run_optimize(spec, tmp_path / "out") == 0
+    report = json.loads(
+        (Path(json.loads(termination.read_text())["folder"]) / "report.json").read_text()
+    )
+    rows = {c["name"]: c for c in report["candidates"]}
+    assert not rows["pruned-structured"]["passed"]
+    assert "cosine drop" in rows["pruned-structured"]["reason"]
+    assert report["chosen"] == "fp32"
+
+
+def _no_weights(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+
+
+def _pickled_weights(folder: Path) -> None:
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+
+
+def _no_config(folder: Path) -> None:
+    (folder / "config.json").unlink()
+
+
+def _gpt2(folder: Path) -> None:
+    from transformers import GPT2Config, GPT2Model
+
+    for path in folder.iterdir():
+        path.unlink()
+    GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=2)).save_pretrained(str(folder))
+
+
+def _small_vocab(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = 1000
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("damage", "task", "cause"),
+    [
+        (_no_weights, None, "has no *.safetensors weights"),
+        (_pickled_weights, None, "pickle files are not loaded"),
+        (_no_config, None, "has no config.json"),
+        (_gpt2, None, "unsupported architecture 'gpt2'"),
+        (None, "sequence-classification", "task sequence-classification does not fit"),
+        (_small_vocab, None, "the tokenizer does not match the model"),
+    ],
+)
+def test_bad_folder_exits_2_naming_the_pass_and_cause_and_writes_nothing(
+    tmp_path: Path, termination: Path, damage: Any, task: str | None, cause: str
+) -> None:
+    folder = hf_encoders.save_encoder(tmp_path / "bert", "bert")
+    if damage is not None:
+        damage(folder)
+    eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1)
+    out = tmp_path / "out"
+    assert run_optimize(write_spec(tmp_path, folder, eval_npz, task=task), out) == 2
+    error = json.loads(termination.read_text())["error"]
+    assert error["pass"] == "load_export"
+    assert cause in error["message"]
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_eval_data_without_a_model_input_exits_2(tmp_path: Path, termination: Path) -> None:
+    folder = hf_encoders.save_encoder(tmp_path / "bert", "bert")
+    # DistilBERT-style data has no token_type_ids; a BERT model takes them.
+    eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1, kind="distilbert")
+    out = tmp_path / "out"
+    assert run_optimize(write_spec(tmp_path, folder, eval_npz), out) == 2
+    error = json.loads(termination.read_text())["error"]
+    assert error["pass"] == "load_export" and "token_type_ids" in error["message"]
+    assert not out.exists() or list(out.iterdir()) == []
