@@ -30,7 +30,7 @@ from optiserve_optimizer.passes import hf_model, hf_source
 PRUNE_NAME = "prune_transformer"
 LAYERS_NAME = "drop_layers"
 DISTILL_NAME = "distill"
-BATCH = 16
+BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,13 @@ def _twin(artifact: ModelArtifact, pass_name: str) -> Path:
 
 
 def _batches(path: Path, names: list[str], limit: int | None) -> Iterator[dict[str, Any]]:
+    """Streamed batches, cut to their longest real sequence: positions that are padding in
+    every row change no output (the mask hides them), so computing them is waste."""
     import torch
 
     for batch in data.iter_batches(path, names, BATCH, limit):
-        yield {n: torch.from_numpy(np.array(batch[n])) for n in names}
+        longest = max(1, int(np.asarray(batch["attention_mask"]).sum(axis=1).max()))
+        yield {n: torch.from_numpy(np.array(batch[n][:, :longest])) for n in names}
 
 
 def _dataset(config_uri: str, names: list[str], pass_name: str) -> Path:
@@ -276,15 +279,23 @@ class Distill:
         path = _dataset(settings.dataset, student.input_names, DISTILL_NAME)
         torch.set_num_threads(threads())
         torch.manual_seed(0)
-        optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate)
+        # The embedding tables (most of a small encoder's weights) stay the teacher's: training
+        # them on a calibration-sized set overfits, and their optimizer state costs the most.
+        for param in student.model.base_model.embeddings.parameters():
+            param.requires_grad_(False)
+        trainable = [p for p in student.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
         losses: list[float] = []
+        targets: list[Any] = []  # the teacher's outputs, computed once (batches come in order)
         student.train()
         for _ in range(settings.epochs):
             total, count = 0.0, 0
-            for batch in _batches(path, student.input_names, None):
+            for index, batch in enumerate(_batches(path, student.input_names, None)):
                 inputs = [batch[n] for n in student.input_names]
-                with torch.no_grad():
-                    target = teacher(*inputs)
+                if index == len(targets):
+                    with torch.no_grad():
+                        targets.append(teacher(*inputs))
+                target = targets[index]
                 loss = distill_loss(
                     student.task,
                     student(*inputs),
