@@ -34,14 +34,18 @@ def recipe_digest(
     gpu_class: str | None,
     version: str | None = None,
     model_config: dict[str, Any] | None = None,
+    source_task: str | None = None,
 ) -> str:
     """sha256 hex of the canonical JSON of everything that decides the optimized artifact.
 
     ``optimization`` is ``spec.optimization`` dumped with ``by_alias=True, exclude_none=True``
     (``mode="json"``); key order does not matter because the JSON is canonicalised.
     """
+    source: dict[str, Any] = {"uri": source_uri, "sha256": source_sha256}
+    if source_task is not None:  # the head served (huggingface); absent keeps older digests
+        source["task"] = source_task
     recipe = {
-        "source": {"uri": source_uri, "sha256": source_sha256},
+        "source": source,
         "optimization": optimization,
         "optiserve": version if version is not None else optiserve_version(),
         "gpuClass": gpu_class,
@@ -77,4 +81,5 @@ def spec_recipe_digest(
                 by_alias=True, exclude_none=True, include=set(MODEL_CONFIG_FIELDS), mode="json"
             ),
         },
+        getattr(source, "task", None),
     )

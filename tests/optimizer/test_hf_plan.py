@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from optiserve.api import OptimizationSpec, SourceSpec
+from optiserve.api import OptimizationSpec, ServingSpec, SourceSpec
+from optiserve.digest import spec_recipe_digest
 from optiserve_optimizer.artifact import ModelArtifact, PassContext
 from optiserve_optimizer.errors import PassFailedError
 from optiserve_optimizer.passes.hf_compress import DropLayers, PruneConfig, kept_layers
@@ -102,3 +103,14 @@ def test_shallow_student_of_a_non_transformer_fails_naming_the_cause(tmp_path: P
     artifact = ModelArtifact(onnx=tmp_path / "m.onnx")
     with pytest.raises(PassFailedError, match="needs a huggingface source"):
         DropLayers().run(artifact, {"layers": 1}, ctx)
+
+
+def test_the_task_is_part_of_the_recipe_digest() -> None:
+    spec, serving = optimization(), ServingSpec()
+    digests = {
+        spec_recipe_digest(
+            "m", SourceSpec(uri="/m/enc", format="huggingface", task=task), spec, serving
+        )
+        for task in (None, "feature-extraction", "token-classification")
+    }
+    assert len(digests) == 3
