@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -257,6 +258,7 @@ def main() -> int:
         f"- compressed >= 3.0x eager, >= 1.5x INT8-only, cosine >= 0.97: "
         f"{comp['xEager']:.2f}x, {comp['xInt8']:.2f}x, {cosine['compressed+int8-dynamic']:.4f}",
     ]
+    shutil.rmtree(work, ignore_errors=True)  # ~300 MB of exported candidates
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.quick:
