@@ -71,11 +71,18 @@ def _run_serve(argv: list[str]) -> int:
     )
 
 
+def _run_report(argv: list[str]) -> int:
+    from optiserve.report_cli import run_report
+
+    return run_report(argv)
+
+
 # Subcommands with parsers of their own (and heavy imports): everything after the name is theirs.
 DELEGATED: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "optimize": (_run_optimize, "optimize a model locally: optiserve optimize SPEC --out DIR"),
     "serve": (_run_serve, "serve a model repository with a real local Triton"),
     "operator": (_run_operator, "run the operator (kopf) against the current cluster"),
+    "report": (_run_report, "the report page of an optimization: optiserve report ARTIFACT"),
 }
 
 
