@@ -131,3 +131,29 @@ def reference(module: Any, arrays: dict[str, npt.NDArray[Any]]) -> npt.NDArray[n
         out = module(**{k: torch.from_numpy(v) for k, v in arrays.items() if k != "labels"})
     result: npt.NDArray[np.float32] = out.numpy().astype(np.float32)
     return result
+
+
+def unused_input(folder: Path, count: int = 32) -> tuple[Path, Path]:
+    """(model.pt whose ``forward(x, unused)`` never reads ``unused``, eval.npz)."""
+    import torch
+
+    class Unused(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor, unused: torch.Tensor) -> torch.Tensor:
+            logits: torch.Tensor = self.linear(x)
+            return logits
+
+    torch.manual_seed(0)
+    scripted: Any = torch.jit.script(Unused().eval())
+    folder.mkdir(parents=True, exist_ok=True)
+    scripted.save(str(folder / "unused.pt"))
+    rng = np.random.default_rng(0)
+    np.savez(
+        folder / "unused.npz",
+        unused=rng.normal(size=(count, 3)).astype(np.float32),
+        x=rng.normal(size=(count, 8)).astype(np.float32),
+    )
+    return folder / "unused.pt", folder / "unused.npz"

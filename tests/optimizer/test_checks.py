@@ -228,3 +228,40 @@ def test_with_check_keeps_the_drop_and_adds_the_failure() -> None:
     assert failed.details == {"agreement": 0.999, "referenceDrop": 0.2}
     both = GateResult("top1", 0.5, 0.01, {}).with_check("padded", {})
     assert both.reason() == "top1 drop 0.5 > maxDrop 0.01; padded"
+
+
+def test_an_unexpected_torchscript_error_reaches_the_operator_as_its_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import yaml
+
+    from optiserve_optimizer import pipeline
+    from optiserve_optimizer.main import run_optimize
+
+    traceback = "\n".join(
+        ["The following operation failed in the TorchScript interpreter."]
+        + [f'  File "code/__torch__/m{i}.py", line {i}, in forward' for i in range(200)]
+        + ["RuntimeError: The size of tensor a (7) must match the size of tensor b (9)"]
+    )
+
+    def explode(*_: Any, **__: Any) -> Any:
+        raise RuntimeError(traceback)
+
+    monkeypatch.setattr(pipeline, "run_request", explode)
+    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(tmp_path / "term"))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "source": {"uri": str(tmp_path / "m.pt"), "format": "torchscript"},
+                "optimization": {"accuracy": {"dataset": str(tmp_path / "e.npz")}},
+            }
+        )
+    )
+    assert run_optimize(spec, tmp_path / "out") == 1
+    error = json.loads((tmp_path / "term").read_text())["error"]
+    assert error["message"] == (
+        "RuntimeError: The size of tensor a (7) must match the size of tensor b (9)"
+    )

@@ -245,3 +245,19 @@ def test_a_reference_for_an_unknown_output_is_refused(tmp_path: Path, terminatio
     message = error_of(termination)["message"]
     assert "two.npz['expected_logits'] is a reference for output 'logits'" in message
     assert "its outputs: output" in message
+
+
+def test_an_input_the_model_never_reads_stays_an_input_of_the_served_model(
+    tmp_path: Path, termination: Path
+) -> None:
+    model, eval_npz = input_models.unused_input(tmp_path)
+    spec = spec_file(
+        tmp_path, model, eval_npz, quantization={"precision": "int8", "method": "dynamic"}
+    )
+    out = tmp_path / "out"
+    assert run_optimize(spec, out) == 0
+    summary, folder = outcome(termination, out)
+    assert [c["name"] for c in summary["candidates"]] == ["fp32", "int8-dynamic"]
+    assert [i.name for i in served(folder).get_inputs()] == ["x", "unused"]
+    config = (folder / "model_repository" / "m" / "config.pbtxt").read_text()
+    assert 'name: "unused"' in config
