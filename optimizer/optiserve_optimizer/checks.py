@@ -280,13 +280,14 @@ class Checker:
         outputs: Sequence[Array],
         runner: Runner,
         binding: Mapping[str, Any] | None = None,
+        max_batch: int = PADDED_ROWS,
     ) -> Checker:
         """Checks the source model (its ``outputs`` over ``arrays``, ``runner``); raises
-        ``CorrectnessError`` when it fails one."""
+        ``CorrectnessError`` when it fails one. The padded batch holds at most ``max_batch``
+        rows (a TensorRT engine takes no larger batch than the benchmark's largest)."""
         references = load_references(eval_path, sig.outputs, outputs)
-        checker = cls(
-            metric, max_drop, sig, arrays, references, padded_batch(sig.inputs, arrays), binding
-        )
+        padded = padded_batch(sig.inputs, arrays, rows=min(PADDED_ROWS, max_batch))
+        checker = cls(metric, max_drop, sig, arrays, references, padded, binding)
         failures = checker.run(SOURCE, runner, outputs)
         if failures:
             raise CorrectnessError("accuracy", "the source model " + "; ".join(failures))

@@ -157,6 +157,7 @@ class Pipeline:
             reference,
             source_runner,
             ctx.shared.get(inputs.BINDING),
+            max(batches),
         )
         bench_args = (arrays, batches, spec.benchmark.warmup, spec.benchmark.iterations)
         baseline_file = original.torch or original.onnx
