@@ -49,6 +49,38 @@ def two_input(folder: Path, count: int = 64) -> tuple[Path, Path]:
     return folder / "two.pt", folder / "two.npz"
 
 
+def two_input_hidden(folder: Path, count: int = 256) -> tuple[Path, Path, Path]:
+    """(model.pt ``forward(a, b)`` with a prunable hidden layer on ``a``, eval.npz stored
+    b, a, labels and train.npz stored labels, b, a)."""
+    import torch
+
+    class Hidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden = torch.nn.Linear(8, 48)
+            self.out = torch.nn.Linear(48, 5)
+            self.side = torch.nn.Linear(8, 5)
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            logits: torch.Tensor = self.out(torch.relu(self.hidden(a))) + 2.0 * self.side(b)
+            return logits
+
+    torch.manual_seed(0)
+    scripted: Any = torch.jit.script(Hidden().eval())
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(count, 8)).astype(np.float32)
+    b = rng.normal(size=(count, 8)).astype(np.float32)
+    with torch.no_grad():
+        labels = scripted(a=torch.from_numpy(a), b=torch.from_numpy(b)).argmax(dim=1).numpy()
+    labels = labels.astype(np.int64)
+    folder.mkdir(parents=True, exist_ok=True)
+    scripted.save(str(folder / "hidden.pt"))
+    half = count // 2
+    np.savez(folder / "eval.npz", b=b[:half], a=a[:half], labels=labels[:half])
+    np.savez(folder / "train.npz", labels=labels[half:], b=b[half:], a=a[half:])
+    return folder / "hidden.pt", folder / "eval.npz", folder / "train.npz"
+
+
 def _encoder(use_mask: bool) -> Any:
     import torch
 

@@ -261,3 +261,27 @@ def test_an_input_the_model_never_reads_stays_an_input_of_the_served_model(
     assert [i.name for i in served(folder).get_inputs()] == ["x", "unused"]
     config = (folder / "model_repository" / "m" / "config.pbtxt").read_text()
     assert 'name: "unused"' in config
+
+
+def test_pruning_and_distillation_bind_the_training_data_by_name(
+    tmp_path: Path, termination: Path
+) -> None:
+    model, eval_npz, train_npz = input_models.two_input_hidden(tmp_path)
+    spec = spec_file(
+        tmp_path,
+        model,
+        eval_npz,
+        pruning={"method": "structured", "sparsity": 0.5},
+        recovery={"method": "distill", "epochs": 3, "dataset": str(train_npz)},
+    )
+    out = tmp_path / "out"
+    assert run_optimize(spec, out) == 0
+    _, folder = outcome(termination, out)
+    report = json.loads((folder / "report.json").read_text())
+    pruned = report["candidateDetails"]["pruned-structured"]
+    assert [s.split("(")[0] for s in pruned["steps"]][:3] == ["load_export", "prune", "recover"]
+    recover = pruned["passes"]["recover"]
+    assert recover["lossLast"] < recover["lossFirst"]
+    assert pruned["accuracy"]["top1"] >= 0.9  # against labels from forward(a=..., b=...)
+    binding = next(c for c in report["checks"] if c["name"] == "input-binding")
+    assert binding["numbers"]["samples"] == {"eval.npz": 128, "train.npz": 128}
