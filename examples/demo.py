@@ -142,7 +142,10 @@ def main() -> int:
         import numpy as np
 
         name = triton.models[0]
-        names = [k for k in np.load(eval_npz).files if k != "labels"]
+        # Model inputs only: labels and expected_* references are for the optimizer's gate.
+        names = [
+            k for k in np.load(eval_npz).files if k != "labels" and not k.startswith("expected")
+        ]
         print(f"[4/4] {args.requests} requests at concurrency {args.concurrency}")
         traffic = traffic_report(
             triton.grpc_url,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from optiserve_optimizer.errors import OptimizerError, SpecError
+from optiserve_optimizer.errors import OptimizerError, SpecError, short_cause
 from optiserve_optimizer.progress import Progress
 
 TERMINATION_ENV = "OPTISERVE_TERMINATION_LOG"
@@ -100,6 +100,12 @@ def summary_of(report: dict[str, Any], folder: Path, reused: bool) -> dict[str, 
     }
 
 
+def _bounded(cause: str, limit: int = 1500) -> str:
+    """A cause short enough for the termination message, keeping its end (where a chained
+    tool error states the reason) when it must be cut."""
+    return cause if len(cause) <= limit else cause[: limit // 3] + " ... " + cause[-limit // 2 :]
+
+
 def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
     """Optimizes, packages into ``out_dir/<digest>/``; returns the process exit code."""
     progress = Progress()
@@ -113,7 +119,11 @@ def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
         write_termination(
             {
                 "ok": False,
-                "error": {"pass": exc.pass_name, "message": exc.cause, "type": type(exc).__name__},
+                "error": {
+                    "pass": exc.pass_name,
+                    "message": _bounded(exc.cause),
+                    "type": type(exc).__name__,
+                },
             }
         )
         return exc.exit_code
@@ -124,7 +134,7 @@ def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
                 "ok": False,
                 "error": {
                     "pass": "internal",
-                    "message": repr(exc)[:1000],
+                    "message": f"{type(exc).__name__}: {short_cause(exc)}",
                     "type": type(exc).__name__,
                 },
             }

@@ -17,7 +17,7 @@ from typing import Any
 from optiserve.api import Artifact, Candidate, Metrics, OptimizationSpec, ServingSpec, SourceSpec
 from optiserve.digest import optiserve_version, spec_recipe_digest
 from optiserve.uri import local_path
-from optiserve_optimizer import data, package
+from optiserve_optimizer import checks, data, inputs, package
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, file_sha256
 from optiserve_optimizer.bench import BenchResult, benchmark
 from optiserve_optimizer.evaluate import GateResult, compare, gate
@@ -93,6 +93,7 @@ class Pipeline:
             request.name, request.source, request.optimization, request.serving
         )
         self.cache: dict[tuple[str, ...], tuple[ModelArtifact, dict[str, Any]]] = {}
+        self.checker: checks.Checker | None = None
 
     def run(self) -> RunResult:
         existing = package.existing_report(self.out_dir, self.digest)
@@ -145,7 +146,19 @@ class Pipeline:
         arrays = data.load(eval_path, [*input_names, data.LABELS])
         labels = arrays.pop(data.LABELS, None)
         device = spec.target.device
-        reference = run_all(runner_for(original.onnx, device, input_names), arrays, EVAL_BATCH)
+        source_runner = runner_for(original.onnx, device, input_names)
+        reference = run_all(source_runner, arrays, EVAL_BATCH)
+        self.checker = checks.Checker.for_source(
+            spec.accuracy.metric,
+            spec.accuracy.max_drop,
+            sig,
+            eval_path,
+            arrays,
+            reference,
+            source_runner,
+            ctx.shared.get(inputs.BINDING),
+            max(batches),
+        )
         bench_args = (arrays, batches, spec.benchmark.warmup, spec.benchmark.iterations)
         baseline_file = original.torch or original.onnx
         with self.progress.step("baseline", "benchmark") as shown:
@@ -156,8 +169,10 @@ class Pipeline:
             artifact, passes = self._steps(candidate, ctx)
             runner = runner_for(artifact.served_file, device, input_names)
             with self.progress.step(candidate.name, "gate+bench") as shown:
-                details = compare(reference, run_all(runner, arrays, EVAL_BATCH), labels)
+                outputs = run_all(runner, arrays, EVAL_BATCH)
+                details = compare(reference, outputs, labels)
                 verdict = gate(spec.accuracy.metric, spec.accuracy.max_drop, details)
+                verdict = self.checker.gate(candidate.name, runner, outputs, verdict)
                 timing = benchmark(runner, *bench_args)
                 shown.update(
                     drop=verdict.drop,
@@ -281,6 +296,7 @@ class Pipeline:
                 "sizeBytes": source_file.stat().st_size,
                 **baseline.as_dict(),
             },
+            "checks": self.checker.report() if self.checker else [],
             "candidates": rows,
             "candidateDetails": {
                 o.plan.name: {

@@ -18,7 +18,7 @@ from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
 from optiserve_optimizer.errors import DataError, PassFailedError
 from optiserve_optimizer.onnx_utils import signature, threads
 from optiserve_optimizer.passes import torch_edit
-from optiserve_optimizer.passes.torch_export import load_torchscript
+from optiserve_optimizer.passes.torch_export import call, load_torchscript
 
 NAME = "recover"
 BATCH = 64
@@ -105,10 +105,10 @@ def train(
         total = 0.0
         for start in range(0, count, BATCH):
             idx = order[start : start + BATCH]
-            inputs = [torch.from_numpy(arrays[n][idx]) for n in names]
+            feed = {n: torch.from_numpy(arrays[n][idx]) for n in names}  # bound by name
             with torch.no_grad():
-                target = teacher(*inputs)
-            output = student(*inputs)
+                target = call(teacher, feed)
+            output = call(student, feed)
             if loss_kind == "finetune":
                 loss = torch.nn.functional.cross_entropy(
                     output, torch.from_numpy(arrays[data.LABELS][idx])

@@ -20,7 +20,7 @@ from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
 from optiserve_optimizer.errors import PassFailedError
 from optiserve_optimizer.onnx_utils import load_model, signature, threads
 from optiserve_optimizer.passes import prune_graph, pruning, recovery, torch_edit
-from optiserve_optimizer.passes.torch_export import load_torchscript
+from optiserve_optimizer.passes.torch_export import call, load_torchscript
 
 NAME = "student"
 
@@ -32,9 +32,9 @@ def agreement(teacher: Any, student: Any, arrays: Mapping[str, Any], names: list
     count, same = len(arrays[names[0]]), 0
     with torch.no_grad():
         for start in range(0, count, 256):
-            inputs = [torch.from_numpy(arrays[n][start : start + 256]) for n in names]
-            top_teacher = teacher(*inputs).argmax(dim=-1)
-            same += int((top_teacher == student(*inputs).argmax(dim=-1)).sum())
+            feed = {n: torch.from_numpy(arrays[n][start : start + 256]) for n in names}
+            top_teacher = call(teacher, feed).argmax(dim=-1)
+            same += int((top_teacher == call(student, feed).argmax(dim=-1)).sum())
     return same / count if count else 0.0
 
 
