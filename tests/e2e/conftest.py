@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from optiserve.crd import crd_yaml
 from tests.e2e.models import write_tiny_classifier
-from tests.harness.cluster import LocalCluster
+from tests.harness.cluster import LocalCluster, install_crd
 from tests.harness.fixtures import cluster, cluster_namespace
 from tests.harness.volume_binder import claim_manifest
 
-__all__ = ["cluster", "cluster_namespace"]
+__all__ = ["cluster", "cluster_namespace", "install_crd"]
 
 REPO = Path(__file__).resolve().parents[2]
 # Job pods run this machine's tools with this process's environment (the pod runner copies it
@@ -90,20 +89,6 @@ class OperatorProcess:
         return "\n".join(
             p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("*.log"))
         )
-
-
-def install_crd(cluster: LocalCluster) -> None:
-    """Apply the generated CRD and wait until the API server serves it."""
-    # Server-side: the CRD is too large for kubectl's last-applied-configuration annotation.
-    applied = cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml())
-    assert applied.returncode == 0, applied.stderr
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/optimizedmodels.optiserve.io",
-        "--timeout=60s",
-        check=True,
-    )
 
 
 def prepare_model_namespace(cluster: LocalCluster, name: str) -> None:
