@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -34,9 +34,14 @@ class OperatorProcess:
     ``kubeconfig`` names other credentials (e.g. the chart's ServiceAccount)."""
 
     def __init__(
-        self, cluster: LocalCluster, log_dir: Path, kubeconfig: Path | None = None
+        self,
+        cluster: LocalCluster,
+        log_dir: Path,
+        kubeconfig: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.cluster = cluster
+        self.extra_args = list(extra_args)
         self.log_dir = log_dir
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.process: subprocess.Popen[bytes] | None = None
@@ -62,6 +67,7 @@ class OperatorProcess:
                 "full",
                 "--optimizer-image",
                 "optiserve-optimizer:e2e",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
