@@ -35,6 +35,10 @@ def _per_request(duration: str, count: str) -> str:
     )
 
 
+# The one expression allowed to return nothing: a labelled error counter has no series before
+# the first error (the tests check that the operator exposes the family).
+ERRORS_BY_TYPE = f"sum by (error) (rate(optiserve_reconcile_errors_total[{WINDOW}]))"
+
 # (title, unit, [(legend, expr)]) per panel.
 Panel = tuple[str, str, list[tuple[str, str]]]
 
@@ -123,7 +127,12 @@ OPERATOR_PANELS: list[Panel] = [
     (
         "Reconcile errors per second, by type",
         "ops",
-        [("{{error}}", f"sum by (error) (rate(optiserve_reconcile_errors_total[{WINDOW}]))")],
+        [
+            # "or vector(0)": the counter has no series until the first error, and "0" is
+            # what a person should see then, not "No data".
+            ("all", f"sum(rate(optiserve_reconcile_errors_total[{WINDOW}])) or vector(0)"),
+            ("{{error}}", ERRORS_BY_TYPE),
+        ],
     ),
     (
         "Reconcile duration p50 / p95 (s)",

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 from optiserve.serve import LocalTriton
-from tests.chart.dashboards import as_bool, dashboards, expressions
+from tests.chart.dashboards import ERRORS_BY_TYPE, as_bool, dashboards, expressions
 from tests.chart.helm import parse_documents, template_text
 from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
 from tests.harness.cluster import LocalCluster
@@ -108,7 +109,7 @@ def scrape_config(triton_metrics: str, operator_port: int) -> dict[str, Any]:
 @pytest.fixture
 def prometheus(
     cluster: LocalCluster, cached_server: LocalTriton, tmp_path: Path
-) -> Iterator[LocalPrometheus]:
+) -> Iterator[tuple[LocalPrometheus, int]]:
     """A real Prometheus scraping the Triton server and a real operator (--metrics-port)."""
     find_prometheus()
     (port,) = free_ports(1)
@@ -120,7 +121,7 @@ def prometheus(
     config = scrape_config(cached_server.metrics_url, port)
     try:
         with LocalPrometheus(config, tmp_path / "prometheus") as server:
-            yield server
+            yield server, port
     finally:
         operator.stop()
 
@@ -144,9 +145,9 @@ def test_every_dashboard_and_alert_expression_returns_series(
     cluster: LocalCluster,
     crd: None,
     cached_server: LocalTriton,
-    prometheus: LocalPrometheus,
+    prometheus: tuple[LocalPrometheus, int],
 ) -> None:
-    server = prometheus
+    server, port = prometheus
     prepare_model_namespace(cluster, NAMESPACE)
     cluster.apply([_model("served")], namespace=NAMESPACE)
 
@@ -163,7 +164,9 @@ def test_every_dashboard_and_alert_expression_returns_series(
             for content in dashboards().values()
             for expr in expressions(content)
         ] + [as_bool(expr) for expr in rule_expressions().values()]
-        empty = [expr for expr in asked if not answer(server, expr)]
+        empty = [expr for expr in asked if not answer(server, expr) and expr != ERRORS_BY_TYPE]
+        exposed = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    assert b"# TYPE optiserve_reconcile_errors_total counter" in exposed
     assert len(asked) >= 20
     assert empty == [], "no series (or a parse error) for:\n" + "\n".join(empty)
 
