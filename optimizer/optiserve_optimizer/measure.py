@@ -5,9 +5,10 @@ How runners are timed (``measure``):
 * every runner (the baselines and every candidate) is built first and kept; each is warmed up
   at every batch size it will be timed at, and warm-up calls are never counted;
 * then ``rounds`` rounds run; in each round every runner is timed in turn (round-robin, the
-  starting runner rotating each round), ``per_round`` calls at the latency batch (the first
-  batch size) and ``per_round`` calls at the throughput batch (the largest), so a busy minute
-  on a shared machine slows every runner alike instead of whichever happened to run then;
+  starting runner rotating each round), at the latency batch (the first batch size) and at
+  the throughput batch (the largest): ``ceil(iterations / rounds)`` calls, more when calls are
+  short, enough to fill ``MIN_ROUND_SECONDS``; so a busy minute on a shared machine slows
+  every runner alike instead of whichever happened to run then;
 * the intra-op thread count is fixed (``OPTISERVE_THREADS``, set explicitly on onnxruntime
   sessions and torch) and recorded with the CPU model, its instruction sets from
   ``/proc/cpuinfo`` and the load average before and after (``Conditions``).
@@ -48,6 +49,8 @@ Feed = Mapping[str, npt.NDArray[Any]]
 Runner = Callable[[Feed], Any]
 
 MARGIN = 0.05
+MIN_ROUND_SECONDS = 0.05  # per runner, batch size and round: short calls are repeated
+MAX_CALLS = 2000
 # Instruction sets that decide which kernels onnxruntime and torch use (int8 dot products:
 # avx512_vnni / avx_vnni / amx_int8; bf16: avx512_bf16 / amx_bf16; arm: asimddp, i8mm).
 INSTRUCTION_SETS = (
@@ -116,12 +119,13 @@ class Conditions:
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
     rounds: int
-    per_round: int
+    per_round: int  # the least calls per runner, batch size and round
     warmup: int
     latency_batch: int
     throughput_batch: int
     device: str = "cpu"
     started: str = ""
+    min_round_seconds: float = 0.0  # short calls are repeated to fill this
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +137,7 @@ class Conditions:
             "loadAfter": list(self.load_after),
             "rounds": self.rounds,
             "perRound": self.per_round,
+            "minRoundSeconds": self.min_round_seconds,
             "warmup": self.warmup,
             "latencyBatch": self.latency_batch,
             "throughputBatch": self.throughput_batch,
@@ -147,7 +152,8 @@ class Conditions:
             f"{' '.join(self.instruction_sets) or 'no listed SIMD flags'}; "
             f"{self.threads} intra-op thread(s); load {self.load_before[0]:.2f} before, "
             f"{self.load_after[0]:.2f} after; {self.rounds} interleaved rounds x "
-            f"{self.per_round} calls, batch {self.latency_batch} and {self.throughput_batch}"
+            f">={self.per_round} calls (>={self.min_round_seconds:g} s), batch "
+            f"{self.latency_batch} and {self.throughput_batch}"
         )
 
 
@@ -348,6 +354,16 @@ def _timed(runner: Runner, feed: Feed, calls: int) -> list[float]:
     return times
 
 
+def _calls(runner: Runner, feed: Feed, warmup: int, at_least: int) -> int:
+    """Warms ``runner`` up on ``feed`` (never counted) and returns how many calls a round
+    needs: ``at_least``, and enough to fill ``MIN_ROUND_SECONDS`` (a 50 us call timed ten
+    times is mostly timer and scheduler noise)."""
+    times = _timed(runner, feed, max(1, warmup))
+    typical = statistics.median(times)
+    wanted = math.ceil(MIN_ROUND_SECONDS / typical) if typical > 0 else MAX_CALLS
+    return max(at_least, min(MAX_CALLS, wanted))
+
+
 def measure(
     runners: Mapping[str, Runner],
     arrays: Feed,
@@ -372,20 +388,20 @@ def measure(
     cpu, flags = cpu_facts()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_before = load_average()
-    for runner in runners.values():  # warm-up: never counted
-        for _ in range(max(1, warmup)):
-            runner(small)
-            runner(large)
     names = list(runners)
+    small_calls = {n: _calls(runners[n], small, warmup, per_round) for n in names}
+    large_calls = {n: _calls(runners[n], large, warmup, per_round) for n in names}
     latency: dict[str, list[float]] = {n: [] for n in names}
     throughput: dict[str, list[float]] = {n: [] for n in names}
     for index in range(rounds):
         start = index % len(names)
         for name in names[start:] + names[:start]:
             runner = runners[name]
-            small_times = _timed(runner, small, per_round)
+            small_times = _timed(runner, small, small_calls[name])
             large_times = (
-                small_times if large_size == small_size else _timed(runner, large, per_round)
+                small_times
+                if large_size == small_size
+                else _timed(runner, large, large_calls[name])
             )
             latency[name] += [t * 1000.0 for t in small_times]
             throughput[name].append(large_size / statistics.median(large_times))
@@ -399,6 +415,7 @@ def measure(
         rounds=rounds,
         per_round=per_round,
         warmup=max(1, warmup),
+        min_round_seconds=MIN_ROUND_SECONDS,
         latency_batch=small_size,
         throughput_batch=large_size,
         device=device,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from optiserve_optimizer import measure as measure_module
 from optiserve_optimizer.measure import (
     MARGIN,
     Contender,
@@ -95,7 +96,10 @@ def test_a_clearly_slower_accurate_candidate_does_not_win() -> None:
     assert choose([]) is None
 
 
-def test_interleaved_measurement_rotates_runners_and_records_conditions(tmp_path: Path) -> None:
+def test_interleaved_measurement_rotates_runners_and_records_conditions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(measure_module, "MIN_ROUND_SECONDS", 0.0)  # exact call counts
     calls: list[tuple[str, int]] = []
 
     def recording(name: str, runner: Any) -> Any:
@@ -150,3 +154,19 @@ def test_cpu_model_and_instruction_sets_come_from_cpuinfo() -> None:
     )
     arm_model, arm_flags = parse_cpuinfo("CPU part\t: 0xd0c\nFeatures\t: fp asimd asimddp i8mm\n")
     assert arm_model == "" and arm_flags == ("asimd", "asimddp", "i8mm")
+
+
+def test_short_calls_are_repeated_to_fill_a_round() -> None:
+    count = 0
+
+    def tiny(feed: Any) -> Any:
+        nonlocal count
+        count += 1
+        return feed
+
+    arrays = {"input": np.zeros((4, 2), dtype=np.float32)}
+    result = measure({"tiny": tiny}, arrays, [1, 4], warmup=1, iterations=3, rounds=3, threads=1)
+    timing = result.timings["tiny"]
+    assert len(timing.latency_ms) > 3 * 1  # far more than ceil(3 / 3) per round
+    assert result.conditions.min_round_seconds == measure_module.MIN_ROUND_SECONDS
+    assert count >= len(timing.latency_ms) * 2
