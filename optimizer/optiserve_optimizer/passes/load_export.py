@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
 from typing import Any
 
 from optiserve.uri import UnsupportedUriError, local_path
@@ -12,16 +11,19 @@ from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult,
 from optiserve_optimizer.errors import DataError, DigestMismatchError, ModelLoadError
 from optiserve_optimizer.onnx_utils import load_model, signature
 from optiserve_optimizer.passes import torch_export
+from optiserve_optimizer.settings import LoadExportSettings, PassConfig
 
 NAME = "load_export"
 
 
 class LoadExport:
     name = NAME
+    settings_type = LoadExportSettings
 
     def run(
-        self, artifact: ModelArtifact | None, config: Mapping[str, Any], ctx: PassContext
+        self, artifact: ModelArtifact | None, config: PassConfig, ctx: PassContext
     ) -> PassResult:
+        LoadExportSettings.of(config, NAME)  # what is loaded comes from ctx.source
         try:
             path = local_path(ctx.source.uri)
         except UnsupportedUriError as exc:
