@@ -11,7 +11,14 @@ How runners are timed (``measure``):
   every runner alike instead of whichever happened to run then;
 * the intra-op thread count is fixed (``OPTISERVE_THREADS``, set explicitly on onnxruntime
   sessions and torch) and recorded with the CPU model, its instruction sets from
-  ``/proc/cpuinfo`` and the load average before and after (``Conditions``).
+  ``/proc/cpuinfo`` and the load average before and after (``Conditions``);
+* the clock: with one intra-op thread every runner computes on the calling thread, and the
+  process's CPU time (``cpu``) is what is timed: on a shared machine a 5 ms call is
+  preempted far more often than a 0.1 ms one, which skews wall-clock ratios with the load
+  (at load 14 on 2 cores, the digits CNN's TorchScript throughput per round ranged over
+  3,100-17,200/s by the wall clock and 13,300-14,700/s by CPU time). With more threads the
+  work is spread over a pool, so the wall clock (``wall``) is timed and a busy machine shows
+  in the spread.
 
 A runner's throughput is the median over rounds of ``batch / median call time`` in that round;
 a speedup is the per-round ratio of two runners' throughputs, reported as the median over
@@ -40,13 +47,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 Feed = Mapping[str, npt.NDArray[Any]]
 Runner = Callable[[Feed], Any]
+Clock = Literal["wall", "cpu"]
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 MARGIN = 0.05
 MIN_ROUND_SECONDS = 0.05  # per runner, batch size and round: short calls are repeated
@@ -126,6 +135,7 @@ class Conditions:
     device: str = "cpu"
     started: str = ""
     min_round_seconds: float = 0.0  # short calls are repeated to fill this
+    clock: str = "wall"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +148,7 @@ class Conditions:
             "rounds": self.rounds,
             "perRound": self.per_round,
             "minRoundSeconds": self.min_round_seconds,
+            "clock": self.clock,
             "warmup": self.warmup,
             "latencyBatch": self.latency_batch,
             "throughputBatch": self.throughput_batch,
@@ -150,7 +161,8 @@ class Conditions:
         return (
             f"{self.cpu}, {self.logical_cpus} logical CPUs, "
             f"{' '.join(self.instruction_sets) or 'no listed SIMD flags'}; "
-            f"{self.threads} intra-op thread(s); load {self.load_before[0]:.2f} before, "
+            f"{self.threads} intra-op thread(s), {self.clock} clock; "
+            f"load {self.load_before[0]:.2f} before, "
             f"{self.load_after[0]:.2f} after; {self.rounds} interleaved rounds x "
             f">={self.per_round} calls (>={self.min_round_seconds:g} s), batch "
             f"{self.latency_batch} and {self.throughput_batch}"
@@ -345,20 +357,26 @@ def _batch(arrays: Feed, size: int) -> dict[str, npt.NDArray[Any]]:
     return {k: np.ascontiguousarray(v[:size]) for k, v in arrays.items()}
 
 
-def _timed(runner: Runner, feed: Feed, calls: int) -> list[float]:
+def pick_clock(threads: int) -> Clock:
+    """``cpu`` with one intra-op thread, else ``wall`` (see the module docstring)."""
+    return "cpu" if threads == 1 else "wall"
+
+
+def _timed(runner: Runner, feed: Feed, calls: int, clock: Clock) -> list[float]:
+    now = CLOCKS[clock]
     times = []
     for _ in range(calls):
-        begun = time.perf_counter()
+        begun = now()
         runner(feed)
-        times.append(time.perf_counter() - begun)
+        times.append(now() - begun)
     return times
 
 
-def _calls(runner: Runner, feed: Feed, warmup: int, at_least: int) -> int:
+def _calls(runner: Runner, feed: Feed, warmup: int, at_least: int, clock: Clock) -> int:
     """Warms ``runner`` up on ``feed`` (never counted) and returns how many calls a round
     needs: ``at_least``, and enough to fill ``MIN_ROUND_SECONDS`` (a 50 us call timed ten
     times is mostly timer and scheduler noise)."""
-    times = _timed(runner, feed, max(1, warmup))
+    times = _timed(runner, feed, max(1, warmup), clock)
     typical = statistics.median(times)
     wanted = math.ceil(MIN_ROUND_SECONDS / typical) if typical > 0 else MAX_CALLS
     return max(at_least, min(MAX_CALLS, wanted))
@@ -374,6 +392,7 @@ def measure(
     rounds: int,
     threads: int,
     device: str = "cpu",
+    clock: Clock | None = None,
 ) -> Measurement:
     """Times ``runners`` interleaved (see the module docstring); ``arrays`` must hold at least
     ``max(batch_sizes)`` samples. ``iterations`` are spread over the rounds (at least one
@@ -385,23 +404,24 @@ def measure(
     small_size, large_size = batch_sizes[0], max(batch_sizes)
     small, large = _batch(arrays, small_size), _batch(arrays, large_size)
     per_round = max(1, math.ceil(iterations / rounds))
+    clock = clock or pick_clock(threads)
     cpu, flags = cpu_facts()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_before = load_average()
     names = list(runners)
-    small_calls = {n: _calls(runners[n], small, warmup, per_round) for n in names}
-    large_calls = {n: _calls(runners[n], large, warmup, per_round) for n in names}
+    small_calls = {n: _calls(runners[n], small, warmup, per_round, clock) for n in names}
+    large_calls = {n: _calls(runners[n], large, warmup, per_round, clock) for n in names}
     latency: dict[str, list[float]] = {n: [] for n in names}
     throughput: dict[str, list[float]] = {n: [] for n in names}
     for index in range(rounds):
         start = index % len(names)
         for name in names[start:] + names[:start]:
             runner = runners[name]
-            small_times = _timed(runner, small, small_calls[name])
+            small_times = _timed(runner, small, small_calls[name], clock)
             large_times = (
                 small_times
                 if large_size == small_size
-                else _timed(runner, large, large_calls[name])
+                else _timed(runner, large, large_calls[name], clock)
             )
             latency[name] += [t * 1000.0 for t in small_times]
             throughput[name].append(large_size / statistics.median(large_times))
@@ -416,6 +436,7 @@ def measure(
         per_round=per_round,
         warmup=max(1, warmup),
         min_round_seconds=MIN_ROUND_SECONDS,
+        clock=clock,
         latency_batch=small_size,
         throughput_batch=large_size,
         device=device,

@@ -14,10 +14,7 @@ from optiserve_optimizer.errors import OptimizerError
 from optiserve_optimizer.evaluate import GateResult
 from optiserve_optimizer.measure import MARGIN, Contender, Measurement, RunnerTiming, Spread, choose
 from optiserve_optimizer.plan import CandidatePlan
-from optiserve_optimizer.runners import Runner
-
-TORCH_BASELINE = "pytorch-torchscript"
-ORT_BASELINE = "onnxruntime-fp32"  # the exported, unmodified model on onnxruntime
+from optiserve_optimizer.runners import ORT_BASELINE, Runner
 
 
 @dataclass
@@ -148,6 +145,7 @@ def named_metrics(
             threads=conditions.threads,
             load_average=conditions.load_before[0] if conditions.load_before[0] >= 0 else None,
             rounds=conditions.rounds,
+            clock="cpu" if conditions.clock == "cpu" else "wall",
             batch=conditions.throughput_batch,
         ),
     )

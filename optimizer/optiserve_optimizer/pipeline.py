@@ -30,8 +30,6 @@ from optiserve_optimizer.evaluate import compare, gate
 from optiserve_optimizer.measure import MARGIN, Measurement, measure
 from optiserve_optimizer.onnx_utils import load_model, signature, threads
 from optiserve_optimizer.outcome import (
-    ORT_BASELINE,
-    TORCH_BASELINE,
     CandidateFailed,
     Outcome,
     candidate_row,
@@ -41,7 +39,13 @@ from optiserve_optimizer.outcome import (
 from optiserve_optimizer.plan import CandidatePlan, Plan, build_plan, describe_plan
 from optiserve_optimizer.progress import Progress, candidates_table
 from optiserve_optimizer.registry import pass_for
-from optiserve_optimizer.runners import Runner, onnx_runner, run_all, runner_for
+from optiserve_optimizer.runners import (
+    ORT_BASELINE,
+    TORCH_BASELINE,
+    baseline_runners,
+    run_all,
+    runner_for,
+)
 
 FALLBACK = "unoptimized"
 EVAL_BATCH = 64
@@ -174,17 +178,6 @@ class Pipeline:
             )
         return Outcome(candidate, artifact, passes, verdict, runner=runner)
 
-    def _baselines(
-        self, original: ModelArtifact, device: str, input_names: list[str]
-    ) -> tuple[str, dict[str, Runner]]:
-        """(the named baseline, runners): the source in its own framework, and onnxruntime
-        FP32 of the exported model beside it (the same thing for an ONNX source)."""
-        ort = onnx_runner(original.onnx, device)
-        if original.torch is not None:
-            torch_runner = runner_for(original.torch, device, input_names)
-            return TORCH_BASELINE, {TORCH_BASELINE: torch_runner, ORT_BASELINE: ort}
-        return ORT_BASELINE, {ORT_BASELINE: ort}
-
     def _run(self, ctx: PassContext, eval_path: Path) -> RunResult:
         spec = self.request.optimization
         first = self.plan.candidates[0]
@@ -205,7 +198,9 @@ class Pipeline:
             self._build(candidate, ctx, arrays, labels, reference, input_names)
             for candidate in self.plan.candidates
         ]
-        baseline_name, runners = self._baselines(original, device, input_names)
+        baseline_name, runners = baseline_runners(
+            original.torch, original.onnx, device, input_names
+        )
         runners |= {o.plan.name: o.runner for o in outcomes if o.runner is not None}
         with self.progress.step("all", "measure") as shown:
             measurement = measure(

@@ -85,6 +85,7 @@ def test_success_packages_a_triton_repository_and_reuses_it(
     assert low <= float(metrics["speedup"].rstrip("x")) <= high
     measured = metrics["measured"]
     assert measured["threads"] == 1 and measured["rounds"] == 5 and measured["batch"] == 8
+    assert measured["clock"] == "cpu"  # one thread: CPU time, which the load does not inflate
     assert measured["cpu"] and measured["logicalCpus"] >= 1
     assert report["measurement"]["rounds"] == 5
     timed = [c for c in report["candidates"] if "throughput" in c]

@@ -170,3 +170,12 @@ def test_short_calls_are_repeated_to_fill_a_round() -> None:
     assert len(timing.latency_ms) > 3 * 1  # far more than ceil(3 / 3) per round
     assert result.conditions.min_round_seconds == measure_module.MIN_ROUND_SECONDS
     assert count >= len(timing.latency_ms) * 2
+
+
+def test_one_thread_is_timed_by_cpu_time_more_threads_by_the_wall_clock() -> None:
+    arrays = {"input": np.zeros((2, 2), dtype=np.float32)}
+    runners = {"a": lambda feed: feed}
+    one = measure(runners, arrays, [1, 2], warmup=1, iterations=3, rounds=3, threads=1)
+    four = measure(runners, arrays, [1, 2], warmup=1, iterations=3, rounds=3, threads=4)
+    assert (one.conditions.clock, four.conditions.clock) == ("cpu", "wall")
+    assert "cpu clock" in one.conditions.line() and one.conditions.as_dict()["clock"] == "cpu"

@@ -58,6 +58,11 @@ class MeasurementConditions(ApiModel):
     threads: int | None = Field(None, ge=1, description="Intra-op threads of every runner.")
     load_average: float | None = Field(None, description="1-minute load average before timing.")
     rounds: int | None = Field(None, ge=1, description="Interleaved rounds the ratio is over.")
+    clock: Literal["cpu", "wall"] | None = Field(
+        None,
+        description="cpu: process CPU time (one thread; a busy machine does not inflate it); "
+        "wall: elapsed time (several threads).",
+    )
     batch: int | None = Field(None, ge=1, description="Batch size throughput is measured at.")
 
 
