@@ -120,7 +120,8 @@ def render(rows: list[dict[str, Any]], report: dict[str, Any], command: str) -> 
         "",
         f"- CPU: {first.cpu} ({first.logical_cpus} logical CPUs, {platform.machine()})",
         f"- instruction sets: {' '.join(first.instruction_sets) or '-'}",
-        f"- threads: {first.threads} intra-op (torch and onnxruntime alike)",
+        f"- threads: {first.threads} intra-op (torch and onnxruntime alike); clock: "
+        f"{first.clock} ({'process CPU time' if first.clock == 'cpu' else 'elapsed time'})",
         f"- load average (1 min) before each run: {', '.join(f'{x:.2f}' for x in loads)}",
         f"- per run: {first.rounds} interleaved rounds, >= {first.per_round} calls and "
         f">= {first.min_round_seconds:g} s per runner, batch size and round; throughput at "
@@ -147,6 +148,12 @@ def render(rows: list[dict[str, Any]], report: dict[str, Any], command: str) -> 
         f"min {min(reported):.2f}x, max {max(reported):.2f}x, "
         f"spread +-{half_range:.1%} of the median.",
     ]
+    own = float(str(report["metrics"]["speedup"]).rstrip("x"))
+    every = [*reported, own]
+    lines.append(
+        f"With the optimizer's own figure ({own:.2f}x): {min(every):.2f}x-{max(every):.2f}x, "
+        f"+-{(max(every) - min(every)) / 2 / statistics.median(every):.1%}."
+    )
     return "\n".join(lines) + "\n"
 
 

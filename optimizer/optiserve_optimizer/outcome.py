@@ -75,7 +75,7 @@ def decide(
     if decision is None:
         return (
             None,
-            "no candidate passed the accuracy gate: "
+            "no candidate was built and passed the accuracy gate: "
             + "; ".join(f"{o.plan.name}: {o.verdict()}" for o in outcomes),
             {},
         )
