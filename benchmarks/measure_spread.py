@@ -5,9 +5,10 @@
 
 1. builds the spec's example model (examples/make_models.py) and runs the optimizer once (a
    finished artifact of the same recipe is reused);
-2. ``--runs`` times, builds the runners the pipeline builds (the source in its own framework,
-   onnxruntime FP32 of the exported model, the packaged model) and calls the pipeline's own
-   ``optiserve_optimizer.measure.measure`` with the spec's benchmark settings;
+2. ``--runs`` times, each in a fresh process, builds the runners the pipeline builds (the
+   source in its own framework, onnxruntime FP32 of the exported model, the packaged model)
+   and calls the pipeline's own ``optiserve_optimizer.measure.measure`` with the spec's
+   benchmark settings;
 3. prints, and writes to ``benchmarks/results/measure_spread.md``, one row per run (speedup
    against both baselines, the per-round range, the load) and the spread of the reported
    speedup over the runs, with the command, date, CPU, instruction sets, threads and load.
@@ -60,8 +61,9 @@ def optimize_once(spec_file: Path, workdir: Path) -> tuple[Any, Path, dict[str, 
     return load_request(spec_file), folder, json.loads((folder / "report.json").read_text())
 
 
-def rerun(request: Any, folder: Path, runs: int) -> list[dict[str, Any]]:
-    """``runs`` measurements of the packaged model against the pipeline's baselines."""
+def measure_once(request: Any, folder: Path) -> dict[str, Any]:
+    """One measurement of the packaged model against the pipeline's baselines, as the
+    pipeline makes it (same export, same runners, same ``measure`` and settings)."""
     from optiserve.uri import local_path
     from optiserve_optimizer import data
     from optiserve_optimizer.artifact import PassContext
@@ -73,59 +75,71 @@ def rerun(request: Any, folder: Path, runs: int) -> list[dict[str, Any]]:
 
     spec = request.optimization
     served = next((folder / "model_repository").glob("*/1/model.*"))
-    rows = []
     with tempfile.TemporaryDirectory() as tmp, Path(os.devnull).open("w") as quiet:
         ctx = PassContext(request.source, spec, Path(tmp), Progress(stream=quiet))
         original = LoadExport().run(None, {}, ctx).artifact  # the same export the Job made
         names = [t.name for t in signature(load_model(original.onnx, "benchmark")).inputs]
         arrays = data.load(local_path(spec.accuracy.dataset), names)
         device = spec.target.device
-        for run in range(1, runs + 1):
-            baseline, runners = baseline_runners(original.torch, original.onnx, device, names)
-            runners["packaged"] = runner_for(served, device, names)
-            result = measure(
-                runners,
-                arrays,
-                spec.benchmark.batch_sizes,
-                warmup=spec.benchmark.warmup,
-                iterations=spec.benchmark.iterations,
-                rounds=spec.benchmark.rounds,
-                threads=threads(),
-                device=device,
-            )
-            versus = result.speedup("packaged", baseline)
-            ort = result.speedup("packaged", ORT_BASELINE) if baseline != ORT_BASELINE else None
-            rows.append(
-                {
-                    "run": run,
-                    "baseline": baseline,
-                    "speedup": versus,
-                    "ort": ort,
-                    "conditions": result.conditions,
-                }
-            )
-            print(f"run {run}: {versus.ratio_text()} ({versus.range_text()})", file=sys.stderr)
+        baseline, runners = baseline_runners(original.torch, original.onnx, device, names)
+        runners["packaged"] = runner_for(served, device, names)
+        result = measure(
+            runners,
+            arrays,
+            spec.benchmark.batch_sizes,
+            warmup=spec.benchmark.warmup,
+            iterations=spec.benchmark.iterations,
+            rounds=spec.benchmark.rounds,
+            threads=threads(),
+            device=device,
+        )
+    versus = result.speedup("packaged", baseline)
+    ort = result.speedup("packaged", ORT_BASELINE) if baseline != ORT_BASELINE else None
+    return {
+        "baseline": baseline,
+        "speedup": versus.as_dict() | {"text": versus.ratio_text(), "range": versus.range_text()},
+        "ort": ort.ratio_text() if ort is not None else None,
+        "conditions": result.conditions.as_dict(),
+    }
+
+
+def rerun(spec_file: Path, workdir: Path, runs: int) -> list[dict[str, Any]]:
+    """``runs`` measurements, each in a fresh process (as each Job is one), so what varies
+    between processes (memory layout, thread placement, JIT state) shows in the spread."""
+    rows = []
+    for run in range(1, runs + 1):
+        once = [sys.executable, str(Path(__file__).resolve()), "--measure-once"]
+        done = subprocess.run(
+            [*once, "--spec", str(spec_file), "--workdir", str(workdir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        row = json.loads(done.stdout.strip().splitlines()[-1]) | {"run": run}
+        print(f"run {run}: {row['speedup']['text']} ({row['speedup']['range']})", file=sys.stderr)
+        rows.append(row)
     return rows
 
 
 def render(rows: list[dict[str, Any]], report: dict[str, Any], command: str) -> str:
     first = rows[0]["conditions"]
-    loads = [r["conditions"].load_before[0] for r in rows]
-    reported = [r["speedup"].median for r in rows]
+    loads = [r["conditions"]["loadBefore"][0] for r in rows]
+    reported = [r["speedup"]["median"] for r in rows]
     middle = statistics.median(reported)
     half_range = (max(reported) - min(reported)) / 2 / middle
     baseline = rows[0]["baseline"]
+    clock = "process CPU time" if first["clock"] == "cpu" else "elapsed time"
     lines = [
         f"`{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        f"- CPU: {first.cpu} ({first.logical_cpus} logical CPUs, {platform.machine()})",
-        f"- instruction sets: {' '.join(first.instruction_sets) or '-'}",
-        f"- threads: {first.threads} intra-op (torch and onnxruntime alike); clock: "
-        f"{first.clock} ({'process CPU time' if first.clock == 'cpu' else 'elapsed time'})",
+        f"- CPU: {first['cpu']} ({first['logicalCpus']} logical CPUs, {platform.machine()})",
+        f"- instruction sets: {' '.join(first['instructionSets']) or '-'}",
+        f"- threads: {first['threads']} intra-op (torch and onnxruntime alike); clock: "
+        f"{first['clock']} ({clock})",
         f"- load average (1 min) before each run: {', '.join(f'{x:.2f}' for x in loads)}",
-        f"- per run: {first.rounds} interleaved rounds, >= {first.per_round} calls and "
-        f">= {first.min_round_seconds:g} s per runner, batch size and round; throughput at "
-        f"batch {first.throughput_batch}",
+        f"- per run (a fresh process each): {first['rounds']} interleaved rounds, "
+        f">= {first['perRound']} calls and >= {first['minRoundSeconds']:g} s per runner, "
+        f"batch size and round; throughput at batch {first['throughputBatch']}",
         f"- artifact: {report['name']} `{report['chosen']}` ({report['artifact']['precision']}), "
         f"recipe {report['recipeDigest'][:12]}",
         "",
@@ -137,10 +151,9 @@ def render(rows: list[dict[str, Any]], report: dict[str, Any], command: str) -> 
         f"{report['measurement']['loadBefore'][0]:.2f} |",
     ]
     for row in rows:
-        ort = row["ort"].ratio_text() if row["ort"] is not None else "(same)"
         lines.append(
-            f"| {row['run']} | {row['speedup'].ratio_text()} | {row['speedup'].range_text()} | "
-            f"{ort} | {row['conditions'].load_before[0]:.2f} |"
+            f"| {row['run']} | {row['speedup']['text']} | {row['speedup']['range']} | "
+            f"{row['ort'] or '(same)'} | {row['conditions']['loadBefore'][0]:.2f} |"
         )
     lines += [
         "",
@@ -173,12 +186,20 @@ def main() -> int:
     parser.add_argument("--spec", type=Path, default=ROOT / "examples" / "digits-pruned-int8.yaml")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--measure-once", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     script = Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix()
     threads = os.environ.get("OPTISERVE_THREADS", "")
     command = " ".join([f"OPTISERVE_THREADS={threads}", "python", script, *sys.argv[1:]])
-    request, folder, report = optimize_once(args.spec.resolve(), args.workdir)
-    rows = rerun(request, folder, args.runs)
+    if args.measure_once:  # the child of ``rerun``: one measurement, as JSON
+        os.environ["OPTISERVE_PVC_ROOT"] = str(args.workdir / "pvc")
+        from optiserve_optimizer.main import load_request
+
+        summary = json.loads((args.workdir / "summary.json").read_text())
+        print(json.dumps(measure_once(load_request(args.spec), Path(summary["folder"]))))
+        return 0
+    _, _, report = optimize_once(args.spec.resolve(), args.workdir)
+    rows = rerun(args.spec.resolve(), args.workdir, args.runs)
     block = render(rows, report, command)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("# Spread of the reported speedup\n\n" + block)

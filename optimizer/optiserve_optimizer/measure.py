@@ -4,11 +4,12 @@ How runners are timed (``measure``):
 
 * every runner (the baselines and every candidate) is built first and kept; each is warmed up
   at every batch size it will be timed at, and warm-up calls are never counted;
-* then ``rounds`` rounds run; in each round every runner is timed in turn (round-robin, the
-  starting runner rotating each round), at the latency batch (the first batch size) and at
-  the throughput batch (the largest): ``ceil(iterations / rounds)`` calls, more when calls are
-  short, enough to fill ``MIN_ROUND_SECONDS``; so a busy minute on a shared machine slows
-  every runner alike instead of whichever happened to run then;
+* then ``rounds`` rounds run; in each round every runner makes ``ceil(iterations / rounds)``
+  calls at the latency batch (the first batch size) and at the throughput batch (the
+  largest), more when calls are short, enough to fill ``MIN_ROUND_SECONDS``; those calls are
+  cut into ``SLICES`` slices and the runners take turns slice by slice (round-robin, the
+  starting runner rotating each round), so a busy second on a shared machine slows every
+  runner alike instead of whichever happened to run then;
 * the intra-op thread count is fixed (``OPTISERVE_THREADS``, set explicitly on onnxruntime
   sessions and torch) and recorded with the CPU model, its instruction sets from
   ``/proc/cpuinfo`` and the load average before and after (``Conditions``);
@@ -60,6 +61,7 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 MARGIN = 0.05
 MIN_ROUND_SECONDS = 0.05  # per runner, batch size and round: short calls are repeated
 MAX_CALLS = 2000
+SLICES = 10  # each round interleaves the runners in this many slices
 # Instruction sets that decide which kernels onnxruntime and torch use (int8 dot products:
 # avx512_vnni / avx_vnni / amx_int8; bf16: avx512_bf16 / amx_bf16; arm: asimddp, i8mm).
 INSTRUCTION_SETS = (
@@ -382,6 +384,11 @@ def _calls(runner: Runner, feed: Feed, warmup: int, at_least: int, clock: Clock)
     return max(at_least, min(MAX_CALLS, wanted))
 
 
+def _share(calls: int, piece: int) -> int:
+    """How many of ``calls`` the ``piece``-th of ``SLICES`` slices makes (they sum to it)."""
+    return calls * (piece + 1) // SLICES - calls * piece // SLICES
+
+
 def measure(
     runners: Mapping[str, Runner],
     arrays: Feed,
@@ -415,16 +422,24 @@ def measure(
     throughput: dict[str, list[float]] = {n: [] for n in names}
     for index in range(rounds):
         start = index % len(names)
-        for name in names[start:] + names[:start]:
-            runner = runners[name]
-            small_times = _timed(runner, small, small_calls[name], clock)
-            large_times = (
-                small_times
-                if large_size == small_size
-                else _timed(runner, large, large_calls[name], clock)
-            )
-            latency[name] += [t * 1000.0 for t in small_times]
-            throughput[name].append(large_size / statistics.median(large_times))
+        order = names[start:] + names[:start]
+        small_times: dict[str, list[float]] = {n: [] for n in names}
+        large_times: dict[str, list[float]] = {n: [] for n in names}
+        # Each runner's calls of the round are cut into SLICES pieces and the pieces of all
+        # runners alternate, so they share whatever the machine did during the round.
+        for piece in range(SLICES):
+            for name in order:
+                small_times[name] += _timed(
+                    runners[name], small, _share(small_calls[name], piece), clock
+                )
+                if large_size != small_size:
+                    large_times[name] += _timed(
+                        runners[name], large, _share(large_calls[name], piece), clock
+                    )
+        for name in names:
+            timed_large = large_times[name] if large_size != small_size else small_times[name]
+            latency[name] += [t * 1000.0 for t in small_times[name]]
+            throughput[name].append(large_size / statistics.median(timed_large))
     conditions = Conditions(
         cpu=cpu,
         instruction_sets=flags,

@@ -122,6 +122,13 @@ def test_interleaved_measurement_rotates_runners_and_records_conditions(
     assert firsts == ["a", "b", "c"]  # the first runner rotates every round
     assert {size for _, size in timed} == {1, 8}
 
+    calls.clear()  # 20 calls per round: the runners take turns in slices within a round
+    measure(runners, arrays, [1, 8], warmup=1, iterations=60, rounds=3, threads=1)
+    first_round = [name for name, _ in calls[3 * 2 : 3 * 2 + 3 * 2 * 20]]
+    assert first_round[:4] == ["a"] * 4 and first_round[4:8] == ["b"] * 4
+    assert first_round[12:16] == ["a"] * 4  # a again before the round ends
+    assert sorted(set(first_round)) == ["a", "b", "c"] and len(first_round) == 120
+
     conditions = result.conditions
     assert conditions.threads == 1 and conditions.rounds == 3 and conditions.per_round == 2
     assert conditions.cpu and conditions.logical_cpus >= 1
@@ -154,6 +161,12 @@ def test_cpu_model_and_instruction_sets_come_from_cpuinfo() -> None:
     )
     arm_model, arm_flags = parse_cpuinfo("CPU part\t: 0xd0c\nFeatures\t: fp asimd asimddp i8mm\n")
     assert arm_model == "" and arm_flags == ("asimd", "asimddp", "i8mm")
+
+
+def test_slices_share_out_every_call() -> None:
+    for calls in (1, 7, 10, 23, 2000):
+        shares = [measure_module._share(calls, piece) for piece in range(measure_module.SLICES)]
+        assert sum(shares) == calls and max(shares) - min(shares) <= 1
 
 
 def test_short_calls_are_repeated_to_fill_a_round() -> None:
