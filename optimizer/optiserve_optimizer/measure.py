@@ -42,16 +42,16 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from optiserve_optimizer.machine import cpu_facts, load_average
 
 Feed = Mapping[str, npt.NDArray[Any]]
 Runner = Callable[[Feed], Any]
@@ -62,61 +62,9 @@ MARGIN = 0.05
 MIN_ROUND_SECONDS = 0.05  # per runner, batch size and round: short calls are repeated
 MAX_CALLS = 2000
 SLICES = 10  # each round interleaves the runners in this many slices
-# Instruction sets that decide which kernels onnxruntime and torch use (int8 dot products:
-# avx512_vnni / avx_vnni / amx_int8; bf16: avx512_bf16 / amx_bf16; arm: asimddp, i8mm).
-INSTRUCTION_SETS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "asimd",
-    "asimddp",
-    "i8mm",
-    "sve",
-)
 
 
-# ---------------------------------------------------------------------------- the machine
-
-
-def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:
-    """(CPU model, the ``INSTRUCTION_SETS`` it has) from the text of ``/proc/cpuinfo``."""
-    model, flags = "", set[str]()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "cpu model", "hardware") and not model:
-            model = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return model, tuple(f for f in INSTRUCTION_SETS if f in flags)
-
-
-def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, tuple[str, ...]]:
-    try:
-        model, flags = parse_cpuinfo(cpuinfo.read_text())
-    except OSError:
-        model, flags = "", ()
-    return model or platform.processor() or platform.machine(), flags
-
-
-def load_average() -> tuple[float, float, float]:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:  # not on every platform
-        return (-1.0, -1.0, -1.0)
-    return (round(one, 2), round(five, 2), round(fifteen, 2))
+# ---------------------------------------------------------------------------- conditions
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from optiserve_optimizer import measure as measure_module
+from optiserve_optimizer.machine import parse_cpuinfo
 from optiserve_optimizer.measure import (
     MARGIN,
     Contender,
@@ -16,7 +17,6 @@ from optiserve_optimizer.measure import (
     choose,
     clearly_faster,
     measure,
-    parse_cpuinfo,
     round_ratios,
 )
 from optiserve_optimizer.runners import onnx_runner
