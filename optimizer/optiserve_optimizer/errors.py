@@ -18,6 +18,10 @@ class SpecError(OptimizerError):
     """The spec file is missing, unreadable or invalid."""
 
 
+class SettingsError(SpecError):
+    """A pass was given settings it does not know or cannot use."""
+
+
 class ModelLoadError(OptimizerError):
     """The model is missing, corrupt or cannot be exported."""
 

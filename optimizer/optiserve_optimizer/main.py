@@ -19,6 +19,7 @@ from optiserve_optimizer.progress import Progress
 TERMINATION_ENV = "OPTISERVE_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 SUMMARY_LIMIT = 4096
+REASON_LIMIT = 160  # per candidate in the termination message; report.json has it whole
 
 
 def load_request(spec_file: Path) -> Any:
@@ -87,7 +88,17 @@ def write_termination(summary: dict[str, Any]) -> None:
 
 
 def summary_of(report: dict[str, Any], folder: Path, reused: bool) -> dict[str, Any]:
-    keep = ("name", "precision", "latencyMs", "throughput", "accuracyDrop", "passed", "chosen")
+    keep = (
+        "name",
+        "precision",
+        "latencyMs",
+        "throughput",
+        "accuracyDrop",
+        "speedup",
+        "passed",
+        "failed",
+        "chosen",
+    )
     return {
         "ok": True,
         "reused": reused,
@@ -96,7 +107,10 @@ def summary_of(report: dict[str, Any], folder: Path, reused: bool) -> dict[str, 
         "artifact": report["artifact"],
         "metrics": report["metrics"],
         "fallbackReason": report.get("fallbackReason"),
-        "candidates": [{k: c[k] for k in keep if k in c} for c in report["candidates"]],
+        "candidates": [
+            {**{k: c[k] for k in keep if k in c}, "reason": str(c.get("reason", ""))[:REASON_LIMIT]}
+            for c in report["candidates"]
+        ],
     }
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from optiserve.api import resource
 from optiserve.api.resource import OptimizedModelSpec
 from optiserve.api.rules import RuledModel
-from optiserve.api.status import OptimizedModelStatus
+from optiserve.api.status import Metrics, OptimizedModelStatus
 
 CRD_FILE = "crds/optiserve.io_optimizedmodels.yaml"
 _DROPPED_KEYS = {"title", "additionalProperties", "$defs"}
@@ -141,10 +141,22 @@ def openapi_schema() -> dict[str, Any]:
     }
 
 
+def _metrics_column(title: str, field: str) -> dict[str, str]:
+    """A printer column read from ``status.metrics``, named and described by the API model."""
+    info = Metrics.model_fields[field]
+    return {
+        "name": title,
+        "type": "string",
+        "jsonPath": f".status.metrics.{info.alias or field}",
+        "description": info.description or "",
+    }
+
+
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Precision", "type": "string", "jsonPath": ".status.artifact.precision"},
-    {"name": "Speedup", "type": "string", "jsonPath": ".status.metrics.speedup"},
+    _metrics_column("Speedup", "speedup"),
+    _metrics_column("Baseline", "baseline"),
     {
         "name": "Ready",
         "type": "string",

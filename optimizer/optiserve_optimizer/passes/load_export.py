@@ -4,7 +4,6 @@ TorchScript to ONNX (inputs named and bound as ``forward`` names them)."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
 from typing import Any
 
 from optiserve.uri import UnsupportedUriError, local_path
@@ -14,16 +13,19 @@ from optiserve_optimizer.errors import DataError, DigestMismatchError, ModelLoad
 from optiserve_optimizer.onnx_utils import load_model, signature
 from optiserve_optimizer.passes import torch_export
 from optiserve_optimizer.plan import build_plan
+from optiserve_optimizer.settings import LoadExportSettings, PassConfig
 
 NAME = "load_export"
 
 
 class LoadExport:
     name = NAME
+    settings_type = LoadExportSettings
 
     def run(
-        self, artifact: ModelArtifact | None, config: Mapping[str, Any], ctx: PassContext
+        self, artifact: ModelArtifact | None, config: PassConfig, ctx: PassContext
     ) -> PassResult:
+        LoadExportSettings.of(config, NAME)  # what is loaded comes from ctx.source
         try:
             path = local_path(ctx.source.uri)
         except UnsupportedUriError as exc:

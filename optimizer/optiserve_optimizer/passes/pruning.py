@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -12,6 +11,7 @@ from optiserve_optimizer.errors import PassFailedError
 from optiserve_optimizer.onnx_utils import load_model
 from optiserve_optimizer.passes import prune_graph, prune_math, torch_edit
 from optiserve_optimizer.passes.torch_edit import Edit
+from optiserve_optimizer.settings import PassConfig, PruneSettings
 
 NAME = "prune"
 
@@ -85,13 +85,13 @@ def sparsity_of(model: Any) -> float:
 
 class Prune:
     name = NAME
+    settings_type = PruneSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
         import onnx
 
-        method, sparsity = str(config["method"]), float(config.get("sparsity", 0.5))
+        settings = PruneSettings.of(config, NAME)
+        method, sparsity = settings.method, settings.sparsity
         model = load_model(artifact.onnx, NAME)
         params_before = sum(v.size for v in prune_graph.initializers(model).values())
         edits, summary = plan_edits(model, method, sparsity, artifact.torch is not None)

@@ -7,15 +7,16 @@ calibration set never sits in memory all at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from optiserve.uri import local_path
 from optiserve_optimizer import data
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
-from optiserve_optimizer.errors import UnsupportedOpError
+from optiserve_optimizer.errors import SettingsError, UnsupportedOpError
 from optiserve_optimizer.onnx_utils import load_model, signature
+from optiserve_optimizer.settings import PassConfig, QuantizeSettings
 
 NAME = "quantize"
 CALIBRATION_BATCH = 16
@@ -111,15 +112,15 @@ def _count_quantized(path: Path) -> int:
 
 class Quantize:
     name = NAME
+    settings_type = QuantizeSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
-        precision = str(config["precision"])
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
+        settings = QuantizeSettings.of(config, NAME)
+        precision = settings.precision
         model = load_model(artifact.onnx, NAME)
         if precision == "fp16":
             return self._fp16(artifact, model, ctx)
-        method = str(config.get("method", "dynamic"))
+        method = settings.method
         out = ctx.output(artifact, f"int8-{method}.onnx")
         # onnxruntime's quantizer logs a pre-processing hint on the root logger at WARNING;
         # graph_opt(level=basic) already did that pre-processing.
@@ -139,17 +140,17 @@ class Quantize:
                 raise UnsupportedOpError(NAME, f"INT8 dynamic quantization failed: {exc}") from exc
         else:
             handled = check_ops(model, INT8_STATIC_OPS, "INT8 static quantization")
-            path = local_path(str(config["calibration"]))
+            if settings.calibration is None:
+                raise SettingsError(NAME, "INT8 static quantization needs calibration data")
+            path = local_path(settings.calibration)
             inputs = signature(model).inputs
             data.check_against(path, inputs, NAME)
-            reader = StreamingReader(
-                path, [t.name for t in inputs], int(config.get("samples", 256))
-            )
+            reader = StreamingReader(path, [t.name for t in inputs], settings.samples)
             calibrate = {
                 "minmax": CalibrationMethod.MinMax,
                 "entropy": CalibrationMethod.Entropy,
                 "percentile": CalibrationMethod.Percentile,
-            }[str(config.get("calibrate", "minmax"))]
+            }[settings.calibrate]
             try:
                 quantize_static(
                     str(artifact.onnx),

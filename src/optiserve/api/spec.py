@@ -220,7 +220,10 @@ class AccuracySpec(ApiModel):
 
 
 class BenchmarkSpec(ApiModel):
-    """How candidates are timed."""
+    """How candidates are timed: interleaved with the baselines, in rounds (optimizer/measure.py).
+
+    A candidate wins only when it is faster than the others beyond the noise; among equally
+    fast ones the more accurate, then the simpler, wins."""
 
     batch_sizes: list[int] = Field(
         default_factory=lambda: [1, 32],
@@ -228,8 +231,17 @@ class BenchmarkSpec(ApiModel):
         max_length=8,
         description="Latency is reported at the first, throughput at the largest.",
     )
-    iterations: int = Field(50, ge=1, le=100_000, description="Timed runs per batch size.")
+    iterations: int = Field(
+        50, ge=1, le=100_000, description="Timed runs per batch size, spread over the rounds."
+    )
     warmup: int = Field(10, ge=0, le=10_000, description="Untimed runs first.")
+    rounds: int = Field(
+        5,
+        ge=3,
+        le=100,
+        description="Rounds in which the baselines and every candidate are timed in turn; "
+        "speedups are the median of per-round ratios, with their spread.",
+    )
 
 
 class Toleration(ApiModel):
