@@ -61,6 +61,12 @@ def channel_keep(weights: Weights, output_axis: int, sparsity: float) -> npt.NDA
     return np.sort(np.argsort(-norms, kind="stable")[:keep]).astype(np.int64)
 
 
+def keep_top(importance: npt.NDArray[Any], sparsity: float) -> npt.NDArray[np.int64]:
+    """Sorted indices of the ``1 - sparsity`` share of channels that matter most (at least 1)."""
+    count = max(1, round(len(importance) * (1.0 - sparsity)))
+    return np.sort(np.argsort(-importance, kind="stable")[:count]).astype(np.int64)
+
+
 def expand_flattened(keep: npt.NDArray[np.int64], spatial: int) -> npt.NDArray[np.int64]:
     """Feature indices after ``Flatten`` of ``[C, H, W]`` (C-order) for the kept channels."""
     return (keep[:, None] * spatial + np.arange(spatial)[None, :]).reshape(-1)
