@@ -192,7 +192,10 @@ class _Walker:
         self.out_axis[ref.name] = ref.output_axis
         self.use(ref.name, ref.output_axis, out)
         if len(node.input) > 2 and node.input[2]:
-            self._constant(node.input[2], out)
+            if ref.op == "Conv" and node.input[2] in self.inits:
+                self.use(node.input[2], 0, out)  # Conv's bias is [C_out], not broadcast
+            else:
+                self._constant(node.input[2], out)
         self.carried[node.output[0]] = out
 
     def _read_channels(

@@ -49,8 +49,8 @@ def plan_edits(
                 "residual adds, concatenations or Flatten) in this model",
             )
         edits = {name: ("slice", axes) for name, axes in slices.items()}
-        weights = {r.name for r in prune_graph.weight_refs(model)}
-        layers = sum(1 for name in edits if name in weights)
+        weight_names = {r.name for r in prune_graph.weight_refs(model)}
+        layers = sum(1 for name in edits if name in weight_names)
         return edits, {"layers": layers, "tensorsSliced": len(edits), **summary}
     for ref in prune_graph.weight_refs(model):
         weights = inits[ref.name]
