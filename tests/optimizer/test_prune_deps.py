@@ -103,7 +103,8 @@ def test_a_channel_axis_that_is_reshaped_is_left_alone(tmp_path: Path) -> None:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             y = self.b(torch.relu(self.a(x)).reshape(-1, 6))
-            return self.d(torch.relu(self.c(x))) + y.sum()
+            out: torch.Tensor = self.d(torch.relu(self.c(x))) + y.sum()
+            return out
 
     x = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
     model = export(torch.jit.script(Reshaping().eval()), tmp_path / "m.onnx", x)

@@ -7,7 +7,8 @@ activations (S8S8) take other paths whose speed varies by CPU, ISA and op, and m
 INT8 slower than FP32 on one AVX2 machine while U8S8 was 3.25x faster with the same predictions.
 So no constant is right everywhere: each candidate combination is quantized, run on a small
 calibration slice, timed interleaved with the others and with FP32, and the fastest whose
-outputs match FP32 as well as the most faithful combination's is kept. The choice, the timings
+outputs match FP32 as well as the most faithful combination's is kept (a combination
+displaces the preferred one only when it is faster beyond the noise). The choice, the timings
 and the CPU's instruction sets go into the pass metrics.
 """
 
@@ -32,6 +33,7 @@ MAX_REPEATS = 50
 # (or under the floor, where every combination is near exact).
 MATCH_FACTOR = 1.5
 MATCH_FLOOR = 0.01
+WIN_SHARE = 0.85  # of the paired rounds a challenger must win (6 of 7)
 ISA_FLAGS = (
     "sse4_1",
     "avx2",
@@ -63,7 +65,9 @@ class TypeChoice:
         return f"{short[self.activation]}{short[self.weight]}-{scales}"
 
 
-# Weights stay signed: onnxruntime has no fast u8 x u8 path on x86 and TensorRT needs s8.
+# In order of preference when timings tie: per-channel scales are the more faithful, U8S8 is
+# onnxruntime's usual CPU pairing. Weights stay signed: no fast u8 x u8 path on x86, and
+# TensorRT needs s8.
 CANDIDATES = (
     TypeChoice("QUInt8", "QInt8", per_channel=True),
     TypeChoice("QInt8", "QInt8", per_channel=True),
@@ -131,18 +135,40 @@ def time_interleaved(runners: Mapping[str, Any], rounds: int = ROUNDS) -> dict[s
     return times
 
 
-def pick(errors: Mapping[str, float], medians: Mapping[str, float]) -> tuple[str, set[str]]:
-    """The fastest label among those whose error matches the most faithful; and the matches."""
+def beats(challenger: Sequence[float], incumbent: Sequence[float]) -> bool:
+    """Faster beyond the noise: lower median, and faster in nearly every paired round.
+
+    Rounds are paired (interleaved, adjacent in time), so a sign test applies: winning at
+    least 6 of 7 rounds happens by chance 6% of the time when the two are equally fast.
+    """
+    wins = sum(c < i for c, i in zip(challenger, incumbent, strict=True))
+    faster = float(np.median(challenger)) < float(np.median(incumbent))
+    return faster and wins >= math.ceil(WIN_SHARE * len(incumbent))
+
+
+def pick(
+    errors: Mapping[str, float], times: Mapping[str, Sequence[float]]
+) -> tuple[str, list[str]]:
+    """The chosen label, and the labels whose outputs match, in order of preference.
+
+    ``errors`` is in order of preference (most faithful and most common first). The first
+    matching label is kept unless others are faster beyond the noise; then the fastest of those.
+    """
     best = min(errors.values())
     allowed = max(best * MATCH_FACTOR, MATCH_FLOOR)
-    matching = {label for label, error in errors.items() if error <= allowed}
-    return min(matching, key=lambda label: (medians[label], label)), matching
+    matching = [label for label, error in errors.items() if error <= allowed]
+    default = matching[0]
+    challengers = [m for m in matching[1:] if beats(times[m], times[default])]
+    if not challengers:
+        return default, matching
+    return min(challengers, key=lambda m: float(np.median(times[m]))), matching
 
 
-def summarize(times: Sequence[float]) -> dict[str, float]:
+def summarize(times: Sequence[float]) -> dict[str, Any]:
     values = np.asarray(times)
     return {
         "medianMs": round(float(np.median(values)), 4),
         "minMs": round(float(values.min()), 4),
         "maxMs": round(float(values.max()), 4),
+        "roundsMs": [round(float(v), 4) for v in values],
     }
