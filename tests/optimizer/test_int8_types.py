@@ -98,7 +98,8 @@ def test_static_int8_records_and_applies_the_fastest_faithful_types(
     # The CPU facts that decide the kernels are recorded beside the timings.
     assert types["cpu"]["model"] and isinstance(types["cpu"]["isa"], list)
     assert types["threads"] == 1
-    assert not list(result.artifact.onnx.parent.glob("*-U8S8-*"))  # losers are not left behind
+    leftovers = [p.name for p in result.artifact.onnx.parent.iterdir()]
+    assert leftovers == [result.artifact.onnx.name]  # no losing model, no calibration cache
 
 
 def test_a_gpu_target_gets_signed_int8_without_a_cpu_timing(

@@ -113,6 +113,37 @@ def test_a_channel_axis_that_is_reshaped_is_left_alone(tmp_path: Path) -> None:
     assert deps.frozen >= 2  # a (reshaped) and d, b (outputs feeding a reshape and the sum)
 
 
+def test_a_transformer_mlp_prunes_its_hidden_width_only(tmp_path: Path) -> None:
+    """GELU (exported as Erf arithmetic) passes channels on; the residual join with a
+    LayerNorm output (not a layer's channels) keeps the block's width."""
+
+    class MlpBlock(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torch.nn.LayerNorm(8)
+            self.fc1 = torch.nn.Linear(8, 32)
+            self.fc2 = torch.nn.Linear(32, 8)
+            self.head = torch.nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.norm(x)
+            hidden = torch.nn.functional.gelu(self.fc1(h))
+            out: torch.Tensor = self.head(h + self.fc2(hidden))
+            return out
+
+    x = np.random.default_rng(0).normal(size=(4, 5, 8)).astype(np.float32)
+    scripted = torch.jit.script(MlpBlock().eval())
+    model = export(scripted, tmp_path / "m.onnx", x)
+    assert {"Erf", "LayerNormalization"} <= {n.op_type for n in model.graph.node}
+    edits, summary = plan_edits(model, "structured", 0.25, use_torch=True)
+    assert summary["groups"] == 1
+    torch_edit.apply_edits(scripted, edits, "prune")
+    params = dict(scripted.named_parameters())
+    assert params["fc1.weight"].shape == (24, 8) and params["fc1.bias"].shape == (24,)
+    assert params["fc2.weight"].shape == (8, 24) and params["fc2.bias"].shape == (8,)
+    assert scripted(torch.from_numpy(x)).shape == (4, 5, 3)
+
+
 @pytest.mark.models
 def test_resnet18_groups_agree_with_torch_pruning(tmp_path: Path) -> None:
     """Torch-Pruning's DependencyGraph on the eager module finds the groups we find on the

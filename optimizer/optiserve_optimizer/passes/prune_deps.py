@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from optiserve_optimizer.passes.prune_graph import attr_int, initializers, weight_ref
+from optiserve_optimizer.passes.prune_graph import (
+    WeightRef,
+    attr_float,
+    attr_int,
+    attr_ints,
+    constant_nodes,
+    initializers,
+    weight_ref,
+)
 from optiserve_optimizer.passes.prune_math import expand_flattened, keep_top
 
 if TYPE_CHECKING:
@@ -129,6 +137,18 @@ class _Walker:
         self.uses: dict[tuple[str, int], Use] = {}
         self.carried: dict[str, Carried] = {}
         self.out_axis: dict[str, int] = {}
+        # Values the walk may read but never slice: Constant nodes (torch exports scalars so).
+        self.constants = constant_nodes(model)
+        self.inits.update(self.constants)
+        # MatMul(x, Transpose(W)): how torch exports a Linear on 3-D inputs.
+        self.transposed = {
+            node.output[0]: node.input[0]
+            for node in model.graph.node
+            if node.op_type == "Transpose"
+            and node.input[0] in self.inits
+            and self.inits[node.input[0]].ndim == 2
+            and attr_ints(node, "perm") in ([], [1, 0])
+        }
 
     # union-find over group ids
     def find(self, group: int) -> int:
@@ -177,9 +197,18 @@ class _Walker:
 
     def _weight_op(self, node: onnx.NodeProto, ins: list[Carried | None]) -> None:
         ref = weight_ref(node, self.inits)
+        transposed = node.input[1] if len(node.input) > 1 else ""
+        if (
+            ref is None
+            and node.op_type == "MatMul"
+            and transposed in self.transposed
+            and self.weight_uses[transposed] == 1
+        ):  # W [out, in] read through Transpose: W's axis 1 meets the input, axis 0 is output
+            ref = WeightRef(node.name, "MatMul", self.transposed[transposed], 1, 0)
         for carried in ins[1:]:
             self.freeze(carried)
-        if ref is None or self.weight_uses[ref.name] > 1:  # shared or not a weight: leave it
+        if ref is None or self.weight_uses[ref.name] > 1 or ref.name in self.constants:
+            # not a weight, a weight shared by several layers, or a Constant node: leave it
             self.freeze(ins[0])
             return
         weights = self.inits[ref.name]
@@ -236,7 +265,10 @@ class _Walker:
     def _batch_norm(self, node: onnx.NodeProto, carried: Carried) -> None:
         params = list(node.input[1:5])
         shapes_fit = all(
-            p in self.inits and self.inits[p].shape == (carried.channels,) for p in params
+            p in self.inits
+            and p not in self.constants
+            and self.inits[p].shape == (carried.channels,)
+            for p in params
         )
         if (
             len(params) != 4
@@ -251,7 +283,7 @@ class _Walker:
             self.use(param, 0, carried)
         if carried.producer is not None:
             gamma, var = self.inits[params[0]], self.inits[params[3]]
-            epsilon = _attr_float(node, "epsilon", BN_EPSILON)
+            epsilon = attr_float(node, "epsilon", BN_EPSILON)
             scale = np.abs(gamma.astype(np.float64)) / np.sqrt(var.astype(np.float64) + epsilon)
             self.scales[carried.producer] = scale
         self.carried[node.output[0]] = replace(carried, producer=None)
@@ -268,7 +300,7 @@ class _Walker:
             return False
         if axis < 0 or shape[axis] == 1:
             return True  # broadcast along the channels: nothing to slice
-        if shape[axis] != carried.channels or carried.flattened:
+        if shape[axis] != carried.channels or carried.flattened or name in self.constants:
             self.freeze(carried)
             return False
         self.use(name, axis, carried)
@@ -333,13 +365,6 @@ class _Walker:
             total = norms if total is None else total + norms
         assert total is not None
         return total
-
-
-def _attr_float(node: onnx.NodeProto, name: str, default: float) -> float:
-    for attr in node.attribute:
-        if attr.name == name:
-            return float(attr.f)
-    return default
 
 
 def analyse(model: onnx.ModelProto) -> Dependencies:

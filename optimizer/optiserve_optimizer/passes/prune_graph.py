@@ -35,6 +35,33 @@ def attr_int(node: onnx.NodeProto, name: str, default: int) -> int:
     return default
 
 
+def attr_float(node: onnx.NodeProto, name: str, default: float) -> float:
+    for attr in node.attribute:
+        if attr.name == name:
+            return float(attr.f)
+    return default
+
+
+def attr_ints(node: onnx.NodeProto, name: str) -> list[int]:
+    for attr in node.attribute:
+        if attr.name == name:
+            return list(attr.ints)
+    return []
+
+
+def constant_nodes(model: onnx.ModelProto) -> dict[str, npt.NDArray[np.generic]]:
+    """Values of the Constant nodes (torch exports scalars so), by output name."""
+    from onnx import numpy_helper
+
+    values = {}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
+
+
 def weight_ref(node: onnx.NodeProto, inits: dict[str, npt.NDArray[np.generic]]) -> WeightRef | None:
     if len(node.input) < 2 or node.input[1] not in inits:
         return None

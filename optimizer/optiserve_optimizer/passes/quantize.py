@@ -109,8 +109,15 @@ def check_ops(model: Any, supported: set[str], what: str) -> list[str]:
 
 
 def _quantize_static(
-    src: Path, out: Path, reader: StreamingReader, choice: int8_types.TypeChoice, calibrate: Any
+    src: Path,
+    out: Path,
+    reader: StreamingReader,
+    choice: int8_types.TypeChoice,
+    calibrate: Any,
+    cache: Path | None = None,
 ) -> None:
+    """``cache``: calibration ranges saved by the first call and read by the next ones (float
+    min/max per tensor, whatever the integer types), so the calibration data is run once."""
     from onnxruntime.quantization import QuantType, quantize_static
     from onnxruntime.quantization.quant_utils import QuantFormat
 
@@ -127,6 +134,7 @@ def _quantize_static(
             calibrate_method=calibrate,
             op_types_to_quantize=sorted(INT8_STATIC_OPS),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            calibration_cache_path=cache,
         )
     except Exception as exc:  # onnxruntime raises bare exceptions for unsupported graphs
         raise UnsupportedOpError(
@@ -154,10 +162,12 @@ def _measured_types(
     errors: dict[str, float] = {}
     paths: dict[str, Path] = {}
     failed: list[dict[str, str]] = []
+    cache = out.with_name(f"{out.stem}-calibration.json")
+    cache.unlink(missing_ok=True)  # never another run's ranges
     for choice in int8_types.CANDIDATES:
         path = out.with_name(f"{out.stem}-{choice.label}.onnx")
         try:
-            _quantize_static(src, path, reader, choice, calibrate)
+            _quantize_static(src, path, reader, choice, calibrate, cache)
             sess = session(path)
             errors[choice.label] = int8_types.relative_error(reference, sess.run(None, feed))
         except Exception as exc:  # a combination this model or CPU cannot run fails alone
@@ -173,7 +183,7 @@ def _measured_types(
     medians = {label: float(np.median(t)) for label, t in times.items()}
     chosen, matching = int8_types.pick(errors, times)
     paths[chosen].replace(out)
-    for path in paths.values():
+    for path in [*paths.values(), cache]:
         path.unlink(missing_ok=True)
     choice = next(c for c in int8_types.CANDIDATES if c.label == chosen)
     trials = [
