@@ -144,6 +144,44 @@ def test_a_transformer_mlp_prunes_its_hidden_width_only(tmp_path: Path) -> None:
     assert scripted(torch.from_numpy(x)).shape == (4, 5, 3)
 
 
+def test_a_per_channel_constant_shared_by_two_layers_couples_them(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+
+    nodes = []
+    for branch in ("a", "b"):
+        nodes += [
+            helper.make_node("Conv", ["input", f"{branch}1"], [f"{branch}_c"]),
+            helper.make_node("Mul", [f"{branch}_c", "scale"], [f"{branch}_m"]),
+            helper.make_node("Conv", [f"{branch}_m", f"{branch}2"], [f"out_{branch}"]),
+        ]
+    inits = [init("a1", 8, 3, 1, 1), init("b1", 8, 3, 1, 1), init("scale", 8, 1, 1)]
+    inits += [init("a2", 2, 8, 1, 1), init("b2", 2, 8, 1, 1)]
+    shape: list[str | int | None] = ["n", 3, 4, 4]
+    graph = helper.make_graph(
+        nodes,
+        "shared",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(f"out_{b}", TensorProto.FLOAT, None) for b in "ab"],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert groups_of(model) == {frozenset({"a1", "b1"})}
+    edits, _ = plan_edits(model, "structured", 0.5, use_torch=False)
+    torch_edit.apply_edits_onnx(model, edits)
+    onnx.save(model, str(tmp_path / "p.onnx"))
+    x = rng.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    outputs = session(tmp_path / "p.onnx").run(None, {"input": x})
+    assert [o.shape for o in outputs] == [(2, 2, 4, 4)] * 2
+    assert numpy_helper.to_array(
+        next(i for i in model.graph.initializer if i.name == "scale")
+    ).shape == (4, 1, 1)
+
+
 @pytest.mark.models
 def test_resnet18_groups_agree_with_torch_pruning(tmp_path: Path) -> None:
     """Torch-Pruning's DependencyGraph on the eager module finds the groups we find on the

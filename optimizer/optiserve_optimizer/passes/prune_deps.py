@@ -167,6 +167,18 @@ class _Walker:
             self.frozen.add(seg.group)
 
     def use(self, name: str, axis: int, carried: Carried, spatial: int = 1) -> None:
+        earlier = self.uses.get((name, axis))
+        if earlier is not None and earlier.layout != carried.layout:
+            # One tensor read by two layers (torch stores equal constants once): it can only
+            # be sliced once, so both layers must keep the same channels, or none may change.
+            sizes = [s.size for s in earlier.layout]
+            if sizes == [s.size for s in carried.layout] and earlier.spatial == spatial:
+                for old, new in zip(earlier.layout, carried.layout, strict=True):
+                    self.merge(old.group, new.group)
+            else:
+                self.freeze(carried)
+                self.frozen.update(seg.group for seg in earlier.layout)
+            return
         self.uses[(name, axis)] = Use(name, axis, carried.layout, spatial)
 
     def new_group(self, weight: str, channels: int) -> tuple[Segment, ...]:
