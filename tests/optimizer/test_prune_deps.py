@@ -42,14 +42,20 @@ def test_groups_follow_residual_joins_and_concatenations(
     assert groups_of(model) == {frozenset(g) for g in GROUPS}  # fc feeds the output: kept
 
 
+@pytest.mark.parametrize("compile_with", ["script", "trace"])
 def test_silenced_channels_are_removed_without_changing_the_output(
-    tmp_path: Path, sample: np.ndarray[Any, Any]
+    tmp_path: Path, sample: np.ndarray[Any, Any], compile_with: str
 ) -> None:
     torch.manual_seed(0)
     eager = TinyResNet().eval()
     randomize_batchnorm(eager)
     silenced = silence_channels(eager, GROUPS)
-    scripted = torch.jit.script(eager)
+    if compile_with == "script":
+        scripted = torch.jit.script(eager)
+    else:  # a traced source, saved and loaded as a user's file would be
+        traced = torch.jit.trace(eager, torch.from_numpy(sample))  # type: ignore[no-untyped-call]
+        traced.save(str(tmp_path / "traced.pt"))
+        scripted = torch.jit.load(str(tmp_path / "traced.pt"))  # type: ignore[no-untyped-call]
     expected = scripted(torch.from_numpy(sample)).detach().numpy()
     model = export(scripted, tmp_path / "m.onnx", sample)
     edits, summary = plan_edits(model, "structured", 0.5, use_torch=True)
