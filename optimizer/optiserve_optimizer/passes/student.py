@@ -65,8 +65,8 @@ class Student:
         arrays = data.load(path, names)
         params_before = sum(v.size for v in prune_graph.initializers(model).values())
         # Removing a (1 - factor) share of the channels by L1 norm is structured pruning.
-        edits, _ = pruning.plan_edits(model, "structured", 1.0 - factor, use_torch=True)
-        hidden_layers = len(prune_graph.chains(model))
+        edits, summary = pruning.plan_edits(model, "structured", 1.0 - factor, use_torch=True)
+        hidden_layers = int(summary["groups"])
         teacher = load_torchscript(artifact.torch, NAME)
         student = load_torchscript(artifact.torch, NAME)
         torch_edit.apply_edits(student, edits, NAME)
