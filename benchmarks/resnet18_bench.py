@@ -86,21 +86,21 @@ def main() -> None:
     basic = ("graph_opt", {"level": "basic"})
     pruned_int8, pi8_metrics = run_steps(ctx, recovered, [basic, ("quantize", static)])
     variants = {
-        "torchscript-fp32": (files.model, torchscript_runner(files.model, ["input"])),
+        "torchscript-fp32": (files.model, torchscript_runner(files.model, ["x"])),
         "onnxruntime-fp32": (fp32.onnx, onnx_runner(fp32.onnx)),
         "int8-static": (int8.onnx, onnx_runner(int8.onnx)),
         "pruned-fp32": (pruned.onnx, onnx_runner(pruned.onnx)),
         "pruned+int8-static": (pruned_int8.onnx, onnx_runner(pruned_int8.onnx)),
     }
     with np.load(files.eval) as data:
-        x, labels = data["input"], data["labels"]
+        x, labels = data["x"], data["labels"]
     top1 = {
-        name: float((run_all(run, {"input": x}, 64)[0].argmax(1) == labels).mean())
+        name: float((run_all(run, {"x": x}, 64)[0].argmax(1) == labels).mean())
         for name, (_, run) in variants.items()
     }
     timings = {}
     for batch in (1, 32):
-        feed = {"input": np.ascontiguousarray(x[:batch])}
+        feed = {"x": np.ascontiguousarray(x[:batch])}
         runners = {
             name: (lambda run=run, feed=feed: run(feed)) for name, (_, run) in variants.items()
         }

@@ -25,9 +25,9 @@ class Block(nn.Module):
         self.conv2 = conv_bn(cout, cout)
         self.down = conv_bn(cin, cout, stride, kernel=1) if stride != 1 or cin != cout else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.down is None else self.down(x)
-        return torch.relu(self.conv2(torch.relu(self.conv1(x))) + identity)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        identity = input if self.down is None else self.down(input)
+        return torch.relu(self.conv2(torch.relu(self.conv1(input))) + identity)
 
 
 class TinyResNet(nn.Module):
@@ -48,11 +48,11 @@ class TinyResNet(nn.Module):
         self.mix = nn.Conv2d(16, 12, 1)
         self.fc = nn.Linear(12, classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block2(self.block1(torch.relu(self.stem(x))))
-        x = torch.cat([torch.relu(self.left(x)), torch.relu(self.right(x))], dim=1)
-        x = torch.relu(self.mix(x))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))  # type: ignore[no-any-return]
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        input = self.block2(self.block1(torch.relu(self.stem(input))))
+        input = torch.cat([torch.relu(self.left(input)), torch.relu(self.right(input))], dim=1)
+        input = torch.relu(self.mix(input))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(input, 1), 1))  # type: ignore[no-any-return]
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> None:

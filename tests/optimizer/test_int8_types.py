@@ -33,10 +33,10 @@ class ResidualBlock(torch.nn.Module):
         self.conv2 = torch.nn.Conv2d(width, width, 3, padding=1)
         self.fc = torch.nn.Linear(width, 10)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.max_pool2d(torch.relu(self.stem(x)), 2)
-        x = torch.relu(self.conv2(torch.relu(self.conv1(x))) + x)
-        pooled = torch.nn.functional.adaptive_avg_pool2d(x, 1)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        input = torch.max_pool2d(torch.relu(self.stem(input)), 2)
+        input = torch.relu(self.conv2(torch.relu(self.conv1(input))) + input)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(input, 1)
         out: torch.Tensor = self.fc(torch.flatten(pooled, 1))
         return out
 

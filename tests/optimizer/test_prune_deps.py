@@ -20,7 +20,8 @@ GROUPS = [*TinyResNet.COUPLED, *({name} for name in (*SINGLES, "mix.weight"))]
 
 
 def export(module: Any, path: Path, x: np.ndarray[Any, Any]) -> onnx.ModelProto:
-    torch_export.export_onnx(module, {"input": x}, path, "prune")
+    (name,) = torch_export.input_names(module)  # "input" for ours, "x" for torchvision's
+    torch_export.export_onnx(module, {name: x}, path, "prune")
     return onnx.load(str(path))
 
 
@@ -107,9 +108,9 @@ def test_a_channel_axis_that_is_reshaped_is_left_alone(tmp_path: Path) -> None:
             self.c = torch.nn.Linear(8, 8)
             self.d = torch.nn.Linear(8, 3)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.b(torch.relu(self.a(x)).reshape(-1, 6))
-            out: torch.Tensor = self.d(torch.relu(self.c(x))) + y.sum()
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            y = self.b(torch.relu(self.a(input)).reshape(-1, 6))
+            out: torch.Tensor = self.d(torch.relu(self.c(input))) + y.sum()
             return out
 
     x = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
@@ -131,8 +132,8 @@ def test_a_transformer_mlp_prunes_its_hidden_width_only(tmp_path: Path) -> None:
             self.fc2 = torch.nn.Linear(32, 8)
             self.head = torch.nn.Linear(8, 3)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            h = self.norm(x)
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            h = self.norm(input)
             hidden = torch.nn.functional.gelu(self.fc1(h))
             out: torch.Tensor = self.head(h + self.fc2(hidden))
             return out

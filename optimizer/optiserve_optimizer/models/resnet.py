@@ -3,8 +3,8 @@
 scikit-learn's bundled 8x8 digits are upsampled to ``size`` x ``size`` and repeated over three
 channels, so the unmodified torchvision definition (``resnet18(num_classes=10)``) trains on
 them in about a minute on one core. Writes ``resnet18.pt`` (TorchScript, scripted),
-``resnet18-train.npz`` and ``resnet18-eval.npz`` (arrays ``input`` float32 [N, 3, size, size]
-and ``labels``).
+``resnet18-train.npz`` and ``resnet18-eval.npz`` (arrays ``x`` float32 [N, 3, size, size], named
+like the argument of torchvision's ``forward(x)``, and ``labels``).
 """
 
 from __future__ import annotations
@@ -52,6 +52,6 @@ def make_resnet18(out_dir: Path, size: int = 32, epochs: int = 3, seed: int = 0)
         accuracy(network, x[eval_idx], y[eval_idx]),
     )
     scripted.save(str(files.model))
-    np.savez(files.train, input=x[train_idx], labels=y[train_idx])
-    np.savez(files.eval, input=x[eval_idx], labels=y[eval_idx])
+    np.savez(files.train, x=x[train_idx], labels=y[train_idx])
+    np.savez(files.eval, x=x[eval_idx], labels=y[eval_idx])
     return files
