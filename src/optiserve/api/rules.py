@@ -40,9 +40,12 @@ class RuledModel(BaseModel):
 
     @model_validator(mode="after")
     def _check_rules(self) -> RuledModel:
-        for rule in type(self).rules:
-            if not rule.check(self):
-                # pydantic wraps ValueError into a ValidationError located at this model;
-                # the field suffix is appended there by the message (see validate.py).
-                raise ValueError(f"[{rule.field.lstrip('.')}] {rule.message}")
+        failed = [rule for rule in type(self).rules if not rule.check(self)]
+        if failed:
+            # pydantic wraps ValueError into one error located at this model; every failed
+            # rule is one "[field] message" line of it, which validate.py splits again, so
+            # the user reads all of them at once (the API server also checks every rule).
+            raise ValueError(
+                "\n".join(f"[{rule.field.lstrip('.')}] {rule.message}" for rule in failed)
+            )
         return self
