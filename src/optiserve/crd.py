@@ -132,7 +132,10 @@ def _name_schema() -> dict[str, Any]:
 
 def openapi_schema() -> dict[str, Any]:
     """The CRD's openAPIV3Schema for the whole object."""
-    spec = _Translator(OptimizedModelSpec).translate(OptimizedModelSpec.model_json_schema())
+    # The root model's name is passed so its own cross-field rules are attached as well.
+    spec = _Translator(OptimizedModelSpec).translate(
+        OptimizedModelSpec.model_json_schema(), OptimizedModelSpec.__name__
+    )
     status = _Translator(OptimizedModelStatus).translate(
         # Defaulting status makes a new object read as phase Pending, observedGeneration 0,
         # so kstatus (Flux) calls it InProgress instead of Current before the operator acts.

@@ -32,6 +32,7 @@ MAX_DEPTH = 64
 MAX_NODES = 100_000
 MAX_NUMBER_CHARS = 100
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+MAX_EXACT_FLOAT = float(1 << 53)
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
@@ -198,7 +199,8 @@ def as_json(value: Any, path: str = "") -> tuple[Any, list[JsonProblem]]:
     """``value`` as the JSON kubectl sends, and what the API server could not decode.
 
     Integer and boolean keys become strings (sigs.k8s.io/yaml does so); integers must fit
-    int64 and floats must be finite (JSON has no NaN or infinity).
+    int64, floats must be finite (JSON has no NaN or infinity), and an integral float up to
+    2^53 is an integer, as go-openapi's validation counts it.
     """
     problems: list[JsonProblem] = []
     if isinstance(value, dict):
@@ -217,6 +219,9 @@ def as_json(value: Any, path: str = "") -> tuple[Any, list[JsonProblem]]:
         return items, problems
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value, problems
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT_FLOAT:
+        # The API server decodes 4.0 as a float64 and takes it where an integer is due.
+        return int(value), problems
     if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
         digits = len(str(abs(value)))
         problems.append(JsonProblem(path, f"integer of {digits} digits is beyond int64"))

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from optiserve.api import OptimizedModel, formats
-from optiserve.api.rules import CelRule, RuledModel
+from optiserve.api.rules import SKIP_RULES, CelRule, RuledModel
 from optiserve.crd import models_by_name
 from optiserve.safe_yaml import UnreadableYaml, as_json, load_documents, read_text, shorten
 
@@ -125,7 +125,7 @@ def _rules_by_message() -> dict[tuple[str, str], CelRule]:
     for model in models_by_name(OptimizedModel).values():
         if issubclass(model, RuledModel):
             for rule in model.rules:
-                rules[(rule.field.lstrip("."), rule.message)] = rule
+                rules[rule.key] = rule
     return rules
 
 
@@ -149,59 +149,88 @@ def _overlaps(a: str, b: str) -> bool:
     )
 
 
-def _drop(document: Any, loc: Sequence[int | str]) -> None:
-    """Remove the value at ``loc`` (its nearest mapping key) from ``document``."""
+def _drop(document: Any, loc: Sequence[int | str]) -> list[int | str]:
+    """Remove the value at ``loc`` from ``document``: the innermost mapping entry holding it
+    (a whole list for one bad item, so the field's default applies); returns what it removed.
+    """
     node: Any = document
-    parent: Any = None
-    parent_key: int | str | None = None
+    holder: dict[str, Any] | None = None
+    key: int | str | None = None
+    removed: list[int | str] = []
+    walked: list[int | str] = []
     for part in loc:
-        in_dict = isinstance(node, dict) and part in node
-        if in_dict or (isinstance(node, list) and isinstance(part, int) and part < len(node)):
-            parent, parent_key, node = node, part, node[part]
-        else:
+        if isinstance(node, dict) and part in node:
+            holder, key, removed = node, part, [*walked, part]
+        elif not (isinstance(node, list) and isinstance(part, int) and part < len(node)):
             break
-    if isinstance(parent, dict) and parent_key is not None:
-        del parent[parent_key]
+        walked.append(part)
+        node = node[part]
+    if holder is not None and key in holder:
+        del holder[str(key)]
+    return removed
 
 
 def _hidden_rule_problems(
     document: dict[str, Any], errors: Sequence[dict[str, Any]]
 ) -> list[tuple[str, str]]:
-    """Rule problems that the field errors kept pydantic from checking (see the module doc)."""
+    """Rule problems that the field errors kept pydantic from checking (see the module doc).
+
+    Each round takes the problems found so far as fixed: fields found invalid are dropped
+    (their defaults apply), rules already reported are skipped; a rule that reads a dropped
+    field is not reported, since the fix of that field decides it.
+    """
     found: list[tuple[str, str]] = []
     seen = _rule_problems(errors)
+    skip = set(_rule_keys(errors))
     dropped: list[str] = []
     remaining: Sequence[Any] = errors
     trimmed = copy.deepcopy(document)
-    for _ in range(4):  # each round can only uncover rules of enclosing objects
+    for _ in range(8):  # each round uncovers the rules of enclosing objects, so depth bounds it
         fields = [
             e
             for e in remaining
             if e["type"] != "missing" and not str(e["msg"]).startswith("Value error, [")
         ]
-        if not fields:
-            break
         for err in fields:
             loc = [p for p in err["loc"] if p not in _UNION_TAGS]
-            _drop(trimmed, loc)
-            dropped.append(_format_loc(loc))
+            dropped.append(_format_loc(_drop(trimmed, loc) or loc))
         try:
-            OptimizedModel.model_validate(trimmed, strict=True)
+            OptimizedModel.model_validate(trimmed, strict=True, context={SKIP_RULES: skip})
             break
         except ValidationError as exc:
             remaining = exc.errors()
+        new_rules = False
         for err in remaining:
             if not str(err["msg"]).startswith("Value error, ["):
                 continue
             base = _format_loc(err["loc"])
             for path, message in _messages(dict(err)):
-                rule = _rules_by_message().get((path.removeprefix(base).lstrip("."), message))
+                key = (path.removeprefix(base).lstrip("."), message)
+                rule = _rules_by_message().get(key)
+                if rule is not None and key not in skip:
+                    skip.add(key)
+                    new_rules = True
                 read = [f"{base}.{f}" if base else f for f in _fields_read(rule)] if rule else []
                 touched = any(_overlaps(d, r) for d in dropped for r in read)
                 if (path, message) not in seen and not touched:
                     seen.add((path, message))
                     found.append((path, message))
+        if not fields and not new_rules:
+            break
     return found
+
+
+def _rule_keys(errors: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(field relative to its object, message) of every rule error, as ``_rules_by_message``."""
+    keys = []
+    for err in errors:
+        if str(err["msg"]).startswith("Value error, ["):
+            base = _format_loc(err["loc"])
+            for path, message in _messages(err):
+                key = (path.removeprefix(base).lstrip("."), message)
+                if key in _rules_by_message():
+                    keys.append(key)
+    return keys
 
 
 def validate_object(obj: Any, source: str) -> tuple[OptimizedModel | None, list[Problem]]:

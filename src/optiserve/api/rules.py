@@ -13,7 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, ValidationInfo, model_validator
+
+# Validation context key: rules not to check (a collection of CelRule.key).
+SKIP_RULES = "optiserve.skip_rules"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,11 @@ class CelRule:
     check: Callable[[Any], bool]
     """The same rule in Python, given the parsed model."""
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """(field, message): what a user reads of the rule, and what names it in a context."""
+        return self.field.lstrip("."), self.message
+
     def as_validation(self) -> dict[str, str]:
         return {"rule": self.cel, "message": self.message, "fieldPath": self.field}
 
@@ -39,8 +47,11 @@ class RuledModel(BaseModel):
     rules: ClassVar[tuple[CelRule, ...]] = ()
 
     @model_validator(mode="after")
-    def _check_rules(self) -> RuledModel:
-        failed = [rule for rule in type(self).rules if not rule.check(self)]
+    def _check_rules(self, info: ValidationInfo) -> RuledModel:
+        # optiserve.validate re-checks a document whose reported problems are taken as fixed:
+        # the rules it already reported are skipped then (see validate.py).
+        skip = (info.context or {}).get(SKIP_RULES, ())
+        failed = [r for r in type(self).rules if r.key not in skip and not r.check(self)]
         if failed:
             # pydantic wraps ValueError into one error located at this model; every failed
             # rule is one "[field] message" line of it, which validate.py splits again, so

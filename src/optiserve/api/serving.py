@@ -113,7 +113,7 @@ class AutoscalingSpec(ApiModel):
             cel="self.metric == 'queueTime' || !string(self.target).matches('"
             + formats.DURATION_SUFFIX
             + "')",
-            message="a duration target (like 50ms) is only for metric: queueTime",
+            message="a duration target (like 50ms) fits only metric queueTime",
             field=".target",
             check=lambda a: (
                 a.metric == "queueTime"
