@@ -24,13 +24,13 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from optiserve.validate import report_problems, validate_files
+    from optiserve.validate import display_name, report_problems, validate_files
 
     models, problems = validate_files(args.files)
     if report_problems(problems):
         return 1
     for model in models:
-        print(f"ok: {model.metadata.name}")
+        print(f"ok: {display_name(model)}")
     return 0
 
 

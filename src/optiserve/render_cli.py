@@ -19,7 +19,7 @@ from optiserve.render.autoscaling import AutoscalingTargetError
 from optiserve.render.deployment import ArtifactLocationError
 from optiserve.render.kubernetes import Manifest
 from optiserve.render.manifests import render_all
-from optiserve.validate import report_problems, validate_files
+from optiserve.validate import Problem, has_generated_name, report_problems, validate_files
 
 
 def default_optimizer_image() -> str:
@@ -65,6 +65,15 @@ def render_models(
 
 def cmd_render(args: argparse.Namespace) -> int:
     models, problems = validate_files(args.files)
+    unnamed = [m.metadata.generate_name for m in models if has_generated_name(m)]
+    problems += [
+        Problem(
+            f"generateName {g}",
+            "metadata.name",
+            "render needs a name; the API server generates it only on create",
+        )
+        for g in unnamed
+    ]
     if report_problems(problems, "; nothing rendered"):
         return 1
     try:

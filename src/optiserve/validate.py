@@ -2,8 +2,9 @@
 
 ``optiserve validate`` and the API server (with the generated CRD) accept the same objects:
 the models are validated strictly (no ``"5"`` for an integer, as in JSON), integers must fit
-int64, ``metadata`` is checked as the server checks it on create, and ``status`` is ignored
-as the server ignores it on create. ``tests/unit/test_schema_agreement.py`` (generated specs)
+int64, ``metadata`` is checked as the server checks it on create (``generateName`` alone
+included), and of ``status`` only unknown keys are refused, as the server ignores the rest of
+it on create. ``tests/unit/test_schema_agreement.py`` (generated specs)
 and ``tests/cluster/test_validate_agrees_with_apiserver.py`` (the real API server) hold the
 two to that. Files are read through :mod:`optiserve.safe_yaml`, so hostile input ends in one
 line, in bounded time and memory.
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from optiserve.api import OptimizedModel, formats
+from optiserve.api import OptimizedModel, OptimizedModelStatus, formats
 from optiserve.api.rules import SKIP_RULES, CelRule, RuledModel
 from optiserve.crd import models_by_name
 from optiserve.safe_yaml import UnreadableYaml, as_json, load_documents, read_text, shorten
@@ -233,13 +234,69 @@ def _rule_keys(errors: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     return keys
 
 
+def unknown_fields(model: type[BaseModel], value: Any, path: str) -> list[str]:
+    """Paths of keys in ``value`` that ``model`` (and its nested models) do not have."""
+    if not isinstance(value, dict):
+        return []
+    fields = {(f.alias or name): f.annotation for name, f in model.model_fields.items()}
+    found = []
+    for key, item in value.items():
+        if key not in fields:
+            found.append(f"{path}.{key}")
+            continue
+        for nested in _nested_models(fields[key]):
+            items = item if isinstance(item, list) else [item]
+            for index, element in enumerate(items):
+                where = f"{path}.{key}[{index}]" if isinstance(item, list) else f"{path}.{key}"
+                found += unknown_fields(nested, element, where)
+    return found
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _nested_models(arg)]
+
+
+# The API server names an object with only generateName by appending 5 random characters
+# (to the first 58) before it checks the name; validate checks this stand-in the same way.
+GENERATED_SUFFIX = "zzzzz"
+_GENERATE_NAME_KEEP = 58
+
+
+def _stand_in_for_a_generated_name(document: dict[str, Any]) -> None:
+    meta = document.get("metadata")
+    if isinstance(meta, dict) and "name" not in meta and isinstance(meta.get("generateName"), str):
+        meta["name"] = meta["generateName"][:_GENERATE_NAME_KEEP] + GENERATED_SUFFIX
+
+
+def has_generated_name(model: OptimizedModel) -> bool:
+    """The name is a stand-in: the API server will generate the real one."""
+    prefix = model.metadata.generate_name
+    return prefix is not None and model.metadata.name == (
+        prefix[:_GENERATE_NAME_KEEP] + GENERATED_SUFFIX
+    )
+
+
+def display_name(model: OptimizedModel) -> str:
+    if has_generated_name(model):
+        return f"{model.metadata.generate_name}<generated>"
+    return model.metadata.name
+
+
 def validate_object(obj: Any, source: str) -> tuple[OptimizedModel | None, list[Problem]]:
     if not isinstance(obj, dict):
         return None, [Problem(source, "", f"expected a mapping, got {type(obj).__name__}")]
     document, json_problems = as_json(obj)
-    # The API server drops status on create (it is the status subresource's): so does this.
-    document.pop("status", None)
+    # The API server drops status on create (it is the status subresource's), after its
+    # strict decoding has refused unknown fields in it: so does this.
+    status = document.pop("status", None)
     problems = [Problem(source, p.path, p.message) for p in json_problems]
+    problems += [
+        Problem(source, p, "unknown field")
+        for p in unknown_fields(OptimizedModelStatus, status, "status")
+    ]
+    _stand_in_for_a_generated_name(document)
     try:
         model = OptimizedModel.model_validate(document, strict=True)
     except ValidationError as exc:

@@ -52,8 +52,8 @@ def raw(replace: str, by: str) -> str:
 SERVING = "spec.serving"
 TORCHSCRIPT = spec_with("spec.source.format", "torchscript")
 
-# name -> (file text, expected outcome)
-CASES: dict[str, tuple[str, bool]] = {
+# name -> (file content, expected outcome)
+CASES: dict[str, tuple[str | bytes, bool]] = {
     "minimal": (text_of(minimal()), ACCEPT),
     # metadata.name: what the Deployment, Service, Job and labels can carry
     "name with a dot": (text_of(spec_with("metadata.name", "my.model")), REFUSE),
@@ -90,6 +90,28 @@ CASES: dict[str, tuple[str, bool]] = {
     # status: the status subresource owns it; create ignores it
     "status in the file": (text_of(spec_with("status", {"phase": "Ready"})), ACCEPT),
     "status with a wrong phase": (text_of(spec_with("status", {"phase": "Bogus"})), ACCEPT),
+    "status with an unknown field": (text_of(spec_with("status", {"colour": "blue"})), REFUSE),
+    "status condition with an unknown field": (
+        text_of(spec_with("status", {"conditions": [{"type": "Ready", "colour": "x"}]})),
+        REFUSE,
+    ),
+    # fields the server fills in, and files as a whole
+    "uid set": (text_of(spec_with("metadata.uid", "0d9c4a4e-59f5-4a57-9d8e-6a1f8e1c3d2b")), ACCEPT),
+    "resourceVersion set": (text_of(spec_with("metadata.resourceVersion", "12")), ACCEPT),
+    "generateName without name": (
+        text_of({**minimal(), "metadata": {"generateName": "m-"}}),
+        ACCEPT,
+    ),
+    "long generateName": (text_of({**minimal(), "metadata": {"generateName": "g" * 70}}), ACCEPT),
+    "upper-case generateName": (
+        text_of({**minimal(), "metadata": {"generateName": "Model-"}}),
+        REFUSE,
+    ),
+    "empty file": ("", REFUSE),
+    "two documents, the second bad": (
+        text_of(minimal()) + "---\n" + text_of(spec_with("metadata.name", "my.model")),
+        REFUSE,
+    ),
     # numbers as JSON carries them
     "replicas 2^64": (
         raw("  storage:\n", "  serving:\n    replicas: 18446744073709551616\n  storage:\n"),
@@ -266,6 +288,17 @@ CASES: dict[str, tuple[str, bool]] = {
 }
 
 
+# Files on which the two differ on purpose: (content, what each does, why).
+KNOWN_DIFFERENCES: dict[str, tuple[bytes, bool, bool, str]] = {
+    "utf-16 with a byte order mark": (
+        text_of(minimal()).encode("utf-16"),
+        ACCEPT,  # kubectl decodes UTF-16 and sends JSON
+        REFUSE,
+        "issue 14: a UTF-16 file ends in one line asking for UTF-8",
+    ),
+}
+
+
 @pytest.fixture(scope="module")
 def crd_installed(cluster: LocalCluster) -> Iterator[None]:
     applied = cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml())
@@ -290,7 +323,10 @@ def test_validate_and_the_api_server_agree_on_every_file(
     rows, disagreements, surprises = [], [], []
     for index, (name, (text, expected)) in enumerate(CASES.items()):
         path = tmp_path / f"case-{index}.yaml"
-        path.write_text(text)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
         server = cluster.kubectl(
             "create", "--dry-run=server", "--validate=strict", "-n", cluster_namespace,
             "-f", str(path),
@@ -305,6 +341,17 @@ def test_validate_and_the_api_server_agree_on_every_file(
             disagreements.append(f"{name}: server {server_ok}, validate {ours_ok}: {said} / {ours}")
         elif server_ok != expected:
             surprises.append(f"{name}: both {'accept' if server_ok else 'refuse'}: {said}")
+    for name, (content, server_expected, ours_expected, _why) in KNOWN_DIFFERENCES.items():
+        path = tmp_path / "known-difference.yaml"
+        path.write_bytes(content)
+        server = cluster.kubectl(
+            "create", "--dry-run=server", "--validate=strict", "-n", cluster_namespace,
+            "-f", str(path),
+        )  # fmt: skip
+        ours_ok = main(["validate", str(path)]) == 0
+        capsys.readouterr()
+        if (server.returncode == 0, ours_ok) != (server_expected, ours_expected):
+            surprises.append(f"{name}: server {server.returncode == 0}, validate {ours_ok}")
     with capsys.disabled():
         print("\n" + "\n".join(rows))
     assert disagreements == []

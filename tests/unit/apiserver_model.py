@@ -119,6 +119,21 @@ def json_problems(value: Any, path: str = "") -> list[str]:
     return []
 
 
+def unknown_fields(schema: dict[str, Any], value: Any, path: str) -> list[str]:
+    """Keys of ``value`` the structural ``schema`` does not declare (strict decoding)."""
+    if isinstance(value, list) and "items" in schema:
+        return [p for i, v in enumerate(value) for p in unknown_fields(schema["items"], v, path)]
+    if not isinstance(value, dict) or "properties" not in schema:
+        return []
+    found = []
+    for key, item in value.items():
+        if key in schema["properties"]:
+            found += unknown_fields(schema["properties"][key], item, f"{path}.{key}")
+        else:
+            found.append(f"{path}.{key}: unknown field")
+    return found
+
+
 def _is_integer(checker: Any, instance: Any) -> bool:
     # go-openapi: a float64 with an integral value up to 2^53 is an integer.
     if isinstance(instance, bool):
@@ -161,6 +176,9 @@ def failed_rules(schema: dict[str, Any], value: Any, path: str = "") -> list[tup
 def admit(schema: dict[str, Any], obj: dict[str, Any]) -> list[str]:
     """Problems the API server would report for ``obj``; empty when it would be stored."""
     problems = json_problems(obj) + metadata_problems(obj.get("metadata", {}))
+    # Strict decoding refuses unknown fields everywhere, status included; then create drops
+    # status before validating.
+    problems += unknown_fields(schema["properties"]["status"], obj.get("status"), "status")
     obj = {k: v for k, v in obj.items() if k != "status"}
     for error in _VALIDATOR(to_json_schema(schema)).iter_errors(obj):
         path = ".".join(str(p) for p in error.absolute_path)

@@ -145,7 +145,11 @@ objects = st.fixed_dictionaries(
             optional={"serving": serving},
         ),
     },
-    optional={"status": st.sampled_from([{}, {"phase": "Ready"}, {"phase": "Bogus"}])},
+    optional={
+        "status": st.sampled_from(
+            [{}, {"phase": "Ready"}, {"phase": "Bogus"}, {"conditions": [{"colour": "x"}]}]
+        )
+    },
 )
 
 

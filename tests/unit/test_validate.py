@@ -108,9 +108,30 @@ def test_a_rule_that_reads_an_invalid_field_is_not_guessed() -> None:
 
 
 def test_status_in_a_submitted_file_is_ignored_as_the_api_server_does() -> None:
-    obj = minimal() | {"status": {"phase": "Bogus", "whatever": 1}}
+    obj = minimal() | {"status": {"phase": "Bogus", "conditions": [{"type": "Ready"}]}}
     model, problems = validate_object(obj, "t")
     assert problems == [] and model is not None and model.status is None
+    # ... but strict decoding refuses unknown keys there first, on the server as here
+    obj = minimal() | {"status": {"conditions": [{"type": "Ready", "colour": "blue"}]}}
+    _, problems = validate_object(obj, "t")
+    assert [(p.path, p.message) for p in problems] == [
+        ("status.conditions[0].colour", "unknown field")
+    ]
+
+
+def test_generate_name_alone_is_checked_as_the_name_the_server_makes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    obj = minimal()
+    obj["metadata"] = {"generateName": "m-"}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out == "ok: m-<generated>\n"
+    assert main(["render", str(path)]) == 1
+    assert "render needs a name" in capsys.readouterr().err
+    obj["metadata"] = {"generateName": "Model-"}
+    assert validate_object(obj, "t")[0] is None
 
 
 @pytest.mark.parametrize(

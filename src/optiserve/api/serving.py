@@ -9,7 +9,7 @@ from pydantic import Field
 from optiserve.api import formats
 from optiserve.api.base import INT32_MAX, ApiModel, object_default
 from optiserve.api.rules import CelRule
-from optiserve.api.spec import ResourceRequirements, Toleration, node_selector_rule
+from optiserve.api.spec import LabelValue, ResourceRequirements, Toleration, node_selector_rule
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 
@@ -153,7 +153,7 @@ class ServingSpec(ApiModel):
     )
     autoscaling: AutoscalingSpec | None = Field(None, description="Unset: fixed replicas.")
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
-    node_selector: dict[str, str] = Field(default_factory=dict, max_length=64)
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=32)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     rollout_deadline_seconds: int = Field(
         600, ge=30, le=86400, description="A rollout not Ready by then is Degraded."

@@ -283,6 +283,10 @@ class Toleration(ApiModel):
     )
 
 
+# maxLength (and the maps' maxProperties) bound the API server's estimate of a rule's cost.
+LabelValue = Annotated[str, Field(max_length=formats.LABEL_VALUE_MAX)]
+
+
 def node_selector_rule(wire: str, attr: str) -> CelRule:
     """Every key of the ``wire`` map a label key and every value a label value."""
     key, value = "k", f"self.{wire}[k]"
@@ -363,7 +367,7 @@ class JobSpec(ApiModel):
     ttl_seconds_after_finished: int = Field(
         86400, ge=0, le=INT32_MAX, description="When the Job is removed."
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, max_length=64)
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=32)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
 
     rules = (node_selector_rule("nodeSelector", "node_selector"),)
