@@ -148,7 +148,7 @@ def check_structure(text: str) -> None:
             elif isinstance(event, yaml.AliasEvent):
                 if any(o.anchor == event.anchor for o in stack):
                     raise UnreadableYaml(
-                        f"recursive alias *{shorten(str(event.anchor), 40)} "
+                        f"recursive alias *{shorten(str(event.anchor), 40)}"
                         f"{_line(event.start_mark)}"
                     )
                 count(sizes.get(str(event.anchor), 1), event.start_mark)
