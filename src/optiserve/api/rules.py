@@ -2,9 +2,11 @@
 
 Each rule carries the CEL expression the API server evaluates (it lands in the CRD as
 ``x-kubernetes-validations``) and the Python predicate ``optiserve validate`` runs, side by side,
-so a reviewer sees both halves of the same rule in one place. ``tests/unit/test_rules_cel.py``
-evaluates the CEL with a real CEL interpreter against the same examples, so the halves cannot
-drift apart silently.
+so a reviewer sees both halves of the same rule in one place.
+``tests/unit/test_schema_agreement.py`` evaluates the CEL with a real CEL interpreter
+(cel-python) on generated specs and compares it with the Python half, and
+``tests/cluster/test_validate_agrees_with_apiserver.py`` does so on the real API server, so
+the halves cannot drift apart silently.
 """
 
 from __future__ import annotations
