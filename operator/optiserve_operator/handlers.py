@@ -19,8 +19,9 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from optiserve.api import GROUP, PLURAL, VERSION
-from optiserve.render.kubernetes import LABEL_MODEL, MANAGED_BY
+from optiserve.api import GROUP, KIND, PLURAL, VERSION
+from optiserve.render.job import COMPONENT as JOB_COMPONENT
+from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, MANAGED_BY
 from optiserve_operator import metrics
 from optiserve_operator.controller import Controller
 from optiserve_operator.kube import Kube
@@ -31,8 +32,9 @@ from optiserve_operator.workqueue import WorkQueue
 LOG = logging.getLogger("optiserve.operator")
 MAX_BACKOFF = 60.0
 Key = tuple[str, str]  # (namespace, name)
-CHILD_LABELS: dict[str, Any] = {
+OPTIMIZER_POD_LABELS: dict[str, Any] = {
     "app.kubernetes.io/managed-by": MANAGED_BY,
+    LABEL_COMPONENT: JOB_COMPONENT,
     LABEL_MODEL: kopf.PRESENT,
 }
 
@@ -139,9 +141,40 @@ async def model_event(type: str, name: str, namespace: str | None, memo: Any, **
     metrics.QUEUE_DEPTH.set(len(rt.queue))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
-@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
-async def child_event(
+def owner_key(body: Mapping[str, Any]) -> Key | None:
+    """The work-queue key of the OptimizedModel that controls ``body``, if one does.
+
+    By the controller ownerReference, not by a label: a child whose labels someone edited or
+    removed is still ours, and an object that merely carries our label is not.
+    """
+    meta = body.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if (
+            ref.get("controller")
+            and ref.get("kind") == KIND
+            and str(ref.get("apiVersion", "")).partition("/")[0] == GROUP
+            and ref.get("name")
+        ):
+            return (str(meta.get("namespace") or ""), str(ref["name"]))
+    return None
+
+
+# Every kind the operator writes is watched, so a deleted or edited child is put back within
+# seconds instead of at the next resync. Events of objects no model controls are dropped.
+@kopf.on.event("batch", "v1", "jobs")
+@kopf.on.event("apps", "v1", "deployments")
+@kopf.on.event("", "v1", "services")
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers")
+async def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+    key = owner_key(body)
+    if key is not None:
+        runtime(memo).queue.add(key)
+
+
+# A Job's pods are owned by the Job, not the model; they carry the model's label. Watching
+# them shows an unschedulable pod or an image that cannot be pulled within seconds.
+@kopf.on.event("", "v1", "pods", labels=OPTIMIZER_POD_LABELS)
+async def optimizer_pod_event(
     labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
     runtime(memo).queue.add((namespace or "", labels[LABEL_MODEL]))

@@ -1,0 +1,140 @@
+"""Which failures are the user's to fix and which will pass by themselves. Pure.
+
+The same split as kopf's ``PermanentError`` / ``TemporaryError`` (docs/errors.rst), decided
+from the error itself rather than by each call site:
+
+* **permanent** (a user error): the spec cannot be rendered (``ValueError`` and friends from
+  ``optiserve.render``), or the API server refuses a child the spec describes: 400/422
+  ``Invalid``/``BadRequest`` (a name too long for a Service, a bad quantity, an invalid
+  selector key), 403 ``Forbidden`` (an admission policy, a quota, Pod Security). Retrying the
+  same request gives the same answer, so the model is marked ``Stalled`` with the API
+  server's reason and is not tried again until its spec (generation) or retry token changes.
+* **transient**: 5xx, 429, 409 conflicts, timeouts and connection errors, and anything else
+  unexpected. Retried with backoff; the last error is shown in a condition meanwhile.
+
+Messages are one bounded line with credentials removed; never a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optiserve.api.status import (
+    DEGRADED,
+    OPTIMIZED,
+    PROGRESSING,
+    READY,
+    RECONCILING,
+    STALLED,
+    OptimizedModelStatus,
+)
+from optiserve_operator import conditions as c
+from optiserve_operator.kube import KubeError
+from optiserve_operator.summary import redact
+
+# Condition reasons of permanent failures; a model stalled with one of them waits for a
+# spec change (see reconcile.held).
+REASON_RENDER_FAILED = "RenderFailed"
+REASON_CHILD_REJECTED = "ChildRejected"
+REASON_FORBIDDEN = "Forbidden"
+PERMANENT_REASONS = frozenset({REASON_RENDER_FAILED, REASON_CHILD_REJECTED, REASON_FORBIDDEN})
+REASON_TRANSIENT = "TransientError"
+
+# HTTP statuses meaning "this request will never succeed as it is".
+_REFUSED = {400: REASON_CHILD_REJECTED, 422: REASON_CHILD_REJECTED, 403: REASON_FORBIDDEN}
+# Exceptions a renderer raises for a spec it cannot turn into a manifest.
+RENDER_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, LookupError, ArithmeticError)
+MESSAGE_LIMIT = 512
+
+
+@dataclass(frozen=True)
+class Failure:
+    permanent: bool
+    reason: str  # CamelCase condition/event reason
+    message: str  # one redacted line, at most MESSAGE_LIMIT characters
+
+
+def render_failure(doing: str, err: BaseException) -> Failure:
+    """A renderer refused the spec: the user's to fix."""
+    return Failure(True, REASON_RENDER_FAILED, _message(doing, _describe(err)))
+
+
+def classify(doing: str, err: BaseException) -> Failure:
+    """``err`` raised while ``doing`` (e.g. "create Job tiny-opt-1a2b"), classified."""
+    if isinstance(err, KubeError):
+        reason = _REFUSED.get(err.status)
+        text = f"{err.status} {err.reason}: {err.message}".rstrip(": ")
+        if reason is not None:
+            return Failure(True, reason, _message(doing, f"refused by the API server: {text}"))
+        return Failure(False, REASON_TRANSIENT, _message(doing, text))
+    return Failure(False, REASON_TRANSIENT, _message(doing, _describe(err)))
+
+
+def _describe(err: BaseException) -> str:
+    # The exception's class and text (never a traceback); ``_message`` makes it one line
+    # and bounds it.
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _message(doing: str, text: str) -> str:
+    return redact(f"{doing}: {text}" if doing else text, MESSAGE_LIMIT)
+
+
+def held(status: OptimizedModelStatus, generation: int, wanted_job: str) -> bool:
+    """A permanent failure is already reported for this generation and retry token.
+
+    Trying again would be refused the same way, so nothing happens until the spec
+    (``metadata.generation``) or the ``optiserve.io/retry`` annotation changes: no retry loop,
+    no repeated Warning event.
+    """
+    stalled = c.find(status.conditions, STALLED)
+    return (
+        stalled is not None
+        and stalled.status == "True"
+        and stalled.reason in PERMANENT_REASONS
+        and stalled.observed_generation == generation
+        and status.observed_generation == generation
+        and status.job_name == wanted_job
+    )
+
+
+def stalled_status(
+    status: OptimizedModelStatus, generation: int, failure: Failure, now: str
+) -> OptimizedModelStatus:
+    """``status`` with a permanent failure reported: Failed, Stalled and Degraded say why.
+
+    An ``Optimized=True`` condition stays (an artifact that exists is not undone because its
+    Deployment was refused); anything else says the optimization cannot go on either.
+    """
+    message = redact(failure.message)
+    wanted = [
+        c.Wanted(READY, "False", failure.reason, message),
+        c.Wanted(PROGRESSING, "False", c.REASON_FAILED, message),
+        c.Wanted(DEGRADED, "True", failure.reason, message),
+        c.Wanted(RECONCILING, "False", failure.reason, ""),
+        c.Wanted(STALLED, "True", failure.reason, message),
+    ]
+    if not c.is_true(status.conditions, OPTIMIZED):
+        wanted.append(c.Wanted(OPTIMIZED, "False", failure.reason, message))
+    return status.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": "Failed",
+            "conditions": c.merge_conditions(status.conditions, wanted, now, generation),
+        }
+    )
+
+
+def retrying_status(
+    status: OptimizedModelStatus, generation: int, failure: Failure, now: str
+) -> OptimizedModelStatus:
+    """``status`` noting a transient failure that is being retried (the rest unchanged).
+
+    The message names no attempt count or delay, so repeated failures write nothing new and
+    the status write does not itself trigger another pass.
+    """
+    wanted = [c.Wanted(RECONCILING, "True", failure.reason, redact(failure.message))]
+    return status.model_copy(
+        update={"conditions": c.merge_conditions(status.conditions, wanted, now, generation)}
+    )
