@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from optiserve.api import API_VERSION, KIND, OptimizedModelSpec
-from optiserve.api.status import OptimizedModelStatus
+from optiserve.api.status import STALLED, OptimizedModelStatus
 from optiserve.render.autoscaling import KEDA_API_VERSION
 from optiserve.render.job import COMPONENT as JOB_COMPONENT
 from optiserve.render.job import cleanup_job_name
@@ -220,6 +220,9 @@ class Controller:
             metrics.RECONCILES.labels("stalled").inc()
             LOG.warning("%s/%s stalled: %s", namespace, name, failure.message)
             return None
+        said = c.find(result.status.conditions, STALLED)
+        if result.status != observed.model.status and said and said.status == "True":
+            LOG.warning("%s/%s stalled: %s", namespace, name, said.message)
         metrics.DURATION.observe(time.monotonic() - started)
         metrics.RECONCILES.labels(result.status.phase).inc()
         return result.requeue_after

@@ -6,11 +6,12 @@ from the error itself rather than by each call site:
 * **permanent** (a user error): the spec cannot be rendered (``ValueError`` and friends from
   ``optiserve.render``), or the API server refuses a child the spec describes: 400/422
   ``Invalid``/``BadRequest`` (a name too long for a Service, a bad quantity, an invalid
-  selector key), 403 ``Forbidden`` (an admission policy, a quota, Pod Security). Retrying the
+  selector key), 403 ``Forbidden`` (an admission policy, a quota, Pod Security), 404 (a
+  resource type not installed, such as KEDA's ScaledObject), 413 (too large). Retrying the
   same request gives the same answer, so the model is marked ``Stalled`` with the API
   server's reason and is not tried again until its spec (generation) or retry token changes.
-* **transient**: 5xx, 429, 409 conflicts, timeouts and connection errors, and anything else
-  unexpected. Retried with backoff; the last error is shown in a condition meanwhile.
+* **transient**: 5xx, 401, 408, 409 conflicts, 429, timeouts and connection errors, and
+  anything else unexpected. Retried with backoff; the last error is shown in a condition meanwhile.
 
 Messages are one bounded line with credentials removed; never a traceback.
 """
@@ -40,8 +41,9 @@ REASON_FORBIDDEN = "Forbidden"
 PERMANENT_REASONS = frozenset({REASON_RENDER_FAILED, REASON_CHILD_REJECTED, REASON_FORBIDDEN})
 REASON_TRANSIENT = "TransientError"
 
-# HTTP statuses meaning "this request will never succeed as it is".
-_REFUSED = {400: REASON_CHILD_REJECTED, 422: REASON_CHILD_REJECTED, 403: REASON_FORBIDDEN}
+# 4xx answers that say "try again later" rather than "never like this": expired
+# credentials (refreshed on the next call), a request timeout, a conflict, throttling.
+_RETRYABLE_4XX = frozenset({401, 408, 409, 429})
 # Exceptions a renderer raises for a spec it cannot turn into a manifest.
 RENDER_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, LookupError, ArithmeticError)
 MESSAGE_LIMIT = 512
@@ -62,9 +64,11 @@ def render_failure(doing: str, err: BaseException) -> Failure:
 def classify(doing: str, err: BaseException) -> Failure:
     """``err`` raised while ``doing`` (e.g. "create Job tiny-opt-1a2b"), classified."""
     if isinstance(err, KubeError):
-        reason = _REFUSED.get(err.status)
         text = f"{err.status} {err.reason}: {err.message}".rstrip(": ")
-        if reason is not None:
+        if 400 <= err.status < 500 and err.status not in _RETRYABLE_4XX:
+            # 400/422 invalid, 403 forbidden (RBAC, an admission policy, a quota, Pod
+            # Security), 404 (a resource type not installed, e.g. KEDA's), 413 too large.
+            reason = REASON_FORBIDDEN if err.status == 403 else REASON_CHILD_REJECTED
             return Failure(True, reason, _message(doing, f"refused by the API server: {text}"))
         return Failure(False, REASON_TRANSIENT, _message(doing, text))
     return Failure(False, REASON_TRANSIENT, _message(doing, _describe(err)))

@@ -65,11 +65,16 @@ class OperatorProcess:
     ``kubeconfig`` names other credentials (e.g. the chart's ServiceAccount)."""
 
     def __init__(
-        self, cluster: LocalCluster, log_dir: Path, kubeconfig: Path | None = None
+        self,
+        cluster: LocalCluster,
+        log_dir: Path,
+        kubeconfig: Path | None = None,
+        resync_seconds: int = 15,
     ) -> None:
         self.cluster = cluster
         self.log_dir = log_dir
         self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.resync_seconds = resync_seconds
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -88,7 +93,7 @@ class OperatorProcess:
                 "--poll-seconds",
                 "1",
                 "--resync-seconds",
-                "15",
+                str(self.resync_seconds),
                 "--log-format",
                 "full",
                 "--optimizer-image",
@@ -115,6 +120,9 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
             self.process = None
+
+    def full_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
 
     def logs(self) -> str:
         return "\n".join(

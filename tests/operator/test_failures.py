@@ -43,7 +43,13 @@ NOW = "2026-01-01T00:00:00Z"
 
 @pytest.mark.parametrize(
     ("status", "reason"),
-    [(422, REASON_CHILD_REJECTED), (400, REASON_CHILD_REJECTED), (403, REASON_FORBIDDEN)],
+    [
+        (422, REASON_CHILD_REJECTED),
+        (400, REASON_CHILD_REJECTED),
+        (403, REASON_FORBIDDEN),
+        (404, REASON_CHILD_REJECTED),  # e.g. a ScaledObject without KEDA installed
+        (413, REASON_CHILD_REJECTED),
+    ],
 )
 def test_refusals_of_the_api_server_are_permanent(status: int, reason: str) -> None:
     err = KubeError(status, "Invalid", 'Service "x" is invalid: metadata.name: must be no more')
@@ -61,6 +67,8 @@ def test_refusals_of_the_api_server_are_permanent(status: int, reason: str) -> N
         KubeError(503, "ServiceUnavailable", ""),
         KubeError(429, "TooManyRequests", "storage is (re)initializing"),
         KubeError(409, "Conflict", "the object has been modified"),
+        KubeError(401, "Unauthorized", "token expired"),
+        KubeError(408, "Timeout", ""),
         KubeError(504, "Timeout", ""),
         ConnectionRefusedError(111, "Connection refused"),
         TimeoutError("timed out"),
