@@ -20,8 +20,6 @@ import kopf
 from prometheus_client import start_http_server
 
 from optiserve.api import GROUP, KIND, PLURAL, VERSION
-from optiserve.render.job import COMPONENT as JOB_COMPONENT
-from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, MANAGED_BY
 from optiserve_operator import metrics
 from optiserve_operator.controller import Controller
 from optiserve_operator.kube import Kube
@@ -32,11 +30,6 @@ from optiserve_operator.workqueue import WorkQueue
 LOG = logging.getLogger("optiserve.operator")
 MAX_BACKOFF = 60.0
 Key = tuple[str, str]  # (namespace, name)
-OPTIMIZER_POD_LABELS: dict[str, Any] = {
-    "app.kubernetes.io/managed-by": MANAGED_BY,
-    LABEL_COMPONENT: JOB_COMPONENT,
-    LABEL_MODEL: kopf.PRESENT,
-}
 
 
 @dataclass
@@ -161,6 +154,8 @@ def owner_key(body: Mapping[str, Any]) -> Key | None:
 
 # Every kind the operator writes is watched, so a deleted or edited child is put back within
 # seconds instead of at the next resync. Events of objects no model controls are dropped.
+# Pods are not watched: kopf filters client-side, so it would stream every pod of every
+# watched namespace; a running Job's pod is looked at every --poll-seconds instead.
 @kopf.on.event("batch", "v1", "jobs")
 @kopf.on.event("apps", "v1", "deployments")
 @kopf.on.event("", "v1", "services")
@@ -169,12 +164,3 @@ async def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
     key = owner_key(body)
     if key is not None:
         runtime(memo).queue.add(key)
-
-
-# A Job's pods are owned by the Job, not the model; they carry the model's label. Watching
-# them shows an unschedulable pod or an image that cannot be pulled within seconds.
-@kopf.on.event("", "v1", "pods", labels=OPTIMIZER_POD_LABELS)
-async def optimizer_pod_event(
-    labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
-) -> None:
-    runtime(memo).queue.add((namespace or "", labels[LABEL_MODEL]))

@@ -21,15 +21,13 @@ def test_only_watch_handlers_so_kopf_never_writes_to_user_objects() -> None:
         for h in registry._watching.get_all_handlers()
         if h.selector is not None
     }
-    # The model, every kind of child it writes (a deleted or edited one is repaired at once)
-    # and the optimizer's pods (a pod that cannot start is reported at once).
+    # The model and every kind of child it writes (a deleted or edited one is repaired at once).
     assert watched == {
         ("optiserve.io", "optimizedmodels"),
         ("batch", "jobs"),
         ("apps", "deployments"),
         ("", "services"),
         ("autoscaling", "horizontalpodautoscalers"),
-        ("", "pods"),
     }
 
 
