@@ -246,6 +246,8 @@ Rendered = TypeVar("Rendered")
 def _rendered(doing: str, render: Callable[[], Rendered]) -> Rendered:
     try:
         return render()
+    except ArtifactLocationError:
+        raise  # not the spec's fault: the Job reported an artifact no pod can mount
     except RENDER_ERRORS as err:
         raise _Refused(render_failure(doing, err)) from err
 

@@ -229,3 +229,15 @@ def test_redaction_is_bounded_and_never_leaves_half_a_credential() -> None:
         assert len(redact(huge)) <= MESSAGE_LIMIT * 2
     # Generous: about 1 ms each here; a quadratic pattern took 18 s on 100 kB.
     assert time.perf_counter() - started < 2.0
+
+
+def test_an_artifact_no_pod_can_mount_is_an_optimization_failure_not_a_stall() -> None:
+    from optiserve.api.status import Artifact
+
+    the_spec = spec()
+    digest = recipe_digest(OWNER.name, the_spec)
+    status = OptimizedModelStatus(artifact=Artifact(digest=digest, uri="s3://bucket/model"))
+    result = run(model(the_spec, status))
+    assert result.apply == ()
+    assert condition(result, "Degraded") == ("True", "InvalidArtifact")
+    assert not held(result.status, 1, str(result.status.job_name))
