@@ -21,14 +21,33 @@ def test_only_watch_handlers_so_kopf_never_writes_to_user_objects() -> None:
         for h in registry._watching.get_all_handlers()
         if h.selector is not None
     }
-    # The model and every kind of child it writes (a deleted or edited one is repaired at once).
+    # The model, every kind of child it writes (a deleted or edited one is repaired at once)
+    # and the optimizer's pods (one that cannot start is reported at once).
     assert watched == {
         ("optiserve.io", "optimizedmodels"),
         ("batch", "jobs"),
         ("apps", "deployments"),
         ("", "services"),
         ("autoscaling", "horizontalpodautoscalers"),
+        ("", "pods"),
     }
+
+
+def test_the_api_server_streams_only_our_children_and_optimizer_pods() -> None:
+    from kopf._cogs.structs.references import Resource  # kopf's own type for a watched kind
+
+    settings = kopf.OperatorSettings()
+    handlers.filter_watches_on_the_server(settings)
+    selectors = settings.watching.label_selectors
+    ours = "app.kubernetes.io/managed-by=optiserve"
+    for group, version, plural in handlers.CHILD_RESOURCES:
+        assert selectors.collect(Resource(group, version, plural)) == [ours]
+    assert selectors.collect(Resource("", "v1", "pods")) == [
+        f"{ours},app.kubernetes.io/component=optimizer,optiserve.io/model"
+    ]
+    # The models themselves are not filtered: every OptimizedModel is ours.
+    assert selectors.collect(Resource("optiserve.io", "v1alpha1", "optimizedmodels")) == []
+    assert selectors.collect(Resource("", "v1", "configmaps")) == []
 
 
 def _child(*refs: dict[str, object]) -> dict[str, object]:

@@ -29,11 +29,12 @@ change both together. No secrets, no wildcards.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create"]
-# The Job's pods: listed for the optimizer's summary in their termination message and for why
-# a pod cannot start; the running optimizer's log tail is read (bounded) for its progress.
+# The Job's pods: listed for the optimizer's summary in their termination message, watched
+# so a pod that cannot be scheduled or pulled is reported at once, and the running
+# optimizer's log tail read (bounded) for its progress.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
