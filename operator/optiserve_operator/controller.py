@@ -28,6 +28,7 @@ from optiserve_operator.failures import (
     MESSAGE_LIMIT,
     Failure,
     classify,
+    name_problem,
     retrying_status,
     stalled_status,
 )
@@ -100,11 +101,17 @@ class Controller:
         )
         digest = recipe_digest(owner.name, spec)
         need_result = status.artifact is None or status.artifact.digest != digest
-        raw_jobs = self.kube.list(
-            "batch/v1",
-            "Job",
-            owner.namespace,
-            {LABEL_MODEL: owner.name, LABEL_COMPONENT: JOB_COMPONENT},
+        # A name that cannot be a label value cannot be selected by (plan refuses it, and
+        # the API server would answer the list with a 400): no children to look for.
+        raw_jobs = (
+            self.kube.list(
+                "batch/v1",
+                "Job",
+                owner.namespace,
+                {LABEL_MODEL: owner.name, LABEL_COMPONENT: JOB_COMPONENT},
+            )
+            if name_problem(owner.name) is None
+            else []
         )
         jobs = []
         for raw in raw_jobs:

@@ -18,6 +18,7 @@ Messages are one bounded line with credentials removed; never a traceback.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from optiserve.api.status import (
@@ -38,7 +39,10 @@ from optiserve_operator.summary import redact
 REASON_RENDER_FAILED = "RenderFailed"
 REASON_CHILD_REJECTED = "ChildRejected"
 REASON_FORBIDDEN = "Forbidden"
-PERMANENT_REASONS = frozenset({REASON_RENDER_FAILED, REASON_CHILD_REJECTED, REASON_FORBIDDEN})
+REASON_INVALID_NAME = "InvalidName"
+PERMANENT_REASONS = frozenset(
+    {REASON_RENDER_FAILED, REASON_CHILD_REJECTED, REASON_FORBIDDEN, REASON_INVALID_NAME}
+)
 REASON_TRANSIENT = "TransientError"
 
 # 4xx answers that say "try again later" rather than "never like this": expired
@@ -47,6 +51,23 @@ _RETRYABLE_4XX = frozenset({401, 408, 409, 429})
 # Exceptions a renderer raises for a spec it cannot turn into a manifest.
 RENDER_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, LookupError, ArithmeticError)
 MESSAGE_LIMIT = 512
+
+
+# The Service shares the model's name (an RFC 1035 label) and every child carries it as a
+# label value: both allow at most 63 characters.
+_SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name the model's children, or None when it can."""
+    if _SERVICE_NAME.match(name):
+        return None
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    return (
+        f"the name {shown!r} ({len(name)} characters) cannot name the model's Service nor "
+        "label its children: use at most 63 lower-case letters, digits and '-', starting "
+        "with a letter and ending with a letter or digit"
+    )
 
 
 @dataclass(frozen=True)

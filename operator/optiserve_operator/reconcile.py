@@ -32,9 +32,11 @@ from optiserve.render.job import artifact_uri, render_job, render_spec_config_ma
 from optiserve.render.kubernetes import ANNOTATION_RETRY, Manifest, Owner, endpoint, job_name
 from optiserve_operator import conditions as c
 from optiserve_operator.failures import (
+    REASON_INVALID_NAME,
     RENDER_ERRORS,
     Failure,
     held,
+    name_problem,
     render_failure,
     stalled_status,
 )
@@ -265,6 +267,9 @@ def plan(obs: Observed, now: str, config: Config) -> Plan:
     if held(status, model.generation, wanted_job):
         return Plan(status=status, requeue_after=None)
     try:
+        problem = name_problem(owner.name)
+        if problem is not None:
+            raise _Refused(Failure(True, REASON_INVALID_NAME, problem))
         return _plan(obs, now, config, digest, retry, wanted_job)
     except _Refused as refused:
         base = status.model_copy(update={"recipe_digest": digest, "job_name": wanted_job})

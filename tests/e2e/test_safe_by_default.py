@@ -30,7 +30,7 @@ REPORT_S = 20.0
 # A repair must beat the resync by far: it can only come from watching the child.
 RESYNC_S = 600
 REPAIR_S = 10.0
-PERMANENT_REASONS = {"ChildRejected", "Forbidden", "RenderFailed"}
+PERMANENT_REASONS = {"ChildRejected", "Forbidden", "RenderFailed", "InvalidName"}
 MIG = "nvidia.com/mig-1g.10gb"
 
 

@@ -241,3 +241,25 @@ def test_an_artifact_no_pod_can_mount_is_an_optimization_failure_not_a_stall() -
     assert result.apply == ()
     assert condition(result, "Degraded") == ("True", "InvalidArtifact")
     assert not held(result.status, 1, str(result.status.job_name))
+
+
+@pytest.mark.parametrize("name", ["a" * 64, "my.model", "1model", "Model", "model-"])
+def test_a_name_the_children_cannot_carry_stalls_before_anything_is_created(name: str) -> None:
+    from dataclasses import replace
+
+    from optiserve_operator.failures import REASON_INVALID_NAME, name_problem
+
+    problem = name_problem(name)
+    assert problem is not None and "63" in problem
+    state = replace(model(spec()), owner=replace(OWNER, name=name))
+    result = run(state)
+    assert result.create == () and result.dry_run == () and result.apply == ()
+    assert condition(result, "Stalled") == ("True", REASON_INVALID_NAME)
+    assert result.requeue_after is None
+
+
+def test_names_the_children_can_carry() -> None:
+    from optiserve_operator.failures import name_problem
+
+    for name in ("a", "digits", "minilm-l6-v2", "a" * 63):
+        assert name_problem(name) is None
