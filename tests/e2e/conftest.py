@@ -18,6 +18,7 @@ from tests.e2e.models import write_tiny_classifier
 from tests.harness.cluster import LocalCluster
 from tests.harness.fixtures import cluster, cluster_namespace
 from tests.harness.volume_binder import claim_manifest
+from tests.harness.waiting import wait_until
 
 __all__ = ["cluster", "cluster_namespace"]
 
@@ -135,13 +136,20 @@ def install_crd(cluster: LocalCluster) -> None:
     # Server-side: the CRD is too large for kubectl's last-applied-configuration annotation.
     applied = cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml())
     assert applied.returncode == 0, applied.stderr
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/optimizedmodels.optiserve.io",
-        "--timeout=60s",
-        check=True,
-    )
+
+    # Polled rather than `kubectl wait`, which exits 1 at once (not after its timeout) when it
+    # asks before the new CRD shows in its discovery: seen on a loaded machine.
+    def established() -> bool:
+        found = cluster.kubectl(
+            "get",
+            "crd",
+            "optimizedmodels.optiserve.io",
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+        )
+        return found.returncode == 0 and found.stdout.strip() == "True"
+
+    wait_until("the OptimizedModel CRD Established", established, timeout_s=60, every_s=0.5)
 
 
 def prepare_model_namespace(cluster: LocalCluster, name: str) -> None:

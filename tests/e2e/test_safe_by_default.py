@@ -328,3 +328,31 @@ def test_a_mig_slice_is_the_only_gpu_resource_asked_for_and_lands_on_the_mig_nod
     # nvidia.com/gpu, the GPU nodes have no MIG slices).
     wait_until("the optimizer pod on the MIG node", on_the_mig_node, timeout_s=60)
     cluster.kubectl("delete", "-n", ns, "om", "mig", "--wait=false")
+
+
+def test_a_deterministic_optimizer_failure_ends_the_job_after_one_pod(
+    cluster: LocalCluster, operator: OperatorProcess, ns: str
+) -> None:
+    obj = tiny("once")
+    obj["spec"]["source"]["uri"] = "pvc://models/missing.onnx"  # exit 2: the user's to fix
+    cluster.apply([obj], namespace=ns)
+
+    def failed(model: dict[str, Any]) -> bool:
+        return condition(model, "Degraded").get("reason") == "OptimizationFailed"
+
+    wait_until(
+        "Degraded=OptimizationFailed",
+        lambda: failed(get(cluster, ns, "om", "once") or {}),
+        timeout_s=180,
+    )
+    model = get(cluster, ns, "om", "once")
+    assert "exit code 2" in condition(model, "Degraded")["message"]
+    (name,) = _owned_jobs(cluster, ns, model["metadata"]["uid"])
+    job = get(cluster, ns, "job", name)
+    # backoffLimit is 1, yet the podFailurePolicy failed the Job on its first pod.
+    assert job["spec"]["backoffLimit"] == 1
+    assert job["status"].get("failed") == 1
+    reasons = {c["type"]: c.get("reason") for c in job["status"].get("conditions") or []}
+    assert reasons.get("Failed") == "PodFailurePolicy", reasons
+    pods = get(cluster, ns, "pods", "-l", f"job-name={name}") or {"items": []}
+    assert len(pods["items"]) == 1
