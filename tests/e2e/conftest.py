@@ -137,8 +137,8 @@ def install_crd(cluster: LocalCluster) -> None:
     applied = cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml())
     assert applied.returncode == 0, applied.stderr
 
-    # Polled rather than `kubectl wait`, which exits 1 at once (not after its timeout) when it
-    # asks before the new CRD shows in its discovery: seen on a loaded machine.
+    # Polled rather than `kubectl wait`, which failed here twice on a loaded machine long
+    # before its 60 s timeout.
     def established() -> bool:
         found = cluster.kubectl(
             "get",
