@@ -84,12 +84,13 @@ class Kube:
         body: Any = None,
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
-        accept: str = "application/json",
     ) -> bytes:
         url = self.api.configuration.host + path
         if query:
             url += "?" + urlencode(dict(query))
-        headers = {"Accept": accept, "Content-Type": content_type}
+        # Also for pods/log, whose text the API server sends under any of its media types but
+        # refuses to negotiate as text/plain (406).
+        headers = {"Accept": "application/json", "Content-Type": content_type}
         # Authentication headers (token, refreshed exec credentials) the client would add.
         self.api.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
         response = self.api.call_api(
@@ -188,7 +189,6 @@ class Kube:
                 "tailLines": str(LOG_TAIL_LINES),
                 "limitBytes": str(LOG_LIMIT_BYTES),
             },
-            accept="text/plain",
         )
         return raw[-LOG_LIMIT_BYTES:].decode("utf-8", "replace")
 
