@@ -356,3 +356,50 @@ def test_a_deterministic_optimizer_failure_ends_the_job_after_one_pod(
     assert reasons.get("Failed") == "PodFailurePolicy", reasons
     pods = get(cluster, ns, "pods", "-l", f"job-name={name}") or {"items": []}
     assert len(pods["items"]) == 1
+
+
+def test_the_progress_log_read_is_a_request_the_api_server_forwards(
+    cluster: LocalCluster, ns: str
+) -> None:
+    """``Kube.pod_log`` (bounded tail, container named) is accepted and sent to the node.
+
+    The harness has no kubelet log endpoint (kwok plays the nodes), so the read ends in the
+    API server's 500 about the node, fast; what must not happen is the API server refusing
+    the request itself (a 406 for a text/plain Accept, a 400 for a bad query).
+    """
+    from optiserve_operator.kube import Kube, KubeError
+
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "logged"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "optimizer", "image": "x", "command": ["sleep", "30"]}],
+                }
+            }
+        },
+    }
+    cluster.apply([job], namespace=ns)
+
+    def running_pod() -> str | None:
+        pods = get(cluster, ns, "pods", "-l", "job-name=logged") or {"items": []}
+        return next(
+            (p["metadata"]["name"] for p in pods["items"] if p["status"].get("phase") == "Running"),
+            None,
+        )
+
+    wait_until("the pod running", running_pod, timeout_s=60)
+    pod = running_pod()
+    assert pod is not None
+    kube = Kube.from_environment(str(cluster.kubeconfig))
+    started = time.monotonic()
+    try:
+        kube.pod_log(ns, pod, "optimizer")
+    except KubeError as err:
+        assert err.status == 500 and "containerLogs" in err.message, err
+        assert "tailLines=200" in err.message and "limitBytes=32768" in err.message
+    assert time.monotonic() - started < 5
+    cluster.kubectl("delete", "-n", ns, "job", "logged", "--wait=false")
