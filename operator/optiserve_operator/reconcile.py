@@ -29,7 +29,14 @@ from optiserve.render.deployment import (
     selector_string,
 )
 from optiserve.render.job import artifact_uri, render_job, render_spec_config_map
-from optiserve.render.kubernetes import ANNOTATION_RETRY, Manifest, Owner, endpoint, job_name
+from optiserve.render.kubernetes import (
+    ANNOTATION_RETRY,
+    Manifest,
+    Owner,
+    endpoint,
+    grpc_endpoint,
+    job_name,
+)
 from optiserve_operator import conditions as c
 from optiserve_operator.failures import (
     REASON_INVALID_NAME,
@@ -359,6 +366,9 @@ def _plan(
         metrics=summary.metrics if summary else status.metrics,
         candidates=list(summary.candidates) if summary else status.candidates,
         endpoint=endpoint(owner.name, owner.namespace) if rollout.serve else status.endpoint,
+        grpc_endpoint=(
+            grpc_endpoint(owner.name, owner.namespace) if rollout.serve else status.grpc_endpoint
+        ),
         replicas=dep.ready_replicas if dep else 0,
         selector=selector_string(owner.name),
     )

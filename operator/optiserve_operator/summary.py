@@ -118,6 +118,7 @@ def parse_summary(message: str | None, digest: str, default_uri: str) -> Summary
         precision=str(_first(merged, "precision") or "fp32"),
         format=str(_first(merged, "format") or "onnx"),
         candidate=str(chosen or ""),
+        report=as_pvc_uri(str(page), "") or None if (page := _first(merged, "report")) else None,
     )
     raw_candidates = data.get("candidates")
     candidates = (

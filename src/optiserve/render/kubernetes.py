@@ -78,8 +78,18 @@ def serving_name(model_name: str) -> str:
     return model_name
 
 
+# Triton's own default ports, kept so that its docs and clients apply unchanged.
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+
+
 def endpoint(model_name: str, namespace: str) -> str:
-    return f"http://{serving_name(model_name)}.{namespace}.svc:8000"
+    """Triton's HTTP/REST endpoint (KServe v2 protocol) through the model's Service."""
+    return f"http://{serving_name(model_name)}.{namespace}.svc:{HTTP_PORT}"
+
+
+def grpc_endpoint(model_name: str, namespace: str) -> str:
+    """Triton's gRPC endpoint as tritonclient.grpc takes it (host:port, no scheme)."""
+    return f"{serving_name(model_name)}.{namespace}.svc:{GRPC_PORT}"
 
 
 def common_labels(model_name: str, component: str) -> dict[str, str]:
