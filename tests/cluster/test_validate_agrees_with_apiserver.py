@@ -18,8 +18,7 @@ import pytest
 import yaml
 
 from optiserve.cli import main
-from optiserve.crd import crd_yaml
-from tests.harness.cluster import LocalCluster
+from tests.harness.cluster import LocalCluster, install_crd
 from tests.unit.specs import INVALID, minimal
 
 pytestmark = pytest.mark.cluster
@@ -301,15 +300,7 @@ KNOWN_DIFFERENCES: dict[str, tuple[bytes, bool, bool, str]] = {
 
 @pytest.fixture(scope="module")
 def crd_installed(cluster: LocalCluster) -> Iterator[None]:
-    applied = cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml())
-    assert applied.returncode == 0, applied.stderr
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/optimizedmodels.optiserve.io",
-        "--timeout=60s",
-        check=True,
-    )
+    install_crd(cluster)
     yield
 
 
