@@ -1,8 +1,9 @@
 """Shared pytest set-up: the local control plane fixture (tests/harness) for the cluster tiers.
 
 With ``OPTISERVE_REQUIRE_TIERS=1`` (set by ``.ci/run``) a skipped test of a tier that must run
-in CI (models, triton, cluster, e2e) fails instead: a missing control plane or tritonserver is
-a broken CI machine, not a reason to pass. GPU tests still skip where there is no GPU.
+in CI (models, triton, cluster, e2e, tensorrt) fails instead: a missing control plane,
+tritonserver or TensorRT install is a broken CI machine, not a reason to pass. GPU tests still
+skip where there is no GPU.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 pytest_plugins = ["tests.harness.fixtures"]
 
-REQUIRED_TIERS = ("models", "triton", "cluster", "e2e")
+REQUIRED_TIERS = ("models", "triton", "cluster", "e2e", "tensorrt")
 
 
 @pytest.hookimpl(hookwrapper=True)

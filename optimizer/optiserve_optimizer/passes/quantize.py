@@ -161,7 +161,11 @@ class Quantize:
                     per_channel=True,
                     calibrate_method=calibrate,
                     op_types_to_quantize=sorted(INT8_STATIC_OPS),
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                    extra_options={
+                        # TensorRT's Q/DQ are symmetric only; onnxruntime runs either.
+                        "ActivationSymmetric": bool(config.get("symmetric", False)),
+                        "WeightSymmetric": True,
+                    },
                 )
             except Exception as exc:
                 raise UnsupportedOpError(NAME, f"INT8 static quantization failed: {exc}") from exc
