@@ -28,8 +28,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "optimizer")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "optimizer"), str(ROOT)]
 
+from benchmarks.gpu_tensorrt.measure import (  # noqa: E402
+    BATCH,
+    engine_runner,
+    interleaved,
+    markdown,
+    quality,
+    to_cuda,
+)
 from optiserve.api import OptimizationSpec, SourceSpec  # noqa: E402
 from optiserve_optimizer.artifact import ModelArtifact, PassContext  # noqa: E402
 from optiserve_optimizer.errors import OptimizerError  # noqa: E402
@@ -37,7 +45,7 @@ from optiserve_optimizer.plan import CandidatePlan, build_plan  # noqa: E402
 from optiserve_optimizer.progress import Progress  # noqa: E402
 from optiserve_optimizer.registry import pass_for  # noqa: E402
 
-SEQ, BATCH = 128, 32
+SEQ = 128
 
 
 def log(message: str) -> None:
@@ -144,92 +152,6 @@ def run_candidate(
     return artifact, metrics, seconds
 
 
-def engine_runner(plan: Path, feed: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
-    """The engine with device-resident inputs and outputs (no host copies in the timing)."""
-    import numpy as np
-    import tensorrt as trt
-    import torch
-
-    from optiserve_optimizer.passes.tensorrt_build import _Logger
-
-    engine = trt.Runtime(_Logger(log).trt_logger).deserialize_cuda_engine(plan.read_bytes())
-    context = engine.create_execution_context()
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-    dtypes = {
-        n: torch.from_numpy(np.empty(0, trt.nptype(engine.get_tensor_dtype(n)))).dtype
-        for n in outputs
-    }
-
-    def run(batch: dict[str, Any]) -> Any:
-        for name in names:
-            if name not in outputs:
-                context.set_input_shape(name, trt.Dims(tuple(batch[name].shape)))
-                context.set_tensor_address(name, batch[name].data_ptr())
-        result = {}
-        for name in outputs:
-            result[name] = torch.empty(
-                tuple(context.get_tensor_shape(name)), dtype=dtypes[name], device="cuda"
-            )
-            context.set_tensor_address(name, result[name].data_ptr())
-        # On torch's stream: ordered after the inputs, before whatever reads the output, and
-        # timed like eager (no synchronisation per call).
-        if not context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
-            raise RuntimeError(f"TensorRT failed to run {plan.name}")
-        return result[outputs[0]].float()
-
-    del feed
-    return run
-
-
-# ---- measurement -------------------------------------------------------------------------------
-
-
-def interleaved(
-    runners: dict[str, Callable[[dict[str, Any]], Any]],
-    feed: dict[str, Any],
-    rounds: int,
-    iters: int,
-) -> dict[str, list[float]]:
-    """Items per second of each runner, per round; the runners alternate within every round."""
-    import torch
-
-    for run in runners.values():
-        for _ in range(5):
-            run(feed)
-    torch.cuda.synchronize()
-    batch = next(iter(feed.values())).shape[0]
-    per_round: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            for _ in range(iters):
-                run(feed)
-            torch.cuda.synchronize()
-            per_round[name].append(batch * iters / (time.perf_counter() - start))
-    return per_round
-
-
-def to_cuda(arrays: dict[str, Any], rows: slice) -> dict[str, Any]:
-    import torch
-
-    return {k: torch.from_numpy(v[rows]).cuda() for k, v in arrays.items() if k != "labels"}
-
-
-def quality(
-    model: str, runner: Callable[[dict[str, Any]], Any], reference: Any, arrays: dict[str, Any]
-) -> float:
-    """MiniLM: mean cosine vs eager FP32; digits: top-1 accuracy on the labels."""
-    import torch
-
-    total = len(next(iter(arrays.values())))
-    outs = torch.cat([runner(to_cuda(arrays, slice(s, s + BATCH))) for s in range(0, total, BATCH)])
-    if model == "minilm":
-        return float(torch.nn.functional.cosine_similarity(outs, reference).mean())
-    labels = torch.from_numpy(arrays["labels"]).cuda()
-    return float((outs.argmax(1) == labels).float().mean())
-
-
 # ---- main ---------------------------------------------------------------------------------
 
 
@@ -241,6 +163,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--skip", default="", help="comma list: sparse,int8,digits,pipeline")
+    parser.add_argument(
+        "--until-engine",
+        action="store_true",
+        help="rehearsal: run every candidate's steps up to the engine build (CPU), then stop",
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -254,6 +181,9 @@ def main() -> int:
     minilm_files = prepare_minilm(args.pieces / "minilm", args.work)
     log(f"minilm: ONNX {minilm_files['model'].stat().st_size >> 20} MiB, data at seq {SEQ}")
     digits_dir = args.pieces / "digits"
+
+    if args.until_engine:
+        return cpu_steps(minilm_files, digits_dir, args.work / "cpu-steps")
 
     # The first GPU call: a CPU machine stops here with the optimizer's typed error.
     from optiserve_optimizer.passes.tensorrt_build import gpu_capability, preflight
@@ -345,12 +275,53 @@ def main() -> int:
             log(json.dumps(row))
 
     minilm_arrays = dict(np.load(minilm_files["eval"]))
+    variants = minilm_variants(minilm_files, skip)
+    eager = {
+        "eager-fp32": minilm_eager(minilm_files["dir"], False),
+        "eager-fp16": minilm_eager(minilm_files["dir"], True),
+    }
+    source = SourceSpec(uri=str(minilm_files["model"]), format="onnx")
+    measure("minilm", variants, source, eager, minilm_arrays, BATCH)
+
+    if "digits" not in skip:
+        digits_arrays = dict(np.load(digits_dir / "eval.npz"))
+        dvariants = digits_variants(digits_dir)
+        deager = {
+            "eager-fp32": digits_eager(digits_dir / "model.pt", False),
+            "eager-fp16": digits_eager(digits_dir / "model.pt", True),
+        }
+        dsource = SourceSpec(uri=str(digits_dir / "model.pt"), format="torchscript")
+        measure("digits", dvariants, dsource, deager, digits_arrays, 256)
+
+    if "pipeline" not in skip:
+        # FP16 first; the device's onnxruntime is CPU-only, and its FP16 candidate may not run
+        # there, so FP32 (ORT fp32 vs a TensorRT fp32 engine) is the fallback.
+        results["pipeline"] = []
+        for precision in ("fp16", "fp32"):
+            try:
+                outcome = pipeline_choice(
+                    digits_dir, args.work / f"pipeline-{precision}", precision
+                )
+            except Exception as exc:  # report it with the rest rather than lose the measurements
+                outcome = {"precision": precision, "error": repr(exc)}
+            results["pipeline"].append(outcome)
+            if outcome.get("exitCode") == 0:
+                break
+        log(f"pipeline: {results['pipeline']}")
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / "tensorrt.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+def minilm_variants(files: dict[str, Path], skip: set[str]) -> dict[str, dict[str, Any]]:
+    """Optimization specs of the MiniLM TensorRT candidates (profiles: the shapes pass)."""
     base = {
         "target": {"device": "gpu"},
-        "accuracy": {"dataset": str(minilm_files["eval"]), "metric": "cosine", "maxDrop": 0.01},
+        "accuracy": {"dataset": str(files["eval"]), "metric": "cosine", "maxDrop": 0.01},
         "benchmark": {"batchSizes": [1, BATCH]},
     }
-    calibration = {"uri": str(minilm_files["calibration"]), "samples": 128}
+    calibration = {"uri": str(files["calibration"]), "samples": 128}
     variants = {
         "trt-fp16": {**base, "quantization": {"precision": "fp16"}, "tensorrt": {"enabled": True}}
     }
@@ -367,51 +338,58 @@ def main() -> int:
             "pruning": {"method": "2:4"},
             "tensorrt": {"enabled": True, "sparseWeights": True},
         }
-    eager = {
-        "eager-fp32": minilm_eager(minilm_files["dir"], False),
-        "eager-fp16": minilm_eager(minilm_files["dir"], True),
+    return variants
+
+
+def digits_variants(digits_dir: Path) -> dict[str, dict[str, Any]]:
+    base = {
+        "target": {"device": "gpu"},
+        "accuracy": {"dataset": str(digits_dir / "eval.npz"), "maxDrop": 0.01},
+        "benchmark": {"batchSizes": [1, 256]},
     }
-    source = SourceSpec(uri=str(minilm_files["model"]), format="onnx")
-    measure("minilm", variants, source, eager, minilm_arrays, BATCH)
+    calibration = {"uri": str(digits_dir / "calibration.npz"), "samples": 512}
+    return {
+        "trt-fp32": {**base, "tensorrt": {"enabled": True}},
+        "trt-fp16": {**base, "quantization": {"precision": "fp16"}, "tensorrt": {"enabled": True}},
+        "trt-int8": {
+            **base,
+            "tensorrt": {"enabled": True},
+            "quantization": {"precision": "int8", "method": "static", "calibration": calibration},
+        },
+    }
 
-    if "digits" not in skip:
-        digits_arrays = dict(np.load(digits_dir / "eval.npz"))
-        dbase = {
-            "target": {"device": "gpu"},
-            "accuracy": {"dataset": str(digits_dir / "eval.npz"), "maxDrop": 0.01},
-            "benchmark": {"batchSizes": [1, 256]},
-        }
-        dcal = {"uri": str(digits_dir / "calibration.npz"), "samples": 512}
-        dvariants = {
-            "trt-fp32": {**dbase, "tensorrt": {"enabled": True}},
-            "trt-fp16": {
-                **dbase,
-                "quantization": {"precision": "fp16"},
-                "tensorrt": {"enabled": True},
-            },
-            "trt-int8": {
-                **dbase,
-                "tensorrt": {"enabled": True},
-                "quantization": {"precision": "int8", "method": "static", "calibration": dcal},
-            },
-        }
-        deager = {
-            "eager-fp32": digits_eager(digits_dir / "model.pt", False),
-            "eager-fp16": digits_eager(digits_dir / "model.pt", True),
-        }
-        dsource = SourceSpec(uri=str(digits_dir / "model.pt"), format="torchscript")
-        measure("digits", dvariants, dsource, deager, digits_arrays, 256)
 
-    if "pipeline" not in skip:
-        try:
-            results["pipeline"] = pipeline_choice(digits_dir, args.work / "pipeline")
-        except Exception as exc:  # report it with the rest rather than lose the measurements
-            results["pipeline"] = {"error": repr(exc)}
-        log(f"pipeline: {results['pipeline']}")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    (args.out / "tensorrt.md").write_text(markdown(results))
-    print(markdown(results))
-    return 0
+def cpu_steps(minilm_files: dict[str, Path], digits_dir: Path, work: Path) -> int:
+    """Rehearsal: every candidate's steps before the engine build, on this CPU."""
+    failed = 0
+    for model, variants, source in (
+        (
+            "minilm",
+            minilm_variants(minilm_files, set()),
+            SourceSpec(uri=str(minilm_files["model"]), format="onnx"),
+        ),
+        (
+            "digits",
+            digits_variants(digits_dir),
+            SourceSpec(uri=str(digits_dir / "model.pt"), format="torchscript"),
+        ),
+    ):
+        cache: dict[tuple[str, ...], Any] = {}
+        for name, optimization in variants.items():
+            spec = OptimizationSpec.model_validate(optimization)
+            ctx = PassContext(source, spec, work / model, Progress())
+            candidate = trt_candidate(source, optimization)
+            before = CandidatePlan(candidate.name, candidate.precision, candidate.steps[:-1])
+            try:
+                artifact, _, _ = run_candidate(before, ctx, cache)
+                log(
+                    f"{model} {name}: ready for the engine build: {artifact.onnx.name}, "
+                    f"profiles {ctx.shared.get('profiles')}"
+                )
+            except OptimizerError as exc:
+                failed += 1
+                log(f"{model} {name}: FAILED {exc}")
+    return 1 if failed else 0
 
 
 def shutil_rmtree(path: Path) -> None:
@@ -420,8 +398,8 @@ def shutil_rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def pipeline_choice(digits_dir: Path, out: Path) -> dict[str, Any]:
-    """The optimizer end to end on digits with TensorRT FP16 enabled: which candidate wins."""
+def pipeline_choice(digits_dir: Path, out: Path, precision: str) -> dict[str, Any]:
+    """The optimizer end to end on digits with TensorRT enabled: which candidate wins."""
     import os
 
     import yaml
@@ -433,7 +411,7 @@ def pipeline_choice(digits_dir: Path, out: Path) -> dict[str, Any]:
         "source": {"uri": str(digits_dir / "model.pt"), "format": "torchscript"},
         "optimization": {
             "target": {"device": "gpu"},
-            "quantization": {"precision": "fp16"},
+            "quantization": {"precision": precision},
             "tensorrt": {"enabled": True},
             "accuracy": {"dataset": str(digits_dir / "eval.npz"), "maxDrop": 0.01},
             "benchmark": {"batchSizes": [1, 256], "iterations": 30, "warmup": 5},
@@ -444,42 +422,7 @@ def pipeline_choice(digits_dir: Path, out: Path) -> dict[str, Any]:
     os.environ["OPTISERVE_TERMINATION_LOG"] = str(out / "termination.json")
     code = run_optimize(out / "spec.yaml", out / "repo")
     summary: dict[str, Any] = json.loads((out / "termination.json").read_text())
-    return {"exitCode": code, **summary}
-
-
-def markdown(results: dict[str, Any]) -> str:
-    lines = [
-        f"GPU: {results['gpu']} (sm {results['computeCapability']}) · torch "
-        f"{results['versions']['torch']} · TensorRT {results['versions']['tensorrt']} "
-        "(libraries: Maven Central org.bytedeco:tensorrt 11.2-1.5.14 linux-x86_64-redist)",
-        "",
-        "| model | variant | batch | items/s median (min-max of rounds) | vs eager fp32 "
-        "| b=1 ms (mean of 50) | cosine / top-1 | build s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in results["rows"]:
-        built = f"{r['buildSeconds']:.1f}" if r["buildSeconds"] else ""
-        lines.append(
-            f"| {r['model']} | {r['variant']} | {r['batch']} | {r['throughput']:,.0f} "
-            f"({r['min']:,.0f}-{r['max']:,.0f}) | {r['vsEagerFp32']:.2f}x | "
-            f"{r['latencyMsB1']:.3f} | {r['quality']:.5f} | {built} |"
-        )
-    cache = results.get("timingCache")
-    if cache:
-        lines += [
-            "",
-            f"MiniLM FP16 engine build: cold {cache['coldSeconds']:.1f} s "
-            f"({cache['coldStatus']}), warm {cache['warmSeconds']:.1f} s "
-            f"({cache['warmStatus']}): {cache['speedup']:.1f}x",
-        ]
-    for failure in results.get("failures", []):
-        lines.append(f"\nFAILED {failure['model']} {failure['variant']}: {failure['error']}")
-    if "pipeline" in results:
-        lines += [
-            "",
-            f"Optimizer pipeline on digits (TensorRT FP16 enabled): {results['pipeline']}",
-        ]
-    return "\n".join(lines) + "\n"
+    return {"precision": precision, "exitCode": code, **summary}
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ mkdir -p "${site}/tensorrt" "${site}/tensorrt_libs"
 cp hack/tensorrt/shim/tensorrt.py "${site}/tensorrt/__init__.py"
 cp hack/tensorrt/shim/tensorrt_libs.py "${site}/tensorrt_libs/__init__.py"
 export OPTISERVE_TENSORRT_LIBS="${libs}/lib"
-say "import tensorrt -> $("${py}" -c 'import tensorrt; print(tensorrt.__version__)' 2>&1 | tail -1)"
+say "import tensorrt -> $("${py}" -c 'import tensorrt, tensorrt_libs; print(tensorrt.__version__, "from", tensorrt_libs.LIB_DIR)' 2>&1 | tail -1)"
 
 set +e
 PYTHONUNBUFFERED=1 "${py}" benchmarks/gpu_tensorrt/bench.py --out "${out}" "$@"

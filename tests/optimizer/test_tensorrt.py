@@ -165,6 +165,16 @@ def test_precision_check_reads_real_converted_graphs(tmp_path: Path) -> None:
     ctx.step_label = "fp16"
     fp16 = Quantize().run(fp32, {"precision": "fp16"}, ctx).artifact
     check_graph_precision("fp16", *graph_types(fp16.onnx))
+    import onnx
+
+    # Topologically sorted (the converter appends its input casts last): the checker, the
+    # shapes pass and TensorRT's parser read it.
+    onnx.checker.check_model(onnx.load(str(fp16.onnx)))
+    x = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
+    from optiserve_optimizer.runners import onnx_runner
+
+    ref, half = onnx_runner(model)({"input": x})[0], onnx_runner(fp16.onnx)({"input": x})[0]
+    assert half.dtype == np.float32 and np.abs(ref - half).max() < 5e-3
     ctx.step_label = "int8"
     int8 = (
         Quantize()
@@ -176,7 +186,6 @@ def test_precision_check_reads_real_converted_graphs(tmp_path: Path) -> None:
         .artifact
     )
     check_graph_precision("int8", *graph_types(int8.onnx))
-    import onnx
     from onnx import numpy_helper
 
     zero_points = [

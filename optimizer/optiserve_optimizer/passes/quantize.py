@@ -14,7 +14,7 @@ from typing import Any
 from optiserve.uri import local_path
 from optiserve_optimizer import data
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
-from optiserve_optimizer.errors import UnsupportedOpError
+from optiserve_optimizer.errors import PassFailedError, UnsupportedOpError
 from optiserve_optimizer.onnx_utils import load_model, signature
 
 NAME = "quantize"
@@ -190,8 +190,34 @@ class Quantize:
 
         out = ctx.output(artifact, "fp16.onnx")
         converted = convert_float_to_float16(model, keep_io_types=True)
+        # The converter appends the input casts at the end of the node list; onnxruntime sorts
+        # for itself, but the ONNX checker and TensorRT's parser need a topological order.
+        sort_topologically(converted.graph)
         onnx.save(converted, str(out))
         return PassResult(
             artifact.evolve(ctx.step_label or NAME, onnx=out, precision="fp16", torch=None),
             {"bytes": out.stat().st_size, "bytesBefore": artifact.onnx.stat().st_size},
         )
+
+
+def sort_topologically(graph: Any) -> None:
+    """Reorders ``graph.node`` in place so every node follows the producers of its inputs,
+    keeping the existing order wherever it already does."""
+    available = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:
+            names = sorted({i for n in pending for i in n.input} - available)[:5]
+            raise PassFailedError(NAME, f"the FP16 graph has inputs no node produces: {names}")
+        for node in ready:
+            available.update(node.output)
+        ordered += ready
+        pending = [n for n in pending if not any(n is r for r in ready)]
+    copies = []
+    for node in ordered:  # copies: protobuf may invalidate the originals when the list is cleared
+        copy = type(node)()
+        copy.CopyFrom(node)
+        copies.append(copy)
+    del graph.node[:]
+    graph.node.extend(copies)

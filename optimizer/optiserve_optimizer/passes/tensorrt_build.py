@@ -221,6 +221,7 @@ def tensorrt_runner(path: Path) -> Callable[[Mapping[str, npt.NDArray[Any]]], li
         reason = builder_failure_reason(logger.errors)
         raise PassFailedError("benchmark", f"TensorRT cannot load {path.name}: {reason}")
     context = engine.create_execution_context()
+    keep_alive = (logger, runtime, engine)  # TensorRT holds raw pointers to these
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     inputs = [n for n in names if engine.get_tensor_mode(n) == tensorrt.TensorIOMode.INPUT]
     outputs = [n for n in names if n not in inputs]
@@ -231,6 +232,7 @@ def tensorrt_runner(path: Path) -> Callable[[Mapping[str, npt.NDArray[Any]]], li
     stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
 
     def run(feed: Mapping[str, npt.NDArray[Any]]) -> list[Any]:
+        assert keep_alive
         held = []
         for name in inputs:
             tensor = torch.from_numpy(np.ascontiguousarray(feed[name])).cuda()
