@@ -10,7 +10,8 @@
 #   .trt-pieces/MANIFEST                sha256 of every piece and of the whole stream
 #   .whl/                               cp312 wheels for the device's Python 3.12: the bindings,
 #                                       zstandard (if the zstd command is missing there),
-#                                       pydantic (+ core, annotated-types, typing-inspection)
+#                                       pydantic (+ core, annotated-types, typing-inspection,
+#                                       typing-extensions: pydantic needs a recent one)
 # All are git-ignored. A re-run reuses what is there (delete .trt-pieces to rebuild).
 # Env: PIECE_MIB (default 59), ZSTD_LEVEL (default 12), ZSTD_THREADS (default 2).
 set -euo pipefail
@@ -73,7 +74,7 @@ fi
 
 # Wheels for the device's Python 3.12 (it has torch, onnx, onnxruntime, numpy, pyyaml).
 wheels=("${TENSORRT_BINDINGS_WHEEL}" zstandard==0.25.0 pydantic==2.14.4 pydantic-core==2.50.5
-  annotated-types==0.8.0 typing-inspection==0.4.5)
+  annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0)
 for spec in "${wheels[@]}"; do
   name="${spec%%==*}"
   ls .whl/"${name//-/_}"-"${spec##*==}"-*.whl >/dev/null 2>&1 && continue
