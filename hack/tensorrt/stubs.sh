@@ -2,7 +2,7 @@
 # Regenerate typings/tensorrt_bindings/ (committed; on mypy_path) from the real bindings that
 # hack/tensorrt/install.sh put into the venv, with pybind11-stubgen pinned in versions.env.
 # tests/optimizer/test_tensorrt.py fails when the stubs' version and the installed one differ.
-# Usage: hack/tensorrt/stubs.sh [--venv DIR]
+# Usage: hack/tensorrt/stubs.sh [--venv DIR] [--out DIR]   (default out: typings/)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "${here}/../.." && pwd)"
@@ -10,7 +10,14 @@ root="$(cd "${here}/../.." && pwd)"
 source "${here}/versions.env"
 cache_root="${OPTISERVE_CACHE:-${HOME}/.cache/optiserve}"
 venv="${VENV:-${cache_root}/venv}"
-[[ "${1:-}" == "--venv" ]] && venv="${2:?--venv needs a folder}"
+out="${root}/typings"
+while (($#)); do
+  case "$1" in
+    --venv) venv="${2:?--venv needs a folder}"; shift 2 ;;
+    --out) out="${2:?--out needs a folder}"; shift 2 ;;
+    *) echo "stubs.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
 py="${venv}/bin/python"
 tool="${cache_root}/tools/pybind11-stubgen-${PYBIND11_STUBGEN_VERSION}"
 if [[ ! -f "${tool}/.complete" ]]; then
@@ -18,7 +25,6 @@ if [[ ! -f "${tool}/.complete" ]]; then
   "${py}" -m pip install -q --no-deps --target "${tool}" "pybind11-stubgen==${PYBIND11_STUBGEN_VERSION}"
   touch "${tool}/.complete"
 fi
-out="${root}/typings"
 scratch="$(mktemp -d)"
 trap 'rm -rf "${scratch}"' EXIT
 # pybind11-stubgen imports the module, which loads the libraries (tensorrt_libs) from the cache.
@@ -30,4 +36,4 @@ rm -rf "${out}/tensorrt_bindings"
 mkdir -p "${out}"
 cp -r "${scratch}/tensorrt_bindings" "${out}/"
 printf '%s\n' "${version}" >"${out}/tensorrt_bindings/VERSION"
-echo "stubs.sh: typings/tensorrt_bindings from tensorrt_bindings ${version}"
+echo "stubs.sh: ${out}/tensorrt_bindings from tensorrt_bindings ${version}"

@@ -76,6 +76,28 @@ def test_import_tensorrt_is_the_pinned_release_and_matches_the_stubs(trt_module:
 
 
 @pytest.mark.tensorrt
+def test_committed_stubs_are_what_the_real_bindings_generate(
+    trt_module: Any, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    venv = Path(sys.executable).parent.parent
+    subprocess.run(
+        ["bash", str(ROOT / "hack/tensorrt/stubs.sh"), "--venv", str(venv), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    committed = ROOT / "typings/tensorrt_bindings"
+    generated = tmp_path / "tensorrt_bindings"
+    names = sorted(p.name for p in committed.iterdir())
+    assert names == sorted(p.name for p in generated.iterdir())
+    for name in names:
+        same = (committed / name).read_bytes() == (generated / name).read_bytes()
+        assert same, f"typings/tensorrt_bindings/{name} is stale: run hack/tensorrt/stubs.sh"
+
+
+@pytest.mark.tensorrt
 def test_the_libraries_load_from_the_cache_without_ld_library_path(trt_module: Any) -> None:
     import os
 
