@@ -18,6 +18,15 @@ site="${SITE:-/tmp/trt-site}"
 libs="${LIBS:-/tmp/trt-libs}"
 mkdir -p "${out}"
 exec > >(tee "${out}/log.txt") 2>&1
+tee_pid=$!
+# Let tee write the last lines before the command returns (the tool ends what is left running).
+finish() {
+  local code=$?
+  exec 1>&- 2>&-
+  wait "${tee_pid}" 2>/dev/null
+  exit "${code}"
+}
+trap finish EXIT
 say() { echo "[$(date +%H:%M:%S)] run.sh: $*"; }
 start=${SECONDS}
 
