@@ -124,6 +124,7 @@ class Controller:
         if obj is None:
             self.phases.pop((namespace, name), None)
             self._publish_phases()
+            metrics.forget_model(namespace, name)
             return None
         now = c.rfc3339(datetime.now(UTC))
         try:
@@ -138,6 +139,7 @@ class Controller:
             # artifacts (keepArtifactsOnDelete: false) need the operator, under its finalizer.
             self.phases.pop((namespace, name), None)
             self._publish_phases()
+            metrics.forget_model(namespace, name)
             return self.finish_deletion(obj, spec)
         observed = self.observe(obj, spec)
         self._sync_finalizer(obj, wants_finalizer(observed.model))
@@ -261,6 +263,7 @@ class Controller:
                 metrics.PHASE_SECONDS.labels(old.phase).observe(max(elapsed, 0.0))
         self.phases[key] = status.phase
         self._publish_phases()
+        metrics.publish_conditions(*key, {cond.type: cond.status for cond in status.conditions})
         if status.to_wire() == old.to_wire() and obj.get("status"):
             return  # nothing changed: no write, no watch event, no reconcile echo
         body: dict[str, Any] = {

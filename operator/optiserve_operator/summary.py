@@ -114,7 +114,15 @@ def parse_summary(message: str | None, digest: str, default_uri: str) -> Summary
         if isinstance(raw_candidates, list)
         else ()
     )
-    return Summary(artifact, _pick(Metrics, data.get("metrics")), candidates[:64])
+    return Summary(artifact, _metrics(data.get("metrics")), candidates[:64])
+
+
+def _metrics(data: Any) -> Metrics | None:
+    """The metrics; measurement conditions the model cannot read are dropped, not the ratio."""
+    picked = _pick(Metrics, data)
+    if picked is None and isinstance(data, dict) and "measured" in data:
+        picked = _pick(Metrics, {k: v for k, v in data.items() if k != "measured"})
+    return picked
 
 
 def failure_text(message: str | None) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from optiserve.crd import crd_yaml
 from optiserve.uri import parse_uri
 from tests.harness import pki
 from tests.harness.binaries import Binaries
@@ -383,3 +384,16 @@ class LocalCluster:
         if self._pod_runner is not None:
             self._pod_runner.stop()
             self._pod_runner = None
+
+
+def install_crd(cluster: LocalCluster) -> None:
+    """Apply the generated CRD and wait until the API server serves it."""
+    # Server-side: the CRD is too large for kubectl's last-applied-configuration annotation.
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml(), check=True)
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/optimizedmodels.optiserve.io",
+        "--timeout=60s",
+        check=True,
+    )

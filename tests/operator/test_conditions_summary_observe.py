@@ -136,6 +136,35 @@ def test_summary_as_the_optimizer_writes_it() -> None:
     assert parse_summary(local, DIGEST, "pvc://store/default").artifact.uri == "pvc://store/default"
 
 
+def test_summary_names_the_baseline_the_spread_and_failed_candidates() -> None:
+    measured = {"cpu": "AMD EPYC", "instructionSets": ["avx2", "avx512_vnni"], "threads": 2}
+    metrics = {
+        "baseline": "pytorch-torchscript",
+        "speedup": "2.41x",
+        "speedupRange": "2.30x-2.55x",
+        "speedupVsOnnxruntime": "1.10x",
+        "measured": {**measured, "loadAverage": 1.2, "rounds": 5, "batch": 32},
+    }
+    candidates = [
+        {"name": "int8-static", "speedup": "2.41x (2.30x-2.55x)", "passed": True, "chosen": True},
+        {"name": "pruned-structured", "failed": True, "reason": "failed in prune: no chain"},
+    ]
+    message = json.dumps(
+        {"ok": True, "digest": DIGEST, "metrics": metrics, "candidates": candidates}
+    )
+    summary = parse_summary(message, DIGEST, "pvc://store/d")
+    assert summary.metrics is not None
+    assert (summary.metrics.baseline, summary.metrics.speedup) == ("pytorch-torchscript", "2.41x")
+    assert summary.metrics.speedup_range == "2.30x-2.55x"
+    assert summary.metrics.measured is not None and summary.metrics.measured.threads == 2
+    failed = summary.candidates[1]
+    assert failed.failed and not failed.passed and "no chain" in failed.reason
+    # conditions an older or newer optimizer wrote differently do not cost the ratio
+    odd = json.dumps({"digest": DIGEST, "metrics": {**metrics, "measured": {"threads": "two"}}})
+    kept = parse_summary(odd, DIGEST, "pvc://store/d").metrics
+    assert kept is not None and kept.speedup == "2.41x" and kept.measured is None
+
+
 def pod(phase: str, reason: str, message: str, exit_code: int, finished: str) -> dict[str, object]:
     terminated = {
         "reason": reason,

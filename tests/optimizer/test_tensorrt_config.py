@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from optiserve.model_io import TensorSpec
-from optiserve_optimizer.errors import PassFailedError
+from optiserve_optimizer.errors import PassFailedError, SettingsError
 from optiserve_optimizer.passes.shapes import derive_profiles
 from optiserve_optimizer.passes.tensorrt_config import (
     ShapeRange,
@@ -95,8 +95,13 @@ def test_settings_map_precision_and_sparsity_to_flags_and_workspace() -> None:
     # TensorRT 11: no precision flags; the graph carries FP16 / INT8 (checked below).
     assert build_settings({"precision": "int8"}).flags == ()
     assert build_settings({"timingCache": False}).timing_cache is False
-    with pytest.raises(PassFailedError, match="precision 'bf16' is not one of"):
+    # The typed settings refuse what TensorRT cannot build, naming the pass and the field.
+    with pytest.raises(SettingsError, match=r"\[tensorrt\].*precision: Input should be 'fp32'"):
         build_settings({"precision": "bf16"})
+    with pytest.raises(SettingsError, match=r"\[tensorrt\].*workspaceMib: Input should be greater"):
+        build_settings({"workspaceMib": 0})
+    with pytest.raises(SettingsError, match=r"\[tensorrt\].*sparseWeight: Extra inputs"):
+        build_settings({"sparseWeight": True})
 
 
 def test_precision_must_be_in_the_graph() -> None:

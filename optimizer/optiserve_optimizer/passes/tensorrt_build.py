@@ -33,6 +33,7 @@ from optiserve_optimizer.passes.tensorrt_config import (
     timing_cache_path,
     write_timing_cache,
 )
+from optiserve_optimizer.settings import PassConfig, TensorRTSettings
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -143,18 +144,18 @@ def network_inputs(network: trt.INetworkDefinition) -> list[tuple[str, tuple[int
     ]
 
 
-def _profiles(config: Mapping[str, Any], ctx: PassContext) -> dict[str, dict[str, list[int]]]:
-    given = config.get("profiles") or {}
-    return dict(given) if given else dict(ctx.shared.get("profiles", {}))
+def _profiles(settings: TensorRTSettings, ctx: PassContext) -> dict[str, dict[str, list[int]]]:
+    """The spec's profiles, else those the ``shapes`` pass derived from the eval data."""
+    return dict(settings.profiles) or dict(ctx.shared.get("profiles", {}))
 
 
 class TensorRTBuild:
     name = NAME
+    settings_type = TensorRTSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
-        settings = build_settings(config)
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
+        typed = TensorRTSettings.of(config, NAME)
+        settings = build_settings(typed)
         check_graph_precision(settings.precision, *graph_types(artifact.onnx))
         version = require_tensorrt()
         import tensorrt
@@ -168,7 +169,7 @@ class TensorRTBuild:
         if not parser.parse(artifact.onnx.read_bytes()):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
             raise UnsupportedOpError(NAME, f"TensorRT's ONNX parser refused the model: {errors}")
-        profile_plan = plan_profile(network_inputs(network), _profiles(config, ctx))
+        profile_plan = plan_profile(network_inputs(network), _profiles(typed, ctx))
         build = builder.create_builder_config()
         apply_settings(build, settings)
         profile = builder.create_optimization_profile()

@@ -25,12 +25,11 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from optiserve_optimizer.errors import PassFailedError
+from optiserve_optimizer.settings import PassConfig, TensorRTSettings
 
 NAME = "tensorrt"
-PRECISIONS = ("fp32", "fp16", "int8")
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
@@ -107,20 +106,16 @@ class BuildSettings:
     timing_cache: bool
 
 
-def build_settings(config: Mapping[str, Any]) -> BuildSettings:
-    """The builder configuration a step's parameters ask for."""
-    precision = str(config.get("precision", "fp32"))
-    if precision not in PRECISIONS:
-        raise PassFailedError(NAME, f"precision {precision!r} is not one of {list(PRECISIONS)}")
-    workspace_mib = int(config.get("workspaceMib", 4096))
-    if workspace_mib < 1:
-        raise PassFailedError(NAME, f"workspaceMib must be positive, not {workspace_mib}")
-    flags = ["SPARSE_WEIGHTS"] if config.get("sparseWeights") else []
+def build_settings(config: PassConfig) -> BuildSettings:
+    """The builder configuration a step's settings ask for (``TensorRTSettings`` checks the
+    values: a precision TensorRT cannot build or a workspace under 1 MiB is a ``SettingsError``)."""
+    settings = TensorRTSettings.of(config, NAME)
+    flags = ["SPARSE_WEIGHTS"] if settings.sparse_weights else []
     return BuildSettings(
-        precision=precision,
+        precision=settings.precision,
         flags=tuple(flags),
-        workspace_bytes=workspace_mib << 20,
-        timing_cache=bool(config.get("timingCache", True)),
+        workspace_bytes=settings.workspace_mib << 20,
+        timing_cache=settings.timing_cache,
     )
 
 
