@@ -320,6 +320,7 @@ class Pipeline:
         artifact = Artifact(
             digest=f"sha256:{self.digest}",
             uri=package.as_uri(folder / package.REPOSITORY),
+            report=package.as_uri(folder / package.REPORT_PAGE).rstrip("/"),
             precision=chosen.artifact.precision if chosen and chosen.artifact else "fp32",
             format="tensorrt_plan" if served.suffix == ".plan" else "onnx",
             candidate=chosen.plan.name if chosen else FALLBACK,

@@ -174,6 +174,12 @@ PRINTER_COLUMNS = [
     _metrics_column("Speedup", "speedup"),
     _metrics_column("Baseline", "baseline"),
     {
+        "name": "URL",
+        "type": "string",
+        "jsonPath": ".status.endpoint",
+        "description": "Triton's HTTP endpoint in the cluster (as KServe's URL column).",
+    },
+    {
         "name": "Ready",
         "type": "string",
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',

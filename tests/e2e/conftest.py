@@ -39,11 +39,13 @@ class OperatorProcess:
         log_dir: Path,
         kubeconfig: Path | None = None,
         extra_args: Sequence[str] = (),
+        resync_seconds: int = 15,
     ) -> None:
         self.cluster = cluster
         self.extra_args = list(extra_args)
         self.log_dir = log_dir
         self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.resync_seconds = resync_seconds
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -62,7 +64,7 @@ class OperatorProcess:
                 "--poll-seconds",
                 "1",
                 "--resync-seconds",
-                "15",
+                str(self.resync_seconds),
                 "--log-format",
                 "full",
                 "--optimizer-image",
@@ -90,6 +92,9 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
             self.process = None
+
+    def full_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
 
     def logs(self) -> str:
         return "\n".join(

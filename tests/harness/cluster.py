@@ -31,7 +31,7 @@ from tests.harness.cluster_spec import (
 )
 from tests.harness.kwok_config import render_kwok_config
 from tests.harness.processes import ManagedProcess, free_ports
-from tests.harness.waiting import http_ok
+from tests.harness.waiting import http_ok, wait_until
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -390,10 +390,17 @@ def install_crd(cluster: LocalCluster) -> None:
     """Apply the generated CRD and wait until the API server serves it."""
     # Server-side: the CRD is too large for kubectl's last-applied-configuration annotation.
     cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml(), check=True)
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/optimizedmodels.optiserve.io",
-        "--timeout=60s",
-        check=True,
-    )
+
+    # Polled rather than `kubectl wait`, which failed here twice on a loaded machine long
+    # before its 60 s timeout.
+    def established() -> bool:
+        found = cluster.kubectl(
+            "get",
+            "crd",
+            "optimizedmodels.optiserve.io",
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+        )
+        return found.returncode == 0 and found.stdout.strip() == "True"
+
+    wait_until("the OptimizedModel CRD Established", established, timeout_s=60, every_s=0.5)

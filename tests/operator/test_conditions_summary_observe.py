@@ -121,6 +121,7 @@ def test_summary_as_the_optimizer_writes_it() -> None:
                 "precision": "int8",
                 "format": "onnx",
                 "candidate": "int8-static",
+                "report": f"pvc://store/optiserve/{DIGEST}/report.html",
             },
             "metrics": {"speedup": "1.8x", "accuracyDrop": 0.004},
             "candidates": [
@@ -131,9 +132,12 @@ def test_summary_as_the_optimizer_writes_it() -> None:
     summary = parse_summary(message, DIGEST, "pvc://store/default")
     assert summary.artifact.uri == f"pvc://store/optiserve/{DIGEST}/model_repository/"
     assert summary.artifact.candidate == "int8-static"
+    assert summary.artifact.report == f"pvc://store/optiserve/{DIGEST}/report.html"
     assert summary.candidates[0].latency_ms == 0.4 and summary.candidates[0].chosen
     local = message.replace(f"pvc://store/optiserve/{DIGEST}", f"file:///tmp/x/{DIGEST}")
-    assert parse_summary(local, DIGEST, "pvc://store/default").artifact.uri == "pvc://store/default"
+    from_elsewhere = parse_summary(local, DIGEST, "pvc://store/default").artifact
+    assert from_elsewhere.uri == "pvc://store/default"
+    assert from_elsewhere.report is None  # a page no server pod can reach is not named
 
 
 def test_summary_names_the_baseline_the_spread_and_failed_candidates() -> None:

@@ -43,6 +43,11 @@ class Artifact(ApiModel):
     precision: str = Field("fp32")
     format: str = Field("onnx", description="onnx or tensorrt_plan.")
     candidate: str = Field("", description="Name of the chosen candidate.")
+    report: str | None = Field(
+        None,
+        description="The optimization's report page (report.html beside the model "
+        "repository; `optiserve report` renders it from the artifact too).",
+    )
 
 
 class MeasurementConditions(ApiModel):
@@ -131,6 +136,11 @@ class OptimizedModelStatus(ApiModel):
     job_name: str | None = None
     metrics: Metrics | None = None
     candidates: list[Candidate] = Field(default_factory=list, max_length=64)
-    endpoint: str | None = None
+    endpoint: str | None = Field(
+        None, description="Triton's HTTP/REST endpoint (KServe v2 protocol) in the cluster."
+    )
+    grpc_endpoint: str | None = Field(
+        None, description="Triton's gRPC endpoint in the cluster (host:port for tritonclient)."
+    )
     replicas: int | None = Field(None, description="Ready Triton pods (scale subresource).")
     selector: str | None = Field(None, description="Label selector of the Triton pods.")
