@@ -100,6 +100,10 @@ class Pipeline:
         spec = self.request.optimization
         eval_path = local_path(spec.accuracy.dataset)
         data.describe(eval_path, "accuracy")  # fail before any work when it is missing
+        if any(c.engine == "tensorrt_plan" for c in self.plan.candidates):
+            from optiserve_optimizer.passes.tensorrt_build import preflight
+
+            preflight(self.progress.line)  # likewise TensorRT and a GPU
         work = self.out_dir / f".work-{self.digest[:12]}-{os.getpid()}"
         ctx = PassContext(self.request.source, spec, work, self.progress)
         try:

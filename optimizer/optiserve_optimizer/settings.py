@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from optiserve.api import (
@@ -96,6 +96,15 @@ class QuantizeSettings(PassSettings):
     calibration: str | None = None  # .npz URI; static only
     samples: int = Field(api_default(CalibrationSpec, "samples"), ge=1)
     calibrate: Literal["minmax", "entropy", "percentile"] = api_default(CalibrationSpec, "method")
+    # Static only: activations with zero-point 0, as TensorRT's Q/DQ need (the plan sets it on
+    # the quantize step before a TensorRT build); it fixes the types to signed int8, unmeasured.
+    symmetric: bool = False
+
+    @model_validator(mode="after")
+    def _symmetric_is_static_int8(self) -> Self:
+        if self.symmetric and (self.precision != "int8" or self.method != "static"):
+            raise ValueError("symmetric applies to static INT8 quantization only")
+        return self
 
 
 class ShapesSettings(PassSettings):

@@ -128,6 +128,38 @@ def test_a_gpu_target_gets_signed_int8_without_a_cpu_timing(
     assert activation_dtypes(result.artifact.onnx) == {np.dtype(np.int8)}
 
 
+def activation_zero_points(path: Path) -> list[Any]:
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [
+        inits[n.input[2]]
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] not in inits
+    ]
+
+
+@pytest.mark.parametrize("device", ["gpu", "cpu"])
+def test_before_tensorrt_activations_are_symmetric_signed_and_unmeasured(
+    tmp_path: Path, conv_model: tuple[Path, Path], device: str
+) -> None:
+    """The plan's quantize step before TensorRT asks for ``symmetric``: zero-point 0 on every
+    activation (TensorRT refuses others), signed int8, and no CPU timing on either target."""
+    model, calib = conv_model
+    config = {"precision": "int8", "method": "static", "calibration": str(calib), "samples": 16}
+    ctx = context(tmp_path, calib, device)
+    ctx.step_label = "symmetric"
+    result = Quantize().run(ModelArtifact(onnx=model), {**config, "symmetric": True}, ctx)
+    types = result.metrics["int8Types"]
+    assert (types["chosen"], types["activationSymmetric"]) == (int8_types.GPU_CHOICE.label, True)
+    assert "trials" not in types
+    zero_points = activation_zero_points(result.artifact.onnx)
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    if device == "gpu":  # without it, post-ReLU ranges get a nonzero zero-point: what it fixes
+        ctx.step_label = "asymmetric"
+        plain = Quantize().run(ModelArtifact(onnx=model), config, ctx)
+        assert any(z.any() for z in activation_zero_points(plain.artifact.onnx))
+
+
 def test_pick_prefers_speed_only_among_faithful_types() -> None:
     errors = {"preferred": 0.010, "fast-but-wrong": 0.30, "fast": 0.012, "noisy": 0.011}
     times = {

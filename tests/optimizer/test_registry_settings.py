@@ -65,6 +65,10 @@ def test_unknown_or_invalid_settings_name_the_pass_and_the_field() -> None:
         PruneSettings.of({"method": "structured", "sparsty": 0.5}, "prune")
     with pytest.raises(SettingsError, match=r"\[quantize\].*precision"):
         QuantizeSettings.of({"precision": "int4"}, "quantize")
+    with pytest.raises(SettingsError, match=r"\[quantize\].*symmetric applies to static INT8"):
+        QuantizeSettings.of(
+            {"precision": "int8", "method": "dynamic", "symmetric": True}, "quantize"
+        )
 
 
 def test_defaults_are_the_api_models() -> None:

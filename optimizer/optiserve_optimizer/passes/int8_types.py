@@ -73,7 +73,9 @@ CANDIDATES = (
     TypeChoice("QInt8", "QInt8", per_channel=True),
     TypeChoice("QUInt8", "QInt8", per_channel=False),
 )
-# GPU targets (TensorRT, CUDA) read symmetric signed int8 QDQ; a CPU timing says nothing there.
+# GPU targets (TensorRT, CUDA) read signed int8 QDQ; a CPU timing says nothing there. Before a
+# TensorRT build the activations are also symmetric (zero-point 0): the quantize step's
+# ``symmetric`` setting, which the plan sets on that step.
 GPU_CHOICE = TypeChoice("QInt8", "QInt8", per_channel=True)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from optiserve.uri import local_path
 from optiserve_optimizer import data
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
-from optiserve_optimizer.errors import SettingsError, UnsupportedOpError
+from optiserve_optimizer.errors import PassFailedError, SettingsError, UnsupportedOpError
 from optiserve_optimizer.onnx_utils import load_model, session, signature, threads
 from optiserve_optimizer.passes import int8_types
 from optiserve_optimizer.settings import PassConfig, QuantizeSettings
@@ -116,9 +116,12 @@ def _quantize_static(
     choice: int8_types.TypeChoice,
     calibrate: Any,
     cache: Path | None = None,
+    *,
+    symmetric: bool = False,
 ) -> None:
     """``cache``: calibration ranges saved by the first call and read by the next ones (float
-    min/max per tensor, whatever the integer types), so the calibration data is run once."""
+    min/max per tensor, whatever the integer types), so the calibration data is run once.
+    ``symmetric``: activations with zero-point 0 (TensorRT's Q/DQ); weights always are."""
     from onnxruntime.quantization import QuantType, quantize_static
     from onnxruntime.quantization.quant_utils import QuantFormat
 
@@ -134,7 +137,7 @@ def _quantize_static(
             per_channel=choice.per_channel,
             calibrate_method=calibrate,
             op_types_to_quantize=sorted(INT8_STATIC_OPS),
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
             calibration_cache_path=cache,
         )
     except Exception as exc:  # onnxruntime raises bare exceptions for unsupported graphs
@@ -260,12 +263,24 @@ class Quantize:
                 "entropy": CalibrationMethod.Entropy,
                 "percentile": CalibrationMethod.Percentile,
             }[settings.calibrate]
-            if ctx.spec.target.device == "cpu":
+            if settings.symmetric:
+                # TensorRT follows: it reads signed int8 with zero-point 0 only, so the type is
+                # fixed and a CPU timing would say nothing about the engine.
+                _quantize_static(
+                    artifact.onnx, out, reader, int8_types.GPU_CHOICE, calibrate, symmetric=True
+                )
+                types = {
+                    "chosen": int8_types.GPU_CHOICE.label,
+                    "activationSymmetric": True,
+                    "reason": "TensorRT follows: symmetric signed int8 Q/DQ",
+                }
+            elif ctx.spec.target.device == "cpu":
                 types = _measured_types(artifact.onnx, out, reader, calibrate, path, inputs)
             else:
                 _quantize_static(artifact.onnx, out, reader, int8_types.GPU_CHOICE, calibrate)
                 types = {
                     "chosen": int8_types.GPU_CHOICE.label,
+                    "activationSymmetric": False,
                     "reason": "gpu target: TensorRT and CUDA read signed int8 QDQ",
                 }
         quantized = _count_quantized(out)
@@ -291,8 +306,34 @@ class Quantize:
 
         out = ctx.output(artifact, "fp16.onnx")
         converted = convert_float_to_float16(model, keep_io_types=True)
+        # The converter appends the input casts at the end of the node list; onnxruntime sorts
+        # for itself, but the ONNX checker and TensorRT's parser need a topological order.
+        sort_topologically(converted.graph)
         onnx.save(converted, str(out))
         return PassResult(
             artifact.evolve(ctx.step_label or NAME, onnx=out, precision="fp16", torch=None),
             {"bytes": out.stat().st_size, "bytesBefore": artifact.onnx.stat().st_size},
         )
+
+
+def sort_topologically(graph: Any) -> None:
+    """Reorders ``graph.node`` in place so every node follows the producers of its inputs,
+    keeping the existing order wherever it already does."""
+    available = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:
+            names = sorted({i for n in pending for i in n.input} - available)[:5]
+            raise PassFailedError(NAME, f"the FP16 graph has inputs no node produces: {names}")
+        for node in ready:
+            available.update(node.output)
+        ordered += ready
+        pending = [n for n in pending if not any(n is r for r in ready)]
+    copies = []
+    for node in ordered:  # copies: protobuf may invalidate the originals when the list is cleared
+        copy = type(node)()
+        copy.CopyFrom(node)
+        copies.append(copy)
+    del graph.node[:]
+    graph.node.extend(copies)
