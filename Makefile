@@ -1,6 +1,7 @@
 # optiserve — the two commands a newcomer needs are `make demo` and `make test`.
 # Heavy things are cached under ~/.cache/optiserve: the virtualenv (re-synced when the
-# dependency files change), pip's cache and the Kubernetes control-plane binaries.
+# dependency files change), pip's cache, the Kubernetes control-plane binaries and TensorRT's
+# libraries (hack/tensorrt/install.sh).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -13,7 +14,7 @@ EXTRAS := operator,optimizer,serve,models,dev
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv lint typecheck test test-fast test-triton bench-triton crd manifests demo clean
+.PHONY: help venv tensorrt lint typecheck test test-fast test-triton bench-triton crd manifests demo cluster clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,6 +31,9 @@ venv: $(VENV)/.installed-$(DEPS_HASH) ## create (or re-sync) the cached virtuale
 	@$(PY) -c 'import optiserve, pathlib, sys; sys.exit(pathlib.Path(optiserve.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve()) is False)' \
 		|| $(PY) -m pip install -q --no-deps -e .
 	@echo "venv: $(VENV)"
+
+tensorrt: venv ## TensorRT 11 in the venv: NVIDIA's libraries (Maven Central) + bindings (PyPI), cached
+	bash hack/tensorrt/install.sh --venv $(VENV)
 
 lint: venv ## ruff, and the layering contract (the operator never imports torch)
 	$(VENV)/bin/ruff check .
@@ -56,12 +60,16 @@ test-triton: venv ## the real local tritonserver (python backend + onnxruntime)
 bench-triton: venv ## batching off/on, cache hit/miss on this CPU -> benchmarks/results/triton.md
 	$(PY) benchmarks/triton_bench.py
 
-test: lint typecheck ## everything CI runs: lint, types, unit, models, triton, cluster, e2e
+test: lint typecheck tensorrt ## everything CI runs: lint, types, unit, models, triton, cluster, e2e
 	$(PY) -m pytest -q
 
 demo: venv ## optimize the digits CNN, serve it on a local Triton, load it, print a report
 	$(VENV)/bin/optiserve validate examples/*.yaml
 	$(PY) examples/demo.py $(DEMO_ARGS)
+
+cluster: venv ## a local control plane for you (CRD installed, pods really run); Ctrl-C stops it
+	bash hack/cluster/build.sh
+	$(PY) -m tests.harness $(CLUSTER_ARGS)
 
 clean: ## remove build outputs (keeps ~/.cache)
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,8 @@
 """Shared pytest set-up: the local control plane fixture (tests/harness) for the cluster tiers.
 
 With ``OPTISERVE_REQUIRE_TIERS=1`` (set by ``.ci/run``) every skipped test fails instead, in
-every tier: a missing control plane, tritonserver, helm, Lua or hadolint is a broken CI machine,
-not a reason to pass. The one exception is a test marked ``gpu``: CI machines have no GPU.
+every tier: a missing control plane, tritonserver, helm, Lua, hadolint or TensorRT is a broken CI
+machine, not a reason to pass. The one exception is a test marked ``gpu``: CI machines have no GPU.
 """
 
 from __future__ import annotations

@@ -15,9 +15,11 @@ from typing import Any, Literal, cast
 from optiserve.api import ServingSpec
 from optiserve.model_io import ModelSignature
 from optiserve.render.triton import render_model_config
+from optiserve.report_page import render_report_page
 from optiserve.uri import pvc_root
 
 REPORT = "report.json"
+REPORT_PAGE = "report.html"  # the same report as a self-contained page (optiserve report)
 REPOSITORY = "model_repository"
 
 
@@ -67,6 +69,7 @@ def write_repository(
         shutil.copyfile(model_file, version_dir / target)
         (temp / REPOSITORY / model_name / "config.pbtxt").write_text(config_text)
         (temp / REPORT).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+        (temp / REPORT_PAGE).write_text(render_report_page(report), encoding="utf-8")
         try:
             temp.rename(final)  # atomic on one file system: readers see all or nothing
         except OSError:

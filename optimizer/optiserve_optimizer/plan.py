@@ -248,9 +248,14 @@ def _tensorrt_steps(spec: OptimizationSpec, notes: list[str]) -> tuple[str, str,
                         "calibration": cal.uri,
                         "samples": cal.samples,
                         "calibrate": cal.method,
+                        # TensorRT takes only symmetric (zero-point 0) Q/DQ.
+                        "symmetric": True,
                     },
                 )
             )
+    if precision == "fp16":
+        # TensorRT 11 builds strongly typed networks: FP16 comes from an FP16 graph.
+        steps.append(Step(QUANTIZE, {"precision": "fp16"}))
     if not trt.profiles:
         steps.append(Step(SHAPES, {"dataset": spec.accuracy.dataset}))
     params: dict[str, Any] = {

@@ -14,6 +14,11 @@ from optiserve_optimizer.onnx_utils import providers_for, session, threads
 Feed = Mapping[str, npt.NDArray[Any]]
 Runner = Callable[[Feed], list[npt.NDArray[Any]]]
 
+TORCH_BASELINE = "pytorch-torchscript"
+EAGER_BASELINE = "pytorch-eager"  # a huggingface source: its eager twin (passes/hf_model.py)
+ORT_BASELINE = "onnxruntime-fp32"  # the exported, unmodified model on onnxruntime
+BASELINES = (TORCH_BASELINE, EAGER_BASELINE, ORT_BASELINE)
+
 
 def onnx_runner(path: Path, device: str = "cpu") -> Runner:
     sess = session(path, providers_for(device))
@@ -66,6 +71,20 @@ def runner_for(path: Path, device: str, input_names: list[str]) -> Runner:
     if path.suffix == ".pt":
         return torchscript_runner(path, input_names)
     return onnx_runner(path, device)
+
+
+def baseline_runners(
+    source_torch: Path | None, exported_onnx: Path, device: str, input_names: list[str]
+) -> tuple[str, dict[str, Runner]]:
+    """(the named baseline, its runners): the source in its own framework (TorchScript run by
+    torch, a huggingface source run eagerly by torch, or an ONNX source run by onnxruntime)
+    and onnxruntime FP32 of the exported model beside it, which for an ONNX source is the same
+    thing and is timed once."""
+    ort = onnx_runner(exported_onnx, device)
+    if source_torch is not None:
+        name = EAGER_BASELINE if source_torch.suffix == ".safetensors" else TORCH_BASELINE
+        return name, {name: runner_for(source_torch, device, input_names), ORT_BASELINE: ort}
+    return ORT_BASELINE, {ORT_BASELINE: ort}
 
 
 def run_all(runner: Runner, arrays: Feed, batch: int) -> list[npt.NDArray[np.float32]]:

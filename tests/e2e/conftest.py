@@ -7,18 +7,17 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from optiserve.crd import crd_yaml
 from tests.e2e.models import write_tiny_classifier
-from tests.harness.cluster import LocalCluster
+from tests.harness.cluster import LocalCluster, install_crd
 from tests.harness.fixtures import cluster, cluster_namespace
 from tests.harness.volume_binder import claim_manifest
 
-__all__ = ["cluster", "cluster_namespace"]
+__all__ = ["cluster", "cluster_namespace", "install_crd"]
 
 REPO = Path(__file__).resolve().parents[2]
 # Job pods run this machine's tools with this process's environment (the pod runner copies it
@@ -35,11 +34,18 @@ class OperatorProcess:
     ``kubeconfig`` names other credentials (e.g. the chart's ServiceAccount)."""
 
     def __init__(
-        self, cluster: LocalCluster, log_dir: Path, kubeconfig: Path | None = None
+        self,
+        cluster: LocalCluster,
+        log_dir: Path,
+        kubeconfig: Path | None = None,
+        extra_args: Sequence[str] = (),
+        resync_seconds: int = 15,
     ) -> None:
         self.cluster = cluster
+        self.extra_args = list(extra_args)
         self.log_dir = log_dir
         self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.resync_seconds = resync_seconds
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -58,11 +64,12 @@ class OperatorProcess:
                 "--poll-seconds",
                 "1",
                 "--resync-seconds",
-                "15",
+                str(self.resync_seconds),
                 "--log-format",
                 "full",
                 "--optimizer-image",
                 "optiserve-optimizer:e2e",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -86,24 +93,13 @@ class OperatorProcess:
                 self.process.kill()
             self.process = None
 
+    def full_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
     def logs(self) -> str:
         return "\n".join(
             p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("*.log"))
         )
-
-
-def install_crd(cluster: LocalCluster) -> None:
-    """Apply the generated CRD and wait until the API server serves it."""
-    # Server-side: the CRD is too large for kubectl's last-applied-configuration annotation.
-    applied = cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml())
-    assert applied.returncode == 0, applied.stderr
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/optimizedmodels.optiserve.io",
-        "--timeout=60s",
-        check=True,
-    )
 
 
 def prepare_model_namespace(cluster: LocalCluster, name: str) -> None:

@@ -10,10 +10,16 @@ import pytest
 from optiserve.api import OptimizationSpec, ServingSpec, SourceSpec
 from optiserve.digest import spec_recipe_digest
 from optiserve_optimizer.artifact import ModelArtifact, PassContext
-from optiserve_optimizer.errors import PassFailedError
-from optiserve_optimizer.passes.hf_compress import DropLayers, PruneConfig, kept_layers
+from optiserve_optimizer.errors import PassFailedError, SettingsError
+from optiserve_optimizer.passes.hf_compress import (
+    DISTILL_NAME,
+    PRUNE_NAME,
+    DropLayers,
+    kept_layers,
+)
 from optiserve_optimizer.plan import DISTILL, DROP_LAYERS, PRUNE_TRANSFORMER, build_plan
 from optiserve_optimizer.progress import Progress
+from optiserve_optimizer.settings import DistillSettings, PruneTransformerSettings
 
 HF = SourceSpec(uri="/m/encoder", format="huggingface")
 INT8 = {"precision": "int8", "method": "dynamic", "calibration": {"uri": "/d/cal.npz"}}
@@ -89,10 +95,14 @@ def test_methods_that_do_not_fit_a_transformer_are_noted_not_planned() -> None:
 
 
 def test_prune_config_and_layer_choice() -> None:
-    with pytest.raises(PassFailedError, match="heads share must be in"):
-        PruneConfig.of({"heads": 1.0, "ffn": 0.5, "dataset": "/d"})
-    with pytest.raises(PassFailedError, match="nothing to prune"):
-        PruneConfig.of({"heads": 0.0, "ffn": 0.0, "dataset": "/d"})
+    with pytest.raises(SettingsError, match=r"\[prune_transformer\].*heads: Input should be less"):
+        PruneTransformerSettings.of({"heads": 1.0, "ffn": 0.5, "dataset": "/d"}, PRUNE_NAME)
+    with pytest.raises(SettingsError, match="nothing to prune"):
+        PruneTransformerSettings.of({"heads": 0.0, "ffn": 0.0, "dataset": "/d"}, PRUNE_NAME)
+    with pytest.raises(SettingsError, match=r"\[distill\].*temprature: Extra inputs"):
+        DistillSettings.of(
+            {"epochs": 1, "learningRate": 1e-4, "dataset": "/d", "temprature": 2}, DISTILL_NAME
+        )
     assert kept_layers(6, 3) == [0, 2, 5]  # evenly spaced, first and last kept
     assert kept_layers(12, 4) == [0, 4, 7, 11]
     assert kept_layers(6, 1) == [5]

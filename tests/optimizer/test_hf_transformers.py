@@ -5,6 +5,7 @@ caught, compression is physically smaller and gated, and bad folders exit 2 nami
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,15 @@ def test_encoder_folder_is_packaged_and_matches_transformers_on_a_padded_batch(
     assert run_optimize(spec, tmp_path / "out") == 0
     summary = json.loads(termination.read_text())
     report = json.loads((Path(summary["folder"]) / "report.json").read_text())
-    assert report["baseline"]["runtime"] == "pytorch-eager"
+    assert report["baseline"]["name"] == report["baseline"]["runtime"] == "pytorch-eager"
+    assert list(report["baseline"]["beside"]) == ["onnxruntime-fp32"]  # measured in the same run
+    checks = {(c["name"], c["subject"]): c for c in report["checks"]}
+    binding = checks["input-binding", "source"]["numbers"]
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if kind == "bert" else [])
+    assert binding["inputs"] == names and binding["samples"] == {"eval.npz": 16}
+    padded = checks["padded-batch", "source"]  # main's checker on the exported ONNX model
+    assert padded["result"] == "passed" and len(set(padded["numbers"]["lengths"])) > 1
+    assert checks["padded-batch", "fp32"]["result"] == "passed"
     load = report["candidateDetails"]["fp32"]["passes"]["load_export"]
     assert load["architecture"] == kind and load["task"] == task
     assert len(set(load["paddedCheckLengths"])) > 1  # the check saw mixed lengths
@@ -262,4 +271,22 @@ def test_eval_data_without_a_model_input_exits_2(tmp_path: Path, termination: Pa
     assert run_optimize(write_spec(tmp_path, folder, eval_npz), out) == 2
     error = json.loads(termination.read_text())["error"]
     assert error["pass"] == "load_export" and "token_type_ids" in error["message"]
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_training_data_that_does_not_fit_is_refused_before_the_export(
+    tmp_path: Path, termination: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every dataset a step reads is bound to the model's inputs up front (inputs.py), not
+    only the eval set: distillation data without token_type_ids fails while loading."""
+    folder = hf_encoders.save_encoder(tmp_path / "bert", "bert")
+    eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1)
+    train = hf_encoders.save_text_npz(tmp_path / "train.npz", 16, seed=2, kind="distilbert")
+    student = {"method": "shallow", "layers": 1, "dataset": str(train)}
+    out = tmp_path / "out"
+    assert run_optimize(write_spec(tmp_path, folder, eval_npz, student=student), out) == 2
+    error = json.loads(termination.read_text())["error"]
+    assert error["pass"] == "distill"  # the role that reads the data, as for TorchScript sources
+    assert "train.npz" in error["message"] and "token_type_ids" in error["message"]
+    assert re.search(r"original +load_export +FAILED", capsys.readouterr().err)  # no export
     assert not out.exists() or list(out.iterdir()) == []

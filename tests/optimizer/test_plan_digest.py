@@ -53,7 +53,7 @@ def test_pruning_and_quantization_give_every_combination() -> None:
 
 
 def test_onnx_sources_are_pruned_without_recovery_and_the_plan_says_so() -> None:
-    plan = build_plan(ONNX, optimization(pruning={"method": "2:4"}))
+    plan = build_plan(ONNX, optimization(target={"device": "gpu"}, pruning={"method": "2:4"}))
     assert plan.names() == ["fp32", "pruned-2:4"]
     assert "recover" not in [s.name for s in plan.candidates[1].steps]
     assert any("recovery skipped" in note for note in plan.notes)
@@ -73,7 +73,8 @@ def test_tensorrt_candidate_derives_shapes_when_no_profiles_given() -> None:
     plan = build_plan(ONNX, spec)
     trt = plan.candidates[-1]
     assert trt.name == "trt-fp16" and trt.engine == "tensorrt_plan"
-    assert [s.name for s in trt.steps][-2:] == [SHAPES, TENSORRT]
+    assert [s.name for s in trt.steps][-3:] == [QUANTIZE, SHAPES, TENSORRT]
+    assert trt.steps[-3].params == {"precision": "fp16"}  # TensorRT 11: FP16 is the graph's
 
 
 def test_tensorrt_int8_quantizes_explicitly_first() -> None:
@@ -81,6 +82,7 @@ def test_tensorrt_int8_quantizes_explicitly_first() -> None:
     trt = build_plan(ONNX, spec).candidates[-1]
     assert trt.name == "trt-int8"
     assert [s.name for s in trt.steps][-3:] == [QUANTIZE, SHAPES, TENSORRT]
+    assert trt.steps[-3].params["symmetric"] is True  # TensorRT's Q/DQ are symmetric only
 
 
 def test_digest_is_stable_and_order_independent() -> None:

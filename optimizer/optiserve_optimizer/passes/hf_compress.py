@@ -13,8 +13,7 @@ shapes stay regular (which is what makes the matrix products faster).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,61 +25,17 @@ from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
 from optiserve_optimizer.errors import PassFailedError
 from optiserve_optimizer.onnx_utils import threads
 from optiserve_optimizer.passes import hf_model, hf_source
+from optiserve_optimizer.settings import (
+    DistillSettings,
+    DropLayersSettings,
+    PassConfig,
+    PruneTransformerSettings,
+)
 
 PRUNE_NAME = "prune_transformer"
 LAYERS_NAME = "drop_layers"
 DISTILL_NAME = "distill"
 BATCH = 32
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    heads: float  # share of each layer's attention heads removed, [0, 1)
-    ffn: float  # share of each layer's FFN neurons removed, [0, 1)
-    dataset: str
-    samples: int = 256
-
-    @classmethod
-    def of(cls, config: Mapping[str, Any]) -> PruneConfig:
-        made = cls(
-            float(config.get("heads", 0.0)),
-            float(config.get("ffn", 0.0)),
-            str(config["dataset"]),
-            int(config.get("samples", 256)),
-        )
-        for what, share in (("heads", made.heads), ("ffn", made.ffn)):
-            if not 0.0 <= share < 1.0:
-                raise PassFailedError(PRUNE_NAME, f"{what} share must be in [0, 1), got {share}")
-        if made.heads == made.ffn == 0.0:
-            raise PassFailedError(PRUNE_NAME, "nothing to prune: heads and ffn shares are 0")
-        return made
-
-
-@dataclass(frozen=True)
-class LayersConfig:
-    layers: int | None  # layers the student keeps; None: half
-
-    @classmethod
-    def of(cls, config: Mapping[str, Any]) -> LayersConfig:
-        value = config.get("layers")
-        return cls(int(value) if value is not None else None)
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    epochs: int
-    learning_rate: float
-    dataset: str
-    temperature: float = 2.0
-
-    @classmethod
-    def of(cls, config: Mapping[str, Any]) -> DistillConfig:
-        return cls(
-            int(config["epochs"]),
-            float(config["learningRate"]),
-            str(config["dataset"]),
-            float(config.get("temperature", 2.0)),
-        )
 
 
 def _twin(artifact: ModelArtifact, pass_name: str) -> Path:
@@ -162,7 +117,9 @@ def _top(scores: Any, keep: int) -> list[int]:
     return sorted(int(i) for i in scores.argsort(descending=True)[:keep])
 
 
-def prune_by_importance(module: Any, config: PruneConfig, path: Path) -> dict[str, Any]:
+def prune_by_importance(
+    module: Any, config: PruneTransformerSettings, path: Path
+) -> dict[str, Any]:
     """Removes the lowest-importance heads and neurons of every layer in place."""
     head_scores, neuron_scores = importance(module, path, config.samples)
     parts = hf_model.layer_parts(module.model)
@@ -211,13 +168,12 @@ def _finish(
 
 class PruneTransformer:
     name = PRUNE_NAME
+    settings_type = PruneTransformerSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
         import torch
 
-        settings = PruneConfig.of(config)
+        settings = PruneTransformerSettings.of(config, PRUNE_NAME)
         torch.set_num_threads(threads())
         module = hf_model.load_twin(_twin(artifact, PRUNE_NAME), PRUNE_NAME)
         path = _dataset(settings.dataset, module.input_names, PRUNE_NAME)
@@ -228,13 +184,13 @@ class PruneTransformer:
 
 class DropLayers:
     name = LAYERS_NAME
+    settings_type = DropLayersSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
+        settings = DropLayersSettings.of(config, LAYERS_NAME)
         module = hf_model.load_twin(_twin(artifact, LAYERS_NAME), LAYERS_NAME)
         total = len(hf_model.encoder_layers(module.model))
-        keep = LayersConfig.of(config).layers or max(1, total // 2)
+        keep = settings.layers or max(1, total // 2)
         if not 1 <= keep < total:
             raise PassFailedError(
                 LAYERS_NAME,
@@ -265,13 +221,12 @@ def distill_loss(task: str, student: Any, teacher: Any, mask: Any, temperature: 
 
 class Distill:
     name = DISTILL_NAME
+    settings_type = DistillSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
         import torch
 
-        settings = DistillConfig.of(config)
+        settings = DistillSettings.of(config, DISTILL_NAME)
         if ctx.original is None:
             raise PassFailedError(DISTILL_NAME, "distillation needs the original model (teacher)")
         teacher = hf_model.load_twin(_twin(ctx.original, DISTILL_NAME), DISTILL_NAME)

@@ -12,7 +12,7 @@ and is caught only this way.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from optiserve.uri import UnsupportedUriError, local_path
-from optiserve_optimizer import data
+from optiserve_optimizer import data, inputs
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult, path_sha256
 from optiserve_optimizer.errors import (
     DataError,
@@ -169,8 +169,11 @@ def pad_id(config: Any) -> int:
     return int(value) if value is not None else 0
 
 
-def load_export(ctx: PassContext, pass_name: str) -> PassResult:
-    """The ``load_export`` step for ``format: huggingface``."""
+def load_export(ctx: PassContext, pass_name: str, datasets: Sequence[inputs.Dataset]) -> PassResult:
+    """The ``load_export`` step for ``format: huggingface``; ``datasets`` (the accuracy set
+    first) are all bound to the model's inputs by name before the export, as for TorchScript:
+    the names are the model's (``input_ids``, ``attention_mask``, maybe ``token_type_ids``),
+    dtypes and sample shapes the accuracy set's, with a free sequence axis."""
     try:
         folder = local_path(ctx.source.uri)
     except UnsupportedUriError as exc:
@@ -187,6 +190,10 @@ def load_export(ctx: PassContext, pass_name: str) -> PassResult:
     arrays = check_feed(
         local_path(ctx.spec.accuracy.dataset), module.input_names, int(config.vocab_size), pass_name
     )
+    members = data.describe(datasets[0].path, datasets[0].role)
+    specs = inputs.torchscript_inputs(module.input_names, members)
+    counts = inputs.check_datasets(specs, [hf_model.OUTPUT_NAME[task]], datasets)
+    ctx.shared[inputs.BINDING] = {"inputs": [t.name for t in specs], "samples": counts}
     feed = padded_batch(arrays, pad_id(config))
     onnx_out = ctx.scratch("original", "model.onnx")
     weights, metrics = export_checked(

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# On the device machine, from the repo root (docs/tensorrt.md says how a GPU session sends the
+# pieces first): reassemble TensorRT's libraries from .trt-pieces (benchmarks/gpu_tensorrt/
+# pack.sh made them here), install the carried wheels from .whl, make `import tensorrt` work
+# (the same two small modules hack/tensorrt/install.sh writes), then run bench.py. Everything
+# lands in $OUT: log.txt, tensorrt.md, results.json. Rehearse on a CPU machine with
+#   OUT=/tmp/rehearsal PYTHON=~/.cache/optiserve/venv/bin/python WHEELS=<cp311 wheels> \
+#     bash benchmarks/gpu_tensorrt/run.sh
+# which must stop at bench.py's first GPU call with the "no usable CUDA GPU" error (exit 3).
+# Arguments go to bench.py (e.g. --skip sparse,pipeline --rounds 3).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+out="${OUT:-/tmp/gpu-tensorrt-out}"
+py="${PYTHON:-python3}"
+wheels="${WHEELS:-.whl}"
+pieces="${PIECES:-.trt-pieces}"
+site="${SITE:-/tmp/trt-site}"
+libs="${LIBS:-/tmp/trt-libs}"
+mkdir -p "${out}"
+exec > >(tee "${out}/log.txt") 2>&1
+tee_pid=$!
+# Let tee write the last lines before the command returns (the tool ends what is left running).
+finish() {
+  local code=$?
+  exec 1>&- 2>&-
+  wait "${tee_pid}" 2>/dev/null
+  exit "${code}"
+}
+trap finish EXIT
+say() { echo "[$(date +%H:%M:%S)] run.sh: $*"; }
+start=${SECONDS}
+
+say "python $("${py}" --version 2>&1), $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
+ls "${wheels}"/*.whl >/dev/null || { say "no wheels in ${wheels} (carry .whl)"; exit 2; }
+"${py}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target "${site}" "${wheels}"/*.whl
+export PYTHONPATH="${site}:${PWD}/src:${PWD}/optimizer:${PWD}"
+say "wheels installed into ${site} ($((SECONDS - start)) s)"
+
+[[ -f "${pieces}/MANIFEST" ]] || { say "no ${pieces}/MANIFEST (carry it with the last piece)"; exit 2; }
+if ! (cd "${pieces}" && sha256sum --quiet -c MANIFEST); then
+  say "pieces missing or damaged (above): send them again"
+  exit 2
+fi
+say "$(grep -c trt-libs "${pieces}/MANIFEST") library pieces verified ($((SECONDS - start)) s)"
+
+if [[ ! -f "${libs}/.complete" ]]; then
+  rm -rf "${libs}"
+  mkdir -p "${libs}"
+  if command -v zstd >/dev/null; then
+    unzstd=(zstd -d -q --long=27)
+  else  # the carried zstandard wheel
+    unzstd=("${py}" -c "import sys, zstandard; zstandard.ZstdDecompressor(max_window_size=1 << 27).copy_stream(sys.stdin.buffer, sys.stdout.buffer)")
+  fi
+  cat "${pieces}"/[0-9][0-9]/trt-libs.tar.zst.* | "${unzstd[@]}" | tar -x -C "${libs}"
+  touch "${libs}/.complete"
+fi
+say "libraries in ${libs}/lib: $(du -sh "${libs}/lib" | cut -f1) ($((SECONDS - start)) s)"
+
+mkdir -p "${site}/tensorrt" "${site}/tensorrt_libs"
+cp hack/tensorrt/shim/tensorrt.py "${site}/tensorrt/__init__.py"
+cp hack/tensorrt/shim/tensorrt_libs.py "${site}/tensorrt_libs/__init__.py"
+export OPTISERVE_TENSORRT_LIBS="${libs}/lib"
+say "import tensorrt -> $("${py}" -c 'import tensorrt, tensorrt_libs; print(tensorrt.__version__, "from", tensorrt_libs.LIB_DIR)' 2>&1 | tail -1)"
+
+set +e
+PYTHONUNBUFFERED=1 "${py}" benchmarks/gpu_tensorrt/bench.py --out "${out}" "$@"
+code=$?
+say "bench.py exit ${code} after $((SECONDS - start)) s"
+exit "${code}"
