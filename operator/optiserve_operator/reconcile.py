@@ -15,6 +15,7 @@ from typing import Literal
 from optiserve.api import OptimizedModelSpec
 from optiserve.api.status import DEGRADED, OPTIMIZED, READY, Artifact, OptimizedModelStatus
 from optiserve.digest import spec_recipe_digest
+from optiserve.policy import Policy, describe, violations
 from optiserve.render.autoscaling import render_autoscaler
 from optiserve.render.deployment import (
     ArtifactLocationError,
@@ -35,6 +36,7 @@ class Config:
     service_account: str | None = None
     poll_seconds: float = 10.0  # while something is in progress (child events come sooner)
     resync_seconds: float = 300.0  # when settled
+    policy: Policy | None = None  # the administrator's (optiserve.policy); None: structural only
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ def _optimization(obs: Observed, digest: str, wanted_job: str) -> Optimization:
     status = obs.model.status
     if status.artifact is not None and status.artifact.digest == digest:
         return Optimization("done", artifact=status.artifact)
-    default_uri = artifact_uri(obs.model.spec, digest)
+    owner = obs.model.owner
+    default_uri = artifact_uri(obs.model.spec, digest, namespace=owner.namespace, name=owner.name)
     for job in obs.jobs:
         # Any finished Job of this digest will do, including one from an earlier retry.
         if job.digest == digest and job.phase == "succeeded":
@@ -208,9 +211,31 @@ def _transition_events(old: OptimizedModelStatus, new: OptimizedModelStatus) -> 
     return events
 
 
+def _denied(obs: Observed, now: str, config: Config, message: str) -> Plan:
+    """The spec asks for what it may not: nothing is rendered or touched, the model is Stalled
+    with reason PolicyDenied until its spec (or the policy) changes. What already runs stays."""
+    status = obs.model.status
+    reason = c.REASON_POLICY_DENIED
+    optimized = c.Wanted(OPTIMIZED, "False", reason, message)
+    outcome = c.Outcome("Failed", optimized, reason, message)
+    generation = obs.model.generation
+    conditions = c.merge_conditions(status.conditions, c.conditions_for(outcome), now, generation)
+    new_status = status.model_copy(
+        update={"observed_generation": generation, "phase": "Failed", "conditions": conditions}
+    )
+    return Plan(
+        status=new_status,
+        events=tuple(_transition_events(status, new_status)),  # Warning PolicyDenied, once
+        requeue_after=config.resync_seconds,
+    )
+
+
 def plan(obs: Observed, now: str, config: Config) -> Plan:
     model = obs.model
     spec, status, owner = model.spec, model.status, model.owner
+    refused = violations(spec, config.policy)
+    if refused:
+        return _denied(obs, now, config, redact(describe(refused)))
     digest = recipe_digest(owner.name, spec)
     retry = model.annotations.get(ANNOTATION_RETRY, "")
     wanted_job = job_name(owner.name, digest, retry)

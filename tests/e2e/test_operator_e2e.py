@@ -38,7 +38,8 @@ def test_apply_optimizes_serves_and_an_unchanged_reapply_does_nothing(
     digest = status["recipeDigest"]
     assert status["phase"] == "Ready"
     assert status["artifact"]["digest"] == digest
-    assert status["artifact"]["uri"].startswith(f"pvc://model-store/optiserve/{digest}/")
+    # The model's own folder of the store: <subPath>/<namespace>/<name>/<digest>.
+    assert status["artifact"]["uri"].startswith(f"pvc://model-store/optiserve/{ns}/alpha/{digest}/")
     assert status["metrics"]["speedup"].endswith("x")
     assert status["endpoint"] == f"http://alpha.{ns}.svc:8000"
     assert {c["type"] for c in status["conditions"]} >= {
