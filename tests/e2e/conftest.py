@@ -65,11 +65,16 @@ class OperatorProcess:
     ``kubeconfig`` names other credentials (e.g. the chart's ServiceAccount)."""
 
     def __init__(
-        self, cluster: LocalCluster, log_dir: Path, kubeconfig: Path | None = None
+        self,
+        cluster: LocalCluster,
+        log_dir: Path,
+        kubeconfig: Path | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.cluster = cluster
         self.log_dir = log_dir
         self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.extra_args = extra_args  # more flags of `optiserve operator`, e.g. --policy-dir
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -93,6 +98,7 @@ class OperatorProcess:
                 "full",
                 "--optimizer-image",
                 "optiserve-optimizer:e2e",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
