@@ -13,7 +13,7 @@ EXTRAS := operator,optimizer,serve,models,dev
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv lint typecheck test test-fast test-triton bench-triton crd manifests demo clean
+.PHONY: help venv lint typecheck test test-fast test-triton bench-triton crd manifests demo cluster clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -62,6 +62,10 @@ test: lint typecheck ## everything CI runs: lint, types, unit, models, triton, c
 demo: venv ## optimize the digits CNN, serve it on a local Triton, load it, print a report
 	$(VENV)/bin/optiserve validate examples/*.yaml
 	$(PY) examples/demo.py $(DEMO_ARGS)
+
+cluster: venv ## a local control plane for you (CRD installed, pods really run); Ctrl-C stops it
+	bash hack/cluster/build.sh
+	$(PY) -m tests.harness $(CLUSTER_ARGS)
 
 clean: ## remove build outputs (keeps ~/.cache)
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -14,8 +14,6 @@ eager with top-1 drop <= 1 point after recovery.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,12 +30,14 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "optimizer")]
 from optiserve.api import OptimizationSpec, SourceSpec  # noqa: E402
 from optiserve_optimizer.artifact import ModelArtifact, PassContext  # noqa: E402
 from optiserve_optimizer.evaluate import mean_cosine  # noqa: E402
+from optiserve_optimizer.measure import Conditions, measure  # noqa: E402
 from optiserve_optimizer.onnx_utils import threads  # noqa: E402
 from optiserve_optimizer.progress import Progress  # noqa: E402
 from optiserve_optimizer.registry import pass_for  # noqa: E402
 from optiserve_optimizer.runners import onnx_runner, run_all  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+MEASURED: list[tuple[str, Conditions]] = []  # each model's measurement conditions
 
 
 @dataclass
@@ -46,6 +46,7 @@ class Row:
     variant: str
     p50_ms: float
     throughput: float
+    eager_range: str  # per-round range of throughput / eager's
     size_bytes: int
     quality: float  # top-1 accuracy (CNN) or mean cosine vs eager (MiniLM)
 
@@ -67,34 +68,22 @@ def interleaved(
     arrays: dict[str, Any],
     iterations: int,
     rounds: int = 5,
-) -> dict[str, tuple[float, float]]:
-    """(p50 ms at batch 1, samples/s at batch 32) per variant, measured round-robin.
-
-    The machine is shared: measuring variants one after another would hand whichever ran
-    during a busy minute a worse number. Round-robin spreads the noise over all of them.
-    """
-    small = {k: np.ascontiguousarray(v[:1]) for k, v in arrays.items()}
-    large = {k: np.ascontiguousarray(v[:32]) for k, v in arrays.items()}
-    latency: dict[str, list[float]] = {name: [] for name in runners}
-    batch: dict[str, list[float]] = {name: [] for name in runners}
-    for runner in runners.values():  # warm-up
-        for _ in range(3):
-            runner(small)
-        runner(large)
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            for _ in range(max(1, iterations // rounds)):
-                begun = time.perf_counter()
-                runner(small)
-                latency[name].append(time.perf_counter() - begun)
-            for _ in range(max(1, iterations // (4 * rounds))):
-                begun = time.perf_counter()
-                runner(large)
-                batch[name].append(time.perf_counter() - begun)
+) -> tuple[dict[str, tuple[float, float, str]], Conditions]:
+    """(p50 ms at batch 1, samples/s at batch 32, per-round range vs eager) per variant, and the
+    conditions: the optimizer's own measurement (``optiserve_optimizer.measure``), so this
+    table and the optimizer's report are measured the same way."""
+    result = measure(
+        runners, arrays, [1, 32], warmup=3, iterations=iterations, rounds=rounds, threads=threads()
+    )
+    eager = next(iter(runners))
     return {
-        name: (float(np.median(latency[name])) * 1000, 32 / float(np.median(batch[name])))
+        name: (
+            result.timings[name].p50_ms,
+            result.timings[name].throughput,
+            result.speedup(name, eager).range_text(),
+        )
         for name in runners
-    }
+    }, result.conditions
 
 
 def digits_rows(work: Path, iterations: int) -> list[Row]:
@@ -167,7 +156,8 @@ def digits_rows(work: Path, iterations: int) -> list[Row]:
     for name, artifact in variants.items():
         runners[name] = onnx_runner(artifact.onnx)
         sizes[name] = artifact.onnx.stat().st_size
-    timing = interleaved(runners, arrays, iterations)
+    timing, conditions = interleaved(runners, arrays, iterations)
+    MEASURED.append(("digits-cnn", conditions))
     return [
         Row("digits-cnn", name, *timing[name], sizes[name], top1(run_all(run, arrays, 64)))
         for name, run in runners.items()
@@ -222,7 +212,8 @@ def minilm_rows(work: Path, iterations: int, eval_count: int) -> list[Row]:
     for name, artifact in variants.items():
         runners[name] = onnx_runner(artifact.onnx)
         sizes[name] = artifact.onnx.stat().st_size
-    timing = interleaved(runners, arrays, iterations)
+    timing, conditions = interleaved(runners, arrays, iterations)
+    MEASURED.append(("minilm", conditions))
     return [
         Row(
             "minilm",
@@ -237,7 +228,8 @@ def minilm_rows(work: Path, iterations: int, eval_count: int) -> list[Row]:
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| model | variant | p50 ms (b=1) | throughput/s (b=32) | vs eager | size MB | "
+        "| model | variant | p50 ms (b=1) | throughput/s (b=32) | vs eager (per-round range) | "
+        "size MB | "
         "size ratio | quality | delta |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -247,7 +239,8 @@ def table(rows: list[Row]) -> str:
         delta = row.quality - base.quality
         lines.append(
             f"| {row.model} | {row.variant} | {row.p50_ms:.3f} | {row.throughput:.1f} | "
-            f"{row.throughput / base.throughput:.2f}x | {row.size_bytes / 1e6:.2f} | "
+            f"{row.throughput / base.throughput:.2f}x ({row.eager_range}) | "
+            f"{row.size_bytes / 1e6:.2f} | "
             f"{base.size_bytes / row.size_bytes:.2f}x | {quality} {row.quality:.4f} | "
             f"{delta:+.4f} |"
         )
@@ -321,14 +314,14 @@ def main() -> None:
             "# Optimizer benchmark (CPU)",
             "",
             f"`OPTISERVE_THREADS={threads()} python benchmarks/optimizer_bench.py"
-            f"{' --quick' if args.quick else ''}` on {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} logical CPUs (shared), {threads()} threads for torch and "
-            "onnxruntime alike. Latency: median of single-sample runs; throughput at batch 32. "
-            "Quality: top-1 on the held-out digits, mean cosine against eager for MiniLM "
-            "(64-token padded sentences). Size: model file (eager MiniLM: fp32 weights). "
-            "Variants are timed round-robin because the machine is shared (load average "
-            f"{os.getloadavg()[0]:.1f} at the end of the run, {os.cpu_count()} CPUs): absolute "
-            "numbers are noisy, ratios less so.",
+            f"{' --quick' if args.quick else ''}`, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Latency: median of "
+            "single-sample runs; throughput at batch 32, median of interleaved rounds "
+            "(optiserve_optimizer.measure, as in the optimizer's report). Quality: top-1 on the "
+            "held-out digits, mean cosine against eager for MiniLM (64-token padded sentences). "
+            "Size: model file (eager MiniLM: fp32 weights).",
+            "",
+            *(f"- {model}: measured on {conditions.line()}" for model, conditions in MEASURED),
             "",
             table(rows),
             "",

@@ -9,8 +9,10 @@
    the same recipe is reused);
 3. starts a real ``tritonserver`` on that repository with the spec's dynamic batching and
    response cache, sends concurrent gRPC traffic, and stops the server;
-4. prints baseline vs optimized latency and throughput, the accuracy delta, the batch sizes
-   Triton formed, and the cache's hit rate and hit vs miss latency.
+4. prints the named baseline, baseline vs optimized latency and throughput, the speedup with
+   its per-round range and the conditions it was measured under (optiserve_optimizer.measure:
+   interleaved rounds, fixed threads, CPU, instruction sets, load), the accuracy delta, the
+   batch sizes Triton formed, and the cache's hit rate and hit vs miss latency.
 """
 
 from __future__ import annotations
@@ -68,13 +70,27 @@ def _print_report(summary: dict[str, Any], traffic: dict[str, Any]) -> None:
         f"model            {traffic['model']} ({summary['artifact'].get('candidate', '?')}, "
         f"{summary['artifact'].get('precision', '?')})"
     )
+    measured = m.get("measured", {})
+    print(f"baseline         {m.get('baseline', '?')} (the source model in its own framework)")
     print(
         f"latency b=1      baseline {_fmt(m.get('baselineLatencyMs'), ' ms', 3)} -> "
         f"optimized {_fmt(m.get('optimizedLatencyMs'), ' ms', 3)}"
     )
     print(
-        f"throughput       baseline {_fmt(m.get('baselineThroughput'), '/s', 0)} -> "
-        f"optimized {_fmt(m.get('optimizedThroughput'), '/s', 0)} ({m.get('speedup', '-')})"
+        f"throughput b={measured.get('batch', '?'):<3} baseline "
+        f"{_fmt(m.get('baselineThroughput'), '/s', 0)} -> optimized "
+        f"{_fmt(m.get('optimizedThroughput'), '/s', 0)}"
+    )
+    print(
+        f"speedup          {m.get('speedup', '-')} (per-round range {m.get('speedupRange', '-')}"
+        f" over {measured.get('rounds', '?')} interleaved rounds); against onnxruntime-fp32 "
+        f"{m.get('speedupVsOnnxruntime') or '(it is the baseline)'}"
+    )
+    print(
+        f"measured on      {measured.get('cpu', '?')}, {measured.get('logicalCpus', '?')} CPUs "
+        f"({' '.join(measured.get('instructionSets', [])) or '-'}), "
+        f"{measured.get('threads', '?')} thread(s), {measured.get('clock', '?')} clock, "
+        f"load {measured.get('loadAverage', '?')}"
     )
     print(
         f"accuracy drop    {_fmt(m.get('accuracyDrop'), '', 4)}  size ratio "
@@ -142,7 +158,10 @@ def main() -> int:
         import numpy as np
 
         name = triton.models[0]
-        names = [k for k in np.load(eval_npz).files if k != "labels"]
+        # Model inputs only: labels and expected_* references are for the optimizer's gate.
+        names = [
+            k for k in np.load(eval_npz).files if k != "labels" and not k.startswith("expected")
+        ]
         print(f"[4/4] {args.requests} requests at concurrency {args.concurrency}")
         traffic = traffic_report(
             triton.grpc_url,

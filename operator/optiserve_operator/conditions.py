@@ -97,6 +97,9 @@ class Outcome:
     optimized: Wanted  # the Optimized condition, decided by the optimization step
     reason: str  # why the phase is what it is (used by Ready/Progressing/Degraded)
     message: str
+    # In progress, but cannot move on by itself (a Job pod nothing can schedule or pull):
+    # Degraded and Stalled say why, while the Job stays in case the cause goes away.
+    stuck: bool = False
 
 
 def conditions_for(outcome: Outcome) -> list[Wanted]:
@@ -107,7 +110,7 @@ def conditions_for(outcome: Outcome) -> list[Wanted]:
     """
     phase, reason, message = outcome.phase, outcome.reason, outcome.message
     in_progress = phase in ("Pending", "Optimizing", "Deploying")
-    failed = phase == "Failed"
+    failed = phase == "Failed" or outcome.stuck
     ready = phase == "Ready"
     return [
         Wanted(READY, "True" if ready else "False", REASON_READY if ready else reason, message),
@@ -125,7 +128,10 @@ def conditions_for(outcome: Outcome) -> list[Wanted]:
             message if failed else "",
         ),
         Wanted(
-            RECONCILING, "True" if in_progress else "False", reason, message if in_progress else ""
+            RECONCILING,
+            "True" if in_progress and not outcome.stuck else "False",
+            reason,
+            message if in_progress and not outcome.stuck else "",
         ),
         Wanted(STALLED, "True" if failed else "False", reason, message if failed else ""),
     ]

@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from optiserve.api import API_VERSION, KIND, OptimizedModelSpec
-from optiserve.api.status import OptimizedModelStatus
+from optiserve.api.status import STALLED, OptimizedModelStatus
 from optiserve.render.autoscaling import KEDA_API_VERSION
 from optiserve.render.job import COMPONENT as JOB_COMPONENT
 from optiserve.render.job import cleanup_job_name
@@ -23,12 +24,47 @@ from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, Owner, ser
 from optiserve_operator import conditions as c
 from optiserve_operator import metrics
 from optiserve_operator.deletion import FINALIZER, plan_deletion, wants_finalizer
+from optiserve_operator.failures import (
+    MESSAGE_LIMIT,
+    Failure,
+    classify,
+    name_problem,
+    retrying_status,
+    stalled_status,
+)
 from optiserve_operator.kube import Kube, KubeError, Obj, owned_by
-from optiserve_operator.observe import deployment_state, job_state
-from optiserve_operator.reconcile import Config, ModelState, Observed, Plan, plan, recipe_digest
+from optiserve_operator.observe import OPTIMIZER_CONTAINER, deployment_state, job_state
+from optiserve_operator.progress import parse_progress
+from optiserve_operator.reconcile import (
+    Config,
+    Event,
+    ModelState,
+    Observed,
+    Plan,
+    plan,
+    recipe_digest,
+    transition_events,
+)
 from optiserve_operator.summary import redact
 
 LOG = logging.getLogger("optiserve.operator")
+
+
+class ExecuteError(Exception):
+    """An API call of ``Controller.execute`` failed; ``doing`` says which."""
+
+    def __init__(self, doing: str, cause: Exception) -> None:
+        super().__init__(f"{doing}: {cause}")
+        self.doing = doing
+        self.cause = cause
+
+
+@contextlib.contextmanager
+def _doing(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as err:
+        raise ExecuteError(what, err) from err
 
 
 def _finished(job: Obj) -> bool:
@@ -65,11 +101,17 @@ class Controller:
         )
         digest = recipe_digest(owner.name, spec)
         need_result = status.artifact is None or status.artifact.digest != digest
-        raw_jobs = self.kube.list(
-            "batch/v1",
-            "Job",
-            owner.namespace,
-            {LABEL_MODEL: owner.name, LABEL_COMPONENT: JOB_COMPONENT},
+        # A name that cannot be a label value cannot be selected by (plan refuses it, and
+        # the API server would answer the list with a 400): no children to look for.
+        raw_jobs = (
+            self.kube.list(
+                "batch/v1",
+                "Job",
+                owner.namespace,
+                {LABEL_MODEL: owner.name, LABEL_COMPONENT: JOB_COMPONENT},
+            )
+            if name_problem(owner.name) is None
+            else []
         )
         jobs = []
         for raw in raw_jobs:
@@ -77,12 +119,16 @@ class Controller:
                 continue
             relevant = (raw["metadata"].get("annotations") or {}).get("optiserve.io/recipe-digest")
             pods: list[Obj] = []
-            if need_result and relevant == digest and _finished(raw):
-                # Only a finished Job of the wanted digest needs its pods' termination messages.
+            progress = ""
+            if need_result and relevant == digest:
+                # The wanted Job's pods: the termination message once it has finished; while
+                # it runs, why its pod cannot start, or how far the optimizer has got.
                 pods = self.kube.list(
                     "v1", "Pod", owner.namespace, {"job-name": raw["metadata"]["name"]}
                 )
-            jobs.append(job_state(raw, pods))
+                if not _finished(raw):
+                    progress = self._progress(owner.namespace, pods)
+            jobs.append(job_state(raw, pods, progress))
         raw_deployment = self.kube.get(
             "apps/v1", "Deployment", owner.namespace, serving_name(owner.name)
         )
@@ -108,6 +154,24 @@ class Controller:
             model=model, jobs=tuple(jobs), deployment=deployment, autoscalers=autoscalers
         )
 
+    def _progress(self, namespace: str, pods: list[Obj]) -> str:
+        """The running optimizer's progress from its log tail; "" when there is none to read.
+
+        A courtesy: a log that cannot be read (no permission, a node without a kubelet API)
+        costs the progress line only, never the pass.
+        """
+        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        if not running:
+            return ""
+        pod = max(running, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+        try:
+            log = self.kube.pod_log(namespace, pod["metadata"]["name"], OPTIMIZER_CONTAINER)
+        except Exception as err:  # any failure costs the progress line only
+            LOG.debug("no progress for pod %s/%s: %s", namespace, pod["metadata"]["name"], err)
+            return ""
+        found = parse_progress(log)
+        return found.describe() if found is not None else ""
+
     def _scaled_object(self, owner: Owner) -> Obj | None:
         try:
             return self.kube.get(KEDA_API_VERSION, "ScaledObject", owner.namespace, owner.name)
@@ -124,6 +188,7 @@ class Controller:
         if obj is None:
             self.phases.pop((namespace, name), None)
             self._publish_phases()
+            metrics.forget_model(namespace, name)
             return None
         now = c.rfc3339(datetime.now(UTC))
         try:
@@ -138,14 +203,46 @@ class Controller:
             # artifacts (keepArtifactsOnDelete: false) need the operator, under its finalizer.
             self.phases.pop((namespace, name), None)
             self._publish_phases()
+            metrics.forget_model(namespace, name)
             return self.finish_deletion(obj, spec)
-        observed = self.observe(obj, spec)
-        self._sync_finalizer(obj, wants_finalizer(observed.model))
+        generation = int(obj["metadata"].get("generation", 1))
+        try:
+            observed = self.observe(obj, spec)
+            self._sync_finalizer(obj, wants_finalizer(observed.model))
+        except Exception as err:
+            # Reading is never the user's fault (a 403 here is the operator's own RBAC).
+            self._report_transient(obj, classify("read the model's children", err), now)
+            raise
         result = plan(observed, now, self.config)
-        self.execute(obj, result)
+        try:
+            self.execute(obj, result)
+        except ExecuteError as err:
+            failure = classify(err.doing, err.cause)
+            if not failure.permanent:
+                self._report_transient(obj, failure, now)
+                raise err.cause from None
+            # Refused by the API server: Stalled with its reason, a Warning event, and no
+            # retry until the spec changes (reconcile.held).
+            stalled = stalled_status(result.status, generation, failure, now)
+            self._write_status(obj, stalled)
+            self._emit(obj, transition_events(_status_of(obj), stalled))
+            metrics.RECONCILES.labels("stalled").inc()
+            LOG.warning("%s/%s stalled: %s", namespace, name, failure.message)
+            return None
+        said = c.find(result.status.conditions, STALLED)
+        if result.status != observed.model.status and said and said.status == "True":
+            LOG.warning("%s/%s stalled: %s", namespace, name, said.message)
         metrics.DURATION.observe(time.monotonic() - started)
         metrics.RECONCILES.labels(result.status.phase).inc()
         return result.requeue_after
+
+    def _report_transient(self, obj: Obj, failure: Failure, now: str) -> None:
+        """The last transient error in ``Reconciling``; best effort (the API may be down)."""
+        generation = int(obj["metadata"].get("generation", 1))
+        try:
+            self._write_status(obj, retrying_status(_status_of(obj), generation, failure, now))
+        except Exception as err:  # the pass fails anyway and is retried
+            LOG.debug("status of %s not written: %s", obj["metadata"]["name"], err)
 
     def _sync_finalizer(self, obj: Obj, wanted: bool) -> None:
         """Our finalizer present exactly when artifacts must be removed on delete (SSA: the
@@ -213,41 +310,58 @@ class Controller:
         return in_use
 
     def execute(self, obj: Obj, result: Plan) -> None:
+        """Carry out ``result``; a failing API call raises ``ExecuteError`` naming it."""
         meta = obj["metadata"]
         namespace = meta["namespace"]
         for job_name in result.delete_jobs:
-            self.kube.delete("batch/v1", "Job", namespace, job_name)
+            with _doing(f"delete Job {job_name}"):
+                self.kube.delete("batch/v1", "Job", namespace, job_name)
             metrics.CHILD_OPERATIONS.labels("Job", "delete").inc()
         for kind in result.delete_autoscalers:
-            if kind == "HorizontalPodAutoscaler":
-                self.kube.delete(
-                    "autoscaling/v2", "HorizontalPodAutoscaler", namespace, meta["name"]
-                )
-            else:
-                self.kube.delete(KEDA_API_VERSION, "ScaledObject", namespace, meta["name"])
+            with _doing(f"delete {kind} {meta['name']}"):
+                if kind == "HorizontalPodAutoscaler":
+                    self.kube.delete(
+                        "autoscaling/v2", "HorizontalPodAutoscaler", namespace, meta["name"]
+                    )
+                else:
+                    self.kube.delete(KEDA_API_VERSION, "ScaledObject", namespace, meta["name"])
             metrics.CHILD_OPERATIONS.labels(kind, "delete").inc()
+        for manifest in result.dry_run:
+            with _doing(f"check {manifest['kind']} {manifest['metadata']['name']}"):
+                self.kube.apply(manifest, dry_run=True)
+            metrics.CHILD_OPERATIONS.labels(manifest["kind"], "dry-run").inc()
         created_job = False
         for manifest in result.create:
-            _, created = self.kube.create_or_read(manifest)
+            with _doing(f"create {manifest['kind']} {manifest['metadata']['name']}"):
+                _, created = self.kube.create_or_read(manifest)
             created_job |= created and manifest["kind"] == "Job"
             metrics.CHILD_OPERATIONS.labels(manifest["kind"], "create" if created else "read").inc()
         for manifest in result.apply:
-            self.kube.apply(manifest)
+            with _doing(f"apply {manifest['kind']} {manifest['metadata']['name']}"):
+                self.kube.apply(manifest)
             metrics.CHILD_OPERATIONS.labels(manifest["kind"], "apply").inc()
-        self._write_status(obj, result.status)
-        involved = self._involved(obj)
+        with _doing("write the status"):
+            self._write_status(obj, result.status)
         # A pass that found its Job already there (a restart after create, before the status
         # write) says nothing about creating it.
-        events = [e for e in result.events if created_job or e.reason != "JobCreated"]
+        self._emit(obj, [e for e in result.events if created_job or e.reason != "JobCreated"])
+
+    def _emit(self, obj: Obj, events: Sequence[Event]) -> None:
+        meta = obj["metadata"]
+        involved = self._involved(obj)
         for event in events:
             try:
                 self.kube.emit_event(involved, event.type, event.reason, event.message)
             except Exception as err:  # an event is a courtesy; losing one must not fail a pass
                 LOG.warning(
-                    "event %s for %s/%s not posted: %s", event.reason, namespace, meta["name"], err
+                    "event %s for %s/%s not posted: %s",
+                    event.reason,
+                    meta["namespace"],
+                    meta["name"],
+                    err,
                 )
         for event in events:
-            LOG.info("%s/%s %s: %s", namespace, meta["name"], event.reason, event.message)
+            LOG.info("%s/%s %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
 
     def _write_status(self, obj: Obj, status: OptimizedModelStatus) -> None:
         meta = obj["metadata"]
@@ -261,6 +375,7 @@ class Controller:
                 metrics.PHASE_SECONDS.labels(old.phase).observe(max(elapsed, 0.0))
         self.phases[key] = status.phase
         self._publish_phases()
+        metrics.publish_conditions(*key, {cond.type: cond.status for cond in status.conditions})
         if status.to_wire() == old.to_wire() and obj.get("status"):
             return  # nothing changed: no write, no watch event, no reconcile echo
         body: dict[str, Any] = {
@@ -272,22 +387,14 @@ class Controller:
         self.kube.apply(body, subresource="status")
 
     def _write_invalid(self, obj: Obj, error: str, now: str) -> None:
+        """A spec the API server took but the models refuse (e.g. a CRD older than the
+        operator): Stalled, with a Warning event on the transition."""
         old = _status_of(obj)
         generation = int(obj["metadata"].get("generation", 1))
-        message = redact(error)
-        wanted = [
-            c.Wanted("Ready", "False", c.REASON_INVALID, message),
-            c.Wanted("Stalled", "True", c.REASON_INVALID, message),
-            c.Wanted("Reconciling", "False", c.REASON_INVALID, ""),
-        ]
-        status = old.model_copy(
-            update={
-                "observed_generation": generation,
-                "phase": "Failed",
-                "conditions": c.merge_conditions(old.conditions, wanted, now, generation),
-            }
-        )
+        failure = Failure(True, c.REASON_INVALID, redact(error, MESSAGE_LIMIT))
+        status = stalled_status(old, generation, failure, now)
         self._write_status(obj, status)
+        self._emit(obj, transition_events(old, status))
 
     def _publish_phases(self) -> None:
         for phase in ("Pending", "Optimizing", "Deploying", "Ready", "Failed"):

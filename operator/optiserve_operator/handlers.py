@@ -1,10 +1,12 @@
 """kopf wiring: watch events feed a work queue; workers run one reconcile function.
 
 Level-based in the controller-runtime manner. Every watch event of an OptimizedModel (the
-initial listing after a restart included) and of its Jobs and Deployments (found by the
+initial listing after a restart included), of a child it controls (Job, Deployment, Service,
+HPA: found by the controller ownerReference) and of an optimizer pod (by the
 ``optiserve.io/model`` label) adds the model's key to the queue; a worker then reconciles
-from scratch. There are no create/update/delete handlers, so kopf puts no finalizer and no
-bookkeeping annotation on the user's objects; deletion is left to ownerReferences.
+from scratch. The API server streams only objects labelled ``managed-by: optiserve``.
+There are no create/update/delete handlers, so kopf puts no finalizer and no bookkeeping
+annotation on the user's objects; deletion is left to ownerReferences.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from optiserve.api import GROUP, PLURAL, VERSION
+from optiserve.api import GROUP, KIND, PLURAL, VERSION
 from optiserve.policy import read_policy_dir
-from optiserve.render.kubernetes import LABEL_MODEL, MANAGED_BY
+from optiserve.render.job import COMPONENT as JOB_COMPONENT
+from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, MANAGED_BY
 from optiserve_operator import metrics
 from optiserve_operator.controller import Controller
 from optiserve_operator.kube import Kube
@@ -33,10 +36,14 @@ from optiserve_operator.workqueue import WorkQueue
 LOG = logging.getLogger("optiserve.operator")
 MAX_BACKOFF = 60.0
 Key = tuple[str, str]  # (namespace, name)
-CHILD_LABELS: dict[str, Any] = {
-    "app.kubernetes.io/managed-by": MANAGED_BY,
-    LABEL_MODEL: kopf.PRESENT,
-}
+# (group, version, plural) of every kind of child the operator writes and watches.
+CHILD_RESOURCES = (
+    ("batch", "v1", "jobs"),
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+)
+OPTIMIZER_PODS = ("", "v1", "pods")
 
 
 @dataclass
@@ -80,6 +87,7 @@ async def worker(rt: Runtime, controller: Controller) -> None:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
     ops = rt.settings
+    filter_watches_on_the_server(settings)
     # Only watch-event handlers are used, so kopf never needs to write to our objects; these
     # names keep it under our own prefix should that ever change.
     settings.persistence.finalizer = "optiserve.io/finalizer"
@@ -145,9 +153,56 @@ async def model_event(type: str, name: str, namespace: str | None, memo: Any, **
     metrics.QUEUE_DEPTH.set(len(rt.queue))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
-@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
-async def child_event(
+def owner_key(body: Mapping[str, Any]) -> Key | None:
+    """The work-queue key of the OptimizedModel that controls ``body``, if one does.
+
+    By the controller ownerReference, not by a label: a child whose labels someone edited or
+    removed is still ours, and an object that merely carries our label is not.
+    """
+    meta = body.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if (
+            ref.get("controller")
+            and ref.get("kind") == KIND
+            and str(ref.get("apiVersion", "")).partition("/")[0] == GROUP
+            and ref.get("name")
+        ):
+            return (str(meta.get("namespace") or ""), str(ref["name"]))
+    return None
+
+
+# Every kind the operator writes is watched, so a deleted or edited child is put back within
+# seconds instead of at the next resync. Events of objects no model controls are dropped.
+@kopf.on.event(*CHILD_RESOURCES[0])
+@kopf.on.event(*CHILD_RESOURCES[1])
+@kopf.on.event(*CHILD_RESOURCES[2])
+@kopf.on.event(*CHILD_RESOURCES[3])
+async def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+    key = owner_key(body)
+    if key is not None:
+        runtime(memo).queue.add(key)
+
+
+# A Job's pods are owned by the Job, not the model; they carry the model's label. Watching
+# them shows a pod that cannot be scheduled or pulled as soon as the pod says so.
+@kopf.on.event(*OPTIMIZER_PODS, labels={LABEL_COMPONENT: JOB_COMPONENT, LABEL_MODEL: kopf.PRESENT})
+async def optimizer_pod_event(
     labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
 ) -> None:
     runtime(memo).queue.add((namespace or "", labels[LABEL_MODEL]))
+
+
+def filter_watches_on_the_server(settings: kopf.OperatorSettings) -> None:
+    """Only our objects are streamed to the operator (server-side label selectors).
+
+    Without them kopf would stream every Job, Deployment, Service, HPA and pod of the watched
+    namespaces and drop most of them here. A child whose ``managed-by`` label someone removes
+    leaves the selection, which the API server reports as a deletion: the pass that follows
+    puts the label back.
+    """
+    ours = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+    for resource in CHILD_RESOURCES:
+        settings.watching.label_selectors[resource] = ours
+    settings.watching.label_selectors[OPTIMIZER_PODS] = (
+        f"{ours},{LABEL_COMPONENT}={JOB_COMPONENT},{LABEL_MODEL}"
+    )

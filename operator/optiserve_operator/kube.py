@@ -33,6 +33,11 @@ PLURALS = {
 }
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 REPORTING_COMPONENT = "optiserve-operator"
+# (connect, read) seconds: a hung API server is a transient error, not a hung worker.
+REQUEST_TIMEOUT = (10.0, 60.0)
+# How much of a running optimizer's log a pass reads for its progress: a bounded tail.
+LOG_TAIL_LINES = 200
+LOG_LIMIT_BYTES = 32 * 1024
 
 
 class KubeError(RuntimeError):
@@ -71,6 +76,37 @@ class Kube:
             config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         return cls(client.ApiClient())
 
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> bytes:
+        url = self.api.configuration.host + path
+        if query:
+            url += "?" + urlencode(dict(query))
+        # Also for pods/log, whose text the API server sends under any of its media types but
+        # refuses to negotiate as text/plain (406).
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        # Authentication headers (token, refreshed exec credentials) the client would add.
+        self.api.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
+        response = self.api.call_api(
+            method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT
+        )
+        raw: bytes = response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status < 300:
+            try:
+                data: Any = json.loads(raw) if raw else {}
+            except ValueError:  # e.g. "404 page not found" for a resource type with no CRD
+                data = {"message": raw.decode("utf-8", "replace")[:200]}
+            message = data.get("message", "") if isinstance(data, dict) else str(data)
+            reason = data.get("reason", "") if isinstance(data, dict) else ""
+            raise KubeError(response.status, reason or str(response.reason), str(message))
+        return raw
+
     def _request(
         self,
         method: str,
@@ -80,22 +116,11 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Obj:
-        url = self.api.configuration.host + path
-        if query:
-            url += "?" + urlencode(dict(query))
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        # Authentication headers (token, refreshed exec credentials) the client would add.
-        self.api.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
-        response = self.api.call_api(method, url, header_params=headers, body=body)
-        raw = response.read()  # type: ignore[no-untyped-call]
+        raw = self._call(method, path, body=body, query=query, content_type=content_type)
         try:
             data: Any = json.loads(raw) if raw else {}
-        except ValueError:  # e.g. "404 page not found" for a resource type with no CRD
-            data = {"message": raw.decode("utf-8", "replace")[:200]}
-        if not 200 <= response.status < 300:
-            message = data.get("message", "") if isinstance(data, dict) else str(data)
-            reason = data.get("reason", "") if isinstance(data, dict) else ""
-            raise KubeError(response.status, reason or str(response.reason), message)
+        except ValueError as err:
+            raise KubeError(502, "BadGateway", f"the API server answered no JSON: {err}") from err
         return data if isinstance(data, dict) else {"items": data}
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
@@ -137,19 +162,35 @@ class Kube:
             raise KubeError(409, "Conflict", f"{meta['name']} exists and vanished")
         return existing, False
 
-    def apply(self, manifest: Obj, subresource: str | None = None) -> Obj:
-        """Server-side apply with field manager ``optiserve``; takes over conflicting fields."""
+    def apply(self, manifest: Obj, subresource: str | None = None, *, dry_run: bool = False) -> Obj:
+        """Server-side apply with field manager ``optiserve``; takes over conflicting fields.
+
+        ``dry_run``: the API server validates and admits the object (admission policies
+        included) and stores nothing, so a child it would refuse is known before it is needed.
+        """
         meta = manifest["metadata"]
         path = resource_path(
             manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"], subresource
         )
+        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        if dry_run:
+            query["dryRun"] = "All"
         return self._request(
-            "PATCH",
-            path,
-            body=manifest,
-            query={"fieldManager": FIELD_MANAGER, "force": "true"},
-            content_type=APPLY_CONTENT_TYPE,
+            "PATCH", path, body=manifest, query=query, content_type=APPLY_CONTENT_TYPE
         )
+
+    def pod_log(self, namespace: str, pod: str, container: str) -> str:
+        """The last ``LOG_TAIL_LINES`` lines (at most ``LOG_LIMIT_BYTES``) of a container's log."""
+        raw = self._call(
+            "GET",
+            resource_path("v1", "Pod", namespace, pod, "log"),
+            query={
+                "container": container,
+                "tailLines": str(LOG_TAIL_LINES),
+                "limitBytes": str(LOG_LIMIT_BYTES),
+            },
+        )
+        return raw[-LOG_LIMIT_BYTES:].decode("utf-8", "replace")
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from optiserve.api.status import DEGRADED, OPTIMIZED, PROGRESSING, READY, RECONCILING, STALLED
+
+CONDITION_TYPES = (READY, OPTIMIZED, PROGRESSING, DEGRADED, RECONCILING, STALLED)
+
 RECONCILES = Counter("optiserve_reconciles_total", "Reconcile passes, by result.", ["result"])
 ERRORS = Counter(
     "optiserve_reconcile_errors_total", "Reconcile passes that raised, by error type.", ["error"]
@@ -24,3 +28,24 @@ QUEUE_DEPTH = Gauge("optiserve_workqueue_depth", "Keys waiting for a worker.")
 CHILD_OPERATIONS = Counter(
     "optiserve_child_operations_total", "Writes to child objects.", ["kind", "verb"]
 )
+MODEL_CONDITIONS = Gauge(
+    "optiserve_model_condition",
+    "1 while an OptimizedModel's condition of this type is True, else 0 (alerts read Degraded, "
+    "Stalled, Optimized and Ready).",
+    ["namespace", "name", "type"],
+)
+
+
+def publish_conditions(namespace: str, name: str, conditions: dict[str, str]) -> None:
+    """One series per condition type of the model: its status as 1 or 0."""
+    for type_, status in conditions.items():
+        MODEL_CONDITIONS.labels(namespace, name, type_).set(1.0 if status == "True" else 0.0)
+
+
+def forget_model(namespace: str, name: str) -> None:
+    """Drops a deleted model's series, so an alert on it resolves instead of lingering."""
+    for type_ in CONDITION_TYPES:
+        try:
+            MODEL_CONDITIONS.remove(namespace, name, type_)
+        except KeyError:
+            continue

@@ -31,6 +31,10 @@ class JobState:
     message: str = ""  # termination message of the decisive pod (the summary on success)
     failure_reason: str = ""
     failure_message: str = ""
+    # An active Job whose pod cannot start: the scheduler's or kubelet's reason and message.
+    blocked_reason: str = ""
+    blocked_message: str = ""
+    progress: str = ""  # what the running optimizer last reported (see progress.py)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,61 @@ def _latest(pods: Sequence[Obj], phase: str) -> Obj | None:
     )
 
 
-def job_state(job: Obj, pods: Sequence[Obj]) -> JobState:
+# Waiting reasons of a container that will not start until someone changes something. The
+# kubelet alternates ErrImagePull and ImagePullBackOff; both read as one reason, so the
+# condition (and its Warning event) does not flap between them.
+_BLOCKING_WAIT_REASONS = {
+    "ErrImagePull": "ImagePullBackOff",
+    "ImagePullBackOff": "ImagePullBackOff",
+    "InvalidImageName": "InvalidImageName",
+    "ErrImageNeverPull": "ErrImageNeverPull",
+    "CreateContainerConfigError": "CreateContainerConfigError",
+    "CreateContainerError": "CreateContainerError",
+}
+REASON_UNSCHEDULABLE = "Unschedulable"
+MAX_BLOCKED_MESSAGE = 512
+
+
+def blocked(pods: Sequence[Obj]) -> tuple[str, str]:
+    """(reason, message) when the newest live pod of a Job cannot start, else ("", "").
+
+    The scheduler's verdict (``PodScheduled=False``, reason ``Unschedulable``: no node with
+    the GPU, a node selector nothing matches, a claim that does not exist) or the kubelet's
+    (an image that cannot be pulled, a missing ConfigMap or Secret), as the pod shows it.
+    """
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    if not live:
+        return "", ""
+    pod = max(live, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp", "")))
+    status = pod.get("status") or {}
+    if status.get("phase") not in (None, "Pending"):
+        return "", ""
+    pod_name = (pod.get("metadata") or {}).get("name", "")
+    scheduled = _conditions(pod).get("PodScheduled") or {}
+    if scheduled.get("status") == "False" and scheduled.get("reason") == REASON_UNSCHEDULABLE:
+        detail = str(scheduled.get("message") or "no node fits the pod")
+        return REASON_UNSCHEDULABLE, _blocked_message(pod_name, "", detail)
+    statuses = [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]
+    for container in statuses:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        kubelet_reason = str(waiting.get("reason") or "")
+        if kubelet_reason in _BLOCKING_WAIT_REASONS:
+            detail = str(waiting.get("message") or "")
+            return _BLOCKING_WAIT_REASONS[kubelet_reason], _blocked_message(
+                pod_name, kubelet_reason, detail
+            )
+    return "", ""
+
+
+def _blocked_message(pod: str, kubelet_reason: str, detail: str) -> str:
+    said = f"{kubelet_reason}: {detail}" if kubelet_reason else detail
+    return redact(f"pod {pod} cannot start: {said}".rstrip(": "), MAX_BLOCKED_MESSAGE)
+
+
+def job_state(job: Obj, pods: Sequence[Obj], progress: str = "") -> JobState:
     meta = job.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     conditions = _conditions(job)
@@ -112,7 +170,14 @@ def job_state(job: Obj, pods: Sequence[Obj]) -> JobState:
         return JobState(
             **base, phase="failed", failure_reason=reason, failure_message=redact(message)
         )
-    return JobState(**base, phase="active")
+    reason, message = blocked(pods)
+    return JobState(
+        **base,
+        phase="active",
+        blocked_reason=reason,
+        blocked_message=message,
+        progress="" if reason else progress,
+    )
 
 
 def deployment_state(deployment: Obj) -> DeploymentState:

@@ -8,12 +8,18 @@ from the recipe digest), so "create" is create-or-read and a restart creates not
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 from optiserve.api import OptimizedModelSpec
-from optiserve.api.status import DEGRADED, OPTIMIZED, READY, Artifact, OptimizedModelStatus
+from optiserve.api.status import (
+    DEGRADED,
+    OPTIMIZED,
+    READY,
+    Artifact,
+    OptimizedModelStatus,
+)
 from optiserve.digest import spec_recipe_digest
 from optiserve.policy import Policy, describe, violations
 from optiserve.render.autoscaling import render_autoscaler
@@ -24,8 +30,24 @@ from optiserve.render.deployment import (
     selector_string,
 )
 from optiserve.render.job import artifact_uri, render_job, render_spec_config_map
-from optiserve.render.kubernetes import ANNOTATION_RETRY, Manifest, Owner, endpoint, job_name
+from optiserve.render.kubernetes import (
+    ANNOTATION_RETRY,
+    Manifest,
+    Owner,
+    endpoint,
+    grpc_endpoint,
+    job_name,
+)
 from optiserve_operator import conditions as c
+from optiserve_operator.failures import (
+    REASON_INVALID_NAME,
+    RENDER_ERRORS,
+    Failure,
+    held,
+    name_problem,
+    render_failure,
+    stalled_status,
+)
 from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentState, JobState
 from optiserve_operator.summary import Summary, SummaryError, parse_summary, redact
 
@@ -70,16 +92,17 @@ class Event:
 class Plan:
     status: OptimizedModelStatus
     create: tuple[Manifest, ...] = ()  # create, or read when it exists (409)
+    dry_run: tuple[Manifest, ...] = ()  # checked by the API server (SSA, dryRun=All) first
     apply: tuple[Manifest, ...] = ()  # server-side apply, field manager "optiserve"
     delete_jobs: tuple[str, ...] = ()  # still-running Jobs of a superseded digest
     delete_autoscalers: tuple[str, ...] = ()  # kinds no longer wanted (spec changed)
     events: tuple[Event, ...] = ()
-    requeue_after: float = 300.0
+    requeue_after: float | None = 300.0  # None: only a watch event (a spec change) brings it back
 
 
 @dataclass(frozen=True)
 class Optimization:
-    state: Literal["done", "running", "failed", "create"]
+    state: Literal["done", "running", "blocked", "failed", "create"]
     artifact: Artifact | None = None
     summary: Summary | None = None  # newly read from a finished Job in this pass
     reason: str = ""
@@ -119,8 +142,14 @@ def _optimization(obs: Observed, digest: str, wanted_job: str) -> Optimization:
     if current is not None and current.phase == "failed":
         message = f"Job {current.name} failed ({current.failure_reason}): {current.failure_message}"
         return Optimization("failed", reason=c.REASON_JOB_FAILED, message=message)
+    if current is not None and current.blocked_reason:
+        message = f"Job {current.name}: {current.blocked_message}"
+        return Optimization("blocked", reason=current.blocked_reason, message=message)
     if current is not None:
-        return Optimization("running", message=f"Job {current.name} is optimizing the model")
+        message = f"Job {current.name} is optimizing the model"
+        if current.progress:
+            message += f": {current.progress}"
+        return Optimization("running", message=message)
     # The failed Job may be gone (ttlSecondsAfterFinished); status remembers the failure, so
     # only a new digest or a new optiserve.io/retry value starts another Job: no retry storm.
     optimized = c.find(status.conditions, OPTIMIZED)
@@ -180,6 +209,10 @@ def _outcome(opt: Optimization, rollout: Rollout) -> c.Outcome:
         optimized = c.Wanted(OPTIMIZED, "False", opt.reason, opt.message)
         served = f"; still serving {rollout.serve.digest[:12]}" if rollout.serve else ""
         return c.Outcome("Failed", optimized, opt.reason, opt.message + served)
+    if opt.state == "blocked":
+        # The Job stays: the pod starts by itself once a GPU frees up or the claim appears.
+        optimized = c.Wanted(OPTIMIZED, "False", opt.reason, opt.message)
+        return c.Outcome("Pending", optimized, opt.reason, opt.message, stuck=True)
     if opt.state in ("running", "create"):
         optimized = c.Wanted(OPTIMIZED, "False", c.REASON_OPTIMIZING, opt.message)
         return c.Outcome("Optimizing", optimized, c.REASON_OPTIMIZING, opt.message)
@@ -211,50 +244,91 @@ def _transition_events(old: OptimizedModelStatus, new: OptimizedModelStatus) -> 
     return events
 
 
-def _denied(obs: Observed, now: str, config: Config, message: str) -> Plan:
-    """The spec asks for what it may not: nothing is rendered or touched, the model is Stalled
-    with reason PolicyDenied until its spec (or the policy) changes. What already runs stays."""
-    status = obs.model.status
-    reason = c.REASON_POLICY_DENIED
-    optimized = c.Wanted(OPTIMIZED, "False", reason, message)
-    outcome = c.Outcome("Failed", optimized, reason, message)
-    generation = obs.model.generation
-    conditions = c.merge_conditions(status.conditions, c.conditions_for(outcome), now, generation)
-    new_status = status.model_copy(
-        update={"observed_generation": generation, "phase": "Failed", "conditions": conditions}
-    )
-    return Plan(
-        status=new_status,
-        events=tuple(_transition_events(status, new_status)),  # Warning PolicyDenied, once
-        requeue_after=config.resync_seconds,
-    )
+class _Refused(Exception):
+    """A renderer could not turn the spec into a manifest (carries the user-facing failure)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+Rendered = TypeVar("Rendered")
+
+
+def _rendered(doing: str, render: Callable[[], Rendered]) -> Rendered:
+    try:
+        return render()
+    except ArtifactLocationError:
+        raise  # not the spec's fault: the Job reported an artifact no pod can mount
+    except RENDER_ERRORS as err:
+        raise _Refused(render_failure(doing, err)) from err
+
+
+def transition_events(old: OptimizedModelStatus, new: OptimizedModelStatus) -> tuple[Event, ...]:
+    return tuple(replace(e, message=redact(e.message)) for e in _transition_events(old, new))
 
 
 def plan(obs: Observed, now: str, config: Config) -> Plan:
     model = obs.model
     spec, status, owner = model.spec, model.status, model.owner
-    refused = violations(spec, config.policy)
-    if refused:
-        return _denied(obs, now, config, redact(describe(refused)))
     digest = recipe_digest(owner.name, spec)
     retry = model.annotations.get(ANNOTATION_RETRY, "")
     wanted_job = job_name(owner.name, digest, retry)
+    try:
+        # What the spec may ask for (optiserve.policy), before anything is rendered; checked
+        # ahead of `held`, so a model refused under an older policy goes on once the operator
+        # restarts with one that allows it.
+        denied = violations(spec, config.policy)
+        if denied:
+            raise _Refused(Failure(True, c.REASON_POLICY_DENIED, describe(denied)))
+        if held(status, model.generation, wanted_job):
+            return Plan(status=status, requeue_after=None)
+        problem = name_problem(owner.name)
+        if problem is not None:
+            raise _Refused(Failure(True, REASON_INVALID_NAME, problem))
+        return _plan(obs, now, config, digest, retry, wanted_job)
+    except _Refused as refused:
+        base = status.model_copy(update={"recipe_digest": digest, "job_name": wanted_job})
+        new_status = stalled_status(base, model.generation, refused.failure, now)
+        return Plan(
+            status=new_status,
+            events=transition_events(status, new_status),
+            requeue_after=None,
+        )
+
+
+def _plan(
+    obs: Observed, now: str, config: Config, digest: str, retry: str, wanted_job: str
+) -> Plan:
+    model = obs.model
+    spec, status, owner = model.spec, model.status, model.owner
 
     opt = _optimization(obs, digest, wanted_job)
     create: list[Manifest] = []
+    dry_run: list[Manifest] = []
     events: list[Event] = []
     if opt.state == "create":
         create = [
-            render_spec_config_map(owner, spec, digest, retry),
-            render_job(
-                owner,
-                spec,
-                digest,
-                image=config.optimizer_image,
-                retry=retry,
-                service_account=config.service_account,
+            _rendered(
+                "render the spec ConfigMap",
+                lambda: render_spec_config_map(owner, spec, digest, retry),
+            ),
+            _rendered(
+                "render the optimization Job",
+                lambda: render_job(
+                    owner,
+                    spec,
+                    digest,
+                    image=config.optimizer_image,
+                    retry=retry,
+                    service_account=config.service_account,
+                ),
             ),
         ]
+        # Fail fast: what will serve the artifact is rendered now, and checked by the API
+        # server (a dry run) before the Job spends an hour on an artifact nobody can serve.
+        uri = artifact_uri(spec, digest, namespace=owner.namespace, name=owner.name)
+        dry_run = _serving_manifests(owner, spec, Artifact(digest=digest, uri=uri))
         events.append(Event("Normal", "JobCreated", opt.message))
     delete = tuple(j.name for j in obs.jobs if j.phase == "active" and j.digest != digest)
     events += [Event("Normal", "JobSuperseded", f"deleting Job {name}") for name in delete]
@@ -263,24 +337,22 @@ def plan(obs: Observed, now: str, config: Config) -> Plan:
     rollout = _rollout(obs, candidate, status.last_good_artifact, retry)
     events += rollout.events
     apply: list[Manifest] = []
+    refused: Failure | None = None
     if rollout.serve is not None:
         try:
-            deployment = render_deployment(owner, spec, rollout.serve)
+            apply = _serving_manifests(owner, spec, rollout.serve)
         except ArtifactLocationError as err:
             opt = Optimization("failed", reason="InvalidArtifact", message=str(err))
             rollout = Rollout("none")
+        except _Refused as err:
+            # Keep what this pass learnt (a newly read artifact): only serving is refused.
+            refused, rollout = err.failure, Rollout("none")
         else:
             if rollout.failed_marker:
-                deployment["metadata"].setdefault("annotations", {})[ANNOTATION_FAILED_ROLLOUT] = (
-                    rollout.failed_marker
-                )
-            apply = [deployment, render_service(owner)]
-    # The autoscaler follows the Deployment it scales; without one the Deployment has no
-    # replicas field to fight over, so it comes only once something is served.
-    autoscaler = render_autoscaler(owner, spec.serving.autoscaling)
-    if autoscaler is not None and apply:
-        apply.append(autoscaler)
-    wanted_kind = autoscaler["kind"] if autoscaler is not None else None
+                annotations = apply[0]["metadata"].setdefault("annotations", {})
+                annotations[ANNOTATION_FAILED_ROLLOUT] = rollout.failed_marker
+    autoscaling = spec.serving.autoscaling
+    wanted_kind = _autoscaler_kind(autoscaling.provider) if autoscaling is not None else None
     stale = tuple(k for k in AUTOSCALER_KINDS if k in obs.autoscalers and k != wanted_kind)
 
     outcome = _outcome(opt, rollout)
@@ -302,17 +374,49 @@ def plan(obs: Observed, now: str, config: Config) -> Plan:
         metrics=summary.metrics if summary else status.metrics,
         candidates=list(summary.candidates) if summary else status.candidates,
         endpoint=endpoint(owner.name, owner.namespace) if rollout.serve else status.endpoint,
+        grpc_endpoint=(
+            grpc_endpoint(owner.name, owner.namespace) if rollout.serve else status.grpc_endpoint
+        ),
         replicas=dep.ready_replicas if dep else 0,
         selector=selector_string(owner.name),
     )
+    if refused is not None:
+        new_status = stalled_status(new_status, model.generation, refused, now)
     events += _transition_events(status, new_status)
     settled = outcome.phase in ("Ready", "Failed")
     return Plan(
         status=new_status,
         create=tuple(create),
+        dry_run=tuple(dry_run),
         apply=tuple(apply),
         delete_jobs=delete,
         delete_autoscalers=stale,
         events=tuple(replace(e, message=redact(e.message)) for e in events),
-        requeue_after=config.resync_seconds if settled else config.poll_seconds,
+        requeue_after=None
+        if refused is not None
+        else (config.resync_seconds if settled else config.poll_seconds),
     )
+
+
+def _autoscaler_kind(provider: str) -> str:
+    return "ScaledObject" if provider == "keda" else "HorizontalPodAutoscaler"
+
+
+def _serving_manifests(
+    owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
+) -> list[Manifest]:
+    """Deployment, Service and (when asked for) the autoscaler that serve ``artifact``.
+
+    The autoscaler follows the Deployment it scales; without one the Deployment has no
+    replicas field to fight over, so it comes only once something is served.
+    """
+    manifests = [
+        _rendered("render the Deployment", lambda: render_deployment(owner, spec, artifact)),
+        _rendered("render the Service", lambda: render_service(owner)),
+    ]
+    autoscaler = _rendered(
+        "render the autoscaler", lambda: render_autoscaler(owner, spec.serving.autoscaling)
+    )
+    if autoscaler is not None:
+        manifests.append(autoscaler)
+    return manifests

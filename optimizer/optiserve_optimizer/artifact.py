@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from optiserve.api import OptimizationSpec, SourceSpec
 from optiserve_optimizer.progress import Progress
+from optiserve_optimizer.settings import PassConfig, PassSettings
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,20 @@ class PassContext:
 
 
 class Pass(Protocol):
-    """A pass: ``run(artifact, config, ctx) -> PassResult``; failures raise ``OptimizerError``."""
+    """A pass: ``run(artifact, settings, ctx) -> PassResult``; failures raise ``OptimizerError``.
 
-    name: str
+    ``artifact`` is None for ``load_export`` and the previous step's result otherwise;
+    ``config`` is the pass's ``settings_type`` or a mapping of it, validated on entry
+    (unknown fields refused). The registry's loaders are typed against this protocol.
+    """
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult: ...
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def settings_type(self) -> type[PassSettings]: ...
+
+    def run(self, artifact: Any, config: PassConfig, ctx: PassContext) -> PassResult: ...
 
 
 def safe_name(text: str) -> str:

@@ -1,6 +1,19 @@
 """Reading ``.npz`` datasets: checked against the model's inputs, streamed in batches.
 
-An ``.npz`` holds one array per model input (first axis = samples) and optionally ``labels``.
+The format (every dataset the spec names: accuracy, calibration, recovery, student):
+- one array per model input, stored under the input's NAME (first axis = samples). Arrays are
+  bound to inputs by name, never by their order in the file. A TorchScript model's inputs
+  are its ``forward`` arguments (``forward(self, input_ids, attention_mask)`` takes
+  ``input_ids`` and ``attention_mask``); an ONNX model's are its graph inputs;
+- optionally ``labels`` (int class ids, one per sample) for ``top1`` and ``finetune``;
+- optionally, in the accuracy dataset only, reference outputs the model should give:
+  ``expected_<output name>`` per output, or ``expected`` for a single-output model. An ONNX
+  model's outputs are its graph outputs; a TorchScript model's are ``output`` (one) or
+  ``output_0``, ``output_1``... (a tuple). The original model and every candidate are
+  compared with them using the accuracy metric, and must stay within ``maxDrop``.
+Any other array is refused (a misspelt input name would otherwise be silently ignored), as
+are a missing input, another dtype or another sample shape: before any work, naming both.
+
 ``iter_batches`` reads each member's ``.npy`` header and then only ``batch`` rows at a time
 from the zip stream, so calibration sets larger than memory work.
 """
@@ -20,6 +33,7 @@ from optiserve.model_io import TensorSpec
 from optiserve_optimizer.errors import DataError
 
 LABELS = "labels"
+EXPECTED = "expected"  # reference outputs: ``expected`` or ``expected_<output name>``
 Arrays = dict[str, npt.NDArray[np.generic]]
 
 
@@ -56,35 +70,111 @@ def describe(path: Path, pass_name: str) -> dict[str, MemberInfo]:
         raise DataError(pass_name, f"dataset {path} is not a readable .npz: {exc}") from exc
 
 
+def is_reference(name: str) -> bool:
+    return name == EXPECTED or name.startswith(EXPECTED + "_")
+
+
+def reference_arrays(
+    members: Mapping[str, MemberInfo] | Sequence[str], outputs: Sequence[str], path: Path, role: str
+) -> dict[str, str]:
+    """``{output name: array name}`` of the reference outputs in a dataset; a reference for no
+    output of the model is a ``DataError`` naming both."""
+    found: dict[str, str] = {}
+    for name in members:
+        if not is_reference(name):
+            continue
+        if name == EXPECTED:
+            if len(outputs) != 1:
+                raise DataError(
+                    role,
+                    f"{path.name}[{EXPECTED!r}] is ambiguous: the model has {len(outputs)} "
+                    f"outputs; name each {EXPECTED}_<output> ({', '.join(outputs)})",
+                )
+            output = outputs[0]
+        else:
+            output = name.removeprefix(EXPECTED + "_")
+            if output not in outputs:
+                raise DataError(
+                    role,
+                    f"{path.name}[{name!r}] is a reference for output {output!r}, which the "
+                    f"model does not have (its outputs: {', '.join(outputs)})",
+                )
+        if output in found:
+            raise DataError(role, f"{path.name} holds two references for output {output!r}")
+        found[output] = name
+    return found
+
+
+def check_names(
+    members: Mapping[str, MemberInfo] | Sequence[str],
+    inputs: Sequence[str],
+    path: Path,
+    role: str,
+    optional: Sequence[str] = (),
+) -> None:
+    """Every input has an array and every array is an input, ``labels`` or a reference."""
+    for name in inputs:
+        if name not in members and name not in optional:
+            raise DataError(
+                role,
+                f"{path.name} has no array {name!r} for the model input {name!r}; it has "
+                f"{sorted(members)}",
+            )
+    unknown = sorted(n for n in members if n not in inputs and n != LABELS and not is_reference(n))
+    if unknown:
+        raise DataError(
+            role,
+            f"{path.name} holds array(s) {unknown} that are no input of the model (its inputs: "
+            f"{', '.join(inputs)}; besides them an .npz may hold {LABELS!r} and "
+            f"{EXPECTED}_<output>)",
+        )
+
+
 def check_against(
-    path: Path, inputs: Sequence[TensorSpec], pass_name: str, min_samples: int = 1
+    path: Path,
+    inputs: Sequence[TensorSpec],
+    pass_name: str,
+    min_samples: int = 1,
+    *,
+    exact: bool = False,
+    outputs: Sequence[str] | None = None,
 ) -> int:
-    """Fails with a ``DataError`` naming the array unless every input matches; returns N."""
+    """Fails with a ``DataError`` naming the array and the input unless every input matches;
+    returns N. ``exact`` also refuses arrays that are no input (see ``check_names``);
+    ``outputs`` checks the reference arrays' names against the model's outputs."""
     members = describe(path, pass_name)
+    names = [spec.name for spec in inputs]
+    if exact:
+        check_names(members, names, path, pass_name)
+    if outputs is not None:
+        reference_arrays(members, outputs, path, pass_name)
     counts: set[int] = set()
     for spec in inputs:
         info = members.get(spec.name)
         if info is None:
             raise DataError(
                 pass_name,
-                f"{path.name} has no array {spec.name!r} (model input); it has {sorted(members)}",
+                f"{path.name} has no array {spec.name!r} for the model input {spec.name!r}; it "
+                f"has {sorted(members)}",
             )
         if info.dtype != np.dtype(spec.dtype):
             raise DataError(
                 pass_name,
-                f"{path.name}[{spec.name!r}] is {info.dtype}, the model input needs {spec.dtype}",
+                f"{path.name}[{spec.name!r}] is {info.dtype}, the model input {spec.name!r} "
+                f"needs {spec.dtype}",
             )
         want = spec.shape
         got = info.shape[1:]
         if len(got) != len(want) or any(w not in (-1, g) for w, g in zip(want, got, strict=False)):
             raise DataError(
                 pass_name,
-                f"{path.name}[{spec.name!r}] has sample shape {list(got)}, the model input needs "
-                f"{['?' if d == -1 else d for d in want]}",
+                f"{path.name}[{spec.name!r}] has sample shape {list(got)}, the model input "
+                f"{spec.name!r} needs {['?' if d == -1 else d for d in want]}",
             )
         counts.add(info.shape[0])
-    if LABELS in members:
-        counts.add(members[LABELS].shape[0])
+    for name, info in members.items():
+        if name == LABELS or is_reference(name):
+            counts.add(info.shape[0] if info.shape else -1)
     if len(counts) > 1:
         raise DataError(pass_name, f"{path.name}: arrays have different sample counts {counts}")
     n = counts.pop() if counts else 0

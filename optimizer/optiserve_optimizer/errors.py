@@ -18,6 +18,10 @@ class SpecError(OptimizerError):
     """The spec file is missing, unreadable or invalid."""
 
 
+class SettingsError(SpecError):
+    """A pass was given settings it does not know or cannot use."""
+
+
 class ModelLoadError(OptimizerError):
     """The model is missing, corrupt or cannot be exported."""
 
@@ -42,3 +46,27 @@ class MissingDependencyError(OptimizerError):
     """A library the pass needs (tensorrt, a GPU) is not available here."""
 
     exit_code = 3
+
+
+class CorrectnessError(PassFailedError):
+    """The source model itself fails a correctness check (reference outputs, padded batch)."""
+
+
+CAUSE_LIMIT = 600
+_CAUSE_PREFIXES = ("RuntimeError:", "ValueError:", "TypeError:", "IndexError:", "KeyError:")
+
+
+def short_cause(exc: BaseException, limit: int = CAUSE_LIMIT) -> str:
+    """The cause of ``exc`` in one short line, without a TorchScript (or any) traceback.
+
+    TorchScript and onnxruntime put the interpreter's traceback in the message and the cause
+    last (``...\\nRuntimeError: mat1 and mat2 must have the same dtype``); that last error line
+    is kept. Otherwise the first line. Cut to ``limit`` characters at the end, never mid-cause.
+    """
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    causes = [line for line in lines if line.startswith(_CAUSE_PREFIXES)]
+    line = causes[-1].split(":", 1)[1].strip() if causes else lines[0]
+    if len(line) > limit:
+        line = line[: limit - 3].rstrip() + "..."
+    return line

@@ -1,4 +1,5 @@
-"""The accuracy gate: every candidate against the original model on the eval data.
+"""The accuracy gate: every candidate against the original model on the eval data (and,
+through ``checks``, against reference outputs and on a padded batch).
 
 Metrics, as ``spec.accuracy.metric`` names them (``drop`` is what ``maxDrop`` bounds):
 - top1: accuracy(original) - accuracy(candidate) with labels, else 1 - argmax agreement;
@@ -10,7 +11,7 @@ All three are reported whenever they make sense, so a failing candidate says how
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,15 +26,29 @@ class GateResult:
     drop: float
     max_drop: float
     details: Mapping[str, float]
+    failures: tuple[str, ...] = field(default=())  # other checks that failed (``checks``)
+
+    @property
+    def within_drop(self) -> bool:
+        return bool(np.isfinite(self.drop)) and self.drop <= self.max_drop
 
     @property
     def passed(self) -> bool:
-        return bool(np.isfinite(self.drop)) and self.drop <= self.max_drop
+        return self.within_drop and not self.failures
 
     def reason(self) -> str:
-        if self.passed:
-            return ""
-        return f"{self.metric} drop {self.drop:.4g} > maxDrop {self.max_drop:g}"
+        own = (
+            []
+            if self.within_drop
+            else [f"{self.metric} drop {self.drop:.4g} > maxDrop {self.max_drop:g}"]
+        )
+        return "; ".join([*own, *self.failures])
+
+    def with_check(self, failure: str, details: Mapping[str, float]) -> GateResult:
+        """This verdict plus another check's numbers and, unless ``failure`` is empty, its
+        failure (the drop stays the drop against the original model)."""
+        failures = (*self.failures, failure) if failure else self.failures
+        return replace(self, details={**self.details, **details}, failures=failures)
 
 
 def mean_cosine(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:

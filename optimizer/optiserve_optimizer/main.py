@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from optiserve_optimizer.errors import OptimizerError, SpecError
+from optiserve_optimizer.errors import OptimizerError, SpecError, short_cause
 from optiserve_optimizer.progress import Progress
 
 TERMINATION_ENV = "OPTISERVE_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 SUMMARY_LIMIT = 4096
+REASON_LIMIT = 160  # per candidate in the termination message; report.json has it whole
 
 
 def load_request(spec_file: Path) -> Any:
@@ -87,7 +88,17 @@ def write_termination(summary: dict[str, Any]) -> None:
 
 
 def summary_of(report: dict[str, Any], folder: Path, reused: bool) -> dict[str, Any]:
-    keep = ("name", "precision", "latencyMs", "throughput", "accuracyDrop", "passed", "chosen")
+    keep = (
+        "name",
+        "precision",
+        "latencyMs",
+        "throughput",
+        "accuracyDrop",
+        "speedup",
+        "passed",
+        "failed",
+        "chosen",
+    )
     return {
         "ok": True,
         "reused": reused,
@@ -96,8 +107,17 @@ def summary_of(report: dict[str, Any], folder: Path, reused: bool) -> dict[str, 
         "artifact": report["artifact"],
         "metrics": report["metrics"],
         "fallbackReason": report.get("fallbackReason"),
-        "candidates": [{k: c[k] for k in keep if k in c} for c in report["candidates"]],
+        "candidates": [
+            {**{k: c[k] for k in keep if k in c}, "reason": str(c.get("reason", ""))[:REASON_LIMIT]}
+            for c in report["candidates"]
+        ],
     }
+
+
+def _bounded(cause: str, limit: int = 1500) -> str:
+    """A cause short enough for the termination message, keeping its end (where a chained
+    tool error states the reason) when it must be cut."""
+    return cause if len(cause) <= limit else cause[: limit // 3] + " ... " + cause[-limit // 2 :]
 
 
 def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
@@ -113,7 +133,11 @@ def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
         write_termination(
             {
                 "ok": False,
-                "error": {"pass": exc.pass_name, "message": exc.cause, "type": type(exc).__name__},
+                "error": {
+                    "pass": exc.pass_name,
+                    "message": _bounded(exc.cause),
+                    "type": type(exc).__name__,
+                },
             }
         )
         return exc.exit_code
@@ -124,7 +148,7 @@ def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
                 "ok": False,
                 "error": {
                     "pass": "internal",
-                    "message": repr(exc)[:1000],
+                    "message": f"{type(exc).__name__}: {short_cause(exc)}",
                     "type": type(exc).__name__,
                 },
             }

@@ -14,64 +14,20 @@ from typing import Any, Literal, cast
 
 from optiserve.api import ServingSpec
 from optiserve.model_io import ModelSignature
+from optiserve.render.triton import render_model_config
+from optiserve.report_page import render_report_page
 from optiserve.uri import pvc_root
 
 REPORT = "report.json"
+REPORT_PAGE = "report.html"  # the same report as a self-contained page (optiserve report)
 REPOSITORY = "model_repository"
-
-_TRITON_TYPES = {
-    "float32": "TYPE_FP32",
-    "float16": "TYPE_FP16",
-    "float64": "TYPE_FP64",
-    "int64": "TYPE_INT64",
-    "int32": "TYPE_INT32",
-    "int8": "TYPE_INT8",
-    "uint8": "TYPE_UINT8",
-    "bool": "TYPE_BOOL",
-}
-
-
-def fallback_model_config(
-    name: str, signature: ModelSignature, serving: ServingSpec, platform: str
-) -> str:
-    """Minimal config.pbtxt, used only while ``optiserve.render.triton`` does not exist."""
-
-    def tensors(kind: str, specs: Any) -> list[str]:
-        body = ",\n".join(
-            f'  {{ name: "{t.name}" data_type: {_TRITON_TYPES.get(t.dtype, "TYPE_FP32")} '
-            f"dims: [{', '.join(str(d) for d in t.shape)}] }}"
-            for t in specs
-        )
-        return [f"{kind} [\n{body}\n]"]
-
-    lines = [
-        f'name: "{name}"',
-        f'platform: "{platform}"',
-        f"max_batch_size: {serving.max_batch_size}",
-    ]
-    lines += tensors("input", signature.inputs) + tensors("output", signature.outputs)
-    batching = serving.dynamic_batching
-    if batching.enabled and serving.max_batch_size > 0:
-        preferred = "".join(f" preferred_batch_size: {b}" for b in batching.preferred_batch_sizes)
-        lines.append(
-            f"dynamic_batching {{ max_queue_delay_microseconds: "
-            f"{batching.max_queue_delay_microseconds}{preferred} }}"
-        )
-    group = serving.instance_group
-    lines.append(f"instance_group [ {{ count: {group.count} kind: {group.kind} }} ]")
-    if serving.response_cache.enabled:
-        lines.append("response_cache { enable: true }")
-    return "\n".join(lines) + "\n"
 
 
 def model_config(
     name: str, signature: ModelSignature, serving: ServingSpec, platform: str
 ) -> tuple[str, str]:
-    """(config.pbtxt text, which renderer made it)."""
-    try:
-        from optiserve.render.triton import render_model_config
-    except ImportError:
-        return fallback_model_config(name, signature, serving, platform), "fallback"
+    """(config.pbtxt text, which renderer made it): the operator's own renderer, so what the Job
+    packages and what the operator would render can never differ."""
     chosen = cast(Literal["onnxruntime_onnx", "tensorrt_plan", "python"], platform)
     return render_model_config(name, signature, serving, chosen), "optiserve.render.triton"
 
@@ -113,6 +69,7 @@ def write_repository(
         shutil.copyfile(model_file, version_dir / target)
         (temp / REPOSITORY / model_name / "config.pbtxt").write_text(config_text)
         (temp / REPORT).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+        (temp / REPORT_PAGE).write_text(render_report_page(report), encoding="utf-8")
         try:
             temp.rename(final)  # atomic on one file system: readers see all or nothing
         except OSError:

@@ -1,8 +1,14 @@
-"""Runs the planned candidates, gates and times them, picks the fastest that passes, packages.
+"""Runs the planned candidates, gates them, times them with the baselines, picks, packages.
 
 Candidates share step prefixes (``pruned-structured`` and ``pruned-structured+int8-static``
-prune and recover once). Any pass failure stops the run with its typed error: a half-built
-candidate is never silently dropped, and nothing is packaged.
+prune and recover once). Candidates fail alone: an ``OptimizerError`` from a pass marks that
+candidate, and every candidate sharing the failed step prefix, failed with the reason, and the
+run goes on with the others (the report and the status ladder show why). Only a failure to
+load or export the source, or bad data (``DataError``), stops the whole run.
+
+Every figure comes from one interleaved measurement (``measure.py``): the source model in its
+own framework (the named baseline), onnxruntime FP32 of the exported model beside it, and every
+candidate that ran, timed round-robin; the winner is chosen by ``measure.choose``.
 """
 
 from __future__ import annotations
@@ -14,18 +20,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from optiserve.api import Artifact, Candidate, Metrics, OptimizationSpec, ServingSpec, SourceSpec
+from optiserve.api import Artifact, OptimizationSpec, ServingSpec, SourceSpec
 from optiserve.digest import optiserve_version, spec_recipe_digest
 from optiserve.uri import local_path
-from optiserve_optimizer import data, package
+from optiserve_optimizer import checks, data, inputs, package
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, file_sha256
-from optiserve_optimizer.bench import BenchResult, benchmark
-from optiserve_optimizer.evaluate import GateResult, compare, gate
-from optiserve_optimizer.onnx_utils import load_model, signature
+from optiserve_optimizer.errors import DataError, OptimizerError
+from optiserve_optimizer.evaluate import compare, gate
+from optiserve_optimizer.measure import MARGIN, Measurement, measure
+from optiserve_optimizer.onnx_utils import load_model, signature, threads
+from optiserve_optimizer.outcome import (
+    CandidateFailed,
+    Outcome,
+    candidate_row,
+    decide,
+    named_metrics,
+)
 from optiserve_optimizer.plan import CandidatePlan, Plan, build_plan, describe_plan
 from optiserve_optimizer.progress import Progress, candidates_table
 from optiserve_optimizer.registry import pass_for
-from optiserve_optimizer.runners import run_all, runner_for
+from optiserve_optimizer.runners import (
+    ORT_BASELINE,
+    TORCH_BASELINE,
+    baseline_runners,
+    run_all,
+    runner_for,
+)
 
 FALLBACK = "unoptimized"
 EVAL_BATCH = 64
@@ -39,36 +59,11 @@ class RunRequest:
     serving: ServingSpec = field(default_factory=ServingSpec)
 
 
-@dataclass
-class Outcome:
-    plan: CandidatePlan
-    artifact: ModelArtifact
-    passes: dict[str, Any]
-    gate: GateResult
-    bench: BenchResult
-
-    @property
-    def size(self) -> int:
-        return self.artifact.served_file.stat().st_size
-
-
 @dataclass(frozen=True)
 class RunResult:
     folder: Path
     report: dict[str, Any]
     reused: bool
-
-
-def decide(outcomes: list[Outcome]) -> tuple[Outcome | None, str | None]:
-    """The fastest passing candidate (throughput at the largest batch, then p50 latency), or
-    None and why, in which case the unoptimized ONNX model is packaged."""
-    passing = [o for o in outcomes if o.gate.passed]
-    chosen = min(passing, key=lambda o: (-o.bench.throughput, o.bench.p50_ms), default=None)
-    if chosen is not None:
-        return chosen, None
-    return None, "no candidate passed the accuracy gate: " + "; ".join(
-        f"{o.plan.name}: {o.gate.reason()}" for o in outcomes
-    )
 
 
 def tool_versions() -> dict[str, str]:
@@ -93,6 +88,8 @@ class Pipeline:
             request.name, request.source, request.optimization, request.serving
         )
         self.cache: dict[tuple[str, ...], tuple[ModelArtifact, dict[str, Any]]] = {}
+        self.checker: checks.Checker | None = None
+        self.failed: dict[tuple[str, ...], CandidateFailed] = {}  # failed step prefixes
 
     def run(self) -> RunResult:
         existing = package.existing_report(self.out_dir, self.digest)
@@ -114,29 +111,84 @@ class Pipeline:
     def _steps(
         self, candidate: CandidatePlan, ctx: PassContext
     ) -> tuple[ModelArtifact, dict[str, Any]]:
+        """The candidate's artifact; raises ``CandidateFailed`` when one of its steps (or a
+        step it shares with an earlier candidate) could not be applied."""
         artifact: ModelArtifact | None = None
         metrics: dict[str, Any] = {}
         key: tuple[str, ...] = ()
         for step in candidate.steps:
             key = (*key, step.describe())
+            if key in self.failed:
+                raise self.failed[key]
             if key in self.cache:
                 artifact, metrics = self.cache[key]
                 continue
             ctx.step_label = step.describe()
-            with self.progress.step(candidate.name, step.name) as shown:
-                result = pass_for(step.name).run(artifact, step.params, ctx)
-                shown.update(
-                    {k: v for k, v in result.metrics.items() if isinstance(v, int | float | str)}
-                )
+            try:
+                with self.progress.step(candidate.name, step.name) as shown:
+                    result = pass_for(step.name).run(artifact, step.params, ctx)
+                    shown.update(
+                        {
+                            k: v
+                            for k, v in result.metrics.items()
+                            if isinstance(v, int | float | str)
+                        }
+                    )
+            except DataError:
+                raise  # the user's data is wrong: every candidate would fail the same way
+            except OptimizerError as exc:
+                self.failed[key] = CandidateFailed(step.describe(), exc)
+                raise self.failed[key] from exc
             artifact, metrics = result.artifact, {**metrics, step.name: dict(result.metrics)}
             self.cache[key] = (artifact, metrics)
         assert artifact is not None
         return artifact, metrics
 
+    def _build(
+        self,
+        candidate: CandidatePlan,
+        ctx: PassContext,
+        arrays: dict[str, Any],
+        labels: Any,
+        reference: list[Any],
+        input_names: list[str],
+    ) -> Outcome:
+        """Builds and gates one candidate; a failure stays with this candidate."""
+        spec = self.request.optimization
+        try:
+            artifact, passes = self._steps(candidate, ctx)
+        except CandidateFailed as failed:
+            return Outcome(
+                candidate,
+                failure=f"failed in {failed.step}: {failed.cause}",
+                failed_step=failed.step,
+            )
+        try:
+            with self.progress.step(candidate.name, "gate") as shown:
+                runner = runner_for(artifact.served_file, spec.target.device, input_names)
+                outputs = run_all(runner, arrays, EVAL_BATCH)
+                details = compare(reference, outputs, labels)
+                verdict = gate(spec.accuracy.metric, spec.accuracy.max_drop, details)
+                if self.checker is not None:  # references and the padded batch
+                    verdict = self.checker.gate(candidate.name, runner, outputs, verdict)
+                shown.update(drop=verdict.drop, passed=verdict.passed)
+        except Exception as exc:  # onnxruntime/TensorRT refusing to run it: this candidate only
+            return Outcome(
+                candidate,
+                artifact,
+                passes,
+                failure=f"could not run the candidate: {type(exc).__name__}: {exc}"[:1000],
+                failed_step="gate",
+            )
+        return Outcome(candidate, artifact, passes, verdict, runner=runner)
+
     def _run(self, ctx: PassContext, eval_path: Path) -> RunResult:
         spec = self.request.optimization
         first = self.plan.candidates[0]
-        original, _ = self._steps(CandidatePlan("original", "fp32", first.steps[:1]), ctx)
+        try:
+            original, _ = self._steps(CandidatePlan("original", "fp32", first.steps[:1]), ctx)
+        except CandidateFailed as failed:  # no source, no run
+            raise failed.cause from failed
         ctx.original = original
         sig = signature(load_model(original.onnx, "load_export"))
         input_names = [t.name for t in sig.inputs]
@@ -145,44 +197,64 @@ class Pipeline:
         arrays = data.load(eval_path, [*input_names, data.LABELS])
         labels = arrays.pop(data.LABELS, None)
         device = spec.target.device
-        reference = run_all(runner_for(original.onnx, device, input_names), arrays, EVAL_BATCH)
-        bench_args = (arrays, batches, spec.benchmark.warmup, spec.benchmark.iterations)
-        baseline_file = original.torch or original.onnx
-        with self.progress.step("baseline", "benchmark") as shown:
-            baseline = benchmark(runner_for(baseline_file, device, input_names), *bench_args)
-            shown.update(p50_ms=baseline.p50_ms, throughput=baseline.throughput)
-        outcomes: list[Outcome] = []
-        for candidate in self.plan.candidates:
-            artifact, passes = self._steps(candidate, ctx)
-            runner = runner_for(artifact.served_file, device, input_names)
-            with self.progress.step(candidate.name, "gate+bench") as shown:
-                details = compare(reference, run_all(runner, arrays, EVAL_BATCH), labels)
-                verdict = gate(spec.accuracy.metric, spec.accuracy.max_drop, details)
-                timing = benchmark(runner, *bench_args)
-                shown.update(
-                    drop=verdict.drop,
-                    passed=verdict.passed,
-                    p50_ms=timing.p50_ms,
-                    throughput=timing.throughput,
-                )
-            outcomes.append(Outcome(candidate, artifact, passes, verdict, timing))
-        return self._package(ctx, original, sig, baseline, outcomes)
+        source_runner = runner_for(original.onnx, device, input_names)
+        reference = run_all(source_runner, arrays, EVAL_BATCH)
+        self.checker = checks.Checker.for_source(
+            spec.accuracy.metric,
+            spec.accuracy.max_drop,
+            sig,
+            eval_path,
+            arrays,
+            reference,
+            source_runner,
+            ctx.shared.get(inputs.BINDING),
+            max(batches),
+        )
+        outcomes = [
+            self._build(candidate, ctx, arrays, labels, reference, input_names)
+            for candidate in self.plan.candidates
+        ]
+        baseline_name, runners = baseline_runners(
+            original.torch, original.onnx, device, input_names
+        )
+        runners |= {o.plan.name: o.runner for o in outcomes if o.runner is not None}
+        with self.progress.step("all", "measure") as shown:
+            measurement = measure(
+                runners,
+                arrays,
+                batches,
+                warmup=spec.benchmark.warmup,
+                iterations=spec.benchmark.iterations,
+                rounds=spec.benchmark.rounds,
+                threads=threads(),
+                device=device,
+            )
+            shown.update(runners=len(runners), rounds=spec.benchmark.rounds)
+        self.progress.line(f"measured on {measurement.conditions.line()}")
+        for o in outcomes:
+            o.timing = measurement.timings.get(o.plan.name)
+            o.runner = None  # sessions are not needed any more
+        return self._package(ctx, original, sig, measurement, baseline_name, outcomes)
 
     def _package(
         self,
         ctx: PassContext,
         original: ModelArtifact,
         sig: Any,
-        baseline: BenchResult,
+        measurement: Measurement,
+        baseline_name: str,
         outcomes: list[Outcome],
     ) -> RunResult:
-        chosen, fallback_reason = decide(outcomes)
+        chosen, fallback_reason, reasons = decide(outcomes)
         if chosen is None:
             self.progress.line(f"keeping the unoptimized ONNX model ({fallback_reason})")
-        served = chosen.artifact.served_file if chosen else original.onnx
-        rows = [self._candidate(o, o is chosen).to_wire() for o in outcomes]
+        served = chosen.artifact.served_file if chosen and chosen.artifact else original.onnx
+        rows = [
+            candidate_row(o, o is chosen, reasons, measurement, baseline_name).to_wire()
+            for o in outcomes
+        ]
         self.progress.line(
-            "candidates:\n"
+            f"candidates (speedup against {baseline_name}):\n"
             + candidates_table(
                 [
                     {
@@ -203,7 +275,8 @@ class Pipeline:
         report = self._report(
             ctx,
             original,
-            baseline,
+            measurement,
+            baseline_name,
             outcomes,
             rows,
             chosen,
@@ -218,25 +291,12 @@ class Pipeline:
         self.progress.line(f"wrote {final}")
         return RunResult(final, report, reused=False)
 
-    @staticmethod
-    def _candidate(o: Outcome, chosen: bool) -> Candidate:
-        return Candidate(
-            name=o.plan.name,
-            precision=o.artifact.precision,
-            latency_ms=round(o.bench.p50_ms, 4),
-            throughput=round(o.bench.throughput, 2),
-            accuracy_drop=round(o.gate.drop, 6) if o.gate.drop != float("inf") else None,
-            size_bytes=o.size,
-            passed=o.gate.passed,
-            chosen=chosen,
-            reason=o.gate.reason() or ("fastest passing" if chosen else ""),
-        )
-
     def _report(
         self,
         ctx: PassContext,
         original: ModelArtifact,
-        baseline: BenchResult,
+        measurement: Measurement,
+        baseline_name: str,
         outcomes: list[Outcome],
         rows: list[dict[str, Any]],
         chosen: Outcome | None,
@@ -246,23 +306,26 @@ class Pipeline:
         renderer: str,
     ) -> dict[str, Any]:
         source_file = original.torch or original.onnx
-        best = chosen.bench if chosen else None
-        metrics = Metrics(
-            baseline_latency_ms=round(baseline.p50_ms, 4),
-            optimized_latency_ms=round(best.p50_ms, 4) if best else None,
-            baseline_throughput=round(baseline.throughput, 2),
-            optimized_throughput=round(best.throughput, 2) if best else None,
-            speedup=f"{best.throughput / baseline.throughput:.2f}x" if best else None,
-            accuracy_drop=round(chosen.gate.drop, 6) if chosen else 0.0,
-            size_ratio=round(source_file.stat().st_size / served.stat().st_size, 3),
+        metrics = named_metrics(
+            measurement,
+            baseline_name,
+            chosen.plan.name if chosen else ORT_BASELINE,
+            chosen.gate.drop if chosen and chosen.gate else 0.0,
+            source_file.stat().st_size / served.stat().st_size,
         )
         artifact = Artifact(
             digest=f"sha256:{self.digest}",
             uri=package.as_uri(folder / package.REPOSITORY),
-            precision=chosen.artifact.precision if chosen else "fp32",
+            report=package.as_uri(folder / package.REPORT_PAGE).rstrip("/"),
+            precision=chosen.artifact.precision if chosen and chosen.artifact else "fp32",
             format="tensorrt_plan" if served.suffix == ".plan" else "onnx",
             candidate=chosen.plan.name if chosen else FALLBACK,
         )
+        baselines = {
+            name: timing.as_dict()
+            for name, timing in measurement.timings.items()
+            if name in (TORCH_BASELINE, ORT_BASELINE)
+        }
         return {
             "apiVersion": "optiserve.io/v1alpha1",
             "kind": "OptimizationReport",
@@ -277,22 +340,45 @@ class Pipeline:
             "plan": describe_plan(self.plan).splitlines(),
             "notes": list(self.plan.notes),
             "baseline": {
-                "runtime": "pytorch-torchscript" if original.torch else "onnxruntime-fp32",
+                "name": baseline_name,
+                "runtime": baseline_name,
                 "sizeBytes": source_file.stat().st_size,
-                **baseline.as_dict(),
+                **baselines[baseline_name],
+                "beside": {k: v for k, v in baselines.items() if k != baseline_name},
             },
+            "measurement": {
+                **measurement.conditions.as_dict(),
+                "method": "interleaved rounds; speedup = median of per-round throughput ratios",
+                "decision": f"faster only beyond the noise (lower quartile of the per-round "
+                f"ratio > 1 + {MARGIN:g}), else more accurate, else fewer steps",
+            },
+            "checks": self.checker.report() if self.checker else [],
             "candidates": rows,
             "candidateDetails": {
                 o.plan.name: {
                     "steps": [s.describe() for s in o.plan.steps],
                     "passes": o.passes,
-                    "accuracy": {
-                        "metric": o.gate.metric,
-                        "drop": o.gate.drop,
-                        "maxDrop": o.gate.max_drop,
-                        **o.gate.details,
-                    },
-                    "benchmark": o.bench.as_dict(),
+                    "failure": o.failure,
+                    "failedStep": o.failed_step,
+                    "accuracy": (
+                        {
+                            "metric": o.gate.metric,
+                            "drop": o.gate.drop,
+                            "maxDrop": o.gate.max_drop,
+                            **o.gate.details,
+                        }
+                        if o.gate is not None
+                        else None
+                    ),
+                    "benchmark": o.timing.as_dict() if o.timing else None,
+                    "speedups": (
+                        {
+                            name: measurement.speedup(o.plan.name, name).as_dict()
+                            for name in baselines
+                        }
+                        if o.timing
+                        else None
+                    ),
                 }
                 for o in outcomes
             },

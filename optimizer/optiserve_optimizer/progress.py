@@ -47,6 +47,7 @@ COLUMNS = (
     "precision",
     "latency_ms",
     "throughput",
+    "speedup",
     "accuracy_drop",
     "size_bytes",
     "verdict",

@@ -1,43 +1,99 @@
-"""Step name → pass. Imports of the passes (and so of numpy/onnx helpers) happen on first use."""
+"""Step name → pass. Each pass module is imported on first use; a name is registered once.
+
+The loaders are typed ``() -> type[Pass]``, so mypy checks every pass against the ``Pass``
+protocol (``artifact.py``): a ``name``, a ``settings_type`` and ``run``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from optiserve_optimizer import plan
+from optiserve_optimizer.artifact import Pass
+
+Loader = Callable[[], type[Pass]]
+_LOADERS: dict[str, Loader] = {}
 
 
-def pass_for(step_name: str) -> Any:
-    if step_name == plan.LOAD_EXPORT:
-        from optiserve_optimizer.passes.load_export import LoadExport
+def register(name: str, loader: Loader) -> None:
+    """Adds a pass; a second pass under a taken name is refused, never silently replaced."""
+    if name in _LOADERS:
+        raise ValueError(f"a pass named {name!r} is already registered")
+    _LOADERS[name] = loader
 
-        return LoadExport()
-    if step_name == plan.GRAPH_OPT:
-        from optiserve_optimizer.passes.graph_opt import GraphOpt
 
-        return GraphOpt()
-    if step_name == plan.STUDENT:
-        from optiserve_optimizer.passes.student import Student
+def registered() -> list[str]:
+    return sorted(_LOADERS)
 
-        return Student()
-    if step_name == plan.PRUNE:
-        from optiserve_optimizer.passes.pruning import Prune
 
-        return Prune()
-    if step_name == plan.RECOVER:
-        from optiserve_optimizer.passes.recovery import Recover
+def pass_for(step_name: str) -> Pass:
+    """A fresh instance of the pass registered as ``step_name``."""
+    try:
+        loader = _LOADERS[step_name]
+    except KeyError:
+        raise KeyError(f"no pass named {step_name!r} (registered: {registered()})") from None
+    made = loader()()
+    if made.name != step_name:  # a mis-wired table would run the wrong pass under this name
+        raise ValueError(f"the pass registered as {step_name!r} calls itself {made.name!r}")
+    return made
 
-        return Recover()
-    if step_name == plan.QUANTIZE:
-        from optiserve_optimizer.passes.quantize import Quantize
 
-        return Quantize()
-    if step_name == plan.SHAPES:
-        from optiserve_optimizer.passes.shapes import Shapes
+def _load_export() -> type[Pass]:
+    from optiserve_optimizer.passes.load_export import LoadExport
 
-        return Shapes()
-    if step_name == plan.TENSORRT:
-        from optiserve_optimizer.passes.tensorrt_build import TensorRTBuild
+    return LoadExport
 
-        return TensorRTBuild()
-    raise KeyError(f"no pass named {step_name!r}")
+
+def _graph_opt() -> type[Pass]:
+    from optiserve_optimizer.passes.graph_opt import GraphOpt
+
+    return GraphOpt
+
+
+def _student() -> type[Pass]:
+    from optiserve_optimizer.passes.student import Student
+
+    return Student
+
+
+def _prune() -> type[Pass]:
+    from optiserve_optimizer.passes.pruning import Prune
+
+    return Prune
+
+
+def _recover() -> type[Pass]:
+    from optiserve_optimizer.passes.recovery import Recover
+
+    return Recover
+
+
+def _quantize() -> type[Pass]:
+    from optiserve_optimizer.passes.quantize import Quantize
+
+    return Quantize
+
+
+def _shapes() -> type[Pass]:
+    from optiserve_optimizer.passes.shapes import Shapes
+
+    return Shapes
+
+
+def _tensorrt() -> type[Pass]:
+    from optiserve_optimizer.passes.tensorrt_build import TensorRTBuild
+
+    return TensorRTBuild
+
+
+for _name, _loader in (
+    (plan.LOAD_EXPORT, _load_export),
+    (plan.GRAPH_OPT, _graph_opt),
+    (plan.STUDENT, _student),
+    (plan.PRUNE, _prune),
+    (plan.RECOVER, _recover),
+    (plan.QUANTIZE, _quantize),
+    (plan.SHAPES, _shapes),
+    (plan.TENSORRT, _tensorrt),
+):
+    register(_name, _loader)

@@ -14,6 +14,9 @@ from optiserve_optimizer.onnx_utils import providers_for, session, threads
 Feed = Mapping[str, npt.NDArray[Any]]
 Runner = Callable[[Feed], list[npt.NDArray[Any]]]
 
+TORCH_BASELINE = "pytorch-torchscript"
+ORT_BASELINE = "onnxruntime-fp32"  # the exported, unmodified model on onnxruntime
+
 
 def onnx_runner(path: Path, device: str = "cpu") -> Runner:
     sess = session(path, providers_for(device))
@@ -49,6 +52,21 @@ def runner_for(path: Path, device: str, input_names: list[str]) -> Runner:
     if path.suffix == ".pt":
         return torchscript_runner(path, input_names)
     return onnx_runner(path, device)
+
+
+def baseline_runners(
+    source_torch: Path | None, exported_onnx: Path, device: str, input_names: list[str]
+) -> tuple[str, dict[str, Runner]]:
+    """(the named baseline, its runners): the source in its own framework (TorchScript run by
+    torch, or an ONNX source run by onnxruntime) and onnxruntime FP32 of the exported model
+    beside it, which for an ONNX source is the same thing and is timed once."""
+    ort = onnx_runner(exported_onnx, device)
+    if source_torch is not None:
+        return TORCH_BASELINE, {
+            TORCH_BASELINE: runner_for(source_torch, device, input_names),
+            ORT_BASELINE: ort,
+        }
+    return ORT_BASELINE, {ORT_BASELINE: ort}
 
 
 def run_all(runner: Runner, arrays: Feed, batch: int) -> list[npt.NDArray[np.float32]]:

@@ -7,9 +7,13 @@ so ``optiserve validate`` and ``optiserve crd`` start fast in the slim operator 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+# EX_SOFTWARE of sysexits.h: a bug, not a bad input (bad input exits 1).
+INTERNAL_ERROR = 70
 
 
 def _cmd_crd(args: argparse.Namespace) -> int:
@@ -20,13 +24,13 @@ def _cmd_crd(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from optiserve.validate import report_problems, validate_files
+    from optiserve.validate import display_name, report_problems, validate_files
 
     models, problems = validate_files(args.files)
     if report_problems(problems):
         return 1
     for model in models:
-        print(f"ok: {model.metadata.name}")
+        print(f"ok: {display_name(model)}")
     return 0
 
 
@@ -71,11 +75,18 @@ def _run_serve(argv: list[str]) -> int:
     )
 
 
+def _run_report(argv: list[str]) -> int:
+    from optiserve.report_cli import run_report
+
+    return run_report(argv)
+
+
 # Subcommands with parsers of their own (and heavy imports): everything after the name is theirs.
 DELEGATED: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "optimize": (_run_optimize, "optimize a model locally: optiserve optimize SPEC --out DIR"),
     "serve": (_run_serve, "serve a model repository with a real local Triton"),
     "operator": (_run_operator, "run the operator (kopf) against the current cluster"),
+    "report": (_run_report, "the report page of an optimization: optiserve report ARTIFACT"),
 }
 
 
@@ -110,7 +121,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(arguments[1:])
     args = build_parser().parse_args(arguments)
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    try:
+        return func(args)
+    except Exception as err:  # the last line of defence: no traceback reaches a user
+        if os.environ.get("OPTISERVE_DEBUG") == "1":
+            raise
+        detail = " ".join(str(err).split())[:200]
+        print(
+            f"optiserve {args.command}: internal error ({type(err).__name__}: {detail}); "
+            "OPTISERVE_DEBUG=1 shows the traceback",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -17,15 +17,15 @@ import yaml
 from pydantic import BaseModel
 
 from optiserve.api import resource
-from optiserve.api.resource import OptimizedModelSpec
+from optiserve.api.resource import ObjectMeta, OptimizedModelSpec
 from optiserve.api.rules import RuledModel
-from optiserve.api.status import OptimizedModelStatus
+from optiserve.api.status import Metrics, OptimizedModelStatus
 
 CRD_FILE = "crds/optiserve.io_optimizedmodels.yaml"
 _DROPPED_KEYS = {"title", "additionalProperties", "$defs"}
 
 
-def _models_by_name(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
+def models_by_name(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
     """Every model reachable from ``root``, by the name pydantic uses in ``$defs``."""
     found: dict[str, type[BaseModel]] = {}
     todo: list[type[BaseModel]] = [root]
@@ -49,7 +49,7 @@ class _Translator:
     def __init__(self, root: type[BaseModel]) -> None:
         self.schema = root.model_json_schema(by_alias=True)
         self.defs: dict[str, Any] = self.schema.get("$defs", {})
-        self.models = _models_by_name(root)
+        self.models = models_by_name(root)
 
     def translate(self, node: dict[str, Any], model_name: str | None = None) -> dict[str, Any]:
         if "$ref" in node:
@@ -89,7 +89,12 @@ class _Translator:
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
         rest = {k: v for k, v in node.items() if k != "anyOf"}
         if node.get("x-kubernetes-int-or-string"):
-            return self.translate(rest)
+            # The integer and the string options' own bounds sit side by side: the API server
+            # applies minimum/maximum to integers and pattern/maxLength to strings.
+            merged = dict(rest)
+            for option in options:
+                merged |= {k: v for k, v in option.items() if k != "type"}
+            return self.translate(merged)
         if len(options) != 1:
             raise ValueError(f"cannot express anyOf {node['anyOf']} in a structural schema")
         return self.translate({**options[0], **rest})
@@ -119,9 +124,18 @@ def structural_defaults(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
+def _name_schema() -> dict[str, Any]:
+    """``metadata.name`` as the models constrain it: a DNS label every child name can carry."""
+    name = ObjectMeta.model_json_schema(by_alias=True)["properties"]["name"]
+    return {k: name[k] for k in ("type", "maxLength", "pattern", "description")}
+
+
 def openapi_schema() -> dict[str, Any]:
     """The CRD's openAPIV3Schema for the whole object."""
-    spec = _Translator(OptimizedModelSpec).translate(OptimizedModelSpec.model_json_schema())
+    # The root model's name is passed so its own cross-field rules are attached as well.
+    spec = _Translator(OptimizedModelSpec).translate(
+        OptimizedModelSpec.model_json_schema(), OptimizedModelSpec.__name__
+    )
     status = _Translator(OptimizedModelStatus).translate(
         # Defaulting status makes a new object read as phase Pending, observedGeneration 0,
         # so kstatus (Flux) calls it InProgress instead of Current before the operator acts.
@@ -134,17 +148,37 @@ def openapi_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            # Only name and generateName may be constrained here (structural schema rules);
+            # the API server checks the rest of metadata itself.
+            "metadata": {"type": "object", "properties": {"name": _name_schema()}},
             "spec": spec,
             "status": status,
         },
     }
 
 
+def _metrics_column(title: str, field: str) -> dict[str, str]:
+    """A printer column read from ``status.metrics``, named and described by the API model."""
+    info = Metrics.model_fields[field]
+    return {
+        "name": title,
+        "type": "string",
+        "jsonPath": f".status.metrics.{info.alias or field}",
+        "description": info.description or "",
+    }
+
+
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Precision", "type": "string", "jsonPath": ".status.artifact.precision"},
-    {"name": "Speedup", "type": "string", "jsonPath": ".status.metrics.speedup"},
+    _metrics_column("Speedup", "speedup"),
+    _metrics_column("Baseline", "baseline"),
+    {
+        "name": "URL",
+        "type": "string",
+        "jsonPath": ".status.endpoint",
+        "description": "Triton's HTTP endpoint in the cluster (as KServe's URL column).",
+    },
     {
         "name": "Ready",
         "type": "string",

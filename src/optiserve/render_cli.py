@@ -19,7 +19,14 @@ from optiserve.render.autoscaling import AutoscalingTargetError
 from optiserve.render.deployment import ArtifactLocationError
 from optiserve.render.kubernetes import Manifest
 from optiserve.render.manifests import render_all
-from optiserve.validate import report_problems, validate_files
+from optiserve.safe_yaml import shorten
+from optiserve.validate import (
+    Problem,
+    display_name,
+    has_generated_name,
+    report_problems,
+    validate_files,
+)
 
 
 def default_optimizer_image() -> str:
@@ -65,6 +72,15 @@ def render_models(
 
 def cmd_render(args: argparse.Namespace) -> int:
     models, problems = validate_files(args.files)
+    problems += [
+        Problem(
+            display_name(m),
+            "metadata.name",
+            "render needs a name; the API server generates one only on create",
+        )
+        for m in models
+        if has_generated_name(m)
+    ]
     if report_problems(problems, "; nothing rendered"):
         return 1
     try:
@@ -75,7 +91,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             owner_uid=args.owner_uid,
         )
     except (AutoscalingTargetError, ArtifactLocationError) as err:
-        print(f"cannot render: {err}", file=sys.stderr)
+        print(f"cannot render: {shorten(str(err), 300)}", file=sys.stderr)
         return 1
     sys.stdout.write(manifests_yaml(manifests))
     return 0

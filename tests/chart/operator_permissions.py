@@ -53,9 +53,11 @@ KUBE_VERBS: dict[str, tuple[str, ...]] = {
     "apply": ("patch", "create"),
     "delete": ("delete",),
     "emit_event": ("create",),
+    "pod_log": ("get",),
 }
-# Methods whose object is fixed by the method itself.
-KUBE_FIXED_KIND = {"emit_event": ("v1", "Event")}
+# Methods whose object (and subresource) is fixed by the method itself.
+KUBE_FIXED_KIND = {"emit_event": ("v1", "Event"), "pod_log": ("v1", "Pod")}
+KUBE_FIXED_SUBRESOURCE = {"pod_log": "log"}
 MANIFEST_METHODS = ("create_or_read", "apply")
 
 
@@ -194,7 +196,7 @@ def kube_calls() -> list[KubeCall]:
                         for k in node.keywords
                         if k.arg == "subresource"
                     ),
-                    "",
+                    KUBE_FIXED_SUBRESOURCE.get(method, ""),
                 )
                 api_version: str | None = None
                 kind: str | None = None

@@ -239,7 +239,7 @@ def test_the_operator_parses_every_flag_the_chart_passes(values: dict[str, Any])
     assert settings.optimizer_image == "ghcr.io/optiserve/optimizer:0.1.0"
     assert settings.job_service_account == values.get("optimizer.serviceAccountName")
     assert settings.verbose is values.get("verbose", False)
-    assert settings.log_format == values.get("logFormat", "plain")
+    assert settings.log_format == values.get("logFormat", "full")
     if peered:
         assert settings.peering == "optiserve" and settings.priority == 7
     if "extraArgs" in values:

@@ -6,20 +6,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from optiserve.crd import crd_yaml
 from tests.e2e.models import write_tiny_classifier
-from tests.harness.cluster import LocalCluster
+from tests.harness.cluster import LocalCluster, install_crd
 from tests.harness.fixtures import cluster, cluster_namespace
 from tests.harness.volume_binder import claim_manifest
 
-__all__ = ["cluster", "cluster_namespace"]
+__all__ = ["cluster", "cluster_namespace", "install_crd"]
 
 REPO = Path(__file__).resolve().parents[2]
 # Job pods run this machine's tools with this process's environment (the pod runner copies it
@@ -31,35 +29,6 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
-def _optimize_subcommand_missing() -> bool:
-    found = subprocess.run(
-        ["optiserve", "optimize", "--help"], capture_output=True, text=True, check=False
-    )
-    return found.returncode != 0
-
-
-def _shim_optimize() -> None:
-    """Until ``optiserve optimize`` is wired into the CLI, put a three-line ``optiserve`` first
-    on PATH that runs the real optimizer entry point for ``optimize`` (inert afterwards).
-
-    Done at import, before any fixture: the pod runner copies this environment when the
-    session's cluster starts."""
-    if not _optimize_subcommand_missing():
-        return
-    shim_dir = Path(tempfile.mkdtemp(prefix="optiserve-shim-"))
-    shim = shim_dir / "optiserve"
-    shim.write_text(
-        f'#!/bin/sh\nif [ "$1" = optimize ]; then shift; '
-        f'exec {sys.executable} -m optiserve_optimizer.main "$@"; fi\n'
-        f'exec {sys.executable} -m optiserve.cli "$@"\n'
-    )
-    shim.chmod(0o755)
-    os.environ["PATH"] = f"{shim_dir}{os.pathsep}{os.environ['PATH']}"
-
-
-_shim_optimize()
-
-
 class OperatorProcess:
     """``python -m optiserve_operator`` against the local cluster, restartable; as admin unless
     ``kubeconfig`` names other credentials (e.g. the chart's ServiceAccount)."""
@@ -69,12 +38,14 @@ class OperatorProcess:
         cluster: LocalCluster,
         log_dir: Path,
         kubeconfig: Path | None = None,
-        extra_args: tuple[str, ...] = (),
+        extra_args: Sequence[str] = (),
+        resync_seconds: int = 15,
     ) -> None:
         self.cluster = cluster
+        self.extra_args = list(extra_args)
         self.log_dir = log_dir
         self.kubeconfig = kubeconfig or cluster.kubeconfig
-        self.extra_args = extra_args  # more flags of `optiserve operator`, e.g. --policy-dir
+        self.resync_seconds = resync_seconds
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -93,7 +64,7 @@ class OperatorProcess:
                 "--poll-seconds",
                 "1",
                 "--resync-seconds",
-                "15",
+                str(self.resync_seconds),
                 "--log-format",
                 "full",
                 "--optimizer-image",
@@ -122,24 +93,13 @@ class OperatorProcess:
                 self.process.kill()
             self.process = None
 
+    def full_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
     def logs(self) -> str:
         return "\n".join(
             p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("*.log"))
         )
-
-
-def install_crd(cluster: LocalCluster) -> None:
-    """Apply the generated CRD and wait until the API server serves it."""
-    # Server-side: the CRD is too large for kubectl's last-applied-configuration annotation.
-    applied = cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml())
-    assert applied.returncode == 0, applied.stderr
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/optimizedmodels.optiserve.io",
-        "--timeout=60s",
-        check=True,
-    )
 
 
 def prepare_model_namespace(cluster: LocalCluster, name: str) -> None:

@@ -113,3 +113,15 @@ def ensure_binaries(names: tuple[str, ...] = CONTROL_PLANE) -> Binaries:
             + (result.stdout + result.stderr)[-4000:]
         )
     return binaries
+
+
+def control_plane_binaries() -> Binaries:
+    """The control plane's binaries, built first when missing, unless OPTISERVE_CLUSTER_BUILD=0
+    (then a BinariesUnavailable naming what is missing)."""
+    if os.environ.get("OPTISERVE_CLUSTER_BUILD", "1") == "0":
+        binaries = Binaries(cache_root(), read_versions())
+        missing = binaries.missing(CONTROL_PLANE)
+        if missing:
+            raise BinariesUnavailable(f"{missing} not built and OPTISERVE_CLUSTER_BUILD=0")
+        return binaries
+    return ensure_binaries()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from optiserve.crd import crd_yaml
 from optiserve.uri import parse_uri
 from tests.harness import pki
 from tests.harness.binaries import Binaries
@@ -30,7 +31,7 @@ from tests.harness.cluster_spec import (
 )
 from tests.harness.kwok_config import render_kwok_config
 from tests.harness.processes import ManagedProcess, free_ports
-from tests.harness.waiting import http_ok
+from tests.harness.waiting import http_ok, wait_until
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -383,3 +384,23 @@ class LocalCluster:
         if self._pod_runner is not None:
             self._pod_runner.stop()
             self._pod_runner = None
+
+
+def install_crd(cluster: LocalCluster) -> None:
+    """Apply the generated CRD and wait until the API server serves it."""
+    # Server-side: the CRD is too large for kubectl's last-applied-configuration annotation.
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml(), check=True)
+
+    # Polled rather than `kubectl wait`, which failed here twice on a loaded machine long
+    # before its 60 s timeout.
+    def established() -> bool:
+        found = cluster.kubectl(
+            "get",
+            "crd",
+            "optimizedmodels.optiserve.io",
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+        )
+        return found.returncode == 0 and found.stdout.strip() == "True"
+
+    wait_until("the OptimizedModel CRD Established", established, timeout_s=60, every_s=0.5)

@@ -8,37 +8,19 @@ unless OPTISERVE_CLUSTER_BUILD=0, and skips with the reason when that is impossi
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.harness.binaries import (
-    CONTROL_PLANE,
-    Binaries,
-    BinariesUnavailable,
-    cache_root,
-    ensure_binaries,
-    read_versions,
-)
+from tests.harness.binaries import BinariesUnavailable, control_plane_binaries
 from tests.harness.cluster import LocalCluster
-
-
-def _binaries() -> Binaries:
-    if os.environ.get("OPTISERVE_CLUSTER_BUILD", "1") == "0":
-        binaries = Binaries(cache_root(), read_versions())
-        missing = binaries.missing(CONTROL_PLANE)
-        if missing:
-            raise BinariesUnavailable(f"{missing} not built and OPTISERVE_CLUSTER_BUILD=0")
-        return binaries
-    return ensure_binaries()
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
     try:
-        binaries = _binaries()
+        binaries = control_plane_binaries()
     except BinariesUnavailable as err:
         pytest.skip(f"local Kubernetes control plane unavailable: {err}")
     local = LocalCluster(binaries)

@@ -121,6 +121,7 @@ def test_summary_as_the_optimizer_writes_it() -> None:
                 "precision": "int8",
                 "format": "onnx",
                 "candidate": "int8-static",
+                "report": f"pvc://store/optiserve/{DIGEST}/report.html",
             },
             "metrics": {"speedup": "1.8x", "accuracyDrop": 0.004},
             "candidates": [
@@ -131,9 +132,41 @@ def test_summary_as_the_optimizer_writes_it() -> None:
     summary = parse_summary(message, DIGEST, "pvc://store/default")
     assert summary.artifact.uri == f"pvc://store/optiserve/{DIGEST}/model_repository/"
     assert summary.artifact.candidate == "int8-static"
+    assert summary.artifact.report == f"pvc://store/optiserve/{DIGEST}/report.html"
     assert summary.candidates[0].latency_ms == 0.4 and summary.candidates[0].chosen
     local = message.replace(f"pvc://store/optiserve/{DIGEST}", f"file:///tmp/x/{DIGEST}")
-    assert parse_summary(local, DIGEST, "pvc://store/default").artifact.uri == "pvc://store/default"
+    from_elsewhere = parse_summary(local, DIGEST, "pvc://store/default").artifact
+    assert from_elsewhere.uri == "pvc://store/default"
+    assert from_elsewhere.report is None  # a page no server pod can reach is not named
+
+
+def test_summary_names_the_baseline_the_spread_and_failed_candidates() -> None:
+    measured = {"cpu": "AMD EPYC", "instructionSets": ["avx2", "avx512_vnni"], "threads": 2}
+    metrics = {
+        "baseline": "pytorch-torchscript",
+        "speedup": "2.41x",
+        "speedupRange": "2.30x-2.55x",
+        "speedupVsOnnxruntime": "1.10x",
+        "measured": {**measured, "loadAverage": 1.2, "rounds": 5, "batch": 32},
+    }
+    candidates = [
+        {"name": "int8-static", "speedup": "2.41x (2.30x-2.55x)", "passed": True, "chosen": True},
+        {"name": "pruned-structured", "failed": True, "reason": "failed in prune: no chain"},
+    ]
+    message = json.dumps(
+        {"ok": True, "digest": DIGEST, "metrics": metrics, "candidates": candidates}
+    )
+    summary = parse_summary(message, DIGEST, "pvc://store/d")
+    assert summary.metrics is not None
+    assert (summary.metrics.baseline, summary.metrics.speedup) == ("pytorch-torchscript", "2.41x")
+    assert summary.metrics.speedup_range == "2.30x-2.55x"
+    assert summary.metrics.measured is not None and summary.metrics.measured.threads == 2
+    failed = summary.candidates[1]
+    assert failed.failed and not failed.passed and "no chain" in failed.reason
+    # conditions an older or newer optimizer wrote differently do not cost the ratio
+    odd = json.dumps({"digest": DIGEST, "metrics": {**metrics, "measured": {"threads": "two"}}})
+    kept = parse_summary(odd, DIGEST, "pvc://store/d").metrics
+    assert kept is not None and kept.speedup == "2.41x" and kept.measured is None
 
 
 def pod(phase: str, reason: str, message: str, exit_code: int, finished: str) -> dict[str, object]:

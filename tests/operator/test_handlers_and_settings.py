@@ -21,11 +21,59 @@ def test_only_watch_handlers_so_kopf_never_writes_to_user_objects() -> None:
         for h in registry._watching.get_all_handlers()
         if h.selector is not None
     }
+    # The model, every kind of child it writes (a deleted or edited one is repaired at once)
+    # and the optimizer's pods (one that cannot start is reported at once).
     assert watched == {
         ("optiserve.io", "optimizedmodels"),
         ("batch", "jobs"),
         ("apps", "deployments"),
+        ("", "services"),
+        ("autoscaling", "horizontalpodautoscalers"),
+        ("", "pods"),
     }
+
+
+def test_the_api_server_streams_only_our_children_and_optimizer_pods() -> None:
+    from kopf._cogs.structs.references import Resource  # kopf's own type for a watched kind
+
+    settings = kopf.OperatorSettings()
+    handlers.filter_watches_on_the_server(settings)
+    selectors = settings.watching.label_selectors
+    ours = "app.kubernetes.io/managed-by=optiserve"
+    for group, version, plural in handlers.CHILD_RESOURCES:
+        assert selectors.collect(Resource(group, version, plural)) == [ours]
+    assert selectors.collect(Resource("", "v1", "pods")) == [
+        f"{ours},app.kubernetes.io/component=optimizer,optiserve.io/model"
+    ]
+    # The models themselves are not filtered: every OptimizedModel is ours.
+    assert selectors.collect(Resource("optiserve.io", "v1alpha1", "optimizedmodels")) == []
+    assert selectors.collect(Resource("", "v1", "configmaps")) == []
+
+
+def _child(*refs: dict[str, object]) -> dict[str, object]:
+    return {"metadata": {"name": "svc", "namespace": "ml", "ownerReferences": list(refs)}}
+
+
+MODEL_REF = {
+    "apiVersion": "optiserve.io/v1alpha1",
+    "kind": "OptimizedModel",
+    "name": "digits",
+    "uid": "u1",
+    "controller": True,
+}
+
+
+def test_a_child_event_maps_to_its_controlling_model_by_owner_reference() -> None:
+    assert handlers.owner_key(_child(MODEL_REF)) == ("ml", "digits")
+    # Another controller's object, a non-controller reference, or no reference: not ours.
+    other = {**MODEL_REF, "apiVersion": "apps/v1", "kind": "ReplicaSet"}
+    assert handlers.owner_key(_child(other)) is None
+    assert handlers.owner_key(_child({**MODEL_REF, "controller": False})) is None
+    assert handlers.owner_key(_child()) is None
+    assert handlers.owner_key({}) is None
+    # A kind of the same name from another group is not ours either.
+    assert handlers.owner_key(_child({**MODEL_REF, "apiVersion": "example.com/v1"})) is None
+    assert handlers.owner_key(_child(other, MODEL_REF)) == ("ml", "digits")
 
 
 def test_settings_from_the_command_line() -> None:

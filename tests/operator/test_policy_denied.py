@@ -46,7 +46,7 @@ def test_a_spec_beyond_the_policy_is_stalled_with_policy_denied_and_nothing_is_r
     warnings = [e for e in first.events if e.type == "Warning"]
     assert [e.reason for e in warnings] == ["PolicyDenied"]
     assert "spec.optimization.job.image" in warnings[0].message
-    assert first.requeue_after == POLICY_CONFIG.resync_seconds  # a user error: no retry storm
+    assert first.requeue_after is None  # a user error: looked at again when the spec changes
 
     # The next pass finds the same refusal: no second Event, conditions keep their time.
     again = plan(Observed(model(the_spec, first.status)), "2026-01-01T00:05:00Z", POLICY_CONFIG)
@@ -65,7 +65,7 @@ def test_structural_rules_hold_without_any_policy() -> None:
 def test_a_denied_update_leaves_what_already_serves_alone() -> None:
     good = _spec().spec
     serving = run(model(good), dep=deployment("d" * 64))
-    bad = _spec(storage={"pvc": "model-store", "subPath": "../x"}).spec
+    bad = _spec(storage={"pvc": "model-store", "subPath": "a/b"}).spec
     result = run(model(bad, serving.status, generation=2), dep=deployment("d" * 64))
     assert result.apply == () and result.delete_jobs == () and result.delete_autoscalers == ()
     assert result.status.observed_generation == 2

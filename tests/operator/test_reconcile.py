@@ -81,6 +81,7 @@ def test_success_records_the_artifact_then_rolls_out_then_ready() -> None:
     assert condition(deploying, "Optimized") == ("True", "Optimized")
     assert "Optimized" in [e.reason for e in deploying.events]
     assert status.endpoint == "http://digits.ml.svc:8000"
+    assert status.grpc_endpoint == "digits.ml.svc:8001"
 
     ready = run(model(the_spec, status), jobs=(done,), dep=deployment(digest))
     assert ready.status.phase == "Ready"

@@ -53,7 +53,10 @@ def test_compressed_npz_streams_too(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"input": np.zeros((8, 16), np.float64)}, "is float64, the model input needs float32"),
+        (
+            {"input": np.zeros((8, 16), np.float64)},
+            "is float64, the model input 'input' needs float32",
+        ),
         ({"input": np.zeros((8, 15), np.float32)}, r"sample shape \[15\]"),
         ({"other": np.zeros((8, 16), np.float32)}, "has no array 'input'"),
         ({"input": np.zeros((4, 16), np.float32)}, "fewer than the batch size 8"),

@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from optiserve.model_io import TensorSpec
 from optiserve_optimizer.artifact import ModelArtifact
-from optiserve_optimizer.bench import BenchResult
 from optiserve_optimizer.evaluate import compare, gate
+from optiserve_optimizer.measure import RunnerTiming
+from optiserve_optimizer.outcome import Outcome, decide
 from optiserve_optimizer.passes.shapes import derive_profiles
-from optiserve_optimizer.pipeline import Outcome, decide
-from optiserve_optimizer.plan import CandidatePlan
+from optiserve_optimizer.plan import CandidatePlan, Step
 from optiserve_optimizer.progress import candidates_table
 
 
-def outcome(name: str, drop: float, throughput: float, p50: float = 1.0) -> Outcome:
+def outcome(name: str, drop: float, throughput: float, steps: int = 2) -> Outcome:
     verdict = gate("maxAbsError", 0.05, {"maxAbsError": drop, "meanCosine": 1.0})
+    rounds = tuple(throughput * f for f in (0.99, 1.0, 1.01, 1.0, 0.98))
     return Outcome(
-        CandidatePlan(name, "fp32", ()),
-        ModelArtifact(onnx=__import__("pathlib").Path("/nonexistent")),
+        CandidatePlan(name, "fp32", tuple(Step(f"s{i}") for i in range(steps))),
+        ModelArtifact(onnx=Path("/nonexistent")),
         {},
         verdict,
-        BenchResult(1, p50, p50, p50, 32, throughput),
+        RunnerTiming(1, 32, (1.0,), rounds),
     )
 
 
@@ -50,14 +53,32 @@ def test_cosine_and_max_abs_error() -> None:
 
 def test_the_fastest_passing_candidate_wins() -> None:
     outcomes = [outcome("fp32", 0.0, 100), outcome("int8", 0.01, 300), outcome("pruned", 0.2, 900)]
-    chosen, reason = decide(outcomes)
+    chosen, reason, reasons = decide(outcomes)
     assert chosen is not None and chosen.plan.name == "int8" and reason is None
+    assert "int8 is faster beyond the noise" in reasons["fp32"]
+
+
+def test_a_candidate_within_the_noise_loses_to_the_more_accurate_one() -> None:
+    chosen, _, reasons = decide([outcome("fp32", 0.0, 100), outcome("int8", 0.01, 102)])
+    assert chosen is not None and chosen.plan.name == "fp32"
+    assert "fp32 is more accurate" in reasons["int8"]
 
 
 def test_no_passing_candidate_keeps_the_unoptimized_model_and_says_why() -> None:
-    chosen, reason = decide([outcome("int8", 0.3, 300), outcome("pruned", 0.2, 900)])
+    chosen, reason, _ = decide([outcome("int8", 0.3, 300), outcome("pruned", 0.2, 900)])
     assert chosen is None
     assert reason is not None and "int8: maxAbsError drop 0.3 > maxDrop 0.05" in reason
+
+
+def test_a_failed_candidate_is_never_chosen_and_keeps_its_reason() -> None:
+    failed = Outcome(
+        CandidatePlan("pruned-structured", "fp32", ()),
+        failure="failed in prune(method=structured): [prune] found no channel chain",
+        failed_step="prune(method=structured)",
+    )
+    chosen, _, _ = decide([failed, outcome("fp32", 0.0, 100)])
+    assert chosen is not None and chosen.plan.name == "fp32"
+    assert not failed.passed and "no channel chain" in failed.verdict()
 
 
 def test_profiles_come_from_sequence_lengths() -> None:

@@ -78,6 +78,19 @@ def test_success_packages_a_triton_repository_and_reuses_it(
     chosen = [c for c in report["candidates"] if c["chosen"]]
     assert len(chosen) == 1 and chosen[0]["passed"] and report["chosen"] == chosen[0]["name"]
     assert report["baseline"]["runtime"] == "onnxruntime-fp32"
+    assert report["baseline"]["beside"] == {}  # an ONNX source is its own onnxruntime baseline
+    metrics = report["metrics"]
+    assert metrics["baseline"] == "onnxruntime-fp32" and metrics["speedup"].endswith("x")
+    low, high = (float(x.rstrip("x")) for x in metrics["speedupRange"].split("-"))
+    assert low <= float(metrics["speedup"].rstrip("x")) <= high
+    measured = metrics["measured"]
+    assert measured["threads"] == 1 and measured["rounds"] == 5 and measured["batch"] == 8
+    assert measured["clock"] == "cpu"  # one thread: CPU time, which the load does not inflate
+    assert measured["cpu"] and measured["logicalCpus"] >= 1
+    assert report["measurement"]["rounds"] == 5
+    timed = [c for c in report["candidates"] if "throughput" in c]
+    assert len(timed) == 4 and all(c["speedup"].endswith(")") for c in timed)
+    assert summary["metrics"]["baseline"] == "onnxruntime-fp32"
     assert report["digests"]["source"] == file_sha256(model)
     served = folder / "model_repository" / "mlp" / "1" / "model.onnx"
     assert report["digests"]["model"] == file_sha256(served)
@@ -136,7 +149,7 @@ def test_calibration_of_the_wrong_shape(tmp_path: Path, termination: Path) -> No
     assert_nothing_written(tmp_path / "out")
 
 
-def test_an_op_the_quantizer_cannot_handle(tmp_path: Path, termination: Path) -> None:
+def test_a_candidate_whose_pass_cannot_apply_fails_alone(tmp_path: Path, termination: Path) -> None:
     graph = helper.make_graph(
         [helper.make_node("Sigmoid", ["input"], ["out"])],
         "g",
@@ -152,10 +165,17 @@ def test_an_op_the_quantizer_cannot_handle(tmp_path: Path, termination: Path) ->
         make_npz(tmp_path / "eval.npz", 32),
         quantization={"precision": "int8", "method": "dynamic"},
     )
-    assert run_optimize(spec, tmp_path / "out") == 2
-    error = failure(termination)
-    assert error["pass"] == "quantize" and "Sigmoid" in error["message"]
-    assert_nothing_written(tmp_path / "out")
+    assert run_optimize(spec, tmp_path / "out") == 0
+    summary = json.loads(termination.read_text())
+    report = json.loads((tmp_path / "out" / summary["digest"] / "report.json").read_text())
+    rows = {c["name"]: c for c in report["candidates"]}
+    int8 = rows["int8-dynamic"]
+    assert int8["failed"] and not int8["passed"] and not int8["chosen"]
+    assert "Sigmoid" in int8["reason"] and int8["reason"].startswith("failed in quantize(")
+    assert "throughput" not in int8  # never timed
+    assert report["chosen"] == "fp32" and rows["fp32"]["chosen"]
+    assert report["candidateDetails"]["int8-dynamic"]["failedStep"].startswith("quantize(")
+    assert report["metrics"]["baseline"] == "onnxruntime-fp32"
 
 
 def test_eval_set_smaller_than_the_batch(tmp_path: Path, termination: Path) -> None:

@@ -168,6 +168,13 @@ def test_minilm_int8_keeps_the_embeddings(
     assert int8["accuracy"]["meanCosine"] >= 0.99
     sizes = {c["name"]: c["sizeBytes"] for c in report["candidates"]}
     assert sizes["fp32"] / sizes["int8-dynamic"] >= 3.5
+    # The real MiniLM reads its attention mask: padded and alone agree, source and candidates.
+    padded = {c["subject"]: c for c in report["checks"] if c["name"] == "padded-batch"}
+    assert set(padded) == {"source", "fp32", "int8-dynamic"}
+    assert padded["source"]["result"] == "passed"
+    assert padded["source"]["numbers"]["worstMaxAbsError"] < 1e-4
+    assert len(set(padded["source"]["numbers"]["lengths"])) > 1
+    assert padded["int8-dynamic"]["numbers"]["selfDrop"] > 0  # reported, not gated
 
 
 def test_minilm_shapes_are_derived_from_the_attention_mask(

@@ -53,7 +53,7 @@ def test_pruning_and_quantization_give_every_combination() -> None:
 
 
 def test_onnx_sources_are_pruned_without_recovery_and_the_plan_says_so() -> None:
-    plan = build_plan(ONNX, optimization(pruning={"method": "2:4"}))
+    plan = build_plan(ONNX, optimization(target={"device": "gpu"}, pruning={"method": "2:4"}))
     assert plan.names() == ["fp32", "pruned-2:4"]
     assert "recover" not in [s.name for s in plan.candidates[1].steps]
     assert any("recovery skipped" in note for note in plan.notes)

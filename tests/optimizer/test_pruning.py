@@ -60,6 +60,20 @@ def test_channel_keep_prefers_large_l1_norms_and_keeps_order() -> None:
     assert prune_math.expand_flattened(np.array([1, 3]), spatial=2).tolist() == [2, 3, 6, 7]
 
 
+@pytest.mark.parametrize(
+    ("channels", "sparsity", "kept"),
+    [(64, 0.5, 32), (64, 0.3, 48), (100, 0.33, 64), (16, 0.9, 8), (10, 0.5, 5), (3, 0.9, 1)],
+)
+def test_kept_widths_are_rounded_to_kernel_blocks(
+    channels: int, sparsity: float, kept: int
+) -> None:
+    assert prune_math.kept_count(channels, sparsity) == kept
+    importance = np.arange(channels, dtype=np.float64)
+    assert prune_math.keep_top(importance, sparsity).tolist() == list(
+        range(channels - kept, channels)
+    )
+
+
 @pytest.mark.parametrize("use_matmul", [False, True])
 def test_two_four_on_exported_onnx_weights(tmp_path: Path, use_matmul: bool) -> None:
     src = make_mlp(tmp_path / "mlp.onnx", use_matmul=use_matmul)

@@ -30,6 +30,18 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
     return obj
 
 
+def with_metadata(**fields: Any) -> dict[str, Any]:
+    obj = minimal()
+    obj["metadata"].update(fields)
+    return obj
+
+
+def _two_four_on_cpu() -> dict[str, Any]:
+    obj = with_change("source.format", "torchscript")
+    obj["spec"]["optimization"]["pruning"] = {"method": "2:4"}
+    return obj
+
+
 # (what is wrong, the object, a fragment of the field path every checker must name)
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("unknown field", with_change("source.colour", "blue"), "source.colour"),
@@ -96,4 +108,85 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("missing accuracy", with_change("optimization", {}), "accuracy"),
     ("bad pvc name", with_change("storage.pvc", "Model_Store"), "pvc"),
+    # What the children of an OptimizedModel need (issue 14): refused at admission.
+    ("name with a dot", with_metadata(name="my.model"), "metadata.name"),
+    ("name starting with a digit", with_metadata(name="1model"), "metadata.name"),
+    ("name over 63 characters", with_metadata(name="m" * 64), "metadata.name"),
+    (
+        "garbage cpu quantity",
+        with_change("optimization.job.resources", {"limits": {"cpu": "lots"}}),
+        "limits",
+    ),
+    (
+        "negative gpu limit",
+        with_change("serving.resources", {"limits": {"nvidia.com/gpu": -1}}),
+        "limits",
+    ),
+    (
+        "half a gpu",
+        with_change("serving.resources", {"limits": {"nvidia.com/gpu": "0.5"}}),
+        "limits",
+    ),
+    (
+        "toleration with an unknown operator",
+        with_change("serving.tolerations", [{"key": "gpu", "operator": "Maybe"}]),
+        "tolerations",
+    ),
+    (
+        "toleration value with Exists",
+        with_change("serving.tolerations", [{"key": "gpu", "operator": "Exists", "value": "1"}]),
+        "tolerations[0].value",
+    ),
+    (
+        "toleration key not a qualified name",
+        with_change("optimization.job.tolerations", [{"key": "a b", "operator": "Exists"}]),
+        "tolerations[0].key",
+    ),
+    (
+        "empty toleration key without Exists",
+        with_change("serving.tolerations", [{"key": "", "value": "x"}]),
+        "tolerations[0].operator",
+    ),
+    ("node selector key", with_change("serving.nodeSelector", {"bad key!": "x"}), "nodeSelector"),
+    (
+        "node selector value",
+        with_change("optimization.job.nodeSelector", {"disk": "not a value"}),
+        "nodeSelector",
+    ),
+    (
+        "batch sizes not positive",
+        with_change("optimization.benchmark.batchSizes", [0, -4]),
+        "batch",
+    ),
+    ("empty image", with_change("serving.image", ""), "serving.image"),
+    ("image with spaces", with_change("optimization.job.image", "my image"), "job.image"),
+    ("subPath with ..", with_change("storage.subPath", "models/../../etc"), "subPath"),
+    ("absolute subPath", with_change("storage.subPath", "/etc"), "subPath"),
+    ("autoscaling target fast", with_change("serving.autoscaling", {"target": "fast"}), "target"),
+    (
+        "duration target for pending requests",
+        with_change("serving.autoscaling", {"metric": "pendingRequests", "target": "50ms"}),
+        "target",
+    ),
+    (
+        "gpu utilization above 100",
+        with_change("serving.autoscaling", {"metric": "gpuUtilization", "target": 150}),
+        "target",
+    ),
+    # Combinations that cannot work (issue 13), refused before any Job.
+    (
+        "pruning with recovery on an ONNX source",
+        with_change("optimization.pruning", {"method": "structured"}),
+        "pruning.method",
+    ),
+    (
+        "student on an ONNX source",
+        with_change("optimization.student", {"method": "narrow"}),
+        "student.method",
+    ),
+    (
+        "2:4 pruning on cpu",
+        _two_four_on_cpu(),
+        "pruning.method",
+    ),
 ]

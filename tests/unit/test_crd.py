@@ -25,8 +25,6 @@ def test_committed_crd_matches_the_models() -> None:
 
 def test_chart_carries_the_same_crd() -> None:
     chart_copy = Path("charts/optiserve/crds/optiserve.io_optimizedmodels.yaml")
-    if not chart_copy.exists():
-        pytest.skip("chart not present")
     assert chart_copy.read_text() == Path(CRD_FILE).read_text()
 
 
@@ -58,7 +56,7 @@ def test_crd_has_status_scale_and_printer_columns() -> None:
     assert "status" in version["subresources"]
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.serving.replicas"
     names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert names == ["Phase", "Precision", "Speedup", "Ready", "Age"]
+    assert names == ["Phase", "Precision", "Speedup", "Baseline", "URL", "Ready", "Age"]
     assert crd()["spec"]["names"]["shortNames"] == ["om"]
 
 
@@ -84,3 +82,12 @@ def test_schema_refuses_each_invalid_spec_naming_the_field(
 
 def test_crd_yaml_round_trips() -> None:
     assert yaml.safe_load(crd_yaml()) == crd()
+
+
+def test_metrics_printer_columns_read_fields_the_schema_has() -> None:
+    columns = crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    metrics = _schema()["properties"]["status"]["properties"]["metrics"]["properties"]
+    read = [c for c in columns if c["jsonPath"].startswith(".status.metrics.")]
+    assert [c["jsonPath"] for c in read] == [".status.metrics.speedup", ".status.metrics.baseline"]
+    for column in read:
+        assert column["jsonPath"].rsplit(".", 1)[1] in metrics and column["description"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,8 @@ from optiserve.render.job import (
     render_spec_config_map,
 )
 from optiserve.render.kubernetes import Owner, job_name
+
+from .golden_files import check_golden_manifest
 
 GOLDEN = Path(__file__).parent / "golden"
 DIGEST = "3f5a9c0e7b1d2468ace013579bdf2468ace013579bdf2468ace013579bdf2468"
@@ -78,11 +79,7 @@ def artifact_for(spec: OptimizedModelSpec, owner: Owner = OWNER) -> Artifact:
 
 
 def check_golden(name: str, manifest: dict[str, Any]) -> None:
-    text = yaml.safe_dump(manifest, sort_keys=True, width=100)
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} differs; UPDATE_GOLDEN=1 to accept the change"
+    check_golden_manifest(GOLDEN / name, manifest)
 
 
 def pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 from hypothesis import given, settings
@@ -21,10 +21,14 @@ from optiserve.api.serving import (
 )
 from optiserve.model_io import ModelSignature, TensorSpec
 from optiserve.render.triton import (
+    TRITON_DTYPES,
     TritonConfigError,
     render_model_config,
     triton_server_args,
+    wire_dtype,
 )
+
+from .golden_files import check_golden_text
 
 GOLDEN = Path(__file__).parent / "golden" / "triton"
 
@@ -65,11 +69,7 @@ def parse(text: str) -> Any:
 
 
 def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} differs; UPDATE_GOLDEN=1 to accept the change"
+    check_golden_text(GOLDEN / name, text)
 
 
 @pytest.mark.parametrize(
@@ -310,3 +310,20 @@ def test_server_args_explicit_mode_loads_named_models() -> None:
 def test_server_args_refuse_bad_input(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(TritonConfigError, match=message):
         triton_server_args(None, "/m", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "numpy_dtype",
+    [n for n in TRITON_DTYPES if n not in ("bfloat16", "bytes", "object", "string")],
+)
+def test_wire_dtype_agrees_with_tritonclient(numpy_dtype: str) -> None:
+    """The load generator's request datatypes come from the config.pbtxt table: they must be
+    what tritonclient itself would send for that numpy dtype."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    assert wire_dtype(numpy_dtype) == np_to_triton_dtype(np.dtype(numpy_dtype))
+
+
+def test_wire_dtype_spells_strings_as_bytes_and_refuses_unknown() -> None:
+    assert wire_dtype("object") == "BYTES"
+    assert wire_dtype("complex64") is None

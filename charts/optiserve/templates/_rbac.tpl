@@ -29,10 +29,15 @@ change both together. No secrets, no wildcards.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create"]
-# The Job's pods, listed for the optimizer's summary in their termination message.
+# The Job's pods: listed for the optimizer's summary in their termination message, watched
+# so a pod that cannot be scheduled or pulled is reported at once, and the running
+# optimizer's log tail read (bounded) for its progress.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # Triton's Deployment (watched, read) and Service: server-side apply, which is a patch, and a
 # create when the object does not exist yet.
 - apiGroups: ["apps"]
@@ -40,12 +45,12 @@ change both together. No secrets, no wildcards.
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 # Triton's autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject): applied, read back, and
 # deleted when the spec switches from one to the other or drops autoscaling.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["get", "create", "patch", "delete"]

@@ -41,8 +41,9 @@ def build_network(width: int = 64) -> Any:
             self.fc1 = nn.Linear(width * 2 * 2 * 2, width * 4)
             self.fc2 = nn.Linear(width * 4, 10)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        # Named like the .npz array: the optimizer binds arrays to forward's argument names.
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            x = torch.max_pool2d(torch.relu(self.conv1(input)), 2)
             x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
             logits: torch.Tensor = self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
             return logits

@@ -7,12 +7,10 @@ onnxruntime, but only onnxruntime can run them) and is used when nothing follows
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
 from optiserve_optimizer.errors import PassFailedError
 from optiserve_optimizer.onnx_utils import compare_outputs, providers_for, session
+from optiserve_optimizer.settings import GraphOptSettings, PassConfig
 
 NAME = "graph_opt"
 TOLERANCE = 1e-3
@@ -20,13 +18,13 @@ TOLERANCE = 1e-3
 
 class GraphOpt:
     name = NAME
+    settings_type = GraphOptSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
         import onnxruntime as ort
 
-        level = str(config.get("level", "extended"))
+        settings = GraphOptSettings.of(config, NAME)
+        level = settings.level
         out = ctx.output(artifact, f"graph-opt-{level}.onnx")
         options = ort.SessionOptions()
         options.graph_optimization_level = (
@@ -36,7 +34,7 @@ class GraphOpt:
         )
         options.optimized_model_filepath = str(out)
         options.log_severity_level = 3
-        providers = list(providers_for(str(config.get("device", "cpu"))))
+        providers = list(providers_for(settings.device))
         available = set(ort.get_available_providers())
         ort.InferenceSession(
             str(artifact.onnx), options, providers=[p for p in providers if p in available]

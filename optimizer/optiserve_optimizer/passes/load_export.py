@@ -1,27 +1,31 @@
-"""Load the source model: verify the pin, check it, export TorchScript to ONNX."""
+"""Load the source model: verify the pin, check every dataset against its inputs, export
+TorchScript to ONNX (inputs named and bound as ``forward`` names them)."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
 from typing import Any
 
 from optiserve.uri import UnsupportedUriError, local_path
-from optiserve_optimizer import data
+from optiserve_optimizer import data, inputs
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult, file_sha256
-from optiserve_optimizer.errors import DataError, DigestMismatchError, ModelLoadError
+from optiserve_optimizer.errors import DataError, DigestMismatchError, ModelLoadError, short_cause
 from optiserve_optimizer.onnx_utils import load_model, signature
 from optiserve_optimizer.passes import torch_export
+from optiserve_optimizer.plan import build_plan
+from optiserve_optimizer.settings import LoadExportSettings, PassConfig
 
 NAME = "load_export"
 
 
 class LoadExport:
     name = NAME
+    settings_type = LoadExportSettings
 
     def run(
-        self, artifact: ModelArtifact | None, config: Mapping[str, Any], ctx: PassContext
+        self, artifact: ModelArtifact | None, config: PassConfig, ctx: PassContext
     ) -> PassResult:
+        LoadExportSettings.of(config, NAME)  # what is loaded comes from ctx.source
         try:
             path = local_path(ctx.source.uri)
         except UnsupportedUriError as exc:
@@ -33,27 +37,45 @@ class LoadExport:
             raise DigestMismatchError(
                 NAME, f"{path.name} has sha256 {digest}, the spec pins {ctx.source.sha256}"
             )
+        datasets = inputs.datasets_of(build_plan(ctx.source, ctx.spec), ctx.spec)
         out = ctx.scratch("original", "model.onnx")
         metrics: dict[str, Any] = {"sha256": digest[:12]}
         if ctx.source.format == "onnx":
-            load_model(path, NAME)
+            sig = signature(load_model(path, NAME))
+            counts = inputs.check_datasets(sig.inputs, [t.name for t in sig.outputs], datasets)
+            _record(ctx, [t.name for t in sig.inputs], counts)
             shutil.copyfile(path, out)
             return PassResult(ModelArtifact(onnx=out, history=(NAME,)), metrics)
 
         module = torch_export.load_torchscript(path, NAME)
-        eval_path = local_path(ctx.spec.accuracy.dataset)
-        members = data.describe(eval_path, NAME)
-        names = [n for n in members if n != data.LABELS]
-        if not names:
-            raise DataError(NAME, f"{eval_path.name} holds no input arrays to export with")
-        arrays = data.load(eval_path, names, limit=4)
-        samples = [{n: arrays[n][:2] for n in names}, {n: arrays[n][2:3] for n in names}]
+        arguments = torch_export.forward_arguments(module)
+        names = [a.name for a in arguments]
+        optional = [a.name for a in arguments if a.optional]
+        eval_set = datasets[0]
+        members = data.describe(eval_set.path, eval_set.role)
+        data.check_names(members, names, eval_set.path, eval_set.role, optional)
+        specs = inputs.torchscript_inputs(names, members)
+        if not specs:
+            raise DataError(eval_set.role, f"{eval_set.path.name} holds no input arrays")
+        arrays = data.load(eval_set.path, [t.name for t in specs], limit=4)
+        try:
+            outputs = torch_export.torch_outputs(module, {n: v[:2] for n, v in arrays.items()})
+        except Exception as exc:  # torch raises RuntimeError, TypeError, ... for a bad feed
+            raise inputs.probe_failure(module, members, eval_set.path, short_cause(exc)) from exc
+        output_names = torch_export.output_names(len(outputs))
+        counts = inputs.check_datasets(specs, output_names, datasets, optional)
+        _record(ctx, [t.name for t in specs], counts)
+        samples = [{n: v[:2] for n, v in arrays.items()}, {n: v[2:3] for n, v in arrays.items()}]
         torch_export.export_onnx(module, samples[0], out, NAME)
         load_model(out, NAME)
         metrics["maxRelDiff"] = torch_export.check_export(module, out, samples, NAME)
         torch_copy = ctx.scratch("original", "model.pt")
         shutil.copyfile(path, torch_copy)
         return PassResult(ModelArtifact(onnx=out, torch=torch_copy, history=(NAME,)), metrics)
+
+
+def _record(ctx: PassContext, names: list[str], counts: dict[str, int]) -> None:
+    ctx.shared[inputs.BINDING] = {"inputs": names, "samples": counts}
 
 
 def model_signature(artifact: ModelArtifact) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -10,8 +9,9 @@ import numpy as np
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
 from optiserve_optimizer.errors import PassFailedError
 from optiserve_optimizer.onnx_utils import load_model
-from optiserve_optimizer.passes import prune_graph, prune_math, torch_edit
+from optiserve_optimizer.passes import prune_deps, prune_graph, prune_math, torch_edit
 from optiserve_optimizer.passes.torch_edit import Edit
+from optiserve_optimizer.settings import PassConfig, PruneSettings
 
 NAME = "prune"
 
@@ -38,29 +38,20 @@ def plan_edits(
     edits: dict[str, Edit] = {}
     skipped: list[str] = []
     if method == "structured":
-        slices: dict[str, list[tuple[int, Any]]] = {}
-        for chain in prune_graph.chains(model):
-            weights = inits[chain.producer.name]
-            keep = prune_math.channel_keep(weights, chain.producer.output_axis, sparsity)
-            channels = weights.shape[chain.producer.output_axis]
-            slices.setdefault(chain.producer.name, []).append((chain.producer.output_axis, keep))
-            if chain.producer_bias:
-                slices.setdefault(chain.producer_bias, []).append((0, keep))
-            consumed = keep
-            if chain.flattened:
-                spatial = inits[chain.consumer.name].shape[chain.consumer.input_axis] // channels
-                consumed = prune_math.expand_flattened(keep, spatial)
-            # Keep indices come from the original weights, and a layer that both produces and
-            # consumes is sliced on two different axes, so the order of slices is irrelevant.
-            slices.setdefault(chain.consumer.name, []).append((chain.consumer.input_axis, consumed))
+        # In place: the ONNX back-end then edits the same (de-duplicated) initializers.
+        prune_graph.materialize_identities(model)
+        slices, summary = prune_deps.plan_slices(model, sparsity)
         if not slices:
             raise PassFailedError(
                 NAME,
-                "structured pruning found no channel chain (Conv/Gemm/MatMul -> "
-                "activation/pool/Flatten -> Conv/Gemm/MatMul) in this model",
+                "structured pruning found no channel chain (a Conv/Gemm/MatMul whose output "
+                "channels reach another Conv/Gemm/MatMul through BatchNorm, activations, pools, "
+                "residual adds, concatenations or Flatten) in this model",
             )
-        edits = {name: ("slice", tuple(axes)) for name, axes in slices.items()}
-        return edits, {"layers": len(edits), "skipped": skipped}
+        edits = {name: ("slice", axes) for name, axes in slices.items()}
+        weight_names = {r.name for r in prune_graph.weight_refs(model)}
+        layers = sum(1 for name in edits if name in weight_names)
+        return edits, {"layers": layers, "tensorsSliced": len(edits), **summary}
     for ref in prune_graph.weight_refs(model):
         weights = inits[ref.name]
         if method == "2:4":
@@ -85,13 +76,13 @@ def sparsity_of(model: Any) -> float:
 
 class Prune:
     name = NAME
+    settings_type = PruneSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
         import onnx
 
-        method, sparsity = str(config["method"]), float(config.get("sparsity", 0.5))
+        settings = PruneSettings.of(config, NAME)
+        method, sparsity = settings.method, settings.sparsity
         model = load_model(artifact.onnx, NAME)
         params_before = sum(v.size for v in prune_graph.initializers(model).values())
         edits, summary = plan_edits(model, method, sparsity, artifact.torch is not None)

@@ -7,18 +7,23 @@ calibration set never sits in memory all at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from optiserve.uri import local_path
 from optiserve_optimizer import data
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
-from optiserve_optimizer.errors import UnsupportedOpError
-from optiserve_optimizer.onnx_utils import load_model, signature
+from optiserve_optimizer.errors import SettingsError, UnsupportedOpError
+from optiserve_optimizer.onnx_utils import load_model, session, signature, threads
+from optiserve_optimizer.passes import int8_types
+from optiserve_optimizer.settings import PassConfig, QuantizeSettings
 
 NAME = "quantize"
 CALIBRATION_BATCH = 16
+SLICE_ROWS = 32  # calibration rows the INT8 type combinations are compared and timed on
 KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 # Ops onnxruntime's quantizers turn into integer kernels; a model without any gains nothing.
 INT8_DYNAMIC_OPS = {
@@ -104,6 +109,111 @@ def check_ops(model: Any, supported: set[str], what: str) -> list[str]:
     return handled
 
 
+def _quantize_static(
+    src: Path,
+    out: Path,
+    reader: StreamingReader,
+    choice: int8_types.TypeChoice,
+    calibrate: Any,
+    cache: Path | None = None,
+) -> None:
+    """``cache``: calibration ranges saved by the first call and read by the next ones (float
+    min/max per tensor, whatever the integer types), so the calibration data is run once."""
+    from onnxruntime.quantization import QuantType, quantize_static
+    from onnxruntime.quantization.quant_utils import QuantFormat
+
+    reader.rewind()
+    try:
+        quantize_static(
+            str(src),
+            str(out),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType[choice.activation],
+            weight_type=QuantType[choice.weight],
+            per_channel=choice.per_channel,
+            calibrate_method=calibrate,
+            op_types_to_quantize=sorted(INT8_STATIC_OPS),
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            calibration_cache_path=cache,
+        )
+    except Exception as exc:  # onnxruntime raises bare exceptions for unsupported graphs
+        raise UnsupportedOpError(
+            NAME, f"INT8 static quantization ({choice.label}) failed: {exc}"
+        ) from exc
+
+
+def _measured_types(
+    src: Path,
+    out: Path,
+    reader: StreamingReader,
+    calibrate: Any,
+    calibration: Path,
+    inputs: Sequence[Any],
+) -> dict[str, Any]:
+    """Quantizes with every candidate type combination, keeps the fastest faithful one at ``out``.
+
+    Each candidate and FP32 run the first calibration rows, timed interleaved; the report
+    holds every candidate's timings, error and whether it failed, with the CPU's facts.
+    """
+    feed = data.load(calibration, [t.name for t in inputs], limit=SLICE_ROWS)
+    fp32 = session(src)
+    reference = fp32.run(None, feed)
+    runners: dict[str, Any] = {"fp32": lambda: fp32.run(None, feed)}
+    errors: dict[str, float] = {}
+    paths: dict[str, Path] = {}
+    failed: list[dict[str, str]] = []
+    cache = out.with_name(f"{out.stem}-calibration.json")
+    cache.unlink(missing_ok=True)  # never another run's ranges
+    for choice in int8_types.CANDIDATES:
+        path = out.with_name(f"{out.stem}-{choice.label}.onnx")
+        try:
+            _quantize_static(src, path, reader, choice, calibrate, cache)
+            sess = session(path)
+            errors[choice.label] = int8_types.relative_error(reference, sess.run(None, feed))
+        except Exception as exc:  # a combination this model or CPU cannot run fails alone
+            failed.append({"types": choice.label, "reason": str(exc).splitlines()[0][:300]})
+            continue
+        paths[choice.label] = path
+        runners[choice.label] = lambda sess=sess: sess.run(None, feed)
+    if not errors:
+        raise UnsupportedOpError(
+            NAME, f"INT8 static quantization failed with every type combination: {failed}"
+        )
+    times = int8_types.time_interleaved(runners)
+    medians = {label: float(np.median(t)) for label, t in times.items()}
+    chosen, matching = int8_types.pick(errors, times)
+    paths[chosen].replace(out)
+    for path in [*paths.values(), cache]:
+        path.unlink(missing_ok=True)
+    choice = next(c for c in int8_types.CANDIDATES if c.label == chosen)
+    trials = [
+        {
+            "types": label,
+            "relError": round(errors[label], 5),
+            "matches": label in matching,
+            **int8_types.summarize(times[label]),
+            "speedupVsFp32": round(medians["fp32"] / medians[label], 3),
+        }
+        for label in errors
+    ]
+    return {
+        "chosen": chosen,
+        "activationType": choice.activation,
+        "weightType": choice.weight,
+        "perChannel": choice.per_channel,
+        "rule": "preferred first matching, unless another matching is faster beyond the noise "
+        f"(lower median and faster in {int8_types.WIN_SHARE:.0%} of paired rounds)",
+        "trials": trials,
+        "failed": failed,
+        "fp32": int8_types.summarize(times["fp32"]),
+        "rows": len(next(iter(feed.values()))),
+        "rounds": int8_types.ROUNDS,
+        "threads": threads(),
+        "cpu": int8_types.cpu_facts(),
+    }
+
+
 def _count_quantized(path: Path) -> int:
     model = load_model(path, NAME)
     return sum(1 for n in model.graph.node if n.op_type in QUANTIZED_OPS)
@@ -111,23 +221,23 @@ def _count_quantized(path: Path) -> int:
 
 class Quantize:
     name = NAME
+    settings_type = QuantizeSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
-        precision = str(config["precision"])
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
+        settings = QuantizeSettings.of(config, NAME)
+        precision = settings.precision
         model = load_model(artifact.onnx, NAME)
         if precision == "fp16":
             return self._fp16(artifact, model, ctx)
-        method = str(config.get("method", "dynamic"))
+        method = settings.method
         out = ctx.output(artifact, f"int8-{method}.onnx")
         # onnxruntime's quantizer logs a pre-processing hint on the root logger at WARNING;
         # graph_opt(level=basic) already did that pre-processing.
         logging.getLogger().setLevel(logging.ERROR)
-        from onnxruntime.quantization import QuantType, quantize_dynamic, quantize_static
+        from onnxruntime.quantization import QuantType, quantize_dynamic
         from onnxruntime.quantization.calibrate import CalibrationMethod
-        from onnxruntime.quantization.quant_utils import QuantFormat
 
+        types: dict[str, Any] = {}
         if method == "dynamic":
             handled = check_ops(model, INT8_DYNAMIC_OPS, "INT8 dynamic quantization")
             try:
@@ -139,32 +249,25 @@ class Quantize:
                 raise UnsupportedOpError(NAME, f"INT8 dynamic quantization failed: {exc}") from exc
         else:
             handled = check_ops(model, INT8_STATIC_OPS, "INT8 static quantization")
-            path = local_path(str(config["calibration"]))
+            if settings.calibration is None:
+                raise SettingsError(NAME, "INT8 static quantization needs calibration data")
+            path = local_path(settings.calibration)
             inputs = signature(model).inputs
             data.check_against(path, inputs, NAME)
-            reader = StreamingReader(
-                path, [t.name for t in inputs], int(config.get("samples", 256))
-            )
+            reader = StreamingReader(path, [t.name for t in inputs], settings.samples)
             calibrate = {
                 "minmax": CalibrationMethod.MinMax,
                 "entropy": CalibrationMethod.Entropy,
                 "percentile": CalibrationMethod.Percentile,
-            }[str(config.get("calibrate", "minmax"))]
-            try:
-                quantize_static(
-                    str(artifact.onnx),
-                    str(out),
-                    reader,
-                    quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8,
-                    per_channel=True,
-                    calibrate_method=calibrate,
-                    op_types_to_quantize=sorted(INT8_STATIC_OPS),
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-                )
-            except Exception as exc:
-                raise UnsupportedOpError(NAME, f"INT8 static quantization failed: {exc}") from exc
+            }[settings.calibrate]
+            if ctx.spec.target.device == "cpu":
+                types = _measured_types(artifact.onnx, out, reader, calibrate, path, inputs)
+            else:
+                _quantize_static(artifact.onnx, out, reader, int8_types.GPU_CHOICE, calibrate)
+                types = {
+                    "chosen": int8_types.GPU_CHOICE.label,
+                    "reason": "gpu target: TensorRT and CUDA read signed int8 QDQ",
+                }
         quantized = _count_quantized(out)
         if quantized == 0:
             raise UnsupportedOpError(
@@ -174,6 +277,8 @@ class Quantize:
             artifact.evolve(ctx.step_label or NAME, onnx=out, precision="int8", torch=None),
             {
                 "method": method,
+                "ops": handled,
+                **({"int8Types": types} if types else {}),
                 "quantizedNodes": quantized,
                 "bytes": out.stat().st_size,
                 "bytesBefore": artifact.onnx.stat().st_size,

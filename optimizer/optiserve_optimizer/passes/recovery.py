@@ -18,7 +18,8 @@ from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
 from optiserve_optimizer.errors import DataError, PassFailedError
 from optiserve_optimizer.onnx_utils import signature, threads
 from optiserve_optimizer.passes import torch_edit
-from optiserve_optimizer.passes.torch_export import load_torchscript
+from optiserve_optimizer.passes.torch_export import call, load_torchscript
+from optiserve_optimizer.settings import PassConfig, RecoverSettings
 
 NAME = "recover"
 BATCH = 64
@@ -27,28 +28,28 @@ TEMPERATURE = 2.0
 
 class Recover:
     name = NAME
+    settings_type = RecoverSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
         import onnx
         import torch
 
+        settings = RecoverSettings.of(config, NAME)
         if artifact.torch is None or ctx.original is None or ctx.original.torch is None:
             raise PassFailedError(NAME, "recovery needs a TorchScript source (a trainable module)")
         torch.set_num_threads(threads())
         torch.manual_seed(0)
         model = onnx.load(str(artifact.onnx))
         names = [t.name for t in signature(model).inputs]
-        path = local_path(str(config["dataset"]))
+        path = local_path(settings.dataset)
         data.check_against(path, signature(model).inputs, NAME)
-        method = str(config.get("method", "distill"))
+        method = settings.method
         arrays = data.load(path, [*names, data.LABELS])
         if method == "finetune" and data.LABELS not in arrays:
             raise DataError(NAME, f"finetune needs 'labels' in {path.name}; use method: distill")
         teacher = load_torchscript(ctx.original.torch, NAME)
         student = load_torchscript(artifact.torch, NAME)
-        zero_masks = _zero_masks(student) if config.get("keepZeros") else {}
+        zero_masks = _zero_masks(student) if settings.keep_zeros else {}
         classifier = ctx.spec.accuracy.metric == "top1"
         loss_kind = "finetune" if method == "finetune" else ("kl" if classifier else "mse")
         losses = train(
@@ -56,8 +57,8 @@ class Recover:
             student,
             arrays,
             names,
-            epochs=int(config["epochs"]),
-            learning_rate=float(config["learningRate"]),
+            epochs=settings.epochs,
+            learning_rate=settings.learning_rate,
             loss_kind=loss_kind,
             zero_masks=zero_masks,
         )
@@ -105,10 +106,10 @@ def train(
         total = 0.0
         for start in range(0, count, BATCH):
             idx = order[start : start + BATCH]
-            inputs = [torch.from_numpy(arrays[n][idx]) for n in names]
+            feed = {n: torch.from_numpy(arrays[n][idx]) for n in names}  # bound by name
             with torch.no_grad():
-                target = teacher(*inputs)
-            output = student(*inputs)
+                target = call(teacher, feed)
+            output = call(student, feed)
             if loss_kind == "finetune":
                 loss = torch.nn.functional.cross_entropy(
                     output, torch.from_numpy(arrays[data.LABELS][idx])

@@ -19,6 +19,7 @@ from optiserve.uri import local_path
 from optiserve_optimizer import data
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
 from optiserve_optimizer.onnx_utils import load_model, signature
+from optiserve_optimizer.settings import PassConfig, ShapesSettings
 
 NAME = "shapes"
 
@@ -78,12 +79,12 @@ def derive_profiles(
 
 class Shapes:
     name = NAME
+    settings_type = ShapesSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
         inputs = signature(load_model(artifact.onnx, NAME)).inputs
-        path = local_path(str(config.get("dataset") or ctx.spec.accuracy.dataset))
+        settings = ShapesSettings.of(config, NAME)
+        path = local_path(settings.dataset or ctx.spec.accuracy.dataset)
         data.check_against(path, inputs, NAME)
         arrays = data.load(path, [t.name for t in inputs])
         profiles, facts = derive_profiles(inputs, arrays, ctx.spec.benchmark.batch_sizes)

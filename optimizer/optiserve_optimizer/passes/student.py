@@ -20,7 +20,8 @@ from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
 from optiserve_optimizer.errors import PassFailedError
 from optiserve_optimizer.onnx_utils import load_model, signature, threads
 from optiserve_optimizer.passes import prune_graph, pruning, recovery, torch_edit
-from optiserve_optimizer.passes.torch_export import load_torchscript
+from optiserve_optimizer.passes.torch_export import call, load_torchscript
+from optiserve_optimizer.settings import PassConfig, StudentSettings
 
 NAME = "student"
 
@@ -32,44 +33,40 @@ def agreement(teacher: Any, student: Any, arrays: Mapping[str, Any], names: list
     count, same = len(arrays[names[0]]), 0
     with torch.no_grad():
         for start in range(0, count, 256):
-            inputs = [torch.from_numpy(arrays[n][start : start + 256]) for n in names]
-            top_teacher = teacher(*inputs).argmax(dim=-1)
-            same += int((top_teacher == student(*inputs).argmax(dim=-1)).sum())
+            feed = {n: torch.from_numpy(arrays[n][start : start + 256]) for n in names}
+            top_teacher = call(teacher, feed).argmax(dim=-1)
+            same += int((top_teacher == call(student, feed).argmax(dim=-1)).sum())
     return same / count if count else 0.0
 
 
 class Student:
     name = NAME
+    settings_type = StudentSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
         import torch
 
-        method = str(config.get("method", "narrow"))
-        if method != "narrow":
-            raise PassFailedError(NAME, f"unknown student method {method!r} (use narrow)")
+        settings = StudentSettings.of(config, NAME)
+        method = settings.method
         if artifact.torch is None:
             raise PassFailedError(
                 NAME,
                 "narrow needs a TorchScript source (a trainable module to narrow and train); "
                 "this source is ONNX — set source.format: torchscript or student.method: none",
             )
-        factor = float(config["widthFactor"])
-        if not 0.0 < factor < 1.0:
-            raise PassFailedError(NAME, f"widthFactor must be in (0, 1), got {factor}")
+        factor = settings.width_factor
         torch.set_num_threads(threads())
         torch.manual_seed(0)
         model = load_model(artifact.onnx, NAME)
         inputs = signature(model).inputs
         names = [t.name for t in inputs]
-        path = local_path(str(config["dataset"]))
+        path = local_path(settings.dataset)
         data.check_against(path, inputs, NAME)
         arrays = data.load(path, names)
         params_before = sum(v.size for v in prune_graph.initializers(model).values())
         # Removing a (1 - factor) share of the channels by L1 norm is structured pruning.
-        edits, _ = pruning.plan_edits(model, "structured", 1.0 - factor, use_torch=True)
-        hidden_layers = len(prune_graph.chains(model))
+        edits, summary = pruning.plan_edits(model, "structured", 1.0 - factor, use_torch=True)
+        hidden_layers = int(summary["groups"])
         teacher = load_torchscript(artifact.torch, NAME)
         student = load_torchscript(artifact.torch, NAME)
         torch_edit.apply_edits(student, edits, NAME)
@@ -80,10 +77,10 @@ class Student:
             student,
             arrays,
             names,
-            epochs=int(config["epochs"]),
-            learning_rate=float(config["learningRate"]),
+            epochs=settings.epochs,
+            learning_rate=settings.learning_rate,
             loss_kind="kl" if classifier else "mse",
-            temperature=float(config.get("temperature", recovery.TEMPERATURE)),
+            temperature=settings.temperature,
         )
         onnx_out = ctx.output(artifact, "student-narrow.onnx")
         torch_out = onnx_out.with_suffix(".pt")

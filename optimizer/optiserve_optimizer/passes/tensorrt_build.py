@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult
 from optiserve_optimizer.errors import MissingDependencyError, PassFailedError, UnsupportedOpError
+from optiserve_optimizer.settings import PassConfig, TensorRTSettings
 
 NAME = "tensorrt"
 
@@ -42,17 +43,16 @@ def gpu_capability(pass_name: str = NAME) -> tuple[str, str]:
     return torch.cuda.get_device_name(0), f"{major}.{minor}"
 
 
-def _profiles(config: Mapping[str, Any], ctx: PassContext) -> dict[str, dict[str, list[int]]]:
-    given = config.get("profiles") or {}
-    return dict(given) if given else dict(ctx.shared.get("profiles", {}))
+def _profiles(settings: TensorRTSettings, ctx: PassContext) -> dict[str, dict[str, list[int]]]:
+    return dict(settings.profiles) or dict(ctx.shared.get("profiles", {}))
 
 
 class TensorRTBuild:
     name = NAME
+    settings_type = TensorRTSettings
 
-    def run(
-        self, artifact: ModelArtifact, config: Mapping[str, Any], ctx: PassContext
-    ) -> PassResult:
+    def run(self, artifact: ModelArtifact, config: PassConfig, ctx: PassContext) -> PassResult:
+        settings = TensorRTSettings.of(config, NAME)
         trt = import_tensorrt()
         gpu, capability = gpu_capability()
         logger = trt.Logger(trt.Logger.WARNING)
@@ -63,18 +63,16 @@ class TensorRTBuild:
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
             raise UnsupportedOpError(NAME, f"TensorRT's ONNX parser refused the model: {errors}")
         build = builder.create_builder_config()
-        build.set_memory_pool_limit(
-            trt.MemoryPoolType.WORKSPACE, int(config.get("workspaceMib", 4096)) << 20
-        )
-        precision = str(config.get("precision", "fp32"))
+        build.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
+        precision = settings.precision
         if precision == "fp16":
             build.set_flag(trt.BuilderFlag.FP16)
         if precision == "int8":
             build.set_flag(trt.BuilderFlag.INT8)
             build.set_flag(trt.BuilderFlag.FP16)  # layers left unquantized run in fp16
-        if config.get("sparseWeights"):
+        if settings.sparse_weights:
             build.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
-        profiles = _profiles(config, ctx)
+        profiles = _profiles(settings, ctx)
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
@@ -89,13 +87,13 @@ class TensorRTBuild:
             / "timing-cache"
             / f"trt{trt.__version__}-sm{capability.replace('.', '')}.cache"
         )
-        cache_hit = bool(config.get("timingCache", True)) and cache_path.is_file()
+        cache_hit = settings.timing_cache and cache_path.is_file()
         cache = build.create_timing_cache(cache_path.read_bytes() if cache_hit else b"")
         build.set_timing_cache(cache, ignore_mismatch=False)
         engine = builder.build_serialized_network(network, build)
         if engine is None:
             raise PassFailedError(NAME, "TensorRT could not build an engine (see the log above)")
-        if config.get("timingCache", True):
+        if settings.timing_cache:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             cache_path.write_bytes(bytes(build.get_timing_cache().serialize()))
         out = ctx.output(artifact, "model.plan")

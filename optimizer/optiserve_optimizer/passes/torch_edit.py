@@ -23,18 +23,20 @@ def _parent(module: Any, dotted: str) -> tuple[Any, str]:
 
 
 def apply_edits(module: Any, edits: Mapping[str, Edit], pass_name: str) -> None:
+    """Masks parameters, or replaces parameters and buffers (BatchNorm statistics) by slices."""
     import torch
 
     params = dict(module.named_parameters())
+    buffers = dict(module.named_buffers())
     with torch.no_grad():
         for name, edit in edits.items():
-            if name not in params:
+            if name not in params and not (edit[0] == "slice" and name in buffers):
                 raise PassFailedError(
                     pass_name,
                     f"ONNX weight {name!r} is not a parameter of the TorchScript module; "
                     "prune the ONNX graph instead (source.format: onnx)",
                 )
-            tensor = params[name]
+            tensor = params[name] if name in params else buffers[name]
             if edit[0] == "mask":
                 tensor.mul_(torch.from_numpy(edit[1]).to(tensor.dtype))
                 continue
@@ -42,11 +44,14 @@ def apply_edits(module: Any, edits: Mapping[str, Edit], pass_name: str) -> None:
             for axis, keep in edit[1]:
                 smaller = torch.index_select(smaller, axis, torch.from_numpy(keep))
             parent, leaf = _parent(module, name)
-            setattr(
-                parent,
-                leaf,
-                torch.nn.Parameter(smaller.clone(), requires_grad=tensor.requires_grad),
-            )
+            if name in params:
+                setattr(
+                    parent,
+                    leaf,
+                    torch.nn.Parameter(smaller.clone(), requires_grad=tensor.requires_grad),
+                )
+            else:
+                setattr(parent, leaf, smaller.clone())
 
 
 def apply_edits_onnx(model: Any, edits: Mapping[str, Edit]) -> None:

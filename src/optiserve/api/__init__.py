@@ -34,7 +34,14 @@ from optiserve.api.spec import (
     TargetSpec,
     TensorRTSpec,
 )
-from optiserve.api.status import Artifact, Candidate, Condition, Metrics, OptimizedModelStatus
+from optiserve.api.status import (
+    Artifact,
+    Candidate,
+    Condition,
+    MeasurementConditions,
+    Metrics,
+    OptimizedModelStatus,
+)
 
 __all__ = [
     "API_VERSION",
@@ -54,6 +61,7 @@ __all__ = [
     "DynamicBatchingSpec",
     "InstanceGroupSpec",
     "JobSpec",
+    "MeasurementConditions",
     "Metrics",
     "OptimizationSpec",
     "OptimizedModel",

@@ -7,7 +7,12 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from optiserve.api import formats
 from optiserve.api.rules import RuledModel
+
+# Integers the API server stores are int64 (optiserve.validate refuses larger ones anywhere);
+# the int32 fields of the Pods and Jobs the operator makes are bounded in the models.
+INT32_MAX = (1 << 31) - 1
 
 
 class ApiModel(RuledModel):
@@ -35,5 +40,10 @@ def object_default() -> dict[str, Any]:
     return {"default": {}}
 
 
-# A Kubernetes resource quantity ("500m", "2Gi", 1). Rendered as int-or-string in the CRD.
-Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+# A Kubernetes resource quantity that is not negative ("500m", "2Gi", 1). Rendered as
+# int-or-string in the CRD, the integer and string constraints side by side.
+Quantity = Annotated[
+    Annotated[int, Field(ge=0)]
+    | Annotated[str, Field(pattern=formats.QUANTITY, max_length=formats.QUANTITY_MAX_LENGTH)],
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]

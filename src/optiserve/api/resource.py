@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from optiserve.api import formats
 from optiserve.api.base import ApiModel
+from optiserve.api.rules import CelRule
 from optiserve.api.serving import ServingSpec, StorageSpec
 from optiserve.api.spec import OptimizationSpec, SourceSpec
 from optiserve.api.status import OptimizedModelStatus
@@ -28,20 +30,105 @@ class OptimizedModelSpec(ApiModel):
     serving: ServingSpec = Field(default_factory=ServingSpec, json_schema_extra={"default": {}})
     storage: StorageSpec
 
+    # The optimizer trains only torch modules: an ONNX graph has no trainable form.
+    rules = (
+        CelRule(
+            cel="!has(self.optimization.pruning) || self.optimization.pruning.method == 'none' || "
+            "(has(self.source.format) && self.source.format == 'torchscript') || "
+            "(has(self.optimization.recovery) && self.optimization.recovery.method == 'none')",
+            message="recovery after pruning trains the model, which needs source.format: "
+            "torchscript; set optimization.recovery.method: none to prune an ONNX model as is",
+            field=".optimization.pruning.method",
+            check=lambda s: (
+                s.optimization.pruning.method == "none"
+                or s.source.format == "torchscript"
+                or s.optimization.recovery.method == "none"
+            ),
+        ),
+        CelRule(
+            cel="!has(self.optimization.student) || self.optimization.student.method == 'none' || "
+            "(has(self.source.format) && self.source.format == 'torchscript')",
+            message="a student is trained from the source model, which needs source.format: "
+            "torchscript; set optimization.student.method: none for an ONNX source",
+            field=".optimization.student.method",
+            check=lambda s: (
+                s.optimization.student.method == "none" or s.source.format == "torchscript"
+            ),
+        ),
+    )
+
+
+# The API server's limit on all annotations of one object together (keys and values, bytes).
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def _truncated(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
 
 class ObjectMeta(ApiModel):
-    """The part of metadata ``optiserve validate`` checks; the API server owns the rest."""
+    """``metadata`` as the API server checks it on create; unknown keys are refused there too.
 
-    model_config = ApiModel.model_config | {"extra": "allow"}
+    Fields the server fills in (uid, creationTimestamp, ...) are accepted as it accepts them,
+    so the output of ``kubectl get -o yaml`` validates.
+    """
 
     name: str = Field(
-        max_length=63,
-        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+        max_length=formats.DNS1035_LABEL_MAX,
+        pattern=formats.DNS1035_LABEL,
         description="A DNS label: it names the Deployment and Service too.",
     )
-    namespace: str | None = None
+    generate_name: str | None = None
+    namespace: str | None = Field(None, max_length=63, pattern=formats.DNS1123_LABEL)
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    finalizers: list[str] = Field(default_factory=list)
+    owner_references: list[dict[str, Any]] = Field(default_factory=list)
+    # Filled in by the API server; what a client sends is ignored or checked there.
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: int | None = None
+    creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
+    deletion_grace_period_seconds: int | None = None
+    managed_fields: list[dict[str, Any]] | None = None
+    self_link: str | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            if not formats.qualified_name_ok(key):
+                raise ValueError(f"label key {_truncated(key)} is not a qualified name")
+            if not formats.label_value_ok(value):
+                raise ValueError(
+                    f"label value {_truncated(value)} of {_truncated(key)} is not a label value "
+                    "(63 letters, digits, '-', '_', '.' at most)"
+                )
+        return labels
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, annotations: dict[str, str]) -> dict[str, str]:
+        for key in annotations:
+            # The API server lower-cases annotation keys before it checks them.
+            if not formats.qualified_name_ok(key.lower()):
+                raise ValueError(f"annotation key {_truncated(key)} is not a qualified name")
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
+        if size > ANNOTATIONS_MAX_BYTES:
+            raise ValueError(
+                f"annotations take {size} bytes; the API server allows {ANNOTATIONS_MAX_BYTES} "
+                "in all"
+            )
+        return annotations
+
+    @field_validator("finalizers")
+    @classmethod
+    def _finalizers(cls, finalizers: list[str]) -> list[str]:
+        for finalizer in finalizers:
+            if not formats.qualified_name_ok(finalizer):
+                raise ValueError(f"finalizer {_truncated(finalizer)} is not a qualified name")
+        return finalizers
 
 
 class OptimizedModel(ApiModel):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from optiserve.api.base import ApiModel, Quantity, object_default
+from optiserve.api import formats
+from optiserve.api.base import INT32_MAX, ApiModel, object_default
 from optiserve.api.rules import CelRule
-from optiserve.api.spec import ResourceRequirements, Toleration
+from optiserve.api.spec import LabelValue, ResourceRequirements, Toleration, node_selector_rule
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 
@@ -19,7 +20,7 @@ class QueuePolicy(ApiModel):
     timeout_action: Literal["REJECT", "DELAY"] = Field("REJECT")
     default_timeout_microseconds: int = Field(0, ge=0, description="0: no timeout.")
     allow_timeout_override: bool = Field(False)
-    max_queue_size: int = Field(0, ge=0, description="0: unbounded.")
+    max_queue_size: int = Field(0, ge=0, le=INT32_MAX, description="0: unbounded.")
 
 
 class DynamicBatchingSpec(ApiModel):
@@ -29,7 +30,7 @@ class DynamicBatchingSpec(ApiModel):
     max_queue_delay_microseconds: int = Field(
         500, ge=0, le=10_000_000, description="How long a request may wait for a batch."
     )
-    preferred_batch_sizes: list[int] = Field(
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=list, max_length=16, description="Batch sizes to form when possible."
     )
     priority_levels: int = Field(0, ge=0, le=16, description="0: one priority for all.")
@@ -52,6 +53,25 @@ class InstanceGroupSpec(ApiModel):
     kind: Literal["KIND_AUTO", "KIND_CPU", "KIND_GPU"] = Field("KIND_AUTO")
 
 
+# A positive number or quantity ("50", "1.5k"), or for queueTime a duration ("50ms").
+ScalingTarget = Annotated[
+    Annotated[int, Field(ge=1)]
+    | Annotated[
+        str,
+        Field(
+            pattern=formats.POSITIVE_QUANTITY_OR_DURATION,
+            max_length=formats.QUANTITY_MAX_LENGTH,
+        ),
+    ],
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+
+
+def _percent_ok(target: int | str) -> bool:
+    text = str(target)
+    return formats.matches(formats.PLAIN_NUMBER, text) and float(text) <= 100
+
+
 class AutoscalingSpec(ApiModel):
     """Scale on Triton's own metrics of requests that wait."""
 
@@ -65,8 +85,10 @@ class AutoscalingSpec(ApiModel):
             "pendingRequests: requests waiting per pod; gpuUtilization: percent."
         ),
     )
-    target: Quantity = Field(
-        "50000", description="Target value per pod (microseconds, requests or percent)."
+    target: ScalingTarget = Field(
+        "50000",
+        description="Target value per pod, above zero: queueTime in microseconds or a duration "
+        "('50ms'), pendingRequests a number of requests, gpuUtilization a percent up to 100.",
     )
     scale_up_stabilization_seconds: int = Field(0, ge=0, le=3600)
     scale_down_stabilization_seconds: int = Field(300, ge=0, le=3600)
@@ -87,13 +109,37 @@ class AutoscalingSpec(ApiModel):
             field=".minReplicas",
             check=lambda a: a.min_replicas >= 1 or a.provider == "keda",
         ),
+        CelRule(
+            cel="self.metric == 'queueTime' || !string(self.target).matches('"
+            + formats.DURATION_SUFFIX
+            + "')",
+            message="a duration target (like 50ms) fits only metric queueTime",
+            field=".target",
+            check=lambda a: (
+                a.metric == "queueTime"
+                or not formats.matches(formats.DURATION_SUFFIX, str(a.target))
+            ),
+        ),
+        CelRule(
+            cel="self.metric != 'gpuUtilization' || (string(self.target).matches('"
+            + formats.PLAIN_NUMBER
+            + "') && double(string(self.target)) <= 100.0)",
+            message="a gpuUtilization target is a percent: a plain number up to 100",
+            field=".target",
+            check=lambda a: a.metric != "gpuUtilization" or _percent_ok(a.target),
+        ),
     )
 
 
 class ServingSpec(ApiModel):
     """The Triton Inference Server deployment."""
 
-    image: str = Field(DEFAULT_TRITON_IMAGE, description="Triton image.")
+    image: str = Field(
+        DEFAULT_TRITON_IMAGE,
+        max_length=formats.IMAGE_REFERENCE_MAX,
+        pattern=formats.IMAGE_REFERENCE,
+        description="Triton image reference.",
+    )
     replicas: int = Field(1, ge=0, le=1000, description="Ignored while autoscaling is set.")
     max_batch_size: int = Field(32, ge=0, le=4096, description="0: the model takes no batch.")
     dynamic_batching: DynamicBatchingSpec = Field(
@@ -107,7 +153,7 @@ class ServingSpec(ApiModel):
     )
     autoscaling: AutoscalingSpec | None = Field(None, description="Unset: fixed replicas.")
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=32)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     rollout_deadline_seconds: int = Field(
         600, ge=30, le=86400, description="A rollout not Ready by then is Degraded."
@@ -134,6 +180,7 @@ class ServingSpec(ApiModel):
             field=".dynamicBatching.enabled",
             check=lambda s: s.max_batch_size > 0 or not s.dynamic_batching.enabled,
         ),
+        node_selector_rule("nodeSelector", "node_selector"),
     )
 
 
@@ -145,7 +192,21 @@ class StorageSpec(ApiModel):
         max_length=253,
         description="PersistentVolumeClaim in the same namespace.",
     )
-    sub_path: str = Field("optiserve", max_length=1024, description="Folder inside the claim.")
+    sub_path: str = Field(
+        "optiserve",
+        max_length=1024,
+        pattern=formats.RELATIVE_PATH,
+        description="Folder inside the claim: a relative path without '..'.",
+    )
     keep_artifacts_on_delete: bool = Field(
         True, description="Leave artifacts in storage when the OptimizedModel is deleted."
+    )
+
+    rules = (
+        CelRule(
+            cel="!has(self.subPath) || !self.subPath.matches('" + formats.PARENT_SEGMENT + "')",
+            message="subPath must stay inside the claim: no '..' segment",
+            field=".subPath",
+            check=lambda s: not formats.matches(formats.PARENT_SEGMENT, s.sub_path),
+        ),
     )

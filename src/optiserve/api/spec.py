@@ -11,7 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from optiserve.api.base import ApiModel, Quantity, object_default
+from optiserve.api import formats
+from optiserve.api.base import INT32_MAX, ApiModel, Quantity, object_default
 from optiserve.api.rules import CelRule
 
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
@@ -148,7 +149,7 @@ class QuantizationSpec(ApiModel):
 
 
 MAX_RANK = 8
-Dim = Annotated[int, Field(ge=1)]
+Dim = Annotated[int, Field(ge=1, le=INT32_MAX)]
 
 
 def _ordered_dims_cel() -> str:
@@ -219,49 +220,169 @@ class AccuracySpec(ApiModel):
     max_drop: float = Field(0.01, ge=0.0, le=1.0e6, description="Largest loss allowed.")
 
 
-class BenchmarkSpec(ApiModel):
-    """How candidates are timed."""
+BatchSize = Annotated[int, Field(ge=1, le=65536)]
 
-    batch_sizes: list[int] = Field(
+
+class BenchmarkSpec(ApiModel):
+    """How candidates are timed: interleaved with the baselines, in rounds (optimizer/measure.py).
+
+    A candidate wins only when it is faster than the others beyond the noise; among equally
+    fast ones the more accurate, then the simpler, wins."""
+
+    batch_sizes: list[BatchSize] = Field(
         default_factory=lambda: [1, 32],
         min_length=1,
         max_length=8,
         description="Latency is reported at the first, throughput at the largest.",
     )
-    iterations: int = Field(50, ge=1, le=100_000, description="Timed runs per batch size.")
+    iterations: int = Field(
+        50, ge=1, le=100_000, description="Timed runs per batch size, spread over the rounds."
+    )
     warmup: int = Field(10, ge=0, le=10_000, description="Untimed runs first.")
+    rounds: int = Field(
+        5,
+        ge=3,
+        le=100,
+        description="Rounds in which the baselines and every candidate are timed in turn; "
+        "speedups are the median of per-round ratios, with their spread.",
+    )
 
 
 class Toleration(ApiModel):
-    """A Kubernetes toleration (GPU nodes are often tainted)."""
+    """A Kubernetes toleration (GPU nodes are often tainted), checked as a Pod's would be."""
 
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
+    key: str | None = Field(None, max_length=317, description="Taint key; empty: every key.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Unset: Equal.")
+    value: str | None = Field(None, max_length=63, description="Only with operator Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = None
 
+    rules = (
+        CelRule(
+            cel="!has(self.key) || self.key == '' || ("
+            + formats.cel_qualified_name("self.key")
+            + ")",
+            message="key must be a qualified name like example.com/gpu (a taint key)",
+            field=".key",
+            check=lambda t: not t.key or formats.qualified_name_ok(t.key),
+        ),
+        CelRule(
+            cel="(has(self.key) && self.key != '') || "
+            "(has(self.operator) && self.operator == 'Exists')",
+            message="an empty key tolerates every taint and needs operator: Exists",
+            field=".operator",
+            check=lambda t: bool(t.key) or t.operator == "Exists",
+        ),
+        CelRule(
+            cel="!has(self.value) || self.value == '' || "
+            "!has(self.operator) || self.operator == 'Equal'",
+            message="value is only compared with operator: Equal; leave it out with Exists",
+            field=".value",
+            check=lambda t: not t.value or t.operator in (None, "Equal"),
+        ),
+        CelRule(
+            cel="!has(self.value) || " + formats.cel_label_value("self.value"),
+            message="value must be a label value (letters, digits, '-', '_', '.'; 63 at most)",
+            field=".value",
+            check=lambda t: t.value is None or formats.label_value_ok(t.value),
+        ),
+        CelRule(
+            cel="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            message="tolerationSeconds only applies to effect: NoExecute",
+            field=".tolerationSeconds",
+            check=lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+        ),
+    )
+
+
+# maxLength (and the maps' maxProperties) bound the API server's estimate of a rule's cost.
+LabelValue = Annotated[str, Field(max_length=formats.LABEL_VALUE_MAX)]
+
+
+def node_selector_rule(wire: str, attr: str) -> CelRule:
+    """Every key of the ``wire`` map a label key and every value a label value."""
+    key, value = "k", f"self.{wire}[k]"
+    return CelRule(
+        cel=f"!has(self.{wire}) || self.{wire}.all(k, "
+        f"{formats.cel_qualified_name(key)} && {formats.cel_label_value(value)})",
+        message="keys must be label keys (example.com/name) and values label values",
+        field=f".{wire}",
+        check=lambda m: all(
+            formats.qualified_name_ok(k) and formats.label_value_ok(v)
+            for k, v in getattr(m, attr).items()
+        ),
+    )
+
+
+def _quantities_cel(wire: str) -> str:
+    # Extended resources (a "/" in the name, like nvidia.com/gpu) only come in whole units.
+    return (
+        f"!has(self.{wire}) || self.{wire}.all(k, {formats.cel_qualified_name('k')} && "
+        f"(!k.contains('/') || k.startsWith('kubernetes.io/') || "
+        f"string(self.{wire}[k]).matches('^[+]?[0-9]+$')))"
+    )
+
+
+def _quantities_ok(quantities: dict[str, int | str]) -> bool:
+    return all(
+        formats.qualified_name_ok(name)
+        and (
+            "/" not in name
+            or name.startswith("kubernetes.io/")
+            or formats.matches(r"^[+]?[0-9]+$", str(quantity))
+        )
+        for name, quantity in quantities.items()
+    )
+
 
 class ResourceRequirements(ApiModel):
-    """Container resources, as in a Pod."""
+    """Container resources, as in a Pod: quantities not negative, GPUs in whole units."""
 
-    limits: dict[str, Quantity] = Field(default_factory=dict)
-    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=32)
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=32)
+
+    rules = (
+        CelRule(
+            cel=_quantities_cel("limits"),
+            message="resource names are like cpu, memory or nvidia.com/gpu; "
+            "extended resources (with a '/') take whole numbers",
+            field=".limits",
+            check=lambda r: _quantities_ok(r.limits),
+        ),
+        CelRule(
+            cel=_quantities_cel("requests"),
+            message="resource names are like cpu, memory or nvidia.com/gpu; "
+            "extended resources (with a '/') take whole numbers",
+            field=".requests",
+            check=lambda r: _quantities_ok(r.requests),
+        ),
+    )
 
 
 class JobSpec(ApiModel):
     """The optimization Job."""
 
-    image: str | None = Field(None, description="Optimizer image; the operator's default if unset.")
+    image: str | None = Field(
+        None,
+        max_length=formats.IMAGE_REFERENCE_MAX,
+        pattern=formats.IMAGE_REFERENCE,
+        description="Optimizer image; the operator's default if unset.",
+    )
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements,
         description="A gpu target gets nvidia.com/gpu: 1 unless set here.",
     )
     backoff_limit: int = Field(1, ge=0, le=10, description="Retries before the Job fails.")
-    active_deadline_seconds: int = Field(3600, ge=60, description="Hard limit on the Job.")
-    ttl_seconds_after_finished: int = Field(86400, ge=0, description="When the Job is removed.")
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    active_deadline_seconds: int = Field(
+        3600, ge=60, le=INT32_MAX, description="Hard limit on the Job."
+    )
+    ttl_seconds_after_finished: int = Field(
+        86400, ge=0, le=INT32_MAX, description="When the Job is removed."
+    )
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=32)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+
+    rules = (node_selector_rule("nodeSelector", "node_selector"),)
 
 
 class OptimizationSpec(ApiModel):
@@ -302,5 +423,13 @@ class OptimizationSpec(ApiModel):
             message="sparseWeights needs 2:4 pruning: set pruning.method: '2:4'",
             field=".tensorrt.sparseWeights",
             check=lambda o: not o.tensorrt.sparse_weights or o.pruning.method == "2:4",
+        ),
+        CelRule(
+            cel="!has(self.pruning) || self.pruning.method != '2:4' || "
+            "(has(self.target) && self.target.device == 'gpu')",
+            message="2:4 sparsity only speeds up GPU sparse tensor cores: set target.device: gpu "
+            "or use pruning.method: structured on cpu",
+            field=".pruning.method",
+            check=lambda o: o.pruning.method != "2:4" or o.target.device == "gpu",
         ),
     )

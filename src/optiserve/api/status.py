@@ -43,18 +43,63 @@ class Artifact(ApiModel):
     precision: str = Field("fp32")
     format: str = Field("onnx", description="onnx or tensorrt_plan.")
     candidate: str = Field("", description="Name of the chosen candidate.")
+    report: str | None = Field(
+        None,
+        description="The optimization's report page (report.html beside the model "
+        "repository; `optiserve report` renders it from the artifact too).",
+    )
+
+
+class MeasurementConditions(ApiModel):
+    """Where and how the speed figures were measured (baseline and candidates interleaved)."""
+
+    cpu: str = Field("", max_length=256, description="CPU model from /proc/cpuinfo.")
+    instruction_sets: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="SIMD sets that pick the kernels (avx2, avx512_vnni, amx_int8...).",
+    )
+    logical_cpus: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, description="Intra-op threads of every runner.")
+    load_average: float | None = Field(None, description="1-minute load average before timing.")
+    rounds: int | None = Field(None, ge=1, description="Interleaved rounds the ratio is over.")
+    clock: Literal["cpu", "wall"] | None = Field(
+        None,
+        description="cpu: process CPU time (one thread; a busy machine does not inflate it); "
+        "wall: elapsed time (several threads).",
+    )
+    batch: int | None = Field(None, ge=1, description="Batch size throughput is measured at.")
 
 
 class Metrics(ApiModel):
-    """How the chosen candidate compares with the original."""
+    """How the chosen candidate compares with the named baseline, measured in the same run."""
 
+    baseline: str | None = Field(
+        None,
+        max_length=64,
+        description="What speedup is against: the source model in its own framework "
+        "(pytorch-torchscript or onnxruntime-fp32).",
+    )
     baseline_latency_ms: float | None = None
     optimized_latency_ms: float | None = None
     baseline_throughput: float | None = Field(None, description="Inferences per second.")
     optimized_throughput: float | None = None
-    speedup: str | None = Field(None, description="Throughput ratio, e.g. '2.4x'.")
+    speedup: str | None = Field(
+        None,
+        max_length=32,
+        description="Throughput over the baseline's, median of interleaved rounds, e.g. '2.41x'.",
+    )
+    speedup_range: str | None = Field(
+        None, max_length=32, description="Lowest and highest per-round ratio, e.g. '2.30x-2.55x'."
+    )
+    speedup_vs_onnxruntime: str | None = Field(
+        None,
+        max_length=32,
+        description="The same ratio against onnxruntime FP32 of the exported, unmodified model.",
+    )
     accuracy_drop: float | None = None
     size_ratio: float | None = Field(None, description="Original size / optimized size.")
+    measured: MeasurementConditions | None = None
 
 
 class Candidate(ApiModel):
@@ -66,7 +111,9 @@ class Candidate(ApiModel):
     throughput: float | None = None
     accuracy_drop: float | None = None
     size_bytes: int | None = None
+    speedup: str | None = Field(None, max_length=32, description="Against the baseline.")
     passed: bool = False
+    failed: bool = Field(False, description="A step could not be applied; reason says why.")
     chosen: bool = False
     reason: str = ""
 
@@ -89,6 +136,11 @@ class OptimizedModelStatus(ApiModel):
     job_name: str | None = None
     metrics: Metrics | None = None
     candidates: list[Candidate] = Field(default_factory=list, max_length=64)
-    endpoint: str | None = None
+    endpoint: str | None = Field(
+        None, description="Triton's HTTP/REST endpoint (KServe v2 protocol) in the cluster."
+    )
+    grpc_endpoint: str | None = Field(
+        None, description="Triton's gRPC endpoint in the cluster (host:port for tritonclient)."
+    )
     replicas: int | None = Field(None, description="Ready Triton pods (scale subresource).")
     selector: str | None = Field(None, description="Label selector of the Triton pods.")

@@ -15,8 +15,11 @@ from optiserve.api import OptimizedModelSpec
 from optiserve.api.status import Artifact
 from optiserve.render.kubernetes import (
     ANNOTATION_ARTIFACT,
+    GRPC_PORT,
+    HTTP_PORT,
     LABEL_COMPONENT,
     LABEL_MODEL,
+    METRICS_PORT,
     Manifest,
     Owner,
     common_labels,
@@ -33,7 +36,6 @@ from optiserve.render.triton import triton_server_args
 from optiserve.uri import DEFAULT_PVC_ROOT, parse_uri
 
 COMPONENT = "server"
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 # Triton's python backend passes tensors through shared memory; the default 64Mi is too small.
 SHM_SIZE = "1Gi"
 

@@ -41,6 +41,33 @@ TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LOG_ENV = "OPTISERVE_TERMINATION_LOG"
 EXPECTED_DIGEST_ENV = "OPTISERVE_EXPECTED_DIGEST"
 COMPONENT = "optimizer"
+# The optimizer's exit code for a failure of the spec, model or data (OptimizerError in
+# optimizer/optiserve_optimizer/errors.py; a test keeps the two equal). Running it again
+# gives the same answer, so the Job fails at once instead of using up backoffLimit. Exit 1 (a
+# bug) and 3 (a missing GPU or library, which can depend on the node) are retried.
+USER_ERROR_EXIT_CODE = 2
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Fail the Job on a deterministic failure; an evicted or preempted pod (node drain,
+    priority preemption) does not count against ``backoffLimit``."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": COMPONENT,
+                    "operator": "In",
+                    "values": [USER_ERROR_EXIT_CODE],
+                },
+            },
+            {
+                "action": "Ignore",
+                # status defaults to "True".
+                "onPodConditions": [{"type": "DisruptionTarget"}],
+            },
+        ]
+    }
 
 
 ARTIFACTS_VOLUME = "artifacts"
@@ -194,6 +221,8 @@ def render_job(
             "backoffLimit": job_spec.backoff_limit,
             "activeDeadlineSeconds": job_spec.active_deadline_seconds,
             "ttlSecondsAfterFinished": job_spec.ttl_seconds_after_finished,
+            # Needs the pod's restartPolicy Never (below).
+            "podFailurePolicy": pod_failure_policy(),
             "template": {
                 "metadata": {"labels": labels, "annotations": annotations},
                 "spec": pod_spec,

@@ -22,6 +22,7 @@ Manifest = dict[str, Any]
 MANAGED_BY = "optiserve"
 FIELD_MANAGER = "optiserve"
 GPU_RESOURCE = "nvidia.com/gpu"
+GPU_RESOURCE_PREFIX = "nvidia.com/"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 # Labels and annotations (the label values are short: a label value holds at most 63 chars).
@@ -77,8 +78,18 @@ def serving_name(model_name: str) -> str:
     return model_name
 
 
+# Triton's own default ports, kept so that its docs and clients apply unchanged.
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+
+
 def endpoint(model_name: str, namespace: str) -> str:
-    return f"http://{serving_name(model_name)}.{namespace}.svc:8000"
+    """Triton's HTTP/REST endpoint (KServe v2 protocol) through the model's Service."""
+    return f"http://{serving_name(model_name)}.{namespace}.svc:{HTTP_PORT}"
+
+
+def grpc_endpoint(model_name: str, namespace: str) -> str:
+    """Triton's gRPC endpoint as tritonclient.grpc takes it (host:port, no scheme)."""
+    return f"{serving_name(model_name)}.{namespace}.svc:{GRPC_PORT}"
 
 
 def common_labels(model_name: str, component: str) -> dict[str, str]:
@@ -177,13 +188,34 @@ def tmp_volume() -> tuple[dict[str, Any], dict[str, Any]]:
     return {"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"}
 
 
+def is_gpu_resource(name: str) -> bool:
+    """A resource of NVIDIA's device plugin: whole GPUs (``nvidia.com/gpu``), MIG slices
+    (``nvidia.com/mig-1g.10gb``) or renamed shared GPUs (``nvidia.com/gpu.shared``)."""
+    return name.startswith(GPU_RESOURCE_PREFIX)
+
+
+def _is_extended(name: str) -> bool:
+    # Extended resources (a domain other than kubernetes.io) cannot be overcommitted: the API
+    # server wants a limit, equal to the request when both are set.
+    domain, slash, _ = name.partition("/")
+    return bool(slash) and not (domain == "kubernetes.io" or domain.endswith(".kubernetes.io"))
+
+
 def gpu_resources(resources: ResourceRequirements, target: TargetSpec) -> dict[str, Any]:
-    """The container's resources; a gpu target gets ``nvidia.com/gpu: 1`` unless set."""
+    """The container's resources, with only the accelerator the spec asks for.
+
+    An extended resource requested without a limit gets the request as its limit. A gpu
+    target that names no NVIDIA resource gets ``nvidia.com/gpu: 1``; one that names a MIG
+    slice or a shared GPU gets that alone (a whole GPU besides would never be scheduled
+    where the slice is, or would take a GPU it does not use).
+    """
     limits: dict[str, Any] = dict(resources.limits)
     requests: dict[str, Any] = dict(resources.requests)
-    if target.device == "gpu" and GPU_RESOURCE not in limits:
-        # Extended resources must have request == limit; setting the limit implies the request.
-        limits[GPU_RESOURCE] = requests.get(GPU_RESOURCE, 1)
+    for name, value in requests.items():
+        if _is_extended(name):
+            limits.setdefault(name, value)
+    if target.device == "gpu" and not any(is_gpu_resource(name) for name in limits):
+        limits[GPU_RESOURCE] = 1
     out: dict[str, Any] = {}
     if limits:
         out["limits"] = limits

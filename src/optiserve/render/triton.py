@@ -56,6 +56,16 @@ def triton_dtype(numpy_dtype: str) -> str:
         ) from None
 
 
+def wire_dtype(numpy_dtype: str) -> str | None:
+    """The KServe v2 protocol's datatype for a numpy dtype (``"float32"`` -> ``"FP32"``), from the
+    same table as config.pbtxt: the protocol spells TYPE_STRING as BYTES. None when unknown."""
+    config_type = TRITON_DTYPES.get(numpy_dtype)
+    if config_type is None:
+        return None
+    name = config_type.removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
 def render_model_config(
     name: str,
     signature: ModelSignature,

@@ -17,20 +17,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from optiserve.render.triton import wire_dtype
+
 Sample = Mapping[str, npt.NDArray[Any]]  # input name -> array with the batch axis first
 CLIENT_TIMEOUT_S = 30.0
-
-_TRITON_DTYPES = {
-    "float32": "FP32",
-    "float16": "FP16",
-    "float64": "FP64",
-    "int64": "INT64",
-    "int32": "INT32",
-    "int16": "INT16",
-    "int8": "INT8",
-    "uint8": "UINT8",
-    "bool": "BOOL",
-}
 
 
 @dataclass(frozen=True)
@@ -277,7 +267,7 @@ def traffic_report(
 def _infer_inputs(grpcclient: Any, sample: Sample) -> list[Any]:
     inputs = []
     for name, array in sample.items():
-        dtype = _TRITON_DTYPES.get(array.dtype.name)
+        dtype = wire_dtype(array.dtype.name)
         if dtype is None:
             raise ValueError(f"input {name}: dtype {array.dtype} is not supported here")
         tensor = grpcclient.InferInput(name, list(array.shape), dtype)
