@@ -36,6 +36,7 @@ REASON_ROLLING_OUT = "RollingOut"
 REASON_DEADLINE = "ProgressDeadlineExceeded"
 REASON_ROLLED_BACK = "RolledBack"
 REASON_INVALID = "InvalidSpec"
+REASON_POLICY_DENIED = "PolicyDenied"  # the spec asks for what optiserve.policy refuses
 REASON_COMPLETE = "Complete"
 REASON_AS_EXPECTED = "AsExpected"
 REASON_FAILED = "Failed"

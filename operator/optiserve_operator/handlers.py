@@ -16,12 +16,14 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
 from optiserve.api import GROUP, KIND, PLURAL, VERSION
+from optiserve.policy import read_policy_dir
 from optiserve.render.job import COMPONENT as JOB_COMPONENT
 from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, MANAGED_BY
 from optiserve_operator import metrics
@@ -100,11 +102,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     kube = await asyncio.to_thread(Kube.from_environment, ops.kubeconfig)
+    # Read once: the chart restarts the operator when the policy changes (checksum annotation).
+    # An unreadable policy stops the start rather than let every spec through.
+    policy = read_policy_dir(Path(ops.policy_dir)) if ops.policy_dir else None
     config = Config(
         optimizer_image=ops.optimizer_image,
         service_account=ops.job_service_account,
         poll_seconds=ops.poll_seconds,
         resync_seconds=ops.resync_seconds,
+        policy=policy,
     )
     controller = Controller(kube, config)
     rt.tasks = [

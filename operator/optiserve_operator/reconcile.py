@@ -21,6 +21,7 @@ from optiserve.api.status import (
     OptimizedModelStatus,
 )
 from optiserve.digest import spec_recipe_digest
+from optiserve.policy import Policy, describe, violations
 from optiserve.render.autoscaling import render_autoscaler
 from optiserve.render.deployment import (
     ArtifactLocationError,
@@ -57,6 +58,7 @@ class Config:
     service_account: str | None = None
     poll_seconds: float = 10.0  # while something is in progress (child events come sooner)
     resync_seconds: float = 300.0  # when settled
+    policy: Policy | None = None  # the administrator's (optiserve.policy); None: structural only
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ def _optimization(obs: Observed, digest: str, wanted_job: str) -> Optimization:
     status = obs.model.status
     if status.artifact is not None and status.artifact.digest == digest:
         return Optimization("done", artifact=status.artifact)
-    default_uri = artifact_uri(obs.model.spec, digest)
+    owner = obs.model.owner
+    default_uri = artifact_uri(obs.model.spec, digest, namespace=owner.namespace, name=owner.name)
     for job in obs.jobs:
         # Any finished Job of this digest will do, including one from an earlier retry.
         if job.digest == digest and job.phase == "succeeded":
@@ -271,9 +274,15 @@ def plan(obs: Observed, now: str, config: Config) -> Plan:
     digest = recipe_digest(owner.name, spec)
     retry = model.annotations.get(ANNOTATION_RETRY, "")
     wanted_job = job_name(owner.name, digest, retry)
-    if held(status, model.generation, wanted_job):
-        return Plan(status=status, requeue_after=None)
     try:
+        # What the spec may ask for (optiserve.policy), before anything is rendered; checked
+        # ahead of `held`, so a model refused under an older policy goes on once the operator
+        # restarts with one that allows it.
+        denied = violations(spec, config.policy)
+        if denied:
+            raise _Refused(Failure(True, c.REASON_POLICY_DENIED, describe(denied)))
+        if held(status, model.generation, wanted_job):
+            return Plan(status=status, requeue_after=None)
         problem = name_problem(owner.name)
         if problem is not None:
             raise _Refused(Failure(True, REASON_INVALID_NAME, problem))
@@ -318,9 +327,8 @@ def _plan(
         ]
         # Fail fast: what will serve the artifact is rendered now, and checked by the API
         # server (a dry run) before the Job spends an hour on an artifact nobody can serve.
-        dry_run = _serving_manifests(
-            owner, spec, Artifact(digest=digest, uri=artifact_uri(spec, digest))
-        )
+        uri = artifact_uri(spec, digest, namespace=owner.namespace, name=owner.name)
+        dry_run = _serving_manifests(owner, spec, Artifact(digest=digest, uri=uri))
         events.append(Event("Normal", "JobCreated", opt.message))
     delete = tuple(j.name for j in obs.jobs if j.phase == "active" and j.digest != digest)
     events += [Event("Normal", "JobSuperseded", f"deleting Job {name}") for name in delete]

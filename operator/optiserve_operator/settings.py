@@ -24,6 +24,7 @@ class OperatorSettings:
     verbose: bool = False
     optimizer_image: str = DEFAULT_OPTIMIZER_IMAGE
     job_service_account: str | None = None
+    policy_dir: str | None = None  # the policy ConfigMap, mounted; None: structural rules only
     workers: int = 4
     poll_seconds: float = 10.0
     resync_seconds: float = 300.0
@@ -82,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--job-service-account", default=env("OPTISERVE_JOB_SERVICE_ACCOUNT"))
     parser.add_argument(
+        "--policy-dir",
+        metavar="DIR",
+        default=env("OPTISERVE_POLICY_DIR"),
+        help="the admission policy ConfigMap mounted as a folder (one file per key); "
+        "specs that break it are refused (Stalled, PolicyDenied) before anything is rendered",
+    )
+    parser.add_argument(
         "--workers", type=int, default=4, help="OptimizedModels reconciled at the same time"
     )
     parser.add_argument(
@@ -112,6 +120,7 @@ def parse_settings(argv: Sequence[str]) -> OperatorSettings:
         verbose=args.verbose,
         optimizer_image=args.optimizer_image,
         job_service_account=args.job_service_account,
+        policy_dir=args.policy_dir,
         workers=args.workers,
         poll_seconds=args.poll_seconds,
         resync_seconds=args.resync_seconds,

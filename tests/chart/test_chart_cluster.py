@@ -79,7 +79,10 @@ def test_the_api_server_accepts_the_crds(cluster: LocalCluster) -> None:
     """The CRDs the chart ships, as the API server sees them (CEL cost budget, defaults
     checked against the CEL rules): what helm install does first."""
     for crd in sorted((CHART / "crds").glob("*.yaml")):
-        result = cluster.kubectl("create", "--dry-run=server", "-f", str(crd))
+        # apply, not create: another test of the session may have installed the CRD already.
+        result = cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", str(crd)
+        )
         assert result.returncode == 0, f"{crd.name} refused:\n{result.stderr}"
 
 
@@ -94,7 +97,7 @@ def test_server_side_dry_run_accepts_every_object(
     for values in (
         {},
         {"watchNamespaces": [watched], "metrics.serviceMonitor.enabled": True, "replicaCount": 2},
-        {"replicaCount": 2},
+        {"clusterWide": True, "replicaCount": 2},
     ):
         rendered = template_text(values, include_crds=True, namespace=cluster_namespace)
         _ok(
@@ -116,7 +119,7 @@ def test_install_serves_the_crd_and_upgrade_turns_on_peering(
         "install", release, str(CHART), f"--namespace={ns}", kubeconfig=cluster.kubeconfig
     )
     assert f"rollout status deployment/{release}-optiserve" in notes
-    assert "every namespace" in notes
+    assert f"watches the namespaces {ns}" in notes  # its own namespace, by default
     _wait_established(cluster, "optimizedmodels.optiserve.io")
     _ok(cluster.kubectl("get", "om", f"--namespace={ns}"))  # the short name is served
     deployment = json.loads(
@@ -136,7 +139,7 @@ def test_install_serves_the_crd_and_upgrade_turns_on_peering(
         _ok(cluster.kubectl("get", "deployment", f"{release}-optiserve", "-n", ns, "-o", "json"))
     )
     assert deployment["spec"]["replicas"] == 2
-    _ok(cluster.kubectl("get", "clusterkopfpeering", f"{release}-optiserve"))
+    _ok(cluster.kubectl("get", "kopfpeering", f"{release}-optiserve", f"--namespace={ns}"))
     history = run_helm(
         "history", release, f"--namespace={ns}", "-o", "json", kubeconfig=cluster.kubeconfig
     )
@@ -147,7 +150,14 @@ def test_cluster_wide_service_account_may_do_its_work_and_nothing_more(
     cluster: LocalCluster, cluster_namespace: str, release: str, tmp_path: Path
 ) -> None:
     ns = cluster_namespace
-    run_helm("install", release, str(CHART), f"--namespace={ns}", kubeconfig=cluster.kubeconfig)
+    run_helm(
+        "install",
+        release,
+        str(CHART),
+        f"--namespace={ns}",
+        *set_flags({"clusterWide": True}),
+        kubeconfig=cluster.kubeconfig,
+    )
     sa = service_account_kubeconfig(cluster, ns, f"{release}-optiserve", tmp_path)
     other = _new_namespace(cluster)
     allowed = [
@@ -208,6 +218,9 @@ def test_namespaced_service_account_stays_in_its_namespaces(
     assert not _can_i(cluster, sa, "create", "jobs.batch", f"--namespace={unwatched}")
     assert not _can_i(cluster, sa, "list", "optimizedmodels.optiserve.io", "--all-namespaces")
     assert not _can_i(cluster, sa, "get", "secrets", f"--namespace={watched}")
+    assert not _can_i(cluster, sa, "list", "pods", "--all-namespaces")
+    assert not _can_i(cluster, sa, "create", "jobs.batch", "--namespace=kube-system")
+    assert not _can_i(cluster, sa, "create", "deployments.apps", "--namespace=kube-system")
     _ok(cluster.kubectl("get", "kopfpeering", f"{release}-optiserve", f"--namespace={watched}"))
 
 
@@ -223,4 +236,10 @@ def test_kubectl_apply_k_config(cluster: LocalCluster) -> None:
             cluster.kubectl(
                 "delete", kind, "optiserve", "optiserve-framework", "--ignore-not-found"
             )
+        cluster.kubectl(
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            "optiserve-policy",
+            "--ignore-not-found",
+        )
         cluster.kubectl("delete", "namespace", "optiserve-system", "--wait=false")

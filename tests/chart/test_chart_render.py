@@ -51,18 +51,21 @@ def test_helm_lint_passes_with_defaults_and_the_combination(helm: Path) -> None:
     run_helm("lint", "--strict", KUBE_VERSION, str(CHART), *set_flags(COMBINATION))
 
 
-def test_defaults_render_one_standalone_cluster_wide_operator() -> None:
+def test_defaults_render_one_standalone_operator_for_its_own_namespace() -> None:
     objects = template()
     kinds = sorted(obj["kind"] for obj in objects)
     assert kinds == sorted(
         [
             "ServiceAccount",
-            "ClusterRole",
-            "ClusterRole",
+            "ClusterRole",  # kopf's read-only framework role, nothing else cluster-wide
             "ClusterRoleBinding",
-            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Service",
             "Deployment",
+            "ConfigMap",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     deployment = one(objects, "Deployment")
@@ -74,7 +77,9 @@ def test_defaults_render_one_standalone_cluster_wide_operator() -> None:
     assert "command" not in container  # the image's ENTRYPOINT, `optiserve operator`
     args = flags(container)
     assert "--standalone" in args
-    assert not [a for a in args if a.startswith(("--peering", "--namespace"))]
+    assert not [a for a in args if a.startswith("--peering")]
+    assert [a for a in args if a.startswith("--namespace")] == [f"--namespace={NAMESPACE}"]
+    assert "--policy-dir=/etc/optiserve/policy" in args
     assert "--liveness=http://0.0.0.0:8081/healthz" in args
     assert "--metrics-port=8080" in args
     # The same default the operator has without the chart.
@@ -133,7 +138,7 @@ def test_namespaced_peered_monitored_combination() -> None:
 
 
 def test_cluster_wide_peering_uses_a_cluster_peering_object() -> None:
-    objects = template({"replicaCount": 3, "peering.name": "ops"})
+    objects = template({"clusterWide": True, "replicaCount": 3, "peering.name": "ops"})
     assert one(objects, "ClusterKopfPeering")["metadata"]["name"] == "ops"
     framework = next(
         r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-framework")
@@ -167,8 +172,12 @@ def test_every_pod_is_restricted() -> None:
                 assert ctx["capabilities"] == {"drop": ["ALL"]}
                 assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
                 assert not ctx.get("privileged")
-                # The read-only root needs a writable /tmp, and nothing else.
-                assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+                # The read-only root needs a writable /tmp, and nothing else; the policy is
+                # mounted read-only.
+                mounts = {
+                    m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]
+                }
+                assert mounts == {"/tmp": False, "/etc/optiserve/policy": True}
 
 
 @pytest.mark.parametrize(
@@ -225,7 +234,8 @@ def test_the_operator_parses_every_flag_the_chart_passes(values: dict[str, Any])
     assert settings.standalone is not peered
     assert settings.liveness == "http://0.0.0.0:8081/healthz"
     assert settings.metrics_port == (None if values.get("metrics.enabled") is False else 8080)
-    assert settings.namespaces == tuple(values.get("watchNamespaces", ()))
+    assert settings.namespaces == tuple(values.get("watchNamespaces", [NAMESPACE]))
+    assert settings.policy_dir == "/etc/optiserve/policy"
     assert settings.optimizer_image == "ghcr.io/optiserve/optimizer:0.1.0"
     assert settings.job_service_account == values.get("optimizer.serviceAccountName")
     assert settings.verbose is values.get("verbose", False)

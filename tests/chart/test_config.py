@@ -60,8 +60,13 @@ def test_kustomize_builds_config() -> None:
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Service",
             "Deployment",
+            "ConfigMap",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         }
     )
     namespace = next(o for o in objects if o["kind"] == "Namespace")

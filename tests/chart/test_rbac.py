@@ -81,29 +81,37 @@ def _check_cluster_wide(objects: list[Manifest], *, peered: bool) -> None:
     assert _rules(framework) == kopf_cluster
 
 
+def _check_namespaced(objects: list[Manifest], namespaces: list[str], *, peered: bool) -> None:
+    kopf_cluster, kopf_namespaced = op.kopf_permissions(namespaced=True, peered=peered)
+    assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")] == [
+        "optiserve-framework"
+    ]
+    assert _rules(of_kind(objects, "ClusterRole")[0]) == kopf_cluster
+    roles = of_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
+    for role in roles:
+        assert _rules(role) == op.operator_permissions() | kopf_namespaced
+
+
 def test_committed_config_grants_exactly_what_the_operator_uses() -> None:
-    _check_cluster_wide(committed_objects(), peered=False)
+    # The chart's default: the release's own namespace.
+    _check_namespaced(committed_objects(), ["optiserve-system"], peered=False)
 
 
 @pytest.mark.usefixtures("helm")
 def test_chart_cluster_wide_and_peered_grants_exactly_what_is_used() -> None:
-    _check_cluster_wide(template(), peered=False)
-    _check_cluster_wide(template({"replicaCount": 2}), peered=True)
+    _check_cluster_wide(template({"clusterWide": True}), peered=False)
+    _check_cluster_wide(template({"clusterWide": True, "replicaCount": 2}), peered=True)
 
 
 @pytest.mark.usefixtures("helm")
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_chart_namespaced_grants_exactly_what_is_used(replicas: int) -> None:
     objects = template({"watchNamespaces": ["ml", "research"], "replicaCount": replicas})
-    kopf_cluster, kopf_namespaced = op.kopf_permissions(namespaced=True, peered=replicas > 1)
-    assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")] == [
-        "optiserve-framework"
-    ]
-    assert _rules(of_kind(objects, "ClusterRole")[0]) == kopf_cluster
-    roles = of_kind(objects, "Role")
-    assert len(roles) == 2
-    for role in roles:
-        assert _rules(role) == op.operator_permissions() | kopf_namespaced
+    _check_namespaced(objects, ["ml", "research"], peered=replicas > 1)
+    _check_namespaced(
+        template({"replicaCount": replicas}), ["optiserve-system"], peered=replicas > 1
+    )
 
 
 def _all_rules(objects: list[Manifest]) -> list[dict[str, Any]]:
@@ -144,6 +152,8 @@ def test_chart_is_least_privilege_in_every_mode() -> None:
     for values in (
         {},
         {"replicaCount": 2},
+        {"clusterWide": True},
+        {"clusterWide": True, "replicaCount": 2},
         {"watchNamespaces": ["ml"]},
         {"watchNamespaces": ["ml"], "replicaCount": 2},
     ):

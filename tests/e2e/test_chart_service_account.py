@@ -37,11 +37,17 @@ class ServiceAccount:
 
 
 def render_operator_rbac(release: str, namespace: str) -> str:
-    """``helm template`` of the chart's ServiceAccount, ClusterRoles and bindings (default
-    values: every namespace watched, so cluster-wide roles)."""
+    """``helm template`` of the chart's ServiceAccount, ClusterRoles and bindings, cluster-wide
+    (``clusterWide: true``: every namespace watched, so cluster-wide roles)."""
     show_only = [f"--show-only={template}" for template in RBAC_TEMPLATES]
     return run_helm(
-        "template", release, str(CHART), f"--namespace={namespace}", KUBE_VERSION, *show_only
+        "template",
+        release,
+        str(CHART),
+        f"--namespace={namespace}",
+        KUBE_VERSION,
+        "--set=clusterWide=true",
+        *show_only,
     )
 
 

@@ -38,7 +38,8 @@ def test_apply_optimizes_serves_and_an_unchanged_reapply_does_nothing(
     digest = status["recipeDigest"]
     assert status["phase"] == "Ready"
     assert status["artifact"]["digest"] == digest
-    assert status["artifact"]["uri"].startswith(f"pvc://model-store/optiserve/{digest}/")
+    # The model's own folder of the store: <subPath>/<namespace>/<name>/<digest>.
+    assert status["artifact"]["uri"].startswith(f"pvc://model-store/optiserve/{ns}/alpha/{digest}/")
     assert status["metrics"]["speedup"].endswith("x")
     assert status["endpoint"] == f"http://alpha.{ns}.svc:8000"
     assert {c["type"] for c in status["conditions"]} >= {
@@ -59,7 +60,19 @@ def test_apply_optimizes_serves_and_an_unchanged_reapply_does_nothing(
 
     deployment = get(cluster, ns, "deployment", "alpha")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert f"--model-repository=/mnt/pvc/model-store/optiserve/{digest}/model_repository" in args
+    folder = f"optiserve/{ns}/alpha/{digest}/model_repository"
+    assert f"--model-repository=/mnt/pvc/model-store/{folder}" in args
+    # Triton sees its artifact only, read-only; the Job only the model's own folder writable.
+    (mount,) = [
+        m
+        for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        if m.get("subPath")
+    ]
+    assert (mount["subPath"], mount["readOnly"]) == (folder, True)
+    writable = [
+        m for m in pod["containers"][0]["volumeMounts"] if not m.get("readOnly") and "subPath" in m
+    ]
+    assert [m["subPath"] for m in writable] == [f"optiserve/{ns}/alpha"]
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
     assert get(cluster, ns, "service", "alpha")["spec"]["ports"][0]["port"] == 8000
 
@@ -211,7 +224,9 @@ def test_delete_with_keep_artifacts_false_removes_the_artifact_folder(
     cluster.apply([model], namespace=ns)
     obj = wait_ready(cluster, operator, ns, "eta")
     assert "optiserve.io/artifacts" in obj["metadata"]["finalizers"]
-    folder = cluster.pvc_root / ns / "model-store" / "optiserve" / obj["status"]["recipeDigest"]
+    digest = obj["status"]["recipeDigest"]
+    own = cluster.pvc_root / ns / "model-store" / "optiserve" / ns / obj["metadata"]["name"]
+    folder = own / digest  # in the model's own folder
     assert folder.is_dir()
     cluster.kubectl("delete", "-n", ns, "om", "eta", "--wait=false", check=True)
     wait_until("the model gone", lambda: get(cluster, ns, "om", "eta") is None, timeout_s=180)

@@ -55,8 +55,9 @@ def model(max_drop: float) -> dict[str, Any]:
 def artifact_folder(
     cluster: LocalCluster, namespace: str, obj: dict[str, Any], digest: str
 ) -> Path:
-    spec = OptimizedModel.model_validate(obj).spec
-    return cluster.claim_path(namespace, artifact_uri(spec, digest))
+    model = OptimizedModel.model_validate(obj)
+    uri = artifact_uri(model.spec, digest, namespace=namespace, name=model.metadata.name)
+    return cluster.claim_path(namespace, uri)
 
 
 def damage_when_written(folder: Path, stop: threading.Event) -> None:

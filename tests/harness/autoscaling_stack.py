@@ -115,7 +115,9 @@ def deploy_digits(cluster: LocalCluster, namespace: str, model: OptimizedModel) 
     """Claim, model repository, and the rendered Service, Deployment and HPA, applied."""
     cluster.apply([claim_manifest(model.spec.storage.pvc)], namespace=namespace)
     digest = hashlib.sha256(model.model_dump_json().encode()).hexdigest()
-    repository = cluster.claim_path(namespace, artifact_uri(model.spec, digest))
+    repository = cluster.claim_path(
+        namespace, artifact_uri(model.spec, digest, namespace=namespace, name=model.metadata.name)
+    )
     serving: ServingSpec = model.spec.serving
     write_onnx_model(repository, model.metadata.name, digits_onnx(), serving)
     manifests = [

@@ -385,6 +385,11 @@ class PodRunner:
                             target = path / item["path"]
                             target.parent.mkdir(parents=True, exist_ok=True)
                             target.write_text(data[item["key"]])
+        # The kubelet creates a subPath that does not exist yet inside its volume.
+        for container in pod["spec"].get("containers") or []:
+            for mount in container.get("volumeMounts") or []:
+                if mount.get("subPath") and mount["name"] in volumes:
+                    (volumes[mount["name"]] / mount["subPath"]).mkdir(parents=True, exist_ok=True)
 
     def _lookup(self, kind: str, namespace: str, name: str) -> Mapping[str, str] | None:
         try:

@@ -54,7 +54,10 @@ def summary_message(digest: str, precision: str = "int8") -> str:
         {
             "digest": digest,
             "artifact": {
-                "modelRepository": f"/mnt/pvc/model-store/optiserve/{digest}/model_repository",
+                # The model's own folder of the store: <subPath>/<namespace>/<name>.
+                "modelRepository": (
+                    f"/mnt/pvc/model-store/optiserve/ml/digits/{digest}/model_repository"
+                ),
                 "precision": precision,
                 "candidate": f"{precision}-dynamic",
             },

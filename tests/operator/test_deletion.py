@@ -33,7 +33,7 @@ def test_a_cleanup_job_removes_only_folders_no_other_model_uses() -> None:
     assert not result.release
     (cleanup,) = result.create
     command = cleanup["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[-1] == f"/mnt/pvc/model-store/optiserve/{NEW}"
+    assert command[-1] == f"/mnt/pvc/model-store/optiserve/ml/digits/{NEW}"  # its own folder
     assert not any(OLD in arg for arg in command)
     assert "ownerReferences" not in cleanup["metadata"]
     assert cleanup["spec"]["ttlSecondsAfterFinished"] > 0

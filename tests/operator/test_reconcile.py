@@ -73,7 +73,8 @@ def test_success_records_the_artifact_then_rolls_out_then_ready() -> None:
     status = deploying.status
     assert status.phase == "Deploying"
     assert status.artifact is not None and status.artifact.digest == digest
-    assert status.artifact.uri == f"pvc://model-store/optiserve/{digest}/model_repository"
+    folder = f"optiserve/{OWNER.namespace}/{OWNER.name}"  # the model's own folder
+    assert status.artifact.uri == f"pvc://model-store/{folder}/{digest}/model_repository"
     assert status.artifact.precision == "int8"
     assert status.metrics is not None and status.metrics.speedup == "2.1x"
     assert [c.name for c in status.candidates] == ["fp32", "int8-dynamic"]

@@ -107,7 +107,8 @@ def test_the_autoscaler_scales_the_deployment_the_deployment_renderer_makes() ->
             },
         }
     )
-    artifact = Artifact(digest=DIGEST, uri=artifact_uri(model.spec, DIGEST))
+    uri = artifact_uri(model.spec, DIGEST, namespace=OWNER.namespace, name=OWNER.name)
+    artifact = Artifact(digest=DIGEST, uri=uri)
     deployment = render_deployment(OWNER, model.spec, artifact)
     for provider in ("hpa", "keda"):
         scaler = render_autoscaler(OWNER, autoscaling(provider=provider, maxReplicas=3))

@@ -40,7 +40,8 @@ def _resources(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _both(spec: OptimizedModelSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    artifact = Artifact(digest=DIGEST, uri=artifact_uri(spec, DIGEST))
+    uri = artifact_uri(spec, DIGEST, namespace=OWNER.namespace, name=OWNER.name)
+    artifact = Artifact(digest=DIGEST, uri=uri)
     job = render_job(OWNER, spec, DIGEST, image=IMAGE)
     return _resources(job), _resources(render_deployment(OWNER, spec, artifact))
 

@@ -16,7 +16,12 @@ from optiserve.render.deployment import (
     render_service,
     selector_string,
 )
-from optiserve.render.job import artifact_uri, render_job, render_spec_config_map
+from optiserve.render.job import (
+    artifact_uri,
+    render_cleanup_job,
+    render_job,
+    render_spec_config_map,
+)
 from optiserve.render.kubernetes import Owner, job_name
 
 from .golden_files import check_golden_manifest
@@ -55,8 +60,8 @@ CPU_MODEL: dict[str, Any] = {
     "kind": "OptimizedModel",
     "metadata": {"name": "digits", "namespace": "default"},
     "spec": {
-        "source": {"uri": "pvc://model-store/digits.onnx"},
-        "optimization": {"accuracy": {"dataset": "pvc://model-store/eval.npz"}},
+        "source": {"uri": "pvc://models/digits.onnx"},
+        "optimization": {"accuracy": {"dataset": "pvc://models/eval.npz"}},
         "serving": {"autoscaling": {"minReplicas": 1, "maxReplicas": 3}},
         "storage": {"pvc": "model-store"},
     },
@@ -68,8 +73,9 @@ def spec_of(obj: dict[str, Any]) -> OptimizedModelSpec:
     return OptimizedModel.model_validate(obj).spec
 
 
-def artifact_for(spec: OptimizedModelSpec) -> Artifact:
-    return Artifact(digest=DIGEST, uri=artifact_uri(spec, DIGEST), precision="int8")
+def artifact_for(spec: OptimizedModelSpec, owner: Owner = OWNER) -> Artifact:
+    uri = artifact_uri(spec, DIGEST, namespace=owner.namespace, name=owner.name)
+    return Artifact(digest=DIGEST, uri=uri, precision="int8")
 
 
 def check_golden(name: str, manifest: dict[str, Any]) -> None:
@@ -124,29 +130,72 @@ def test_cpu_job_has_no_gpu_request_selector_or_toleration() -> None:
     assert "nodeSelector" not in pod and "tolerations" not in pod
 
 
-def test_job_mounts_every_claim_storage_writable_and_inputs_read_only() -> None:
+def test_job_mounts_inputs_read_only_and_only_its_own_folder_of_the_store_writable() -> None:
     pod = pod_spec(render_job(OWNER, spec_of(GPU_MODEL), DIGEST, image=IMAGE))
     mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
-    assert mounts["/mnt/pvc/model-store"]["readOnly"] is False
+    own = "/mnt/pvc/model-store/artifacts/ml/minilm"
+    assert mounts[own]["readOnly"] is False
+    assert mounts[own]["subPath"] == "artifacts/ml/minilm"
+    # Nothing else of the store: not the claim's root, not another model's folder.
+    assert not [p for p in mounts if p.startswith("/mnt/pvc/model-store") and p != own]
     assert mounts["/mnt/pvc/models"]["readOnly"] is True
     assert mounts["/mnt/pvc/data"]["readOnly"] is True
+    assert "subPath" not in mounts["/mnt/pvc/models"]
     assert mounts["/tmp"]["name"] == "tmp"
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims[mounts[own]["name"]] == {"claimName": "model-store", "readOnly": False}
+    for path in ("/mnt/pvc/models", "/mnt/pvc/data"):
+        assert claims[mounts[path]["name"]]["readOnly"] is True
     command = pod["containers"][0]["command"]
-    assert command == [
-        "optiserve",
-        "optimize",
-        "/etc/optiserve/spec.yaml",
-        "--out",
-        "/mnt/pvc/model-store/artifacts",
-    ]
+    assert command == ["optiserve", "optimize", "/etc/optiserve/spec.yaml", "--out", own]
 
 
-def test_one_claim_used_for_storage_and_input_is_mounted_once_writable() -> None:
-    pod = pod_spec(render_job(CPU_OWNER, spec_of(CPU_MODEL), DIGEST, image=IMAGE))
-    claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
-    assert [c["persistentVolumeClaim"] for c in claims] == [
-        {"claimName": "model-store", "readOnly": False}
+def test_two_models_on_one_store_write_to_separate_folders() -> None:
+    spec = spec_of(GPU_MODEL)
+    other = Owner(name="minilm-2", namespace="ml", uid="u2")
+    folders = set()
+    for owner in (OWNER, other):
+        pod = pod_spec(render_job(owner, spec, DIGEST, image=IMAGE))
+        (store,) = [m for m in pod["containers"][0]["volumeMounts"] if m.get("readOnly") is False]
+        folders.add(store["subPath"])
+        assert pod["containers"][0]["command"][-1] == store["mountPath"]
+    assert folders == {"artifacts/ml/minilm", "artifacts/ml/minilm-2"}
+    uri = artifact_uri(spec, DIGEST, namespace="ml", name="minilm")
+    assert uri == f"pvc://model-store/artifacts/ml/minilm/{DIGEST}/model_repository"
+
+
+def test_triton_mounts_only_its_artifact_read_only() -> None:
+    spec = spec_of(GPU_MODEL)
+    pod = pod_spec(render_deployment(OWNER, spec, artifact_for(spec)))
+    (claim_volume,) = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claim_volume["persistentVolumeClaim"] == {"claimName": "model-store", "readOnly": True}
+    (mount,) = [
+        m for m in pod["containers"][0]["volumeMounts"] if m["name"] == claim_volume["name"]
     ]
+    assert mount["readOnly"] is True
+    assert mount["subPath"] == f"artifacts/ml/minilm/{DIGEST}/model_repository"
+    assert f"--model-repository={mount['mountPath']}" in pod["containers"][0]["args"]
+
+
+@pytest.mark.parametrize(
+    "uri", ["pvc://model-store/a/../b/model_repository", "pvc://model-store/./model_repository"]
+)
+def test_an_artifact_path_with_dot_segments_is_not_served(uri: str) -> None:
+    with pytest.raises(ArtifactLocationError, match=r"without \. or \.\."):
+        render_deployment(OWNER, spec_of(GPU_MODEL), Artifact(digest=DIGEST, uri=uri))
+
+
+def test_the_cleanup_job_removes_folders_inside_the_models_own_folder_only() -> None:
+    spec = spec_of(GPU_MODEL)
+    job = render_cleanup_job(OWNER, spec, [DIGEST], image=IMAGE)
+    pod = pod_spec(job)
+    (store,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] != "tmp"]
+    assert store["subPath"] == "artifacts/ml/minilm" and store["readOnly"] is False
+    assert pod["containers"][0]["command"][-1] == f"{store['mountPath']}/{DIGEST}"
 
 
 @pytest.mark.parametrize("render", ["job", "deployment"])
@@ -181,7 +230,7 @@ def test_deployment_serves_the_artifact_by_digest_and_rolls_on_a_new_one() -> No
     spec = spec_of(GPU_MODEL)
     deployment = render_deployment(OWNER, spec, artifact_for(spec))
     container = pod_spec(deployment)["containers"][0]
-    repo = f"/mnt/pvc/model-store/artifacts/{DIGEST}/model_repository"
+    repo = f"/mnt/pvc/model-store/artifacts/ml/minilm/{DIGEST}/model_repository"
     assert f"--model-repository={repo}" in container["args"]
     assert "--cache-config=local,size=1048576" in container["args"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -190,7 +239,8 @@ def test_deployment_serves_the_artifact_by_digest_and_rolls_on_a_new_one() -> No
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == "8002"
     assert annotations["optiserve.io/artifact-digest"] == DIGEST
-    other = Artifact(digest="f" * 64, uri=artifact_uri(spec, "f" * 64))
+    uri = artifact_uri(spec, "f" * 64, namespace="ml", name="minilm")
+    other = Artifact(digest="f" * 64, uri=uri)
     rolled = render_deployment(OWNER, spec, other)
     assert rolled["spec"]["template"] != deployment["spec"]["template"]
     assert rolled["spec"]["selector"] == deployment["spec"]["selector"]
@@ -200,7 +250,7 @@ def test_deployment_serves_the_artifact_by_digest_and_rolls_on_a_new_one() -> No
 
 def test_deployment_leaves_replicas_to_the_autoscaler() -> None:
     spec = spec_of(CPU_MODEL)
-    deployment = render_deployment(CPU_OWNER, spec, artifact_for(spec))
+    deployment = render_deployment(CPU_OWNER, spec, artifact_for(spec, CPU_OWNER))
     assert "replicas" not in deployment["spec"]
     assert "nodeSelector" not in pod_spec(deployment)
     assert selector_string("digits") == (

@@ -124,7 +124,10 @@ def _operator_objects(model: OptimizedModel) -> list[dict[str, Any]]:
 
     first = plan(state(OptimizedModelStatus()), NOW, config)  # creates the ConfigMap and Job
     done = OptimizedModelStatus(
-        artifact=Artifact(digest=digest, uri=artifact_uri(model.spec, digest))
+        artifact=Artifact(
+            digest=digest,
+            uri=artifact_uri(model.spec, digest, namespace=owner.namespace, name=owner.name),
+        )
     )
     second = plan(state(done), NOW, config)  # the artifact exists: applies the serving side
     return [*first.create, *second.apply]

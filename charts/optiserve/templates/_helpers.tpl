@@ -54,3 +54,37 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "optiserve.peered" -}}
 {{- if gt (int .Values.replicaCount) 1 -}}true{{- end -}}
 {{- end -}}
+
+{{/*
+The namespaces the operator watches, as a JSON list: none when cluster-wide (every namespace),
+else watchNamespaces, else the release's own namespace. Fails on contradictory values and on
+the system namespaces unless allowSystemNamespaces is set.
+*/}}
+{{- define "optiserve.namespaces" -}}
+{{- if .Values.clusterWide -}}
+{{- if .Values.watchNamespaces -}}
+{{- fail "clusterWide: true watches every namespace: leave watchNamespaces empty" -}}
+{{- end -}}
+[]
+{{- else -}}
+{{- $namespaces := .Values.watchNamespaces | default (list .Release.Namespace) -}}
+{{- range $namespaces -}}
+{{- if and (has . (list "kube-system" "kube-public" "kube-node-lease")) (not $.Values.allowSystemNamespaces) -}}
+{{- fail (printf "watchNamespaces: %s is a system namespace; set allowSystemNamespaces: true to let the operator create Jobs and Deployments there" .) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $namespaces -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The policy ConfigMap's data: the keys optiserve.policy.POLICY_KEYS reads. */}}
+{{- define "optiserve.policyData" -}}
+allowedImagePrefixes: {{ join "," .Values.policy.allowedImagePrefixes | quote }}
+maxGpus: {{ .Values.policy.maxGpus | toString | quote }}
+maxCpu: {{ .Values.policy.maxCpu | toString | quote }}
+maxMemory: {{ .Values.policy.maxMemory | toString | quote }}
+allowedNodeSelectors: {{ join "," .Values.policy.allowedNodeSelectors | quote }}
+allowedTolerations: {{ join "," .Values.policy.allowedTolerations | quote }}
+allowedSourceClaims: {{ join "," .Values.policy.allowedSourceClaims | quote }}
+allowedStorageClaims: {{ join "," .Values.policy.allowedStorageClaims | quote }}
+{{- end -}}

@@ -73,7 +73,7 @@ change both together. No secrets, no wildcards.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-{{- if .Values.watchNamespaces }}
+{{- if not .Values.clusterWide }}
 # kopf lists namespaces to match the ones it was given (namespaced mode only).
 - apiGroups: [""]
   resources: ["namespaces"]

@@ -22,9 +22,9 @@ from optiserve.render.kubernetes import (
     METRICS_PORT,
     Manifest,
     Owner,
-    claim_volumes,
     common_labels,
     container_security_context,
+    folder_volume,
     gpu_resources,
     metadata,
     placement,
@@ -54,13 +54,17 @@ def selector_string(model_name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(model_name).items()))
 
 
-def model_repository(artifact: Artifact) -> tuple[str, str]:
-    """(claim, path inside the pod) of the artifact's Triton model repository."""
+def model_repository(artifact: Artifact) -> tuple[str, str, str]:
+    """(claim, folder inside the claim, path inside the pod) of the artifact's Triton model
+    repository."""
     parsed = parse_uri(artifact.uri)
     if parsed.scheme != "pvc" or parsed.claim is None:
         raise ArtifactLocationError(f"artifact {artifact.uri!r} must be a pvc:// URI to be served")
-    path = PurePosixPath(DEFAULT_PVC_ROOT, parsed.claim, parsed.path.strip("/"))
-    return parsed.claim, str(path)
+    folder = parsed.path.strip("/")
+    if any(segment in ("", ".", "..") for segment in folder.split("/")):
+        raise ArtifactLocationError(f"artifact {artifact.uri!r}: a folder path, without . or ..")
+    path = PurePosixPath(DEFAULT_PVC_ROOT, parsed.claim, folder)
+    return parsed.claim, folder, str(path)
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -76,7 +80,7 @@ def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
     serving = spec.serving
     target = spec.optimization.target
     name = serving_name(owner.name)
-    claim, repository = model_repository(artifact)
+    claim, folder, repository = model_repository(artifact)
     labels = {**common_labels(owner.name, COMPONENT), **selector_labels(owner.name)}
     template_annotations = {
         ANNOTATION_ARTIFACT: artifact.digest,
@@ -85,7 +89,10 @@ def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
         "prometheus.io/path": "/metrics",
     }
 
-    claim_vols, claim_mounts = claim_volumes([claim])
+    # Only the artifact's own model repository, read-only: Triton sees nothing else of the claim.
+    artifact_vol, artifact_mount = folder_volume(
+        "artifact", claim, folder, repository, read_only=True
+    )
     tmp_vol, tmp_mount = tmp_volume()
     shm_vol = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}
     shm_mount = {"name": "dshm", "mountPath": "/dev/shm"}
@@ -113,13 +120,13 @@ def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
         "startupProbe": _probe("/v2/health/live", period=5, failures=120),
         "resources": gpu_resources(serving.resources, target),
         "securityContext": container_security_context(),
-        "volumeMounts": [tmp_mount, shm_mount, *claim_mounts],
+        "volumeMounts": [tmp_mount, shm_mount, artifact_mount],
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": [tmp_vol, shm_vol, *claim_vols],
+        "volumes": [tmp_vol, shm_vol, artifact_vol],
     }
     pod_spec.update(placement(serving.node_selector, serving.tolerations, target))
 

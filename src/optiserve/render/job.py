@@ -1,8 +1,10 @@
 """The optimization Job (and the ConfigMap that hands it the spec). Pure.
 
-The Job runs ``optiserve optimize /etc/optiserve/spec.yaml --out /mnt/pvc/<storage>/<subPath>``;
-the optimizer writes ``<out>/<digest>/model_repository`` plus ``report.json`` and leaves a
-compact JSON summary in the termination message, which the operator reads from the pod.
+The Job runs ``optiserve optimize /etc/optiserve/spec.yaml --out /mnt/pvc/<storage>/<folder>``,
+the model's own folder ``<subPath>/<namespace>/<name>`` of the storage claim (the only part of
+that claim the Job mounts). The optimizer writes ``<out>/<digest>/model_repository`` plus
+``report.json`` and leaves a compact JSON summary in the termination message, which the
+operator reads from the pod.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from optiserve.render.kubernetes import (
     claim_volumes,
     common_labels,
     container_security_context,
+    folder_volume,
     gpu_resources,
     job_name,
     metadata,
@@ -67,22 +70,34 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def storage_root(spec: OptimizedModelSpec) -> str:
-    """Where the Job writes artifacts: ``/mnt/pvc/<claim>/<subPath>``."""
-    sub_path = spec.storage.sub_path.strip("/")
-    root = claim_mount_path(spec.storage.pvc)
-    return f"{root}/{sub_path}" if sub_path else root
+ARTIFACTS_VOLUME = "artifacts"
 
 
-def artifact_uri(spec: OptimizedModelSpec, digest: str) -> str:
+def model_folder(spec: OptimizedModelSpec, namespace: str, name: str) -> str:
+    """The model's own folder inside the storage claim: ``<subPath>/<namespace>/<name>``.
+
+    Every artifact of the model, and the optimizer's ``.work-*`` folders, live under it. The
+    Job mounts only this folder, so it can neither read nor overwrite another model's
+    artifacts; ``storage.subPath`` is one folder name (optiserve.policy refuses others), so two
+    models' folders never nest.
+    """
+    return f"{spec.storage.sub_path.strip('/')}/{namespace}/{name}".lstrip("/")
+
+
+def storage_root(spec: OptimizedModelSpec, namespace: str, name: str) -> str:
+    """Where the Job writes artifacts: ``/mnt/pvc/<claim>/<model folder>`` (the optimizer
+    reports paths under ``/mnt/pvc/<claim>/`` as ``pvc://<claim>/...``)."""
+    return f"{claim_mount_path(spec.storage.pvc)}/{model_folder(spec, namespace, name)}"
+
+
+def artifact_uri(spec: OptimizedModelSpec, digest: str, *, namespace: str, name: str) -> str:
     """The Triton model repository the optimizer writes for ``digest``, as a pvc:// URI."""
-    sub_path = spec.storage.sub_path.strip("/")
-    folder = f"{sub_path}/{digest}" if sub_path else digest
-    return f"pvc://{spec.storage.pvc}/{folder}/model_repository"
+    folder = model_folder(spec, namespace, name)
+    return f"pvc://{spec.storage.pvc}/{folder}/{digest}/model_repository"
 
 
 def input_claims(spec: OptimizedModelSpec) -> list[str]:
-    """Every claim a pvc:// source or data URI of the spec names."""
+    """Every claim a pvc:// source or data URI of the spec names (mounted read-only)."""
     opt = spec.optimization
     calibration = opt.quantization.calibration
     return claims_in(
@@ -90,6 +105,20 @@ def input_claims(spec: OptimizedModelSpec) -> list[str]:
         calibration.uri if calibration else None,
         opt.accuracy.dataset,
         opt.recovery.dataset,
+        opt.student.dataset,
+    )
+
+
+def artifacts_volume(
+    owner: Owner, spec: OptimizedModelSpec
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's own folder of the storage claim, writable, at :func:`storage_root`."""
+    return folder_volume(
+        ARTIFACTS_VOLUME,
+        spec.storage.pvc,
+        model_folder(spec, owner.namespace, owner.name),
+        storage_root(spec, owner.namespace, owner.name),
+        read_only=False,
     )
 
 
@@ -140,7 +169,9 @@ def render_job(
     if retry:
         annotations[ANNOTATION_RETRY] = retry
 
-    claim_vols, claim_mounts = claim_volumes(input_claims(spec), writable=[spec.storage.pvc])
+    # Inputs read-only, whole claims; of the storage claim only the model's own folder.
+    claim_vols, claim_mounts = claim_volumes(input_claims(spec))
+    store_vol, store_mount = artifacts_volume(owner, spec)
     tmp_vol, tmp_mount = tmp_volume()
     spec_vol = {"name": "spec", "configMap": {"name": name}}
     spec_mount = {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}
@@ -153,7 +184,7 @@ def render_job(
             "optimize",
             f"{SPEC_DIR}/{SPEC_FILE}",
             "--out",
-            storage_root(spec),
+            storage_root(spec, owner.namespace, owner.name),
         ],
         "env": [
             {"name": PVC_ROOT_ENV, "value": DEFAULT_PVC_ROOT},
@@ -166,7 +197,7 @@ def render_job(
         "workingDir": "/tmp",
         "resources": gpu_resources(job_spec.resources, target),
         "securityContext": container_security_context(),
-        "volumeMounts": [spec_mount, tmp_mount, *claim_mounts],
+        "volumeMounts": [spec_mount, tmp_mount, *claim_mounts, store_mount],
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the summary is written still leaves the log's tail as the reason.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -176,7 +207,7 @@ def render_job(
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": [spec_vol, tmp_vol, *claim_vols],
+        "volumes": [spec_vol, tmp_vol, *claim_vols, store_vol],
     }
     pod_spec.update(placement(job_spec.node_selector, job_spec.tolerations, target))
     if service_account:
@@ -223,9 +254,9 @@ def render_cleanup_job(
     reference on purpose: a foreground deletion of the model would otherwise garbage-collect
     the Job that the deletion waits for. ``ttlSecondsAfterFinished`` removes it instead.
     """
-    root = storage_root(spec)
+    root = storage_root(spec, owner.namespace, owner.name)
     labels = common_labels(owner.name, CLEANUP_COMPONENT)
-    claim_vols, claim_mounts = claim_volumes([], writable=[spec.storage.pvc])
+    store_vol, store_mount = artifacts_volume(owner, spec)
     tmp_vol, tmp_mount = tmp_volume()
     container: dict[str, Any] = {
         "name": "cleanup",
@@ -233,7 +264,7 @@ def render_cleanup_job(
         "command": ["python", "-c", _REMOVE_FOLDERS, *(f"{root}/{d}" for d in sorted(digests))],
         "workingDir": "/tmp",
         "securityContext": container_security_context(),
-        "volumeMounts": [tmp_mount, *claim_mounts],
+        "volumeMounts": [tmp_mount, store_mount],
     }
     return {
         "apiVersion": "batch/v1",
@@ -254,7 +285,7 @@ def render_cleanup_job(
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(),
                     "containers": [container],
-                    "volumes": [tmp_vol, *claim_vols],
+                    "volumes": [tmp_vol, store_vol],
                 },
             },
         },

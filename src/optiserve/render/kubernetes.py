@@ -172,6 +172,17 @@ def claim_volumes(
     return volumes, mounts
 
 
+def folder_volume(
+    volume: str, claim: str, folder: str, mount_path: str, *, read_only: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One folder of a claim (``subPath``) at ``mount_path``: the pod sees that folder and
+    nothing else of the claim. The kubelet creates the folder when it does not exist yet."""
+    return (
+        {"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}},
+        {"name": volume, "mountPath": mount_path, "subPath": folder, "readOnly": read_only},
+    )
+
+
 def tmp_volume() -> tuple[dict[str, Any], dict[str, Any]]:
     """An emptyDir at /tmp: the root file system is read-only."""
     return {"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"}

@@ -65,7 +65,9 @@ def render_all(
     name = model.metadata.name
     ns = namespace or model.metadata.namespace or DEFAULT_NAMESPACE
     owner = Owner(name=name, namespace=ns, uid=owner_uid or "")
-    served = artifact or Artifact(digest=digest, uri=artifact_uri(spec, digest))
+    served = artifact or Artifact(
+        digest=digest, uri=artifact_uri(spec, digest, namespace=ns, name=name)
+    )
     retry = retry or model.metadata.annotations.get(ANNOTATION_RETRY, "")
 
     manifests: list[Manifest] = [
