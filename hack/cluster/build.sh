@@ -4,7 +4,7 @@
 #   ${OPTISERVE_BIN_CACHE:-$HOME/.cache/optiserve/bin}/<name>-<version>/<name>
 # and is skipped when already there, so a warm run takes well under a second.
 #
-# Usage: hack/cluster/build.sh [name ...]      (default: all seven)
+# Usage: hack/cluster/build.sh [name ...]      (default: all eight)
 #        hack/cluster/build.sh --print-dir NAME (print the cache dir of NAME, build nothing)
 # Env:   OPTISERVE_BIN_CACHE, GO (path of the go command), BUILD_PARALLELISM (default 2).
 set -euo pipefail
@@ -15,7 +15,7 @@ source "${here}/versions.env"
 
 cache_root="${OPTISERVE_BIN_CACHE:-${HOME}/.cache/optiserve/bin}"
 go_cmd="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
-all_names=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm)
+all_names=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm kube-score)
 
 version_of() {
   case "$1" in
@@ -23,6 +23,7 @@ version_of() {
     etcd) echo "${ETCD_VERSION}" ;;
     kwok) echo "${KWOK_VERSION}" ;;
     helm) echo "${HELM_VERSION}" ;;
+    kube-score) echo "${KUBE_SCORE_VERSION}" ;;
     *) echo "unknown binary: $1" >&2; return 2 ;;
   esac
 }
@@ -160,6 +161,10 @@ for name in "${missing[@]}"; do
     helm)
       install_binary helm "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" \
         "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" "${here}"
+      ;;
+    kube-score)
+      install_binary kube-score "github.com/zegl/kube-score/cmd/kube-score@${KUBE_SCORE_VERSION}" \
+        "-X main.version=${KUBE_SCORE_VERSION}" "${here}"
       ;;
   esac
 done

@@ -27,6 +27,7 @@ PLURALS = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "Job": "jobs",
     "OptimizedModel": "optimizedmodels",
+    "PodDisruptionBudget": "poddisruptionbudgets",
     "Pod": "pods",
     "ScaledObject": "scaledobjects",
     "Service": "services",

@@ -26,6 +26,7 @@ from optiserve.render.autoscaling import render_autoscaler
 from optiserve.render.deployment import (
     ArtifactLocationError,
     render_deployment,
+    render_disruption_budget,
     render_service,
     selector_string,
 )
@@ -413,6 +414,7 @@ def _serving_manifests(
     manifests = [
         _rendered("render the Deployment", lambda: render_deployment(owner, spec, artifact)),
         _rendered("render the Service", lambda: render_service(owner)),
+        _rendered("render the PodDisruptionBudget", lambda: render_disruption_budget(owner)),
     ]
     autoscaler = _rendered(
         "render the autoscaler", lambda: render_autoscaler(owner, spec.serving.autoscaling)

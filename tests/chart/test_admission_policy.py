@@ -16,7 +16,7 @@ import yaml
 
 from tests.chart.helm import CHART, KUBE_VERSION, parse_documents, run_helm, set_flags
 from tests.chart.service_account import service_account_kubeconfig
-from tests.harness.cluster import LocalCluster
+from tests.harness.cluster import LocalCluster, wait_established
 from tests.harness.waiting import wait_until
 from tests.unit.policy_cases import ALLOWED, FORBIDDEN, POLICY_DATA, Case, Spec, model
 
@@ -91,13 +91,7 @@ def installed(
 ) -> Iterator[Installed]:
     applied = cluster.kubectl("apply", "--server-side", "-f", str(CRD))
     assert applied.returncode == 0, applied.stderr
-    established = cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/optimizedmodels.optiserve.io",
-        "--timeout=120s",
-    )
-    assert established.returncode == 0, established.stderr
+    wait_established(cluster, "optimizedmodels.optiserve.io", timeout_s=120)
     namespace = release = f"vap-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", namespace, check=True)
     cluster.wait_for_default_service_account(namespace)

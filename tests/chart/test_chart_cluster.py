@@ -14,7 +14,7 @@ import pytest
 from tests.chart.config_manifests import CONFIG
 from tests.chart.helm import CHART, run_helm, set_flags, template_text
 from tests.chart.service_account import service_account_kubeconfig
-from tests.harness.cluster import LocalCluster
+from tests.harness.cluster import LocalCluster, wait_established
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("helm")]
 
@@ -48,10 +48,6 @@ SERVICE_MONITOR_CRD = {
 def _ok(result: Any) -> str:
     assert result.returncode == 0, result.stderr
     return str(result.stdout)
-
-
-def _wait_established(cluster: LocalCluster, crd: str) -> None:
-    _ok(cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"))
 
 
 def _new_namespace(cluster: LocalCluster) -> str:
@@ -92,7 +88,7 @@ def test_server_side_dry_run_accepts_every_object(
     cluster.apply(PEERING_CRDS.read_text())
     cluster.apply([SERVICE_MONITOR_CRD])
     for crd in ("kopfpeerings.kopf.dev", "servicemonitors.monitoring.coreos.com"):
-        _wait_established(cluster, crd)
+        wait_established(cluster, crd)
     watched = _new_namespace(cluster)
     for values in (
         {},
@@ -120,7 +116,7 @@ def test_install_serves_the_crd_and_upgrade_turns_on_peering(
     )
     assert f"rollout status deployment/{release}-optiserve" in notes
     assert f"watches the namespaces {ns}" in notes  # its own namespace, by default
-    _wait_established(cluster, "optimizedmodels.optiserve.io")
+    wait_established(cluster, "optimizedmodels.optiserve.io")
     _ok(cluster.kubectl("get", "om", f"--namespace={ns}"))  # the short name is served
     deployment = json.loads(
         _ok(cluster.kubectl("get", "deployment", f"{release}-optiserve", "-n", ns, "-o", "json"))

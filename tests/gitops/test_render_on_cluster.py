@@ -19,7 +19,7 @@ from optiserve.render.kubernetes import FIELD_MANAGER
 from optiserve.render.manifests import render_all
 from optiserve_operator.reconcile import recipe_digest
 from tests.gitops.keda_crd import KedaCrdUnavailable, keda_crd
-from tests.harness.cluster import LocalCluster
+from tests.harness.cluster import LocalCluster, wait_established
 
 pytestmark = pytest.mark.cluster
 
@@ -107,9 +107,7 @@ def test_the_api_server_accepts_the_scaled_object_with_kedas_crd(
         pytest.skip(str(err))
     kubectl_ok(cluster, [crd], "apply", "--server-side")
     name = crd["metadata"]["name"]
-    cluster.kubectl(
-        "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s", check=True
-    )
+    wait_established(cluster, name)
     manifests = rendered(cluster_namespace, autoscaling={"provider": "keda", "minReplicas": 0})
     assert manifests[-1]["kind"] == "ScaledObject"
     kubectl_ok(cluster, manifests, "apply", "--dry-run=server", "--validate=strict")

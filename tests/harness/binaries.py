@@ -22,6 +22,7 @@ VERSION_KEYS = {
     "kubectl": "KUBERNETES_VERSION",
     "kwok": "KWOK_VERSION",
     "helm": "HELM_VERSION",
+    "kube-score": "KUBE_SCORE_VERSION",
 }
 
 

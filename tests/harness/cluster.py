@@ -386,21 +386,25 @@ class LocalCluster:
             self._pod_runner = None
 
 
-def install_crd(cluster: LocalCluster) -> None:
-    """Apply the generated CRD and wait until the API server serves it."""
-    # Server-side: the CRD is too large for kubectl's last-applied-configuration annotation.
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml(), check=True)
+def wait_established(cluster: LocalCluster, crd: str, timeout_s: float = 60.0) -> None:
+    """Until the API server serves the CRD named ``crd``. Polled rather than `kubectl wait`,
+    which fails at once ("accessor error") while a new CRD has no conditions yet."""
 
-    # Polled rather than `kubectl wait`, which failed here twice on a loaded machine long
-    # before its 60 s timeout.
     def established() -> bool:
         found = cluster.kubectl(
             "get",
             "crd",
-            "optimizedmodels.optiserve.io",
+            crd,
             "-o",
             'jsonpath={.status.conditions[?(@.type=="Established")].status}',
         )
         return found.returncode == 0 and found.stdout.strip() == "True"
 
-    wait_until("the OptimizedModel CRD Established", established, timeout_s=60, every_s=0.5)
+    wait_until(f"CRD {crd} Established", established, timeout_s=timeout_s, every_s=0.5)
+
+
+def install_crd(cluster: LocalCluster) -> None:
+    """Apply the generated CRD and wait until the API server serves it."""
+    # Server-side: the CRD is too large for kubectl's last-applied-configuration annotation.
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=crd_yaml(), check=True)
+    wait_established(cluster, "optimizedmodels.optiserve.io")

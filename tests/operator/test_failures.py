@@ -147,6 +147,7 @@ def test_the_serving_children_are_checked_by_the_api_server_before_the_job_runs(
     assert [m["kind"] for m in result.dry_run] == [
         "Deployment",
         "Service",
+        "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
     ]
     digest = recipe_digest(OWNER.name, autoscaled)
@@ -162,7 +163,7 @@ def test_a_refused_deployment_keeps_the_artifact_and_a_fixed_spec_serves_it() ->
     digest = recipe_digest(OWNER.name, the_spec)
     done = job(job_name("digits", digest), digest, "succeeded", summary_message(digest))
     deploying = run(model(the_spec, run(model(the_spec)).status), jobs=(done,))
-    assert [m["kind"] for m in deploying.apply] == ["Deployment", "Service"]
+    assert [m["kind"] for m in deploying.apply] == ["Deployment", "Service", "PodDisruptionBudget"]
 
     # What the controller writes when the API server refuses the Deployment (422).
     refused = classify(
@@ -183,7 +184,7 @@ def test_a_refused_deployment_keeps_the_artifact_and_a_fixed_spec_serves_it() ->
     # The user fixes the serving image: generation 2, same recipe, no new Job, served.
     fixed = run(model(the_spec, stalled, generation=2))
     assert fixed.create == ()
-    assert [m["kind"] for m in fixed.apply] == ["Deployment", "Service"]
+    assert [m["kind"] for m in fixed.apply] == ["Deployment", "Service", "PodDisruptionBudget"]
     assert fixed.status.phase == "Deploying"
     ready = run(model(the_spec, fixed.status, generation=2), dep=deployment(digest))
     assert ready.status.phase == "Ready"

@@ -68,7 +68,7 @@ def test_success_records_the_artifact_then_rolls_out_then_ready() -> None:
     done = job(name, digest, "succeeded", summary_message(digest))
     deploying = run(model(the_spec, started.status), jobs=(done,), now="2026-01-01T00:05:00Z")
     assert deploying.create == ()
-    assert kinds(deploying.apply) == ["Deployment", "Service"]
+    assert kinds(deploying.apply) == ["Deployment", "Service", "PodDisruptionBudget"]
     assert served_digest(deploying.apply) == digest
     status = deploying.status
     assert status.phase == "Deploying"
@@ -259,14 +259,19 @@ def test_the_autoscaler_follows_the_deployment_and_a_dropped_one_is_deleted() ->
         update={"serving": base.serving.model_copy(update={"autoscaling": AutoscalingSpec()})}
     )
     result = run(model(scaled, status), dep=deployment(digest))
-    assert kinds(result.apply) == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    assert kinds(result.apply) == [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    ]
     assert result.delete_autoscalers == ()
     dropped = run(
         model(base, status),
         dep=deployment(digest),
         autoscalers=frozenset({"HorizontalPodAutoscaler"}),
     )
-    assert kinds(dropped.apply) == ["Deployment", "Service"]
+    assert kinds(dropped.apply) == ["Deployment", "Service", "PodDisruptionBudget"]
     assert dropped.delete_autoscalers == ("HorizontalPodAutoscaler",)
 
 

@@ -78,7 +78,7 @@ def keys_anywhere(value: Any, path: str = "") -> set[str]:
 
 def test_every_object_in_apply_order() -> None:
     kinds = [m["kind"] for m in render(model_with())]
-    assert kinds == ["ConfigMap", "Job", "Service", "Deployment"]
+    assert kinds == ["ConfigMap", "Job", "Service", "Deployment", "PodDisruptionBudget"]
     hpa = render(model_with(autoscaling={"maxReplicas": 4}))
     assert [m["kind"] for m in hpa][-1] == "HorizontalPodAutoscaler"
     keda = render(model_with(autoscaling={"provider": "keda", "minReplicas": 0}))

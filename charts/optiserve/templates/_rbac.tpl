@@ -46,6 +46,10 @@ change both together. No secrets, no wildcards.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch"]
+# Triton's PodDisruptionBudget: server-side apply (patch, and create when it does not exist yet).
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["create", "patch"]
 # Triton's autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject): applied, read back, and
 # deleted when the spec switches from one to the other or drops autoscaling.
 - apiGroups: ["autoscaling"]

@@ -176,3 +176,26 @@ def render_service(owner: Owner) -> Manifest:
             ],
         },
     }
+
+
+def render_disruption_budget(owner: Owner) -> Manifest:
+    """At most one Triton pod of the model evicted at a time (a node drain, a cluster upgrade).
+
+    Rendered for every served model, whatever its replica count: with one replica
+    ``maxUnavailable: 1`` still lets a drain proceed (nothing is blocked), and once the spec or
+    an autoscaler adds replicas the budget is already there, so the operator never has to
+    notice the replica count change and create or delete it.
+    """
+    name = serving_name(owner.name)
+    labels = {**common_labels(owner.name, COMPONENT), **selector_labels(owner.name)}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(name, owner, labels),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            # A pod that is not Ready yet (a crash-looping rollout) may be evicted regardless.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }

@@ -13,7 +13,11 @@ from collections.abc import Sequence
 from optiserve.api import OptimizedModel
 from optiserve.api.status import Artifact
 from optiserve.render.autoscaling import render_autoscaler
-from optiserve.render.deployment import render_deployment, render_service
+from optiserve.render.deployment import (
+    render_deployment,
+    render_disruption_budget,
+    render_service,
+)
 from optiserve.render.job import artifact_uri, render_job, render_spec_config_map
 from optiserve.render.kubernetes import ANNOTATION_RETRY, Manifest, Owner
 
@@ -26,6 +30,7 @@ KIND_ORDER: Sequence[str] = (
     "Job",
     "Service",
     "Deployment",
+    "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
     "ScaledObject",
 )
@@ -82,6 +87,7 @@ def render_all(
         ),
         render_deployment(owner, spec, served),
         render_service(owner),
+        render_disruption_budget(owner),
     ]
     autoscaler = render_autoscaler(owner, spec.serving.autoscaling)
     if autoscaler is not None:
