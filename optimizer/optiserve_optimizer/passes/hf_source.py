@@ -11,7 +11,6 @@ and is caught only this way.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,7 @@ from optiserve_optimizer.errors import (
     ModelLoadError,
     PassFailedError,
 )
-from optiserve_optimizer.passes import hf_model
-from optiserve_optimizer.passes.torch_export import OPSET
+from optiserve_optimizer.passes import hf_model, torch_export
 
 TOLERANCE = 1e-3  # of the output scale (at least 1): float reassociation differs by runtime
 CHECK_ROWS = 8
@@ -66,29 +64,12 @@ def torch_forward(module: Any, feed: Mapping[str, npt.NDArray[Any]]) -> npt.NDAr
 def export(module: Any, feed: Feed, out: Path, pass_name: str) -> None:
     """TorchScript-tracer export with dynamic batch and sequence axes (the token-classification
     output keeps both), traced on the padded ``feed`` so the mask path is in the trace."""
-    import torch
-
     names = list(module.input_names)
     output = hf_model.OUTPUT_NAME[module.task]
     dynamic: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in names}
     per_token = module.task == "token-classification"
     dynamic[output] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
-    args = tuple(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                args,
-                str(out),
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=names,
-                output_names=[output],
-                dynamic_axes=dynamic,
-            )
-    except Exception as exc:  # the exporter raises many types; all mean "cannot export"
-        raise ModelLoadError(pass_name, f"ONNX export failed: {exc}") from exc
+    torch_export.trace_to_onnx(module, feed, names, [output], dynamic, out, pass_name)
 
 
 def check_padded(module: Any, onnx_path: Path, feed: Feed, pass_name: str) -> dict[str, Any]:

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from optiserve_optimizer import machine
 
 ROUNDS = 7
 MIN_ROUND_SECONDS = 0.02  # each round runs a candidate at least this long (timer resolution)
@@ -34,22 +34,6 @@ MAX_REPEATS = 50
 MATCH_FACTOR = 1.5
 MATCH_FLOOR = 0.01
 WIN_SHARE = 0.85  # of the paired rounds a challenger must win (6 of 7)
-ISA_FLAGS = (
-    "sse4_1",
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512bw",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "asimd",
-    "asimddp",
-    "i8mm",
-)
 
 
 @dataclass(frozen=True)
@@ -80,25 +64,14 @@ GPU_CHOICE = TypeChoice("QInt8", "QInt8", per_channel=True)
 
 
 def cpu_facts() -> dict[str, Any]:
-    """CPU model, the instruction sets that decide int8 kernels, cores and load."""
-    model, flags = platform.processor() or platform.machine(), set[str]()
-    try:
-        with Path("/proc/cpuinfo").open(encoding="utf-8") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model in ("", platform.machine()):
-                    model = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass  # not Linux: the model name from platform is all there is
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    """CPU model, the instruction sets that decide int8 kernels, cores and load (the same
+    reading of /proc/cpuinfo as every measurement's, optiserve_optimizer.machine)."""
+    model, isa = machine.cpu_facts()
     return {
         "model": model,
-        "isa": [f for f in ISA_FLAGS if f in flags],
+        "isa": list(isa),
         "logicalCpus": os.cpu_count(),
-        "loadAverage1m": round(load[0], 2),
+        "loadAverage1m": round(machine.load_average()[0], 2),
     }
 
 

@@ -106,7 +106,6 @@ def export_onnx(
     get a dynamic axis 1 (the sequence). An input the module never reads is put back into the
     graph (the exporter drops it), so the ONNX and served model take what the source takes.
     """
-    import torch
 
     try:
         reference = torch_outputs(module, sample)
@@ -125,6 +124,24 @@ def export_onnx(
         dynamic[name] = axes
     for name in outputs:
         dynamic[name] = {0: "batch"}
+    trace_to_onnx(module, sample, names, outputs, dynamic, out, pass_name)
+    restore_unused_inputs(out, names, sample, dynamic)
+    return outputs
+
+
+def trace_to_onnx(
+    module: Any,
+    sample: Mapping[str, npt.NDArray[Any]],
+    names: Sequence[str],
+    outputs: Sequence[str],
+    dynamic: Mapping[str, Mapping[int, str]],
+    out: Path,
+    pass_name: str,
+) -> None:
+    """torch's TorchScript-based exporter at our opset, inputs fed from ``sample`` by name;
+    any exporter error is a ModelLoadError with its short cause."""
+    import torch
+
     args = tuple(torch.from_numpy(np.ascontiguousarray(sample[n])) for n in names)
     try:
         with warnings.catch_warnings():
@@ -135,15 +152,13 @@ def export_onnx(
                 str(out),
                 dynamo=False,
                 opset_version=OPSET,
-                input_names=names,
-                output_names=outputs,
-                dynamic_axes=dynamic,
+                input_names=list(names),
+                output_names=list(outputs),
+                dynamic_axes={k: dict(v) for k, v in dynamic.items()},
                 do_constant_folding=False,  # keep parameter names as initializer names
             )
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
         raise ModelLoadError(pass_name, f"ONNX export failed: {short_cause(exc)}") from exc
-    restore_unused_inputs(out, names, sample, dynamic)
-    return outputs
 
 
 def restore_unused_inputs(
