@@ -15,18 +15,13 @@ import pytest
 from tests.e2e.models import write_tiny_classifier
 from tests.harness.cluster import LocalCluster, install_crd
 from tests.harness.fixtures import cluster, cluster_namespace
+from tests.harness.processes import pods_run_this_checkout
 from tests.harness.volume_binder import claim_manifest
 
 __all__ = ["cluster", "cluster_namespace", "install_crd"]
 
 REPO = Path(__file__).resolve().parents[2]
-# Job pods run this machine's tools with this process's environment (the pod runner copies it
-# when the cluster starts): the venv's `optiserve` on PATH, the source roots on PYTHONPATH.
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(REPO / root) for root in ("src", "operator", "optimizer")]
-    + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-)
+pods_run_this_checkout(REPO)  # at import, before the session's cluster starts
 
 
 class OperatorProcess:

@@ -25,6 +25,7 @@ from pathlib import Path
 from tests.harness.binaries import BinariesUnavailable, control_plane_binaries
 from tests.harness.cluster import LocalCluster, install_crd
 from tests.harness.cluster_spec import ClusterOptions
+from tests.harness.processes import pods_run_this_checkout
 from tests.harness.volume_binder import claim_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.state_dir:
         args.state_dir.mkdir(parents=True, exist_ok=True)
     options = ClusterOptions(keep_state=args.state_dir is not None)
+    pods_run_this_checkout(REPO)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

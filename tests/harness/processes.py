@@ -94,3 +94,14 @@ class ManagedProcess:
         self.signal_group(signal.SIGKILL)
         self._log.close()
         return self.popen.returncode
+
+
+def pods_run_this_checkout(repo: Path) -> None:
+    """Job and Triton pods run this machine's tools with this process's environment (the pod
+    runner copies it when the cluster starts): the venv's ``optiserve`` first on PATH, this
+    checkout's source roots first on PYTHONPATH. Call it before the cluster starts."""
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(repo / root) for root in ("src", "operator", "optimizer")]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
