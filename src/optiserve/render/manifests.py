@@ -25,7 +25,8 @@ from optiserve.render.kubernetes import ANNOTATION_RETRY, Manifest, Owner
 DEFAULT_NAMESPACE = "default"
 
 # Apply order: what a pod mounts comes before the pod's owner; the network policy before the
-# pods it guards; the autoscaler comes after the Deployment it scales. Objects of one kind keep the order they were rendered in.
+# pods it guards; the autoscaler comes after the Deployment it scales. Objects of one kind
+# keep the order they were rendered in.
 KIND_ORDER: Sequence[str] = (
     "ConfigMap",
     "Job",
