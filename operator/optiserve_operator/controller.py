@@ -150,8 +150,15 @@ class Controller:
             )
             if found is not None and owned_by(found, owner.uid)
         )
+        policy = self.kube.get(
+            "networking.k8s.io/v1", "NetworkPolicy", owner.namespace, serving_name(owner.name)
+        )
         return Observed(
-            model=model, jobs=tuple(jobs), deployment=deployment, autoscalers=autoscalers
+            model=model,
+            jobs=tuple(jobs),
+            deployment=deployment,
+            autoscalers=autoscalers,
+            network_policy=policy is not None and owned_by(policy, owner.uid),
         )
 
     def _progress(self, namespace: str, pods: list[Obj]) -> str:
@@ -326,6 +333,11 @@ class Controller:
                 else:
                     self.kube.delete(KEDA_API_VERSION, "ScaledObject", namespace, meta["name"])
             metrics.CHILD_OPERATIONS.labels(kind, "delete").inc()
+        if result.delete_network_policy:
+            policy = serving_name(meta["name"])
+            with _doing(f"delete NetworkPolicy {policy}"):
+                self.kube.delete("networking.k8s.io/v1", "NetworkPolicy", namespace, policy)
+            metrics.CHILD_OPERATIONS.labels("NetworkPolicy", "delete").inc()
         for manifest in result.dry_run:
             with _doing(f"check {manifest['kind']} {manifest['metadata']['name']}"):
                 self.kube.apply(manifest, dry_run=True)

@@ -26,6 +26,7 @@ PLURALS = {
     "Event": "events",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "Job": "jobs",
+    "NetworkPolicy": "networkpolicies",
     "OptimizedModel": "optimizedmodels",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "Pod": "pods",

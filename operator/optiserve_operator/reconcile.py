@@ -27,6 +27,7 @@ from optiserve.render.deployment import (
     ArtifactLocationError,
     render_deployment,
     render_disruption_budget,
+    render_network_policy,
     render_service,
     selector_string,
 )
@@ -80,6 +81,7 @@ class Observed:
     jobs: tuple[JobState, ...] = ()
     deployment: DeploymentState | None = None
     autoscalers: frozenset[str] = frozenset()  # kinds of our autoscalers that exist
+    network_policy: bool = False  # our NetworkPolicy exists
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Plan:
     apply: tuple[Manifest, ...] = ()  # server-side apply, field manager "optiserve"
     delete_jobs: tuple[str, ...] = ()  # still-running Jobs of a superseded digest
     delete_autoscalers: tuple[str, ...] = ()  # kinds no longer wanted (spec changed)
+    delete_network_policy: bool = False  # the spec switched it off
     events: tuple[Event, ...] = ()
     requeue_after: float | None = 300.0  # None: only a watch event (a spec change) brings it back
 
@@ -392,6 +395,7 @@ def _plan(
         apply=tuple(apply),
         delete_jobs=delete,
         delete_autoscalers=stale,
+        delete_network_policy=obs.network_policy and not spec.serving.network_policy.enabled,
         events=tuple(replace(e, message=redact(e.message)) for e in events),
         requeue_after=None
         if refused is not None
@@ -406,7 +410,8 @@ def _autoscaler_kind(provider: str) -> str:
 def _serving_manifests(
     owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
 ) -> list[Manifest]:
-    """Deployment, Service and (when asked for) the autoscaler that serve ``artifact``.
+    """Deployment, Service, budget and (when asked for) the network policy and the autoscaler
+    that serve ``artifact``.
 
     The autoscaler follows the Deployment it scales; without one the Deployment has no
     replicas field to fight over, so it comes only once something is served.
@@ -416,9 +421,11 @@ def _serving_manifests(
         _rendered("render the Service", lambda: render_service(owner)),
         _rendered("render the PodDisruptionBudget", lambda: render_disruption_budget(owner)),
     ]
+    policy = _rendered(
+        "render the NetworkPolicy",
+        lambda: render_network_policy(owner, spec.serving.network_policy),
+    )
     autoscaler = _rendered(
         "render the autoscaler", lambda: render_autoscaler(owner, spec.serving.autoscaling)
     )
-    if autoscaler is not None:
-        manifests.append(autoscaler)
-    return manifests
+    return manifests + [m for m in (policy, autoscaler) if m is not None]

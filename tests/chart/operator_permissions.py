@@ -275,8 +275,8 @@ def renderers_used_by_operator() -> dict[str, set[str]]:
 
 
 def _specs() -> list[Any]:
-    """The example spec as it is, autoscaled by an HPA, autoscaled by KEDA, and without
-    keeping artifacts on delete."""
+    """The example spec as it is, autoscaled by an HPA, autoscaled by KEDA, without keeping
+    artifacts on delete, and with a NetworkPolicy."""
     from optiserve.api import OptimizedModel
 
     document = yaml.safe_load(EXAMPLE.read_text())
@@ -290,6 +290,7 @@ def _specs() -> list[Any]:
             }
         },
         {"storage": {**document["spec"]["storage"], "keepArtifactsOnDelete": False}},
+        {"serving": {**document["spec"].get("serving", {}), "networkPolicy": {"enabled": True}}},
     ]
     return [
         OptimizedModel.model_validate({**document, "spec": {**document["spec"], **change}}).spec

@@ -219,6 +219,32 @@ CASES: dict[str, tuple[str | bytes, bool]] = {
         text_of(spec_with("spec.optimization.job.nodeSelector", {"disk": "s" * 64})),
         REFUSE,
     ),
+    # serving.networkPolicy peers: a selector, with label keys and values
+    "network policy peers ok": (
+        text_of(
+            spec_with(
+                f"{SERVING}.networkPolicy",
+                {
+                    "enabled": True,
+                    "ingressFrom": [{"namespaceSelector": {}, "podSelector": {"app": "web"}}],
+                    "metricsFrom": [
+                        {"namespaceSelector": {"kubernetes.io/metadata.name": "monitoring"}}
+                    ],
+                },
+            )
+        ),
+        ACCEPT,
+    ),
+    "network policy peer selecting nothing": (
+        text_of(spec_with(f"{SERVING}.networkPolicy", {"enabled": True, "ingressFrom": [{}]})),
+        REFUSE,
+    ),
+    "network policy peer key with a space": (
+        text_of(
+            spec_with(f"{SERVING}.networkPolicy", {"metricsFrom": [{"podSelector": {"a b": "x"}}]})
+        ),
+        REFUSE,
+    ),
     # batch sizes, images, storage, autoscaling
     "batch sizes 0 and -4": (
         text_of(spec_with("spec.optimization.benchmark.batchSizes", [0, -4])),

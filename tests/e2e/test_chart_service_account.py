@@ -21,6 +21,7 @@ from tests.chart.service_account import service_account_kubeconfig
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.objects import condition, get, tiny, wait_ready
 from tests.harness.cluster import LocalCluster
+from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -168,3 +169,41 @@ def test_the_service_account_is_refused_outside_its_role(
         message = _refused(cluster, sa, *args, input=manifest)
         assert "Forbidden" in message, f"{what}: {message}"
         assert f"system:serviceaccount:{sa.namespace}:{sa.name}" in message, f"{what}: {message}"
+
+
+def test_the_network_policy_follows_the_spec_with_the_charts_rights(
+    cluster: LocalCluster, operator_as_service_account: OperatorProcess, e2e_namespace: str
+) -> None:
+    """serving.networkPolicy on: the operator applies it with the Deployment; switched off: the
+    operator deletes it. Both with the chart's role (get, create, patch, delete)."""
+    ns, name = e2e_namespace, "guarded"
+    serving = {
+        **tiny(name)["spec"]["serving"],
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [{"namespaceSelector": {"kubernetes.io/metadata.name": "monitoring"}}],
+        },
+    }
+    cluster.apply([tiny(name, serving=serving)], namespace=ns)
+    obj = wait_ready(cluster, operator_as_service_account, ns, name)
+    policy = get(cluster, ns, "networkpolicy", name)
+    assert policy is not None, "no NetworkPolicy applied"
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    ports = [sorted(p["port"] for p in rule["ports"]) for rule in policy["spec"]["ingress"]]
+    assert ports == [[8000, 8001], [8002]]
+
+    cluster.apply(
+        [tiny(name, serving={**serving, "networkPolicy": {"enabled": False}})], namespace=ns
+    )
+    wait_until(
+        "the NetworkPolicy deleted",
+        lambda: get(cluster, ns, "networkpolicy", name) is None,
+        timeout_s=60,
+    )
+    assert get(cluster, ns, "deployment", name) is not None  # serving goes on
+    logs = "\n".join(
+        log.read_text(errors="replace")
+        for log in sorted(operator_as_service_account.log_dir.glob("*.log"))
+    )
+    assert [line for line in logs.splitlines() if "forbidden" in line.lower()] == []

@@ -111,3 +111,44 @@ def test_the_api_server_accepts_the_scaled_object_with_kedas_crd(
     manifests = rendered(cluster_namespace, autoscaling={"provider": "keda", "minReplicas": 0})
     assert manifests[-1]["kind"] == "ScaledObject"
     kubectl_ok(cluster, manifests, "apply", "--dry-run=server", "--validate=strict")
+
+
+NETWORK_POLICY = {
+    "enabled": True,
+    "ingressFrom": [
+        {"namespaceSelector": {"kubernetes.io/metadata.name": "gateway"}},
+        {"namespaceSelector": {}, "podSelector": {"app": "web"}},
+    ],
+    "metricsFrom": [{"namespaceSelector": {"kubernetes.io/metadata.name": "monitoring"}}],
+}
+
+
+def test_the_network_policy_is_accepted_and_diff_clean(
+    cluster: LocalCluster, cluster_namespace: str
+) -> None:
+    policies = [
+        m
+        for m in rendered(cluster_namespace, networkPolicy=NETWORK_POLICY)
+        if m["kind"] == "NetworkPolicy"
+    ]
+    assert len(policies) == 1
+    kubectl_ok(cluster, policies, "apply", "--dry-run=server", "--validate=strict")
+    kubectl_ok(
+        cluster,
+        policies,
+        "apply",
+        "--server-side",
+        f"--field-manager={FIELD_MANAGER}",
+        "--validate=strict",
+    )
+    kubectl_ok(cluster, policies, "diff")
+    kubectl_ok(cluster, policies, "diff", "--server-side", f"--field-manager={FIELD_MANAGER}")
+    stored = yaml.safe_load(
+        cluster.kubectl(
+            "get", "networkpolicy", "minilm", "-n", cluster_namespace, "-o", "yaml", check=True
+        ).stdout
+    )
+    ingress = stored["spec"]["ingress"]
+    assert [sorted(p["port"] for p in rule["ports"]) for rule in ingress] == [[8000, 8001], [8002]]
+    assert stored["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert not stored["spec"].get("egress")  # Egress denied: no rule allows any

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from optiserve.api import AutoscalingSpec
+from optiserve.api.network import NetworkPolicySpec
 from optiserve.api.status import OptimizedModelStatus
 from optiserve.render.kubernetes import job_name
 from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT
-from optiserve_operator.reconcile import recipe_digest
+from optiserve_operator.reconcile import Observed, plan, recipe_digest
 from tests.operator.helpers import (
     CONFIG,
     OWNER,
@@ -281,3 +282,53 @@ def test_no_autoscaler_before_anything_is_served() -> None:
         update={"serving": base.serving.model_copy(update={"autoscaling": AutoscalingSpec()})}
     )
     assert run(model(scaled)).apply == ()
+
+
+def test_the_network_policy_is_applied_when_enabled_and_deleted_when_switched_off() -> None:
+    status, digest = ready_status()
+    base = spec(precision="int8")
+    guarded = base.model_copy(
+        update={
+            "serving": base.serving.model_copy(
+                update={"network_policy": NetworkPolicySpec(enabled=True)}
+            )
+        }
+    )
+    result = run(model(guarded, status), dep=deployment(digest))
+    assert kinds(result.apply) == [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ]
+    assert not result.delete_network_policy
+    # Still wanted and already there: applied again (drift repaired), never deleted.
+    kept = plan(
+        Observed(model=model(guarded, status), deployment=deployment(digest), network_policy=True),
+        "2026-01-01T00:00:00Z",
+        CONFIG,
+    )
+    assert "NetworkPolicy" in kinds(kept.apply) and not kept.delete_network_policy
+    # The spec switched it off: not applied, and the one that exists is deleted.
+    dropped = plan(
+        Observed(model=model(base, status), deployment=deployment(digest), network_policy=True),
+        "2026-01-01T00:00:00Z",
+        CONFIG,
+    )
+    assert "NetworkPolicy" not in kinds(dropped.apply)
+    assert dropped.delete_network_policy
+    # Off and absent: nothing to delete.
+    assert not run(model(base, status), dep=deployment(digest)).delete_network_policy
+
+
+def test_a_new_model_dry_runs_its_network_policy_before_the_job_runs() -> None:
+    base = spec()
+    guarded = base.model_copy(
+        update={
+            "serving": base.serving.model_copy(
+                update={"network_policy": NetworkPolicySpec(enabled=True)}
+            )
+        }
+    )
+    assert "NetworkPolicy" in kinds(run(model(guarded)).dry_run)
+    assert "NetworkPolicy" not in kinds(run(model(base)).dry_run)

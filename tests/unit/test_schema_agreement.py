@@ -109,6 +109,13 @@ serving = optional(
     resources=resources,
     nodeSelector=selectors,
     tolerations=tolerations,
+    networkPolicy=optional(
+        enabled=st.booleans(),
+        ingressFrom=st.lists(
+            optional(namespaceSelector=selectors, podSelector=selectors), max_size=2
+        ),
+        metricsFrom=st.lists(optional(namespaceSelector=selectors), max_size=1),
+    ),
 )
 # One unknown key now and then, as a typo would be.
 metadata_extra = st.sampled_from([{}, {}, {}, {}, {"colour": "blue"}])

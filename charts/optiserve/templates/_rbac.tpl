@@ -50,6 +50,11 @@ change both together. No secrets, no wildcards.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["create", "patch"]
+# Triton's NetworkPolicy (serving.networkPolicy): read to notice one the spec switched off,
+# server-side applied while wanted, deleted after.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
 # Triton's autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject): applied, read back, and
 # deleted when the spec switches from one to the other or drops autoscaling.
 - apiGroups: ["autoscaling"]

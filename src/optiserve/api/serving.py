@@ -8,6 +8,7 @@ from pydantic import Field
 
 from optiserve.api import formats
 from optiserve.api.base import INT32_MAX, ApiModel, object_default
+from optiserve.api.network import NetworkPolicySpec
 from optiserve.api.rules import CelRule
 from optiserve.api.spec import LabelValue, ResourceRequirements, Toleration, node_selector_rule
 
@@ -162,6 +163,9 @@ class ServingSpec(ApiModel):
         True, description="Serve the last good artifact again when a rollout fails."
     )
     cuda_graphs: bool = Field(False, description="TensorRT models: capture CUDA graphs.")
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, json_schema_extra=object_default()
+    )
 
     rules = (
         CelRule(

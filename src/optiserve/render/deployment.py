@@ -1,4 +1,4 @@
-"""The Triton Deployment and its Service. Pure.
+"""The Triton Deployment, its Service, disruption budget and network policy. Pure.
 
 The model repository is chosen by artifact digest and the digest is a pod-template annotation,
 so a new artifact rolls the Deployment and the same artifact renders byte-identical objects
@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from optiserve.api import OptimizedModelSpec
+from optiserve.api.network import NetworkPeer, NetworkPolicySpec
 from optiserve.api.status import Artifact
 from optiserve.render.kubernetes import (
     ANNOTATION_ARTIFACT,
@@ -197,5 +198,54 @@ def render_disruption_budget(owner: Owner) -> Manifest:
             "selector": {"matchLabels": selector_labels(owner.name)},
             # A pod that is not Ready yet (a crash-looping rollout) may be evicted regardless.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def _peers(peers: list[NetworkPeer]) -> list[dict[str, Any]]:
+    """NetworkPolicy peers; none named: every pod of the policy's own namespace."""
+    if not peers:
+        return [{"podSelector": {}}]
+    out: list[dict[str, Any]] = []
+    for peer in peers:
+        rendered: dict[str, Any] = {}
+        for key, labels in (
+            ("namespaceSelector", peer.namespace_selector),
+            ("podSelector", peer.pod_selector),
+        ):
+            if labels is not None:  # {} is "all", unlike unset
+                rendered[key] = {"matchLabels": dict(sorted(labels.items()))} if labels else {}
+        out.append(rendered)
+    return out
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def render_network_policy(owner: Owner, policy: NetworkPolicySpec) -> Manifest | None:
+    """Inference (HTTP, gRPC) only from ``ingressFrom``, metrics only from ``metricsFrom``, and
+    no egress at all; None when the spec does not ask for a policy.
+
+    Triton serves a model repository mounted from a volume and calls nothing, so it needs no
+    egress (not even DNS). Kubelet probes come from the node, which NetworkPolicy
+    implementations allow regardless.
+    """
+    if not policy.enabled:
+        return None
+    name = serving_name(owner.name)
+    labels = {**common_labels(owner.name, COMPONENT), **selector_labels(owner.name)}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(name, owner, labels),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(owner.name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {"from": _peers(policy.ingress_from), "ports": _tcp(HTTP_PORT, GRPC_PORT)},
+                {"from": _peers(policy.metrics_from), "ports": _tcp(METRICS_PORT)},
+            ],
+            # Egress in policyTypes with no egress rule: no outgoing connection at all.
         },
     }

@@ -16,6 +16,7 @@ from optiserve.render.autoscaling import render_autoscaler
 from optiserve.render.deployment import (
     render_deployment,
     render_disruption_budget,
+    render_network_policy,
     render_service,
 )
 from optiserve.render.job import artifact_uri, render_job, render_spec_config_map
@@ -23,12 +24,14 @@ from optiserve.render.kubernetes import ANNOTATION_RETRY, Manifest, Owner
 
 DEFAULT_NAMESPACE = "default"
 
-# Apply order: what a pod mounts comes before the pod's owner; the autoscaler comes after the
-# Deployment it scales. Objects of one kind keep the order they were rendered in.
+# Apply order: what a pod mounts comes before the pod's owner; the network policy before the
+# pods it guards; the autoscaler comes after the Deployment it scales. Objects of one kind
+# keep the order they were rendered in.
 KIND_ORDER: Sequence[str] = (
     "ConfigMap",
     "Job",
     "Service",
+    "NetworkPolicy",
     "Deployment",
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
@@ -57,7 +60,8 @@ def render_all(
     retry: str = "",
     service_account: str | None = None,
 ) -> list[Manifest]:
-    """The spec ConfigMap, optimization Job, Service, Deployment and autoscaler, in apply order.
+    """The spec ConfigMap, optimization Job, Service, Deployment, PodDisruptionBudget and (when
+    asked for) NetworkPolicy and autoscaler, in apply order.
 
     ``digest`` is the recipe digest the operator computes
     (``optiserve.digest.spec_recipe_digest``); it names the Job and, unless
@@ -89,9 +93,11 @@ def render_all(
         render_service(owner),
         render_disruption_budget(owner),
     ]
-    autoscaler = render_autoscaler(owner, spec.serving.autoscaling)
-    if autoscaler is not None:
-        manifests.append(autoscaler)
+    optional = (
+        render_network_policy(owner, spec.serving.network_policy),
+        render_autoscaler(owner, spec.serving.autoscaling),
+    )
+    manifests += [m for m in optional if m is not None]
     manifests.sort(key=_order)  # stable: equal kinds keep their order
     if owner_uid is None:
         manifests = [_without_owner_references(m) for m in manifests]
