@@ -50,6 +50,7 @@ from optiserve_operator.failures import (
     stalled_status,
 )
 from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentState, JobState
+from optiserve_operator.retention import SpecConfigMap, config_maps_to_delete, kept_digests
 from optiserve_operator.summary import Summary, SummaryError, parse_summary, redact
 
 
@@ -80,6 +81,7 @@ class Observed:
     jobs: tuple[JobState, ...] = ()
     deployment: DeploymentState | None = None
     autoscalers: frozenset[str] = frozenset()  # kinds of our autoscalers that exist
+    config_maps: tuple[SpecConfigMap, ...] = ()  # the Jobs' spec ConfigMaps
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Plan:
     apply: tuple[Manifest, ...] = ()  # server-side apply, field manager "optiserve"
     delete_jobs: tuple[str, ...] = ()  # still-running Jobs of a superseded digest
     delete_autoscalers: tuple[str, ...] = ()  # kinds no longer wanted (spec changed)
+    delete_config_maps: tuple[str, ...] = ()  # spec ConfigMaps of superseded Jobs
     events: tuple[Event, ...] = ()
     requeue_after: float | None = 300.0  # None: only a watch event (a spec change) brings it back
 
@@ -323,6 +326,7 @@ def _plan(
                     image=config.optimizer_image,
                     retry=retry,
                     service_account=config.service_account,
+                    keep=kept_digests(status),
                 ),
             ),
         ]
@@ -392,6 +396,12 @@ def _plan(
         apply=tuple(apply),
         delete_jobs=delete,
         delete_autoscalers=stale,
+        delete_config_maps=config_maps_to_delete(
+            obs.config_maps,
+            wanted_job=wanted_job,
+            keep_digests=kept_digests(new_status),
+            active_jobs=(j.name for j in obs.jobs if j.phase == "active"),
+        ),
         events=tuple(replace(e, message=redact(e.message)) for e in events),
         requeue_after=None
         if refused is not None
