@@ -126,7 +126,7 @@ def check_expected_digest(expected: str | None, computed: str, version: str) -> 
     ``OPTISERVE_EXPECTED_DIGEST``; unset for a local run): the digest covers the optiserve
     version, so operator and optimizer images of different versions disagree here, and an
     artifact built anyway would be refused by the operator after the whole optimization."""
-    if expected is None or expected.strip().removeprefix("sha256:") == computed:
+    if not expected or expected.strip().removeprefix("sha256:") == computed:
         return
     raise VersionSkewError(
         "version",

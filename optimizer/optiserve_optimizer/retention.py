@@ -135,7 +135,12 @@ def prune(folder: Path, retention: Retention, now: float, log: Callable[[str], N
     and left for the next Job.
     """
     removed = 0
-    for removal in plan_removals(list_folder(folder), retention, now):
+    try:
+        entries = list_folder(folder)
+    except OSError as err:
+        log(f"retention: could not list {folder}: {err}")
+        return 0
+    for removal in plan_removals(entries, retention, now):
         try:
             shutil.rmtree(folder / removal.name)
         except OSError as err:

@@ -145,3 +145,21 @@ def test_listing_and_pruning_a_real_folder(tmp_path: Path) -> None:
         f"retention: removed {digest(1)} (superseded artifact; the 1 most recent others are kept)",
     ]
     assert list_folder(tmp_path / "missing") == []
+
+
+def test_the_expected_digest_is_honoured() -> None:
+    from optiserve_optimizer.errors import VersionSkewError
+    from optiserve_optimizer.main import check_expected_digest
+
+    ours, theirs = digest(1), digest(2)
+    check_expected_digest(None, ours, "1.0")  # a local run: no expectation
+    check_expected_digest("", ours, "1.0")
+    check_expected_digest(ours, ours, "1.0")
+    check_expected_digest(f"sha256:{ours}", ours, "1.0")
+    with pytest.raises(VersionSkewError) as raised:
+        check_expected_digest(theirs, ours, "1.0")
+    assert raised.value.exit_code == 2  # the user-error code: the Job fails at once
+    assert raised.value.cause == (
+        f"version skew: the operator expects recipe digest {theirs}, this optimizer "
+        f"(optiserve 1.0) computes {ours}; run matching operator and optimizer images"
+    )
