@@ -20,7 +20,13 @@ from optiserve.api.status import STALLED, OptimizedModelStatus
 from optiserve.render.autoscaling import KEDA_API_VERSION
 from optiserve.render.job import COMPONENT as JOB_COMPONENT
 from optiserve.render.job import cleanup_job_name
-from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, Owner, serving_name
+from optiserve.render.kubernetes import (
+    ANNOTATION_DIGEST,
+    LABEL_COMPONENT,
+    LABEL_MODEL,
+    Owner,
+    serving_name,
+)
 from optiserve_operator import conditions as c
 from optiserve_operator import metrics
 from optiserve_operator.deletion import FINALIZER, plan_deletion, wants_finalizer
@@ -45,6 +51,7 @@ from optiserve_operator.reconcile import (
     recipe_digest,
     transition_events,
 )
+from optiserve_operator.retention import SpecConfigMap
 from optiserve_operator.summary import redact
 
 LOG = logging.getLogger("optiserve.operator")
@@ -159,6 +166,24 @@ class Controller:
             deployment=deployment,
             autoscalers=autoscalers,
             network_policy=policy is not None and owned_by(policy, owner.uid),
+            config_maps=self._spec_config_maps(owner) if name_problem(owner.name) is None else (),
+        )
+
+    def _spec_config_maps(self, owner: Owner) -> tuple[SpecConfigMap, ...]:
+        """The model's Job spec ConfigMaps (to remove those of superseded Jobs)."""
+        found = self.kube.list(
+            "v1",
+            "ConfigMap",
+            owner.namespace,
+            {LABEL_MODEL: owner.name, LABEL_COMPONENT: JOB_COMPONENT},
+        )
+        return tuple(
+            SpecConfigMap(
+                raw["metadata"]["name"],
+                (raw["metadata"].get("annotations") or {}).get(ANNOTATION_DIGEST, ""),
+            )
+            for raw in found
+            if owned_by(raw, owner.uid)
         )
 
     def _progress(self, namespace: str, pods: list[Obj]) -> str:
@@ -324,6 +349,10 @@ class Controller:
             with _doing(f"delete Job {job_name}"):
                 self.kube.delete("batch/v1", "Job", namespace, job_name)
             metrics.CHILD_OPERATIONS.labels("Job", "delete").inc()
+        for cm_name in result.delete_config_maps:
+            with _doing(f"delete ConfigMap {cm_name}"):
+                self.kube.delete("v1", "ConfigMap", namespace, cm_name)
+            metrics.CHILD_OPERATIONS.labels("ConfigMap", "delete").inc()
         for kind in result.delete_autoscalers:
             with _doing(f"delete {kind} {meta['name']}"):
                 if kind == "HorizontalPodAutoscaler":

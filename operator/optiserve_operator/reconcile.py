@@ -51,6 +51,7 @@ from optiserve_operator.failures import (
     stalled_status,
 )
 from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentState, JobState
+from optiserve_operator.retention import SpecConfigMap, config_maps_to_delete, kept_digests
 from optiserve_operator.summary import Summary, SummaryError, parse_summary, redact
 
 
@@ -82,6 +83,7 @@ class Observed:
     deployment: DeploymentState | None = None
     autoscalers: frozenset[str] = frozenset()  # kinds of our autoscalers that exist
     network_policy: bool = False  # our NetworkPolicy exists
+    config_maps: tuple[SpecConfigMap, ...] = ()  # the Jobs' spec ConfigMaps
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Plan:
     delete_jobs: tuple[str, ...] = ()  # still-running Jobs of a superseded digest
     delete_autoscalers: tuple[str, ...] = ()  # kinds no longer wanted (spec changed)
     delete_network_policy: bool = False  # the spec switched it off
+    delete_config_maps: tuple[str, ...] = ()  # spec ConfigMaps of superseded Jobs
     events: tuple[Event, ...] = ()
     requeue_after: float | None = 300.0  # None: only a watch event (a spec change) brings it back
 
@@ -326,6 +329,7 @@ def _plan(
                     image=config.optimizer_image,
                     retry=retry,
                     service_account=config.service_account,
+                    keep=kept_digests(status),
                 ),
             ),
         ]
@@ -396,6 +400,12 @@ def _plan(
         delete_jobs=delete,
         delete_autoscalers=stale,
         delete_network_policy=obs.network_policy and not spec.serving.network_policy.enabled,
+        delete_config_maps=config_maps_to_delete(
+            obs.config_maps,
+            wanted_job=wanted_job,
+            keep_digests=kept_digests(new_status),
+            active_jobs=(j.name for j in obs.jobs if j.phase == "active"),
+        ),
         events=tuple(replace(e, message=redact(e.message)) for e in events),
         requeue_after=None
         if refused is not None

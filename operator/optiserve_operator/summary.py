@@ -25,6 +25,7 @@ _SECRET_PARAM = re.compile(
     r"(?i)(?P<key>token|password|passwd|secret|api[_-]?key|access[_-]?key|signature|sig|"
     r"x-amz-[a-z-]+|authorization)(?P<sep>[=:]\s*)(?P<value>[^&\s\"',;]+)"
 )
+_SHA256 = re.compile(r"[a-f0-9]{64}")
 _BEARER = re.compile(r"(?i)bearer\s+[a-z0-9._~+/=-]+")
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -112,6 +113,9 @@ def parse_summary(message: str | None, digest: str, default_uri: str) -> Summary
         raise SummaryError(f"the Job reported digest {reported}, expected {digest}")
     location = _first(merged, "uri", "modelRepository", "model_repository", "path")
     chosen = _first(merged, "candidate", "chosen", "chosenCandidate", "chosen_candidate")
+    # The optimized source's hash, to compare with the file at source.uri now; dropped, not
+    # fatal, when it is not a sha256 (a summary from an older optimizer has none).
+    source = str(_first(merged, "sourceSha256", "source_sha256") or "")
     artifact = Artifact(
         digest=digest,
         uri=as_pvc_uri(str(location), default_uri) if location else default_uri,
@@ -119,6 +123,7 @@ def parse_summary(message: str | None, digest: str, default_uri: str) -> Summary
         format=str(_first(merged, "format") or "onnx"),
         candidate=str(chosen or ""),
         report=as_pvc_uri(str(page), "") or None if (page := _first(merged, "report")) else None,
+        source_sha256=source if _SHA256.fullmatch(source) else None,
     )
     raw_candidates = data.get("candidates")
     candidates = (

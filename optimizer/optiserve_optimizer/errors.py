@@ -18,6 +18,11 @@ class SpecError(OptimizerError):
     """The spec file is missing, unreadable or invalid."""
 
 
+class VersionSkewError(SpecError):
+    """The operator expects another recipe digest: operator and optimizer images differ in
+    version. Nothing is done; running again gives the same answer."""
+
+
 class SettingsError(SpecError):
     """A pass was given settings it does not know or cannot use."""
 

@@ -10,10 +10,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from optiserve_optimizer.errors import OptimizerError, SpecError, short_cause
+from optiserve_optimizer.errors import OptimizerError, SpecError, VersionSkewError, short_cause
 from optiserve_optimizer.progress import Progress
 
 TERMINATION_ENV = "OPTISERVE_TERMINATION_LOG"
@@ -120,13 +121,42 @@ def _bounded(cause: str, limit: int = 1500) -> str:
     return cause if len(cause) <= limit else cause[: limit // 3] + " ... " + cause[-limit // 2 :]
 
 
+def check_expected_digest(expected: str | None, computed: str, version: str) -> None:
+    """Refuses to run when the operator expects another recipe digest (``expected``, from
+    ``OPTISERVE_EXPECTED_DIGEST``; unset for a local run): the digest covers the optiserve
+    version, so operator and optimizer images of different versions disagree here, and an
+    artifact built anyway would be refused by the operator after the whole optimization."""
+    if not expected or expected.strip().removeprefix("sha256:") == computed:
+        return
+    raise VersionSkewError(
+        "version",
+        f"version skew: the operator expects recipe digest {expected.strip()[:80]}, this "
+        f"optimizer (optiserve {version}) computes {computed}; run matching operator and "
+        "optimizer images",
+    )
+
+
 def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
-    """Optimizes, packages into ``out_dir/<digest>/``; returns the process exit code."""
+    """Optimizes, packages into ``out_dir/<digest>/``; returns the process exit code.
+
+    Before any work: the operator's expected digest is checked, then the model's storage
+    folder is pruned as ``storage.retention`` says (only when the operator asks for it).
+    """
     progress = Progress()
     try:
+        from optiserve.digest import optiserve_version, spec_recipe_digest
+        from optiserve.render.job import EXPECTED_DIGEST_ENV
         from optiserve_optimizer.pipeline import run_request
+        from optiserve_optimizer.retention import prune, retention_from_env
 
         request = load_request(Path(spec_file))
+        digest = spec_recipe_digest(
+            request.name, request.source, request.optimization, request.serving
+        )
+        check_expected_digest(os.environ.get(EXPECTED_DIGEST_ENV), digest, optiserve_version())
+        retention = retention_from_env(os.environ, digest)
+        if retention is not None:
+            prune(Path(out_dir), retention, time.time(), progress.line)
         result = run_request(request, Path(out_dir), progress)
     except OptimizerError as exc:
         progress.line(f"FAILED {exc}")

@@ -317,8 +317,12 @@ class Pipeline:
             chosen.gate.drop if chosen and chosen.gate else 0.0,
             source_file.stat().st_size / served.stat().st_size,
         )
+        # What was optimized, as found: a file replaced at the same URI shows up as another
+        # hash here and in status.artifact.sourceSha256 (docs/operator.md, "Retention").
+        source_sha256 = path_sha256(local_path(self.request.source.uri))
         artifact = Artifact(
             digest=f"sha256:{self.digest}",
+            source_sha256=source_sha256,
             uri=package.as_uri(folder / package.REPOSITORY),
             report=package.as_uri(folder / package.REPORT_PAGE).rstrip("/"),
             precision=chosen.artifact.precision if chosen and chosen.artifact else "fp32",
@@ -338,7 +342,7 @@ class Pipeline:
             "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": {
                 **self.request.source.to_wire(),
-                "actualSha256": path_sha256(local_path(self.request.source.uri)),
+                "actualSha256": source_sha256,
             },
             "optimization": self.request.optimization.to_wire(),
             "plan": describe_plan(self.plan).splitlines(),

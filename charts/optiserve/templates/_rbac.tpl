@@ -25,10 +25,11 @@ change both together. No secrets, no wildcards.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# The ConfigMap that hands the Job its spec: created, or read when it exists.
+# The ConfigMap that hands the Job its spec: created, or read when it exists; listed and
+# deleted once its Job is superseded (storage.retention).
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create"]
+  verbs: ["get", "list", "create", "delete"]
 # The Job's pods: listed for the optimizer's summary in their termination message, watched
 # so a pod that cannot be scheduled or pulled is reported at once, and the running
 # optimizer's log tail read (bounded) for its progress.

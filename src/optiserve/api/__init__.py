@@ -11,6 +11,7 @@ from optiserve.api.resource import (
     OptimizedModel,
     OptimizedModelSpec,
 )
+from optiserve.api.retention import RetentionSpec
 from optiserve.api.serving import (
     AutoscalingSpec,
     DynamicBatchingSpec,
@@ -71,6 +72,7 @@ __all__ = [
     "QuantizationSpec",
     "RecoverySpec",
     "ResponseCacheSpec",
+    "RetentionSpec",
     "ServingSpec",
     "ShapeProfile",
     "SourceSpec",

@@ -9,6 +9,7 @@ from pydantic import Field
 from optiserve.api import formats
 from optiserve.api.base import INT32_MAX, ApiModel, object_default
 from optiserve.api.network import NetworkPolicySpec
+from optiserve.api.retention import RetentionSpec
 from optiserve.api.rules import CelRule
 from optiserve.api.spec import LabelValue, ResourceRequirements, Toleration, node_selector_rule
 
@@ -204,6 +205,11 @@ class StorageSpec(ApiModel):
     )
     keep_artifacts_on_delete: bool = Field(
         True, description="Leave artifacts in storage when the OptimizedModel is deleted."
+    )
+    retention: RetentionSpec = Field(
+        default_factory=RetentionSpec,
+        description="Superseded artifacts kept in storage (the served and last good always are).",
+        json_schema_extra=object_default(),
     )
 
     rules = (

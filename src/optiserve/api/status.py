@@ -48,6 +48,12 @@ class Artifact(ApiModel):
         description="The optimization's report page (report.html beside the model "
         "repository; `optiserve report` renders it from the artifact too).",
     )
+    source_sha256: str | None = Field(
+        None,
+        pattern=r"^[a-f0-9]{64}$",
+        description="sha256 of the source model the artifact was optimized from (a folder's: "
+        "of its sorted 'name sha256' lines), to compare with the file at source.uri now.",
+    )
 
 
 class MeasurementConditions(ApiModel):

@@ -9,6 +9,7 @@ operator reads from the pod.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -39,7 +40,15 @@ SPEC_DIR = "/etc/optiserve"
 SPEC_FILE = "spec.yaml"
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LOG_ENV = "OPTISERVE_TERMINATION_LOG"
+# The recipe digest the operator expects: an optimizer computing another one (a different
+# optiserve version) refuses to run ("version skew") instead of building an unusable artifact.
 EXPECTED_DIGEST_ENV = "OPTISERVE_EXPECTED_DIGEST"
+# storage.retention, carried out by the Job (optimizer/optiserve_optimizer/retention.py): the
+# digests it must keep (served and last good), how many superseded artifacts stay, and after
+# how long a .work-*/.tmp-* folder is certainly no live Job's.
+KEEP_DIGESTS_ENV = "OPTISERVE_KEEP_DIGESTS"
+KEEP_SUPERSEDED_ENV = "OPTISERVE_KEEP_SUPERSEDED"
+STALE_AFTER_ENV = "OPTISERVE_STALE_WORK_SECONDS"
 COMPONENT = "optimizer"
 # The optimizer's exit code for a failure of the spec, model or data (OptimizerError in
 # optimizer/optiserve_optimizer/errors.py; a test keeps the two equal). Running it again
@@ -156,10 +165,13 @@ def render_job(
     image: str,
     retry: str = "",
     service_account: str | None = None,
+    keep: Sequence[str] = (),
 ) -> Manifest:
     """The one Job that builds the artifact for ``digest``.
 
     ``image`` is the operator's default optimizer image, used when the spec names none.
+    ``keep``: the digests of the served and last good artifacts, which the Job's retention
+    pass (``storage.retention``) never removes.
     """
     name = job_name(owner.name, digest, retry)
     job_spec = spec.optimization.job
@@ -190,6 +202,9 @@ def render_job(
             {"name": PVC_ROOT_ENV, "value": DEFAULT_PVC_ROOT},
             {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
             {"name": EXPECTED_DIGEST_ENV, "value": digest},
+            {"name": KEEP_DIGESTS_ENV, "value": ",".join(sorted(set(keep)))},
+            {"name": KEEP_SUPERSEDED_ENV, "value": str(spec.storage.retention.keep_superseded)},
+            {"name": STALE_AFTER_ENV, "value": str(job_spec.active_deadline_seconds)},
             {"name": "HOME", "value": "/tmp"},
         ],
         # The root file system is read-only: anything written relative to the working
