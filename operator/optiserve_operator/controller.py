@@ -18,12 +18,8 @@ from pydantic import ValidationError
 from optiserve.api import API_VERSION, KIND, OptimizedModelSpec
 from optiserve.api.status import STALLED, OptimizedModelStatus
 from optiserve.render.autoscaling import KEDA_API_VERSION
-from optiserve.render.job import COMPONENT as JOB_COMPONENT
 from optiserve.render.job import cleanup_job_name
 from optiserve.render.kubernetes import (
-    ANNOTATION_DIGEST,
-    LABEL_COMPONENT,
-    LABEL_MODEL,
     Owner,
     serving_name,
 )
@@ -34,13 +30,12 @@ from optiserve_operator.failures import (
     MESSAGE_LIMIT,
     Failure,
     classify,
-    name_problem,
     retrying_status,
     stalled_status,
 )
-from optiserve_operator.kube import Kube, KubeError, Obj, owned_by
-from optiserve_operator.observe import OPTIMIZER_CONTAINER, deployment_state, job_state
-from optiserve_operator.progress import parse_progress
+from optiserve_operator.kube import Kube, Obj
+from optiserve_operator.observe import job_state
+from optiserve_operator.reading import read_observed, status_of
 from optiserve_operator.reconcile import (
     Config,
     Event,
@@ -48,10 +43,8 @@ from optiserve_operator.reconcile import (
     Observed,
     Plan,
     plan,
-    recipe_digest,
     transition_events,
 )
-from optiserve_operator.retention import SpecConfigMap
 from optiserve_operator.summary import redact
 
 LOG = logging.getLogger("optiserve.operator")
@@ -74,21 +67,6 @@ def _doing(what: str) -> Iterator[None]:
         raise ExecuteError(what, err) from err
 
 
-def _finished(job: Obj) -> bool:
-    return any(
-        cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"
-        for cond in (job.get("status") or {}).get("conditions") or []
-    )
-
-
-def _status_of(obj: Obj) -> OptimizedModelStatus:
-    try:
-        return OptimizedModelStatus.model_validate(obj.get("status") or {})
-    except ValidationError:
-        # A status written by an older operator: start afresh rather than stall.
-        return OptimizedModelStatus()
-
-
 class Controller:
     def __init__(self, kube: Kube, config: Config) -> None:
         self.kube = kube
@@ -96,122 +74,7 @@ class Controller:
         self.phases: dict[tuple[str, str], str] = {}
 
     def observe(self, obj: Obj, spec: OptimizedModelSpec) -> Observed:
-        meta = obj["metadata"]
-        owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
-        status = _status_of(obj)
-        model = ModelState(
-            owner=owner,
-            generation=int(meta.get("generation", 1)),
-            annotations=meta.get("annotations") or {},
-            spec=spec,
-            status=status,
-        )
-        digest = recipe_digest(owner.name, spec)
-        need_result = status.artifact is None or status.artifact.digest != digest
-        # A name that cannot be a label value cannot be selected by (plan refuses it, and
-        # the API server would answer the list with a 400): no children to look for.
-        raw_jobs = (
-            self.kube.list(
-                "batch/v1",
-                "Job",
-                owner.namespace,
-                {LABEL_MODEL: owner.name, LABEL_COMPONENT: JOB_COMPONENT},
-            )
-            if name_problem(owner.name) is None
-            else []
-        )
-        jobs = []
-        for raw in raw_jobs:
-            if not owned_by(raw, owner.uid):
-                continue
-            relevant = (raw["metadata"].get("annotations") or {}).get("optiserve.io/recipe-digest")
-            pods: list[Obj] = []
-            progress = ""
-            if need_result and relevant == digest:
-                # The wanted Job's pods: the termination message once it has finished; while
-                # it runs, why its pod cannot start, or how far the optimizer has got.
-                pods = self.kube.list(
-                    "v1", "Pod", owner.namespace, {"job-name": raw["metadata"]["name"]}
-                )
-                if not _finished(raw):
-                    progress = self._progress(owner.namespace, pods)
-            jobs.append(job_state(raw, pods, progress))
-        raw_deployment = self.kube.get(
-            "apps/v1", "Deployment", owner.namespace, serving_name(owner.name)
-        )
-        deployment = (
-            deployment_state(raw_deployment)
-            if raw_deployment is not None and owned_by(raw_deployment, owner.uid)
-            else None
-        )
-        autoscalers = frozenset(
-            kind
-            for kind, found in (
-                (
-                    "HorizontalPodAutoscaler",
-                    self.kube.get(
-                        "autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, owner.name
-                    ),
-                ),
-                ("ScaledObject", self._scaled_object(owner)),
-            )
-            if found is not None and owned_by(found, owner.uid)
-        )
-        policy = self.kube.get(
-            "networking.k8s.io/v1", "NetworkPolicy", owner.namespace, serving_name(owner.name)
-        )
-        return Observed(
-            model=model,
-            jobs=tuple(jobs),
-            deployment=deployment,
-            autoscalers=autoscalers,
-            network_policy=policy is not None and owned_by(policy, owner.uid),
-            config_maps=self._spec_config_maps(owner) if name_problem(owner.name) is None else (),
-        )
-
-    def _spec_config_maps(self, owner: Owner) -> tuple[SpecConfigMap, ...]:
-        """The model's Job spec ConfigMaps (to remove those of superseded Jobs)."""
-        found = self.kube.list(
-            "v1",
-            "ConfigMap",
-            owner.namespace,
-            {LABEL_MODEL: owner.name, LABEL_COMPONENT: JOB_COMPONENT},
-        )
-        return tuple(
-            SpecConfigMap(
-                raw["metadata"]["name"],
-                (raw["metadata"].get("annotations") or {}).get(ANNOTATION_DIGEST, ""),
-            )
-            for raw in found
-            if owned_by(raw, owner.uid)
-        )
-
-    def _progress(self, namespace: str, pods: list[Obj]) -> str:
-        """The running optimizer's progress from its log tail; "" when there is none to read.
-
-        A courtesy: a log that cannot be read (no permission, a node without a kubelet API)
-        costs the progress line only, never the pass.
-        """
-        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
-        if not running:
-            return ""
-        pod = max(running, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
-        try:
-            log = self.kube.pod_log(namespace, pod["metadata"]["name"], OPTIMIZER_CONTAINER)
-        except Exception as err:  # any failure costs the progress line only
-            LOG.debug("no progress for pod %s/%s: %s", namespace, pod["metadata"]["name"], err)
-            return ""
-        found = parse_progress(log)
-        return found.describe() if found is not None else ""
-
-    def _scaled_object(self, owner: Owner) -> Obj | None:
-        try:
-            return self.kube.get(KEDA_API_VERSION, "ScaledObject", owner.namespace, owner.name)
-        except KubeError as err:
-            # Without KEDA's CRD the whole resource type is unknown to the API server.
-            if err.status == 404:
-                return None
-            raise
+        return read_observed(self.kube, obj, spec)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """One pass; returns when to look again (seconds), None when the object is gone."""
@@ -257,7 +120,7 @@ class Controller:
             # retry until the spec changes (reconcile.held).
             stalled = stalled_status(result.status, generation, failure, now)
             self._write_status(obj, stalled)
-            self._emit(obj, transition_events(_status_of(obj), stalled))
+            self._emit(obj, transition_events(status_of(obj), stalled))
             metrics.RECONCILES.labels("stalled").inc()
             LOG.warning("%s/%s stalled: %s", namespace, name, failure.message)
             return None
@@ -272,7 +135,7 @@ class Controller:
         """The last transient error in ``Reconciling``; best effort (the API may be down)."""
         generation = int(obj["metadata"].get("generation", 1))
         try:
-            self._write_status(obj, retrying_status(_status_of(obj), generation, failure, now))
+            self._write_status(obj, retrying_status(status_of(obj), generation, failure, now))
         except Exception as err:  # the pass fails anyway and is retried
             LOG.debug("status of %s not written: %s", obj["metadata"]["name"], err)
 
@@ -301,7 +164,7 @@ class Controller:
             generation=int(meta.get("generation", 1)),
             annotations=meta.get("annotations") or {},
             spec=spec,
-            status=_status_of(obj),
+            status=status_of(obj),
         )
         name = cleanup_job_name(owner.name, owner.uid)
         raw_job = self.kube.get("batch/v1", "Job", owner.namespace, name)
@@ -335,7 +198,7 @@ class Controller:
                 storage.get("subPath", "optiserve") == spec.storage.sub_path
             )
             if same_folder:
-                status = _status_of(other)
+                status = status_of(other)
                 in_use |= {
                     a.digest for a in (status.artifact, status.last_good_artifact) if a is not None
                 }
@@ -407,7 +270,7 @@ class Controller:
     def _write_status(self, obj: Obj, status: OptimizedModelStatus) -> None:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
-        old = _status_of(obj)
+        old = status_of(obj)
         if old.phase != status.phase and key in self.phases:
             since = max((cond.last_transition_time for cond in old.conditions), default=None)
             if since:
@@ -430,7 +293,7 @@ class Controller:
     def _write_invalid(self, obj: Obj, error: str, now: str) -> None:
         """A spec the API server took but the models refuse (e.g. a CRD older than the
         operator): Stalled, with a Warning event on the transition."""
-        old = _status_of(obj)
+        old = status_of(obj)
         generation = int(obj["metadata"].get("generation", 1))
         failure = Failure(True, c.REASON_INVALID, redact(error, MESSAGE_LIMIT))
         status = stalled_status(old, generation, failure, now)
