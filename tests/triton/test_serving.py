@@ -16,7 +16,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from optiserve.serve import LocalTriton
-from optiserve.serve.loadgen import run_load, server_counters
+from optiserve.serve.loadgen import run_load, server_counters, settled_counters
 from tests.triton.conftest import MODEL
 from tests.triton.example_models import DIGITS_INPUT, DIGITS_OUTPUT, digits_eval, digits_samples
 
@@ -69,7 +69,7 @@ def test_batched_answers_go_back_to_the_request_that_asked(
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda i: infer(batching_server, images[i : i + 1]), range(64)))
 
-    delta = server_counters(batching_server.grpc_url, MODEL).since(before)
+    delta = settled_counters(batching_server.grpc_url, MODEL, before, 64).since(before)
     assert delta.executions < delta.inferences == 64  # some answers were computed together
     for index, answer in enumerate(answers):
         np.testing.assert_allclose(answer[0], expected[index], rtol=1e-5, atol=1e-5)
@@ -92,7 +92,7 @@ def test_repeated_request_is_a_cache_hit_with_the_same_answer(cached_server: Loc
     again = infer(cached_server, image)
     other = infer(cached_server, digits_eval()[0][1:2])
 
-    delta = server_counters(cached_server.grpc_url, MODEL).since(before)
+    delta = settled_counters(cached_server.grpc_url, MODEL, before, 3).since(before)
     assert (delta.cache_misses, delta.cache_hits) == (2, 1)
     assert delta.executions == 2  # the hit never reached the model
     assert cache_metric(cached_server, "nv_cache_num_hits_per_model") == hits_metric + 1

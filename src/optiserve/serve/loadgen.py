@@ -123,6 +123,26 @@ def server_counters(grpc_url: str, model: str) -> ServerCounters:
     return ServerCounters(**total, batch_executions=batches)
 
 
+STATS_SETTLE_S = 2.0
+
+
+def settled_counters(
+    grpc_url: str, model: str, before: ServerCounters, answered: int
+) -> ServerCounters:
+    """The counters once the ``answered`` requests since ``before`` are all in them.
+
+    Triton updates a request's statistics just after it sends the response, so a reading
+    taken the moment the last answer arrives can miss the last batch (seen: 318 of 320).
+    Polls for at most ``STATS_SETTLE_S``, then returns what it has.
+    """
+    deadline = time.monotonic() + STATS_SETTLE_S
+    while True:
+        now = server_counters(grpc_url, model)
+        if now.since(before).successes >= answered or time.monotonic() > deadline:
+            return now
+        time.sleep(0.02)
+
+
 def run_load(
     grpc_url: str,
     model: str,
@@ -142,7 +162,7 @@ def run_load(
     latencies, errors, seconds = asyncio.run(
         _closed_loop(grpc_url, model, samples, concurrency, requests)
     )
-    after = server_counters(grpc_url, model)
+    after = settled_counters(grpc_url, model, before, len(latencies))
     flat = np.array(latencies) * 1000.0
     return LoadResult(
         concurrency=concurrency,
@@ -216,7 +236,8 @@ def cache_latency(
                 identical &= _same_outputs(first, again)
     finally:
         client.close()
-    server = server_counters(grpc_url, model).since(before)
+    answered = len(miss_s) + len(hit_s)
+    server = settled_counters(grpc_url, model, before, answered).since(before)
     looked_up = server.cache_hits + server.cache_misses
     repeated = len(samples) * repeats
     miss = _percentiles(np.array(miss_s) * 1000.0)
