@@ -4,9 +4,10 @@ The optimizer's own process holds torch, every candidate's session and the data,
 memory says nothing about the server's. A child process (``footprint_child``) imports only
 the runtime, reads its own peak RSS (the runtime's baseline), loads the served model, runs it
 at the largest benchmark batch and reads its peak RSS again and its CPU time. The child
-reports both peaks itself (``getrusage(RUSAGE_SELF)``) rather than the parent reading
-``RUSAGE_CHILDREN``, which is the largest of every child this process ever waited for
-(trtexec, the exporter) and would blame them on the model.
+reports both peaks itself, from VmHWM (the peak of its own address space since exec). Not
+``getrusage``: ru_maxrss survives fork and exec, so the child would start at this process's
+peak (torch and every session: 400 MiB on the digits test), and the parent's
+``RUSAGE_CHILDREN`` is the largest of every child it ever waited for (trtexec, the exporter).
 
 A failed measurement is not a failed optimization: the artifact is served with the sizing
 defaults and the reason is logged.

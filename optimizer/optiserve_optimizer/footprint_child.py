@@ -23,7 +23,18 @@ MIN_CPU_SECONDS = 0.5  # enough timed work for process_time's resolution to disa
 
 
 def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """This process's peak RSS since its exec: VmHWM of /proc/self/status.
+
+    Not ``getrusage``'s ru_maxrss: Linux keeps that across fork and exec, so a child of a
+    parent that had imported torch starts with the parent's peak and reports it.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: KiB
 
 
 def _onnx(model: Path, threads: int, device: str) -> tuple[str, Callable[[Any], Any], int]:
