@@ -85,7 +85,7 @@ def test_success_records_the_artifact_then_rolls_out_then_ready() -> None:
     assert status.grpc_endpoint == "digits.ml.svc:8001"
     # The Triton pod is sized from the Job's measurement, and status says how.
     assert status.artifact.serving_cost is not None
-    triton = deploying.apply[0]["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    triton = deploying.apply[0]["spec"]["template"]["spec"]["containers"][0]
     assert triton["resources"]["requests"]["memory"] == "1002Mi"  # (412 + 256 MiB) x 1.5
     assert status.serving is not None and status.serving.resources is not None
     assert status.serving.resources.requests["memory"] == "1002Mi"

@@ -66,7 +66,8 @@ def test_without_a_measurement_the_defaults_apply_and_say_so() -> None:
 def test_a_bigger_model_gets_more_memory() -> None:
     small = triton_sizing(cost(peak_mib=200))
     big = triton_sizing(cost(peak_mib=2000))
-    assert int(big.requests["memory"][:-2]) - int(small.requests["memory"][:-2]) == 1800 * 3 // 2
+    mib = [int(str(s.requests["memory"]).removesuffix("Mi")) for s in (small, big)]
+    assert mib[1] - mib[0] == 1800 * 3 // 2
 
 
 def _cpu_spec(serving_resources: dict[str, Any] | None = None) -> Any:
