@@ -30,6 +30,7 @@ from optiserve.render.deployment import (
     render_network_policy,
     render_service,
     selector_string,
+    serving_status,
 )
 from optiserve.render.job import artifact_uri, render_job, render_spec_config_map
 from optiserve.render.kubernetes import (
@@ -387,6 +388,7 @@ def _plan(
         ),
         replicas=dep.ready_replicas if dep else 0,
         selector=selector_string(owner.name),
+        serving=serving_status(spec, rollout.serve) if apply and rollout.serve else status.serving,
     )
     if refused is not None:
         new_status = stalled_status(new_status, model.generation, refused, now)

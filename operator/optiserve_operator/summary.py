@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from optiserve.api.status import Artifact, Candidate, Metrics
+from optiserve.api.status import Artifact, Candidate, Metrics, ServingCost
 from optiserve.uri import DEFAULT_PVC_ROOT
 
 MAX_MESSAGE = 1024
@@ -124,6 +124,8 @@ def parse_summary(message: str | None, digest: str, default_uri: str) -> Summary
         candidate=str(chosen or ""),
         report=as_pvc_uri(str(page), "") or None if (page := _first(merged, "report")) else None,
         source_sha256=source if _SHA256.fullmatch(source) else None,
+        # What serving it cost (sizes the Triton pod); dropped when unreadable: defaults apply.
+        serving_cost=_pick(ServingCost, merged.get("servingCost")),
     )
     raw_candidates = data.get("candidates")
     candidates = (

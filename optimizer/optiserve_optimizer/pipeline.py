@@ -27,6 +27,7 @@ from optiserve_optimizer import checks, data, inputs, package
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, file_sha256, path_sha256
 from optiserve_optimizer.errors import DataError, OptimizerError
 from optiserve_optimizer.evaluate import compare, gate
+from optiserve_optimizer.footprint import feed_of, measure_serving_cost
 from optiserve_optimizer.measure import MARGIN, Measurement, measure
 from optiserve_optimizer.onnx_utils import load_model, signature, threads
 from optiserve_optimizer.outcome import (
@@ -90,6 +91,7 @@ class Pipeline:
         self.cache: dict[tuple[str, ...], tuple[ModelArtifact, dict[str, Any]]] = {}
         self.checker: checks.Checker | None = None
         self.failed: dict[tuple[str, ...], CandidateFailed] = {}  # failed step prefixes
+        self.serving_feed: dict[str, Any] = {}
 
     def run(self) -> RunResult:
         existing = package.existing_report(self.out_dir, self.digest)
@@ -235,6 +237,7 @@ class Pipeline:
             )
             shown.update(runners=len(runners), rounds=spec.benchmark.rounds)
         self.progress.line(f"measured on {measurement.conditions.line()}")
+        self.serving_feed = feed_of(arrays, max(batches))  # footprint: the served model's cost
         for o in outcomes:
             o.timing = measurement.timings.get(o.plan.name)
             o.runner = None  # sessions are not needed any more
@@ -320,6 +323,13 @@ class Pipeline:
         # What was optimized, as found: a file replaced at the same URI shows up as another
         # hash here and in status.artifact.sourceSha256 (docs/operator.md, "Retention").
         source_sha256 = path_sha256(local_path(self.request.source.uri))
+        cost = measure_serving_cost(
+            served,
+            self.serving_feed,
+            threads(),
+            self.request.optimization.target.device,
+            self.progress.line,
+        )
         artifact = Artifact(
             digest=f"sha256:{self.digest}",
             source_sha256=source_sha256,
@@ -328,6 +338,7 @@ class Pipeline:
             precision=chosen.artifact.precision if chosen and chosen.artifact else "fp32",
             format="tensorrt_plan" if served.suffix == ".plan" else "onnx",
             candidate=chosen.plan.name if chosen else FALLBACK,
+            serving_cost=cost,
         )
         baselines = {
             name: timing.as_dict()

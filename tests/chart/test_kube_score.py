@@ -30,9 +30,6 @@ IGNORED = {
     # Triton's is optional (serving.networkPolicy, on in one example: checked below); the
     # optimizer Job's pods (egress to storage) and the operator's (to the API server) have none.
     "pod-networkpolicy": "MISSING: NetworkPolicies for the Job and operator pods (issue 22)",
-    # Not built yet (issue 22): requests and limits from the Job's measurement of the artifact.
-    "container-resources": "MISSING: Triton/Job requests from measurement (issue 22)",
-    "container-ephemeral-storage-request-and-limit": "MISSING: with the measured requests",
 }
 
 

@@ -140,6 +140,26 @@ def test_summary_as_the_optimizer_writes_it() -> None:
     assert from_elsewhere.report is None  # a page no server pod can reach is not named
 
 
+def test_summary_carries_the_serving_cost_and_drops_an_unreadable_one() -> None:
+    cost = {
+        "peakRssBytes": 500_000_000,
+        "runtimeRssBytes": 60_000_000,
+        "cpuSecondsPerInference": 0.0012,
+        "batch": 64,
+        "threads": 4,
+        "runtime": "onnxruntime 1.23.2",
+        "futureField": 1,  # a newer optimizer's extra key is ignored, not fatal
+    }
+    message = {"digest": DIGEST, "artifact": {"uri": "pvc://s/x", "servingCost": cost}}
+    artifact = parse_summary(json.dumps(message), DIGEST, "pvc://s/d").artifact
+    assert artifact.serving_cost is not None
+    assert artifact.serving_cost.model_rss_bytes == 440_000_000
+    assert artifact.serving_cost.batch == 64
+    broken = {**message, "artifact": {"uri": "pvc://s/x", "servingCost": {"peakRssBytes": -1}}}
+    artifact = parse_summary(json.dumps(broken), DIGEST, "pvc://s/d").artifact
+    assert artifact.uri == "pvc://s/x" and artifact.serving_cost is None
+
+
 def test_summary_names_the_baseline_the_spread_and_failed_candidates() -> None:
     measured = {"cpu": "AMD EPYC", "instructionSets": ["avx2", "avx512_vnni"], "threads": 2}
     metrics = {

@@ -83,6 +83,13 @@ def test_success_records_the_artifact_then_rolls_out_then_ready() -> None:
     assert "Optimized" in [e.reason for e in deploying.events]
     assert status.endpoint == "http://digits.ml.svc:8000"
     assert status.grpc_endpoint == "digits.ml.svc:8001"
+    # The Triton pod is sized from the Job's measurement, and status says how.
+    assert status.artifact.serving_cost is not None
+    triton = deploying.apply[0]["spec"]["template"]["spec"]["containers"][0]
+    assert triton["resources"]["requests"]["memory"] == "1002Mi"  # (412 + 256 MiB) x 1.5
+    assert status.serving is not None and status.serving.resources is not None
+    assert status.serving.resources.requests["memory"] == "1002Mi"
+    assert status.serving.resources.basis.startswith("measured: (model RSS 412 MiB")
 
     ready = run(model(the_spec, status), jobs=(done,), dep=deployment(digest))
     assert ready.status.phase == "Ready"

@@ -39,6 +39,14 @@ def _resources(manifest: dict[str, Any]) -> dict[str, Any]:
     return dict(pod_spec(manifest)["containers"][0].get("resources") or {})
 
 
+def _extended(resources: dict[str, Any]) -> dict[str, Any]:
+    """Only the accelerators (cpu, memory and ephemeral-storage are sized by render/sizing)."""
+    out = {
+        kind: {k: v for k, v in values.items() if "/" in k} for kind, values in resources.items()
+    }
+    return {kind: values for kind, values in out.items() if values}
+
+
 def _both(spec: OptimizedModelSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     uri = artifact_uri(spec, DIGEST, namespace=OWNER.namespace, name=OWNER.name)
     artifact = Artifact(digest=DIGEST, uri=uri)
@@ -48,29 +56,34 @@ def _both(spec: OptimizedModelSpec) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def test_a_mig_slice_is_requested_alone_not_with_a_whole_gpu() -> None:
     job, server = _both(_gpu_spec({"limits": {MIG: 1}}, {"limits": {MIG: 1, "memory": "8Gi"}}))
-    assert job == {"limits": {MIG: 1}}
-    assert server == {"limits": {MIG: 1, "memory": "8Gi"}}
+    assert _extended(job) == {"limits": {MIG: 1}}
+    assert _extended(server) == {"limits": {MIG: 1}}
+    # The spec's memory limit wins, and no computed memory request is left beside it.
+    assert server["limits"]["memory"] == "8Gi" and "memory" not in server["requests"]
 
 
 @pytest.mark.parametrize("shared", ["nvidia.com/gpu.shared", "nvidia.com/mig-3g.40gb"])
 def test_a_slice_asked_for_in_requests_only_gets_it_as_its_limit_too(shared: str) -> None:
     # Extended resources cannot be overcommitted: the API server wants the limit.
     job, _ = _both(_gpu_spec({"requests": {shared: 2, "cpu": "4"}}, {}))
-    assert job == {"limits": {shared: 2}, "requests": {shared: 2, "cpu": "4"}}
+    assert _extended(job) == {"limits": {shared: 2}, "requests": {shared: 2}}
+    assert job["requests"]["cpu"] == "4" and "cpu" not in job["limits"]
 
 
 def test_a_gpu_target_that_names_no_nvidia_resource_gets_one_whole_gpu() -> None:
-    job, server = _both(_gpu_spec({"limits": {"memory": "16Gi"}}, {}))
-    assert job == {"limits": {"memory": "16Gi", "nvidia.com/gpu": 1}}
-    assert server == {"limits": {"nvidia.com/gpu": 1}}
+    job, server = _both(_gpu_spec({"limits": {"memory": "32Gi"}}, {}))
+    assert _extended(job) == {"limits": {"nvidia.com/gpu": 1}}
+    assert job["limits"]["memory"] == "32Gi"
+    assert _extended(server) == {"limits": {"nvidia.com/gpu": 1}}
     job, _ = _both(_gpu_spec({"limits": {"nvidia.com/gpu": 2}}, {}))
-    assert job == {"limits": {"nvidia.com/gpu": 2}}
+    assert _extended(job) == {"limits": {"nvidia.com/gpu": 2}}
 
 
 def test_a_cpu_target_gets_no_accelerator() -> None:
     spec = OptimizedModel.model_validate(CPU_MODEL).spec
     job = render_job(CPU_OWNER, spec, DIGEST, image=IMAGE)
-    assert not _resources(job)
+    assert not _extended(_resources(job))
+    assert set(_resources(job)["requests"]) == {"cpu", "memory", "ephemeral-storage"}
 
 
 def test_the_job_fails_at_once_on_the_optimizers_user_error_exit_code() -> None:

@@ -35,6 +35,27 @@ class Condition(ApiModel):
     observed_generation: int = Field(0, ge=0)
 
 
+class ServingCost(ApiModel):
+    """What serving the artifact cost when the Job ran it: a fresh runtime session (onnxruntime
+    or TensorRT) in a child process, loading the served model and running batches."""
+
+    peak_rss_bytes: int = Field(ge=0, description="Child's peak resident memory, all of it.")
+    runtime_rss_bytes: int = Field(
+        ge=0, description="Peak of the same child after importing the runtime, before loading."
+    )
+    cpu_seconds_per_inference: float = Field(
+        ge=0, description="Process CPU time of the timed batches over the inferences they ran."
+    )
+    batch: int = Field(ge=1, description="Batch size run (the largest benchmark batch).")
+    threads: int = Field(1, ge=1, description="Intra-op threads of the session.")
+    runtime: str = Field("", max_length=64, description="onnxruntime or tensorrt, with version.")
+
+    @property
+    def model_rss_bytes(self) -> int:
+        """What loading and running the model added to the runtime's own memory."""
+        return max(0, self.peak_rss_bytes - self.runtime_rss_bytes)
+
+
 class Artifact(ApiModel):
     """The optimized model being served."""
 
@@ -53,6 +74,9 @@ class Artifact(ApiModel):
         pattern=r"^[a-f0-9]{64}$",
         description="sha256 of the source model the artifact was optimized from (a folder's: "
         "of its sorted 'name sha256' lines), to compare with the file at source.uri now.",
+    )
+    serving_cost: ServingCost | None = Field(
+        None, description="Measured by the Job; the Triton pod's requests are sized from it."
     )
 
 
@@ -124,6 +148,24 @@ class Candidate(ApiModel):
     reason: str = ""
 
 
+class AppliedResources(ApiModel):
+    """The Triton container's CPU, memory and ephemeral-storage requests and limits, and why."""
+
+    requests: dict[str, str] = Field(default_factory=dict, max_length=8)
+    limits: dict[str, str] = Field(default_factory=dict, max_length=8)
+    basis: str = Field(
+        "",
+        max_length=512,
+        description="Where they come from: the spec, a measurement (with the rule), or defaults.",
+    )
+
+
+class ServingStatus(ApiModel):
+    """What the operator set on the Triton pods."""
+
+    resources: AppliedResources | None = None
+
+
 class OptimizedModelStatus(ApiModel):
     """Observed state."""
 
@@ -150,3 +192,4 @@ class OptimizedModelStatus(ApiModel):
     )
     replicas: int | None = Field(None, description="Ready Triton pods (scale subresource).")
     selector: str | None = Field(None, description="Label selector of the Triton pods.")
+    serving: ServingStatus | None = None

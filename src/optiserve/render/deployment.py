@@ -13,7 +13,8 @@ from typing import Any
 
 from optiserve.api import OptimizedModelSpec
 from optiserve.api.network import NetworkPeer, NetworkPolicySpec
-from optiserve.api.status import Artifact
+from optiserve.api.spec import ResourceRequirements
+from optiserve.api.status import AppliedResources, Artifact, ServingStatus
 from optiserve.render.kubernetes import (
     ANNOTATION_ARTIFACT,
     GRPC_PORT,
@@ -33,6 +34,7 @@ from optiserve.render.kubernetes import (
     serving_name,
     tmp_volume,
 )
+from optiserve.render.sizing import SIZED, Sizing, triton_sizing, with_spec
 from optiserve.render.triton import triton_server_args
 from optiserve.uri import DEFAULT_PVC_ROOT, parse_uri
 
@@ -68,6 +70,32 @@ def model_repository(artifact: Artifact) -> tuple[str, str, str]:
     return parsed.claim, folder, str(path)
 
 
+def triton_resources(spec: OptimizedModelSpec, artifact: Artifact) -> Sizing:
+    """The Triton container's cpu, memory and ephemeral-storage requests and limits: the
+    spec's own (``serving.resources``) for each resource it names, the rule of
+    ``optiserve.render.sizing`` over the Job's measurement (``artifact.servingCost``) for the
+    others, its defaults while no measurement exists."""
+    serving = spec.serving
+    cache = serving.response_cache.size_bytes if serving.response_cache.enabled else 0
+    sized = triton_sizing(artifact.serving_cost, serving.instance_group.count, cache)
+    return with_spec(sized, serving.resources.requests, serving.resources.limits)
+
+
+def serving_status(spec: OptimizedModelSpec, artifact: Artifact) -> ServingStatus:
+    """``status.serving``: the Triton container's cpu, memory and ephemeral-storage requests
+    and limits as rendered, and why (extended resources such as GPUs are left out)."""
+    sized = triton_resources(spec, artifact)
+
+    def pick(values: dict[str, int | str]) -> dict[str, str]:
+        return {k: str(values[k]) for k in SIZED if k in values}
+
+    return ServingStatus(
+        resources=AppliedResources(
+            requests=pick(sized.requests), limits=pick(sized.limits), basis=sized.basis
+        )
+    )
+
+
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
@@ -94,7 +122,9 @@ def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
     artifact_vol, artifact_mount = folder_volume(
         "artifact", claim, folder, repository, read_only=True
     )
-    tmp_vol, tmp_mount = tmp_volume()
+    sizing = triton_resources(spec, artifact)
+    tmp_limit = sizing.limits.get("ephemeral-storage")
+    tmp_vol, tmp_mount = tmp_volume(str(tmp_limit) if tmp_limit is not None else None)
     shm_vol = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}
     shm_mount = {"name": "dshm", "mountPath": "/dev/shm"}
 
@@ -119,7 +149,9 @@ def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
         # Loading a large engine can take minutes; liveness waits until the server is up once.
         "startupProbe": _probe("/v2/health/live", period=5, failures=120),
-        "resources": gpu_resources(serving.resources, target),
+        "resources": gpu_resources(
+            ResourceRequirements(requests=sizing.requests, limits=sizing.limits), target
+        ),
         "securityContext": container_security_context(),
         "volumeMounts": [tmp_mount, shm_mount, artifact_mount],
     }

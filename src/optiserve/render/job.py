@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from optiserve.api import API_VERSION, KIND, OptimizedModelSpec
+from optiserve.api.spec import ResourceRequirements
 from optiserve.render.kubernetes import (
     ANNOTATION_DIGEST,
     ANNOTATION_RETRY,
@@ -34,6 +35,7 @@ from optiserve.render.kubernetes import (
     short_digest,
     tmp_volume,
 )
+from optiserve.render.sizing import CLEANUP_RESOURCES, job_sizing
 from optiserve.uri import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, claims_in
 
 SPEC_DIR = "/etc/optiserve"
@@ -184,7 +186,9 @@ def render_job(
     # Inputs read-only, whole claims; of the storage claim only the model's own folder.
     claim_vols, claim_mounts = claim_volumes(input_claims(spec))
     store_vol, store_mount = artifacts_volume(owner, spec)
-    tmp_vol, tmp_mount = tmp_volume()
+    sizing = job_sizing(job_spec.resources.requests, job_spec.resources.limits)
+    tmp_limit = sizing.limits.get("ephemeral-storage")
+    tmp_vol, tmp_mount = tmp_volume(str(tmp_limit) if tmp_limit is not None else None)
     spec_vol = {"name": "spec", "configMap": {"name": name}}
     spec_mount = {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}
 
@@ -210,7 +214,9 @@ def render_job(
         # The root file system is read-only: anything written relative to the working
         # directory lands in the /tmp emptyDir instead of failing.
         "workingDir": "/tmp",
-        "resources": gpu_resources(job_spec.resources, target),
+        "resources": gpu_resources(
+            ResourceRequirements(requests=sizing.requests, limits=sizing.limits), target
+        ),
         "securityContext": container_security_context(),
         "volumeMounts": [spec_mount, tmp_mount, *claim_mounts, store_mount],
         "terminationMessagePath": TERMINATION_LOG,
@@ -272,9 +278,10 @@ def render_cleanup_job(
     root = storage_root(spec, owner.namespace, owner.name)
     labels = common_labels(owner.name, CLEANUP_COMPONENT)
     store_vol, store_mount = artifacts_volume(owner, spec)
-    tmp_vol, tmp_mount = tmp_volume()
+    tmp_vol, tmp_mount = tmp_volume(CLEANUP_RESOURCES["limits"]["ephemeral-storage"])
     container: dict[str, Any] = {
         "name": "cleanup",
+        "resources": CLEANUP_RESOURCES,
         "image": spec.optimization.job.image or image,
         "command": ["python", "-c", _REMOVE_FOLDERS, *(f"{root}/{d}" for d in sorted(digests))],
         "workingDir": "/tmp",

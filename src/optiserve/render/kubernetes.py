@@ -183,9 +183,10 @@ def folder_volume(
     )
 
 
-def tmp_volume() -> tuple[dict[str, Any], dict[str, Any]]:
-    """An emptyDir at /tmp: the root file system is read-only."""
-    return {"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"}
+def tmp_volume(size_limit: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An emptyDir at /tmp (the root file system is read-only), bounded by ``size_limit``."""
+    empty_dir = {"sizeLimit": size_limit} if size_limit else {}
+    return {"name": "tmp", "emptyDir": empty_dir}, {"name": "tmp", "mountPath": "/tmp"}
 
 
 def is_gpu_resource(name: str) -> bool:
