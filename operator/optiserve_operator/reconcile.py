@@ -8,9 +8,9 @@ from the recipe digest), so "create" is create-or-read and a restart creates not
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypeVar
+from typing import Literal
 
 from optiserve.api import OptimizedModelSpec
 from optiserve.api.status import (
@@ -22,13 +22,8 @@ from optiserve.api.status import (
 )
 from optiserve.digest import spec_recipe_digest
 from optiserve.policy import Policy, describe, violations
-from optiserve.render.autoscaling import render_autoscaler
 from optiserve.render.deployment import (
     ArtifactLocationError,
-    render_deployment,
-    render_disruption_budget,
-    render_network_policy,
-    render_service,
     selector_string,
     serving_status,
 )
@@ -42,13 +37,12 @@ from optiserve.render.kubernetes import (
     job_name,
 )
 from optiserve_operator import conditions as c
+from optiserve_operator.children import Refused, rendered, serving_manifests
 from optiserve_operator.failures import (
     REASON_INVALID_NAME,
-    RENDER_ERRORS,
     Failure,
     held,
     name_problem,
-    render_failure,
     stalled_status,
 )
 from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentState, JobState
@@ -252,26 +246,6 @@ def _transition_events(old: OptimizedModelStatus, new: OptimizedModelStatus) -> 
     return events
 
 
-class _Refused(Exception):
-    """A renderer could not turn the spec into a manifest (carries the user-facing failure)."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.message)
-        self.failure = failure
-
-
-Rendered = TypeVar("Rendered")
-
-
-def _rendered(doing: str, render: Callable[[], Rendered]) -> Rendered:
-    try:
-        return render()
-    except ArtifactLocationError:
-        raise  # not the spec's fault: the Job reported an artifact no pod can mount
-    except RENDER_ERRORS as err:
-        raise _Refused(render_failure(doing, err)) from err
-
-
 def transition_events(old: OptimizedModelStatus, new: OptimizedModelStatus) -> tuple[Event, ...]:
     return tuple(replace(e, message=redact(e.message)) for e in _transition_events(old, new))
 
@@ -288,14 +262,14 @@ def plan(obs: Observed, now: str, config: Config) -> Plan:
         # restarts with one that allows it.
         denied = violations(spec, config.policy)
         if denied:
-            raise _Refused(Failure(True, c.REASON_POLICY_DENIED, describe(denied)))
+            raise Refused(Failure(True, c.REASON_POLICY_DENIED, describe(denied)))
         if held(status, model.generation, wanted_job):
             return Plan(status=status, requeue_after=None)
         problem = name_problem(owner.name)
         if problem is not None:
-            raise _Refused(Failure(True, REASON_INVALID_NAME, problem))
+            raise Refused(Failure(True, REASON_INVALID_NAME, problem))
         return _plan(obs, now, config, digest, retry, wanted_job)
-    except _Refused as refused:
+    except Refused as refused:
         base = status.model_copy(update={"recipe_digest": digest, "job_name": wanted_job})
         new_status = stalled_status(base, model.generation, refused.failure, now)
         return Plan(
@@ -317,11 +291,11 @@ def _plan(
     events: list[Event] = []
     if opt.state == "create":
         create = [
-            _rendered(
+            rendered(
                 "render the spec ConfigMap",
                 lambda: render_spec_config_map(owner, spec, digest, retry),
             ),
-            _rendered(
+            rendered(
                 "render the optimization Job",
                 lambda: render_job(
                     owner,
@@ -337,7 +311,7 @@ def _plan(
         # Fail fast: what will serve the artifact is rendered now, and checked by the API
         # server (a dry run) before the Job spends an hour on an artifact nobody can serve.
         uri = artifact_uri(spec, digest, namespace=owner.namespace, name=owner.name)
-        dry_run = _serving_manifests(owner, spec, Artifact(digest=digest, uri=uri))
+        dry_run = serving_manifests(owner, spec, Artifact(digest=digest, uri=uri))
         events.append(Event("Normal", "JobCreated", opt.message))
     delete = tuple(j.name for j in obs.jobs if j.phase == "active" and j.digest != digest)
     events += [Event("Normal", "JobSuperseded", f"deleting Job {name}") for name in delete]
@@ -349,11 +323,11 @@ def _plan(
     refused: Failure | None = None
     if rollout.serve is not None:
         try:
-            apply = _serving_manifests(owner, spec, rollout.serve)
+            apply = serving_manifests(owner, spec, rollout.serve)
         except ArtifactLocationError as err:
             opt = Optimization("failed", reason="InvalidArtifact", message=str(err))
             rollout = Rollout("none")
-        except _Refused as err:
+        except Refused as err:
             # Keep what this pass learnt (a newly read artifact): only serving is refused.
             refused, rollout = err.failure, Rollout("none")
         else:
@@ -417,27 +391,3 @@ def _plan(
 
 def _autoscaler_kind(provider: str) -> str:
     return "ScaledObject" if provider == "keda" else "HorizontalPodAutoscaler"
-
-
-def _serving_manifests(
-    owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
-) -> list[Manifest]:
-    """Deployment, Service, budget and (when asked for) the network policy and the autoscaler
-    that serve ``artifact``.
-
-    The autoscaler follows the Deployment it scales; without one the Deployment has no
-    replicas field to fight over, so it comes only once something is served.
-    """
-    manifests = [
-        _rendered("render the Deployment", lambda: render_deployment(owner, spec, artifact)),
-        _rendered("render the Service", lambda: render_service(owner)),
-        _rendered("render the PodDisruptionBudget", lambda: render_disruption_budget(owner)),
-    ]
-    policy = _rendered(
-        "render the NetworkPolicy",
-        lambda: render_network_policy(owner, spec.serving.network_policy),
-    )
-    autoscaler = _rendered(
-        "render the autoscaler", lambda: render_autoscaler(owner, spec.serving.autoscaling)
-    )
-    return manifests + [m for m in (policy, autoscaler) if m is not None]
