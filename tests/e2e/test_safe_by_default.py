@@ -287,7 +287,9 @@ def test_deleted_or_edited_children_are_repaired_within_seconds(
 @pytest.fixture
 def mig_node(cluster: LocalCluster) -> Iterator[str]:
     node = FakeNode("gpu-mig").manifest()
-    capacity = {"cpu": "32", "memory": "256Gi", "pods": "110", MIG: "7"}
+    status = node["status"]
+    assert isinstance(status, dict)
+    capacity = {**status["capacity"], MIG: "7"}  # a MIG slice, and no whole GPU
     node["status"] = {"capacity": capacity, "allocatable": capacity}
     cluster.apply([node])
     # The scheduler sees the capacity once the node status carries it.
@@ -318,7 +320,9 @@ def test_a_mig_slice_is_the_only_gpu_resource_asked_for_and_lands_on_the_mig_nod
     wait_until("the Job", lambda: _owned_jobs(cluster, ns, uid), timeout_s=REPORT_S)
     job = get(cluster, ns, "job", _owned_jobs(cluster, ns, uid)[0])
     resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
-    assert resources == {"limits": {MIG: "1"}}  # no nvidia.com/gpu besides
+    assert resources["limits"][MIG] == "1"
+    asked = {name for part in resources.values() for name in part}
+    assert "nvidia.com/gpu" not in asked  # only the slice (CPU and memory have defaults)
 
     def on_the_mig_node() -> bool:
         pods = get(cluster, ns, "pods", "-l", "optiserve.io/model=mig") or {"items": []}

@@ -24,9 +24,17 @@ class FakeNode:
     gpus: int = 0
     cpu: str = "32"
     memory: str = "256Gi"
+    # What a kubelet reports for its root file system; pods asking for scratch space (the
+    # optimizer Job, Triton's /tmp) cannot be scheduled on a node that reports none.
+    ephemeral_storage: str = "500Gi"
 
     def manifest(self) -> dict[str, object]:
-        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": "110"}
+        capacity = {
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "ephemeral-storage": self.ephemeral_storage,
+            "pods": "110",
+        }
         if self.gpus:
             capacity[GPU_RESOURCE] = str(self.gpus)
         return {
