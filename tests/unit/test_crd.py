@@ -91,3 +91,20 @@ def test_metrics_printer_columns_read_fields_the_schema_has() -> None:
     assert [c["jsonPath"] for c in read] == [".status.metrics.speedup", ".status.metrics.baseline"]
     for column in read:
         assert column["jsonPath"].rsplit(".", 1)[1] in metrics and column["description"]
+
+
+def test_every_spec_and_status_field_is_described_for_kubectl_explain() -> None:
+    """`kubectl explain om.spec...` shows each field's description: none may be missing."""
+    missing: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for name, child in (node.get("properties") or {}).items():
+            if "description" not in child:
+                missing.append(f"{path}.{name}")
+            walk(child, f"{path}.{name}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    for part in ("spec", "status"):
+        walk(_schema()["properties"][part], part)
+    assert missing == []

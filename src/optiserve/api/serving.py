@@ -19,9 +19,13 @@ DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 class QueuePolicy(ApiModel):
     """What Triton does with requests that wait too long."""
 
-    timeout_action: Literal["REJECT", "DELAY"] = Field("REJECT")
+    timeout_action: Literal["REJECT", "DELAY"] = Field(
+        "REJECT", description="What Triton does with a request that waited past its timeout."
+    )
     default_timeout_microseconds: int = Field(0, ge=0, description="0: no timeout.")
-    allow_timeout_override: bool = Field(False)
+    allow_timeout_override: bool = Field(
+        False, description="Whether a request may set its own timeout."
+    )
     max_queue_size: int = Field(0, ge=0, le=INT32_MAX, description="0: unbounded.")
 
 
@@ -51,8 +55,10 @@ class ResponseCacheSpec(ApiModel):
 class InstanceGroupSpec(ApiModel):
     """How many copies of the model each server runs, and where."""
 
-    count: int = Field(1, ge=1, le=64)
-    kind: Literal["KIND_AUTO", "KIND_CPU", "KIND_GPU"] = Field("KIND_AUTO")
+    count: int = Field(1, ge=1, le=64, description="Model instances per Triton server.")
+    kind: Literal["KIND_AUTO", "KIND_CPU", "KIND_GPU"] = Field(
+        "KIND_AUTO", description="Where the instances run; KIND_AUTO: the GPU when there is one."
+    )
 
 
 # A positive number or quantity ("50", "1.5k"), or for queueTime a duration ("50ms").
@@ -79,7 +85,7 @@ class AutoscalingSpec(ApiModel):
 
     provider: Literal["hpa", "keda"] = Field("hpa", description="HorizontalPodAutoscaler or KEDA.")
     min_replicas: int = Field(1, ge=0, le=1000, description="0 (scale to zero) needs keda.")
-    max_replicas: int = Field(4, ge=1, le=1000)
+    max_replicas: int = Field(4, ge=1, le=1000, description="Most Triton pods.")
     metric: Literal["queueTime", "pendingRequests", "gpuUtilization"] = Field(
         "queueTime",
         description=(
@@ -92,8 +98,12 @@ class AutoscalingSpec(ApiModel):
         description="Target value per pod, above zero: queueTime in microseconds or a duration "
         "('50ms'), pendingRequests a number of requests, gpuUtilization a percent up to 100.",
     )
-    scale_up_stabilization_seconds: int = Field(0, ge=0, le=3600)
-    scale_down_stabilization_seconds: int = Field(300, ge=0, le=3600)
+    scale_up_stabilization_seconds: int = Field(
+        0, ge=0, le=3600, description="How long a higher reading must last before scaling up."
+    )
+    scale_down_stabilization_seconds: int = Field(
+        300, ge=0, le=3600, description="How long a lower reading must last before scaling down."
+    )
     prometheus_address: str = Field(
         "http://prometheus-operated.monitoring.svc:9090", description="For keda triggers."
     )
@@ -154,9 +164,16 @@ class ServingSpec(ApiModel):
         default_factory=InstanceGroupSpec, json_schema_extra=object_default()
     )
     autoscaling: AutoscalingSpec | None = Field(None, description="Unset: fixed replicas.")
-    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
-    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=32)
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements,
+        description="Triton's requests and limits; unset ones come from the Job's measurement.",
+    )
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=32, description="Node labels the Triton pods need."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints the Triton pods tolerate."
+    )
     rollout_deadline_seconds: int = Field(
         600, ge=30, le=86400, description="A rollout not Ready by then is Degraded."
     )

@@ -285,8 +285,12 @@ class Toleration(ApiModel):
     key: str | None = Field(None, max_length=317, description="Taint key; empty: every key.")
     operator: Literal["Exists", "Equal"] | None = Field(None, description="Unset: Equal.")
     value: str | None = Field(None, max_length=63, description="Only with operator Equal.")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate; empty: every effect."
+    )
+    toleration_seconds: int | None = Field(
+        None, description="With NoExecute: how long the pod stays after the taint appears."
+    )
 
     rules = (
         CelRule(
@@ -369,8 +373,12 @@ def _quantities_ok(quantities: dict[str, int | str]) -> bool:
 class ResourceRequirements(ApiModel):
     """Container resources, as in a Pod: quantities not negative, GPUs in whole units."""
 
-    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=32)
-    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=32)
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, max_length=32, description="Most the container may use."
+    )
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, max_length=32, description="What the scheduler reserves."
+    )
 
     rules = (
         CelRule(
@@ -410,8 +418,12 @@ class JobSpec(ApiModel):
     ttl_seconds_after_finished: int = Field(
         86400, ge=0, le=INT32_MAX, description="When the Job is removed."
     )
-    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=32)
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=32, description="Node labels the Job's pod needs."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints the Job's pod tolerates."
+    )
 
     rules = (node_selector_rule("nodeSelector", "node_selector"),)
 

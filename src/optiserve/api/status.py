@@ -27,12 +27,22 @@ STALLED = "Stalled"
 class Condition(ApiModel):
     """metav1.Condition."""
 
-    type: str = Field(max_length=316, pattern=r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-    status: ConditionStatus
-    reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-    message: str = Field("", max_length=32768)
+    type: str = Field(
+        max_length=316,
+        pattern=r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$",
+        description="Ready, Optimized, Progressing, Degraded, Reconciling or Stalled.",
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="Why, as one CamelCase word (e.g. RolledBack, PolicyDenied).",
+    )
+    message: str = Field("", max_length=32768, description="Why, for a person.")
     last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
-    observed_generation: int = Field(0, ge=0)
+    observed_generation: int = Field(
+        0, ge=0, description="The spec generation this condition was computed from."
+    )
 
 
 class ServingCost(ApiModel):
@@ -61,7 +71,7 @@ class Artifact(ApiModel):
 
     digest: str = Field(description="Recipe digest; names the folder in storage.")
     uri: str = Field(description="Triton model repository.")
-    precision: str = Field("fp32")
+    precision: str = Field("fp32", description="fp32, fp16 or int8.")
     format: str = Field("onnx", description="onnx or tensorrt_plan.")
     candidate: str = Field("", description="Name of the chosen candidate.")
     report: str | None = Field(
@@ -89,7 +99,7 @@ class MeasurementConditions(ApiModel):
         max_length=32,
         description="SIMD sets that pick the kernels (avx2, avx512_vnni, amx_int8...).",
     )
-    logical_cpus: int | None = Field(None, ge=1)
+    logical_cpus: int | None = Field(None, ge=1, description="CPUs the measuring process saw.")
     threads: int | None = Field(None, ge=1, description="Intra-op threads of every runner.")
     load_average: float | None = Field(None, description="1-minute load average before timing.")
     rounds: int | None = Field(None, ge=1, description="Interleaved rounds the ratio is over.")
@@ -110,10 +120,16 @@ class Metrics(ApiModel):
         description="What speedup is against: the source model in its own framework "
         "(pytorch-torchscript, pytorch-eager for a huggingface source, or onnxruntime-fp32).",
     )
-    baseline_latency_ms: float | None = None
-    optimized_latency_ms: float | None = None
+    baseline_latency_ms: float | None = Field(
+        None, description="The baseline's p50 latency at the first benchmark batch size."
+    )
+    optimized_latency_ms: float | None = Field(
+        None, description="The chosen candidate's p50 latency at that batch size."
+    )
     baseline_throughput: float | None = Field(None, description="Inferences per second.")
-    optimized_throughput: float | None = None
+    optimized_throughput: float | None = Field(
+        None, description="The chosen candidate's inferences per second."
+    )
     speedup: str | None = Field(
         None,
         max_length=32,
@@ -127,7 +143,9 @@ class Metrics(ApiModel):
         max_length=32,
         description="The same ratio against onnxruntime FP32 of the exported, unmodified model.",
     )
-    accuracy_drop: float | None = None
+    accuracy_drop: float | None = Field(
+        None, description="The chosen candidate's drop in the spec's accuracy metric."
+    )
     size_ratio: float | None = Field(None, description="Original size / optimized size.")
     measured: MeasurementConditions | None = None
 
@@ -135,24 +153,28 @@ class Metrics(ApiModel):
 class Candidate(ApiModel):
     """One variant the optimizer tried, with its verdict."""
 
-    name: str
-    precision: str = "fp32"
-    latency_ms: float | None = None
-    throughput: float | None = None
-    accuracy_drop: float | None = None
-    size_bytes: int | None = None
+    name: str = Field(description="The candidate's steps, e.g. pruned-structured+int8-static.")
+    precision: str = Field("fp32", description="fp32, fp16 or int8.")
+    latency_ms: float | None = Field(None, description="p50 at the first benchmark batch size.")
+    throughput: float | None = Field(None, description="Inferences per second at the largest.")
+    accuracy_drop: float | None = Field(None, description="Drop in the spec's accuracy metric.")
+    size_bytes: int | None = Field(None, description="Size of the served model file.")
     speedup: str | None = Field(None, max_length=32, description="Against the baseline.")
-    passed: bool = False
+    passed: bool = Field(False, description="Within the accuracy gate (and every check).")
     failed: bool = Field(False, description="A step could not be applied; reason says why.")
-    chosen: bool = False
-    reason: str = ""
+    chosen: bool = Field(False, description="The one packaged and served.")
+    reason: str = Field("", description="Why it failed, or why it was or was not chosen.")
 
 
 class AppliedResources(ApiModel):
     """The Triton container's CPU, memory and ephemeral-storage requests and limits, and why."""
 
-    requests: dict[str, str] = Field(default_factory=dict, max_length=8)
-    limits: dict[str, str] = Field(default_factory=dict, max_length=8)
+    requests: dict[str, str] = Field(
+        default_factory=dict, max_length=8, description="What the scheduler reserves."
+    )
+    limits: dict[str, str] = Field(
+        default_factory=dict, max_length=8, description="Most the container may use."
+    )
     basis: str = Field(
         "",
         max_length=512,
@@ -169,10 +191,15 @@ class ServingStatus(ApiModel):
 class OptimizedModelStatus(ApiModel):
     """Observed state."""
 
-    observed_generation: int = Field(0, ge=0)
-    phase: Phase = "Pending"
+    observed_generation: int = Field(
+        0, ge=0, description="The spec generation this status was computed from."
+    )
+    phase: Phase = Field(
+        "Pending", description="Pending, Optimizing, Deploying, Ready or Failed (a summary)."
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
+        description="Standard conditions (kstatus, Argo CD and kubectl wait read them).",
         max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -181,9 +208,11 @@ class OptimizedModelStatus(ApiModel):
         None, description="What is served when a newer artifact fails to roll out."
     )
     recipe_digest: str | None = Field(None, description="Digest of the spec being worked on.")
-    job_name: str | None = None
+    job_name: str | None = Field(None, description="The optimization Job of the recipe.")
     metrics: Metrics | None = None
-    candidates: list[Candidate] = Field(default_factory=list, max_length=64)
+    candidates: list[Candidate] = Field(
+        default_factory=list, max_length=64, description="Every candidate tried, with its verdict."
+    )
     endpoint: str | None = Field(
         None, description="Triton's HTTP/REST endpoint (KServe v2 protocol) in the cluster."
     )
