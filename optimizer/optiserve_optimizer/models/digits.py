@@ -6,6 +6,7 @@ Writes ``digits.pt`` (TorchScript), ``digits-train.npz`` (calibration and recove
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,25 +88,43 @@ def accuracy(network: Any, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64])
     return float((predicted == y).mean())
 
 
-def make_digits(out_dir: Path, epochs: int = 15, width: int = 64, seed: int = 0) -> DigitsFiles:
-    """Trains the CNN and writes the model and data files; returns their paths."""
+def train_and_save(
+    build: Callable[[], Any],
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int64],
+    out_dir: Path,
+    file_names: tuple[str, str, str],
+    input_name: str,
+    epochs: int,
+    seed: int,
+    train_count: int = 1280,
+) -> DigitsFiles:
+    """Splits (x, y) at random, trains the network ``build`` makes, and writes it as TorchScript
+    with the train and eval sets as .npz (arrays named like its input, and ``labels``)."""
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    x, y = load_digits()
     order = np.random.default_rng(seed).permutation(len(x))
-    train_idx, eval_idx = order[:1280], order[1280:]
+    train_idx, eval_idx = order[:train_count], order[train_count:]
     torch.manual_seed(seed)
-    network = build_network(width)
+    network = build()
     train(network, x[train_idx], y[train_idx], epochs, seed)
     scripted = torch.jit.script(network.eval())
+    model_file, train_file, eval_file = file_names
     files = DigitsFiles(
-        out_dir / MODEL_FILE,
-        out_dir / TRAIN_FILE,
-        out_dir / EVAL_FILE,
+        out_dir / model_file,
+        out_dir / train_file,
+        out_dir / eval_file,
         accuracy(network, x[eval_idx], y[eval_idx]),
     )
     scripted.save(str(files.model))
-    np.savez(files.train, **{INPUT: x[train_idx], "labels": y[train_idx]})
-    np.savez(files.eval, **{INPUT: x[eval_idx], "labels": y[eval_idx]})
+    np.savez(files.train, **{input_name: x[train_idx], "labels": y[train_idx]})
+    np.savez(files.eval, **{input_name: x[eval_idx], "labels": y[eval_idx]})
     return files
+
+
+def make_digits(out_dir: Path, epochs: int = 15, width: int = 64, seed: int = 0) -> DigitsFiles:
+    """Trains the CNN and writes the model and data files; returns their paths."""
+    x, y = load_digits()
+    names = (MODEL_FILE, TRAIN_FILE, EVAL_FILE)
+    return train_and_save(lambda: build_network(width), x, y, out_dir, names, INPUT, epochs, seed)

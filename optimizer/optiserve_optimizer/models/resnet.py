@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from optiserve_optimizer.models.digits import DigitsFiles, accuracy, load_digits, train
+from optiserve_optimizer.models.digits import DigitsFiles, load_digits, train_and_save
 
 MODEL_FILE = "resnet18.pt"
 TRAIN_FILE = "resnet18-train.npz"
@@ -34,24 +34,19 @@ def digits_images(size: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.in
 
 def make_resnet18(out_dir: Path, size: int = 32, epochs: int = 3, seed: int = 0) -> DigitsFiles:
     """Trains ResNet-18 on upsampled digits and writes the model and data files."""
-    import torch
     import torchvision
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     x, y = digits_images(size)
-    order = np.random.default_rng(seed).permutation(len(x))
-    train_idx, eval_idx = order[:TRAIN_COUNT], order[TRAIN_COUNT:]
-    torch.manual_seed(seed)
-    network = torchvision.models.resnet18(num_classes=10)
-    train(network, x[train_idx], y[train_idx], epochs, seed)
-    scripted = torch.jit.script(network.eval())
-    files = DigitsFiles(
-        out_dir / MODEL_FILE,
-        out_dir / TRAIN_FILE,
-        out_dir / EVAL_FILE,
-        accuracy(network, x[eval_idx], y[eval_idx]),
+    names = (MODEL_FILE, TRAIN_FILE, EVAL_FILE)
+    # "x": the argument of torchvision's forward(x), so the data binds to it by name.
+    return train_and_save(
+        lambda: torchvision.models.resnet18(num_classes=10),
+        x,
+        y,
+        out_dir,
+        names,
+        "x",
+        epochs,
+        seed,
+        train_count=TRAIN_COUNT,
     )
-    scripted.save(str(files.model))
-    np.savez(files.train, x=x[train_idx], labels=y[train_idx])
-    np.savez(files.eval, x=x[eval_idx], labels=y[eval_idx])
-    return files
