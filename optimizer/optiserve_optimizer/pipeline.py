@@ -8,7 +8,8 @@ load or export the source, or bad data (``DataError``), stops the whole run.
 
 Every figure comes from one interleaved measurement (``measure.py``): the source model in its
 own framework (the named baseline), onnxruntime FP32 of the exported model beside it, and every
-candidate that ran, timed round-robin; the winner is chosen by ``measure.choose``.
+candidate that ran, timed round-robin; the winner is chosen by ``measure.choose`` and
+packaged with its report by ``finish.py``.
 """
 
 from __future__ import annotations
@@ -16,40 +17,30 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from optiserve.api import Artifact, OptimizationSpec, ServingSpec, SourceSpec
-from optiserve.digest import optiserve_version, spec_recipe_digest
+from optiserve.api import OptimizationSpec, ServingSpec, SourceSpec
+from optiserve.digest import spec_recipe_digest
 from optiserve.uri import local_path
 from optiserve_optimizer import checks, data, inputs, package
-from optiserve_optimizer.artifact import ModelArtifact, PassContext, file_sha256, path_sha256
+from optiserve_optimizer.artifact import ModelArtifact, PassContext
 from optiserve_optimizer.errors import DataError, OptimizerError
 from optiserve_optimizer.evaluate import compare, gate
-from optiserve_optimizer.footprint import feed_of, measure_serving_cost
-from optiserve_optimizer.measure import MARGIN, Measurement, measure
+from optiserve_optimizer.finish import Finished, RunResult, finish
+from optiserve_optimizer.footprint import feed_of
+from optiserve_optimizer.measure import measure
 from optiserve_optimizer.onnx_utils import load_model, signature, threads
-from optiserve_optimizer.outcome import (
-    CandidateFailed,
-    Outcome,
-    candidate_row,
-    decide,
-    named_metrics,
-)
+from optiserve_optimizer.outcome import CandidateFailed, Outcome
 from optiserve_optimizer.plan import CandidatePlan, Plan, build_plan, describe_plan
-from optiserve_optimizer.progress import Progress, candidates_table
+from optiserve_optimizer.progress import Progress
 from optiserve_optimizer.registry import pass_for
-from optiserve_optimizer.runners import (
-    BASELINES,
-    ORT_BASELINE,
-    baseline_runners,
-    run_all,
-    runner_for,
-)
+from optiserve_optimizer.runners import baseline_runners, run_all, runner_for
 
-FALLBACK = "unoptimized"
 EVAL_BATCH = 64
+
+# RunResult is defined with the packaging (finish.py); importing it from here keeps working.
+__all__ = ["EVAL_BATCH", "Pipeline", "RunRequest", "RunResult", "run_request"]
 
 
 @dataclass(frozen=True)
@@ -58,25 +49,6 @@ class RunRequest:
     source: SourceSpec
     optimization: OptimizationSpec
     serving: ServingSpec = field(default_factory=ServingSpec)
-
-
-@dataclass(frozen=True)
-class RunResult:
-    folder: Path
-    report: dict[str, Any]
-    reused: bool
-
-
-def tool_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {"optiserve": optiserve_version()}
-    for dist in ("onnx", "onnxruntime", "torch", "numpy", "tensorrt"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 class Pipeline:
@@ -241,179 +213,20 @@ class Pipeline:
         for o in outcomes:
             o.timing = measurement.timings.get(o.plan.name)
             o.runner = None  # sessions are not needed any more
-        return self._package(ctx, original, sig, measurement, baseline_name, outcomes)
-
-    def _package(
-        self,
-        ctx: PassContext,
-        original: ModelArtifact,
-        sig: Any,
-        measurement: Measurement,
-        baseline_name: str,
-        outcomes: list[Outcome],
-    ) -> RunResult:
-        chosen, fallback_reason, reasons = decide(outcomes)
-        if chosen is None:
-            self.progress.line(f"keeping the unoptimized ONNX model ({fallback_reason})")
-        served = chosen.artifact.served_file if chosen and chosen.artifact else original.onnx
-        rows = [
-            candidate_row(o, o is chosen, reasons, measurement, baseline_name).to_wire()
-            for o in outcomes
-        ]
-        self.progress.line(
-            f"candidates (speedup against {baseline_name}):\n"
-            + candidates_table(
-                [
-                    {
-                        **r,
-                        "latency_ms": r.get("latencyMs"),
-                        "accuracy_drop": r.get("accuracyDrop"),
-                        "size_bytes": r.get("sizeBytes"),
-                    }
-                    for r in rows
-                ]
-            )
-        )
-        folder = self.out_dir / self.digest
-        platform = "tensorrt_plan" if served.suffix == ".plan" else "onnxruntime_onnx"
-        config_text, renderer = package.model_config(
-            self.request.name, sig, self.request.serving, platform
-        )
-        report = self._report(
-            ctx,
+        finished = Finished(
+            self.request,
+            self.digest,
+            self.plan,
+            self.checker,
+            self.serving_feed,
             original,
+            sig,
             measurement,
             baseline_name,
             outcomes,
-            rows,
-            chosen,
-            fallback_reason,
-            served,
-            folder,
-            renderer,
+            ctx.shared.get("shapeFacts", {}),
         )
-        final = package.write_repository(
-            self.out_dir, self.digest, self.request.name, served, config_text, report
-        )
-        self.progress.line(f"wrote {final}")
-        return RunResult(final, report, reused=False)
-
-    def _report(
-        self,
-        ctx: PassContext,
-        original: ModelArtifact,
-        measurement: Measurement,
-        baseline_name: str,
-        outcomes: list[Outcome],
-        rows: list[dict[str, Any]],
-        chosen: Outcome | None,
-        fallback_reason: str | None,
-        served: Path,
-        folder: Path,
-        renderer: str,
-    ) -> dict[str, Any]:
-        source_file = original.torch or original.onnx
-        metrics = named_metrics(
-            measurement,
-            baseline_name,
-            chosen.plan.name if chosen else ORT_BASELINE,
-            chosen.gate.drop if chosen and chosen.gate else 0.0,
-            source_file.stat().st_size / served.stat().st_size,
-        )
-        # What was optimized, as found: a file replaced at the same URI shows up as another
-        # hash here and in status.artifact.sourceSha256 (docs/operator.md, "Retention").
-        source_sha256 = path_sha256(local_path(self.request.source.uri))
-        cost = measure_serving_cost(
-            served,
-            self.serving_feed,
-            threads(),
-            self.request.optimization.target.device,
-            self.progress.line,
-        )
-        artifact = Artifact(
-            digest=f"sha256:{self.digest}",
-            source_sha256=source_sha256,
-            uri=package.as_uri(folder / package.REPOSITORY),
-            report=package.as_uri(folder / package.REPORT_PAGE).rstrip("/"),
-            precision=chosen.artifact.precision if chosen and chosen.artifact else "fp32",
-            format="tensorrt_plan" if served.suffix == ".plan" else "onnx",
-            candidate=chosen.plan.name if chosen else FALLBACK,
-            serving_cost=cost,
-        )
-        baselines = {
-            name: timing.as_dict()
-            for name, timing in measurement.timings.items()
-            if name in BASELINES
-        }
-        return {
-            "apiVersion": "optiserve.io/v1alpha1",
-            "kind": "OptimizationReport",
-            "name": self.request.name,
-            "recipeDigest": self.digest,
-            "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": {
-                **self.request.source.to_wire(),
-                "actualSha256": source_sha256,
-            },
-            "optimization": self.request.optimization.to_wire(),
-            "plan": describe_plan(self.plan).splitlines(),
-            "notes": list(self.plan.notes),
-            "baseline": {
-                "name": baseline_name,
-                "runtime": baseline_name,
-                "sizeBytes": source_file.stat().st_size,
-                **baselines[baseline_name],
-                "beside": {k: v for k, v in baselines.items() if k != baseline_name},
-            },
-            "measurement": {
-                **measurement.conditions.as_dict(),
-                "method": "interleaved rounds; speedup = median of per-round throughput ratios",
-                "decision": f"faster only beyond the noise (lower quartile of the per-round "
-                f"ratio > 1 + {MARGIN:g}), else more accurate, else fewer steps",
-            },
-            "checks": self.checker.report() if self.checker else [],
-            "candidates": rows,
-            "candidateDetails": {
-                o.plan.name: {
-                    "steps": [s.describe() for s in o.plan.steps],
-                    "passes": o.passes,
-                    "failure": o.failure,
-                    "failedStep": o.failed_step,
-                    "accuracy": (
-                        {
-                            "metric": o.gate.metric,
-                            "drop": o.gate.drop,
-                            "maxDrop": o.gate.max_drop,
-                            **o.gate.details,
-                        }
-                        if o.gate is not None
-                        else None
-                    ),
-                    "benchmark": o.timing.as_dict() if o.timing else None,
-                    "speedups": (
-                        {
-                            name: measurement.speedup(o.plan.name, name).as_dict()
-                            for name in baselines
-                        }
-                        if o.timing
-                        else None
-                    ),
-                }
-                for o in outcomes
-            },
-            "chosen": artifact.candidate,
-            "fallbackReason": fallback_reason,
-            "artifact": artifact.to_wire(),
-            "metrics": metrics.to_wire(),
-            "shapes": ctx.shared.get("shapeFacts", {}),
-            "configRenderer": renderer,
-            "tools": tool_versions(),
-            "digests": {
-                "recipe": self.digest,
-                "source": file_sha256(source_file),
-                "model": file_sha256(served),
-            },
-        }
+        return finish(finished, self.out_dir, self.progress)
 
 
 def run_request(request: RunRequest, out_dir: Path, progress: Progress | None = None) -> RunResult:
