@@ -52,6 +52,19 @@ class CandidateFailed(Exception):
         self.step, self.cause = step, cause
 
 
+def unavailable(candidate: CandidatePlan, missing: dict[str, OptimizerError]) -> Outcome | None:
+    """A failed outcome, before any step runs, for a candidate needing a pass that cannot run
+    here (``missing``: pass name -> why, e.g. TensorRT on a GPU it cannot use); None otherwise."""
+    for step in candidate.steps:
+        if step.name in missing:
+            return Outcome(
+                candidate,
+                failure=f"failed in {step.describe()}: {missing[step.name]}",
+                failed_step=step.describe(),
+            )
+    return None
+
+
 def decide(
     outcomes: list[Outcome], margin: float = MARGIN
 ) -> tuple[Outcome | None, str | None, dict[str, str]]:

@@ -4,7 +4,9 @@ Candidates share step prefixes (``pruned-structured`` and ``pruned-structured+in
 prune and recover once). Candidates fail alone: an ``OptimizerError`` from a pass marks that
 candidate, and every candidate sharing the failed step prefix, failed with the reason, and the
 run goes on with the others (the report and the status ladder show why). Only a failure to
-load or export the source, or bad data (``DataError``), stops the whole run.
+load or export the source, bad data (``DataError``), or a TensorRT candidate with no CUDA device
+at all (nothing could be measured on the target GPU) stops the whole run; a GPU that TensorRT
+cannot use fails only the TensorRT candidates, before any of their steps run.
 
 Every figure comes from one interleaved measurement (``measure.py``): the source model in its
 own framework (the named baseline), onnxruntime FP32 of the exported model beside it, and every
@@ -31,8 +33,8 @@ from optiserve_optimizer.finish import Finished, RunResult, finish
 from optiserve_optimizer.footprint import feed_of
 from optiserve_optimizer.measure import measure
 from optiserve_optimizer.onnx_utils import load_model, signature, threads
-from optiserve_optimizer.outcome import CandidateFailed, Outcome
-from optiserve_optimizer.plan import CandidatePlan, Plan, build_plan, describe_plan
+from optiserve_optimizer.outcome import CandidateFailed, Outcome, unavailable
+from optiserve_optimizer.plan import TENSORRT, CandidatePlan, Plan, build_plan, describe_plan
 from optiserve_optimizer.progress import Progress
 from optiserve_optimizer.registry import pass_for
 from optiserve_optimizer.runners import baseline_runners, run_all, runner_for
@@ -64,6 +66,7 @@ class Pipeline:
         self.checker: checks.Checker | None = None
         self.failed: dict[tuple[str, ...], CandidateFailed] = {}  # failed step prefixes
         self.serving_feed: dict[str, Any] = {}
+        self.missing: dict[str, OptimizerError] = {}  # pass name -> why it cannot run here
 
     def run(self) -> RunResult:
         existing = package.existing_report(self.out_dir, self.digest)
@@ -77,7 +80,10 @@ class Pipeline:
         if any(c.engine == "tensorrt_plan" for c in self.plan.candidates):
             from optiserve_optimizer.passes.tensorrt_build import preflight
 
-            preflight(self.progress.line)  # likewise TensorRT and a GPU
+            unusable = preflight(self.progress.line)  # likewise TensorRT and a GPU
+            if unusable is not None:
+                self.missing[TENSORRT] = unusable
+                self.progress.line(f"TensorRT candidates fail alone: {unusable}")
         work = self.out_dir / f".work-{self.digest[:12]}-{os.getpid()}"
         ctx = PassContext(self.request.source, spec, work, self.progress)
         try:
@@ -133,6 +139,9 @@ class Pipeline:
     ) -> Outcome:
         """Builds and gates one candidate; a failure stays with this candidate."""
         spec = self.request.optimization
+        skipped = unavailable(candidate, self.missing)
+        if skipped is not None:
+            return skipped
         try:
             artifact, passes = self._steps(candidate, ctx)
         except CandidateFailed as failed:

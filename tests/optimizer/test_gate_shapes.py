@@ -100,3 +100,19 @@ def test_candidates_table_marks_the_choice() -> None:
         ]
     )
     assert "| a |" in table and "CHOSEN" in table and "fail (too lossy)" in table
+
+
+def test_a_pass_that_cannot_run_here_fails_only_the_candidates_needing_it() -> None:
+    from optiserve_optimizer.errors import MissingDependencyError
+    from optiserve_optimizer.outcome import unavailable
+
+    why = MissingDependencyError("tensorrt", "no usable CUDA GPU: driver too old")
+    load = Step("load_export")
+    trt = CandidatePlan("tensorrt-fp16", "fp16", (load, Step("quantize"), Step("tensorrt")))
+    ort = CandidatePlan("int8-dynamic", "int8", (load, Step("quantize", {"method": "dynamic"})))
+    failed = unavailable(trt, {"tensorrt": why})
+    assert failed is not None and not failed.passed and failed.artifact is None
+    assert failed.failed_step == "tensorrt"
+    assert failed.verdict() == "failed in tensorrt: [tensorrt] no usable CUDA GPU: driver too old"
+    assert unavailable(ort, {"tensorrt": why}) is None
+    assert unavailable(trt, {}) is None

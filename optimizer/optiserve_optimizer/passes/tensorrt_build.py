@@ -99,12 +99,30 @@ def gpu_capability(pass_name: str = NAME) -> tuple[str, str]:
     return torch.cuda.get_device_name(0), f"{major}.{minor}"
 
 
-def preflight(show: Callable[[str], None]) -> None:
-    """Before any work: TensorRT imports and can create a builder on a GPU here."""
-    require_tensorrt()
-    logger = _Logger(show)
-    create_builder(logger)
-    gpu_capability()
+def preflight(show: Callable[[str], None]) -> MissingDependencyError | None:
+    """Before any work: why TensorRT cannot build here, or None when it can.
+
+    No CUDA device at all raises: the run's target is a GPU (the API requires it for
+    TensorRT), so nothing could be measured where it will serve, and the run stops (exit 3)
+    before any work. A GPU that TensorRT cannot use (the package or its libraries missing, a
+    driver older than TensorRT's CUDA) is returned: the TensorRT candidates fail alone with
+    this reason and the others are built and measured on the GPU.
+    """
+    try:
+        require_tensorrt()
+        create_builder(_Logger(show))
+        gpu_capability()
+    except MissingDependencyError as exc:
+        if not cuda_device_visible():
+            raise
+        return exc
+    return None
+
+
+def cuda_device_visible() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def graph_types(onnx_path: Path) -> tuple[set[str], set[str]]:
