@@ -30,6 +30,7 @@ from optiserve.render.exposure import (
 from optiserve.render.kubernetes import LABEL_MODEL, Manifest, Owner, serving_name
 from optiserve_operator import conditions as c
 from optiserve_operator.kube import Kube, KubeError, Obj, owned_by
+from optiserve_operator.summary import redact
 
 EXPOSED = "Exposed"
 REASON_EXPOSED = "Exposed"
@@ -147,8 +148,11 @@ def exposure_conditions(
     if wanted is None and applied and planned.manifest is not None:
         kind, name = planned.manifest["kind"], planned.manifest["metadata"]["name"]
         if kind == "HTTPRoute" and state.refusals:
+            # The Gateway controller's words, bounded and without anything like a credential.
             message = f"HTTPRoute {name} is not accepted by " + "; ".join(state.refusals)
-            wanted = c.Wanted(EXPOSED, "False", REASON_ROUTE_NOT_ACCEPTED, message[:MESSAGE_LIMIT])
+            wanted = c.Wanted(
+                EXPOSED, "False", REASON_ROUTE_NOT_ACCEPTED, redact(message, MESSAGE_LIMIT)
+            )
         else:
             wanted = c.Wanted(EXPOSED, "True", REASON_EXPOSED, f"{kind} {name}: {planned.url}")
     if wanted is None:
