@@ -205,3 +205,10 @@ def test_exposure_events_only_on_transitions() -> None:
         ("Normal", "Exposed", "HTTPRoute digits: https://digits.example.com/digits")
     ]
     assert exposure_events(exposed.conditions, exposed.conditions) == []
+
+
+def test_exposure_is_not_part_of_the_recipe() -> None:
+    """Exposing a model, or changing how, never re-runs its optimization."""
+    plain = recipe_digest(OWNER.name, exposed_spec(None))
+    assert recipe_digest(OWNER.name, exposed_spec(ROUTE)) == plain
+    assert recipe_digest(OWNER.name, exposed_spec(INGRESS)) == plain
