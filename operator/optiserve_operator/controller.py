@@ -26,6 +26,7 @@ from optiserve.render.kubernetes import (
 from optiserve_operator import conditions as c
 from optiserve_operator import metrics
 from optiserve_operator.deletion import FINALIZER, plan_deletion, wants_finalizer
+from optiserve_operator.exposure import delete_exposure
 from optiserve_operator.failures import (
     MESSAGE_LIMIT,
     Failure,
@@ -230,6 +231,10 @@ class Controller:
             with _doing(f"delete NetworkPolicy {policy}"):
                 self.kube.delete("networking.k8s.io/v1", "NetworkPolicy", namespace, policy)
             metrics.CHILD_OPERATIONS.labels("NetworkPolicy", "delete").inc()
+        for kind in result.delete_exposure:
+            with _doing(f"delete {kind} {serving_name(meta['name'])}"):
+                delete_exposure(self.kube, namespace, serving_name(meta["name"]), kind)
+            metrics.CHILD_OPERATIONS.labels(kind, "delete").inc()
         for manifest in result.dry_run:
             with _doing(f"check {manifest['kind']} {manifest['metadata']['name']}"):
                 self.kube.apply(manifest, dry_run=True)

@@ -25,6 +25,8 @@ PLURALS = {
     "Deployment": "deployments",
     "Event": "events",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "HTTPRoute": "httproutes",
+    "Ingress": "ingresses",
     "Job": "jobs",
     "NetworkPolicy": "networkpolicies",
     "OptimizedModel": "optimizedmodels",

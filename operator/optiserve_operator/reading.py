@@ -23,6 +23,7 @@ from optiserve.render.kubernetes import (
     Owner,
     serving_name,
 )
+from optiserve_operator.exposure import ExposureState, read_exposure
 from optiserve_operator.failures import name_problem
 from optiserve_operator.kube import Kube, KubeError, Obj, owned_by
 from optiserve_operator.observe import OPTIMIZER_CONTAINER, deployment_state, job_state
@@ -116,6 +117,9 @@ def read_observed(kube: Kube, obj: Obj, spec: OptimizedModelSpec) -> Observed:
         autoscalers=autoscalers,
         network_policy=policy is not None and owned_by(policy, owner.uid),
         config_maps=_spec_config_maps(kube, owner) if name_problem(owner.name) is None else (),
+        exposure=read_exposure(kube, owner)
+        if name_problem(owner.name) is None
+        else ExposureState(),
     )
 
 

@@ -37,6 +37,7 @@ from optiserve.render.kubernetes import (
     job_name,
 )
 from optiserve_operator import conditions as c
+from optiserve_operator import exposure as exposing
 from optiserve_operator.children import Refused, rendered, serving_manifests
 from optiserve_operator.failures import (
     REASON_INVALID_NAME,
@@ -79,6 +80,7 @@ class Observed:
     autoscalers: frozenset[str] = frozenset()  # kinds of our autoscalers that exist
     network_policy: bool = False  # our NetworkPolicy exists
     config_maps: tuple[SpecConfigMap, ...] = ()  # the Jobs' spec ConfigMaps
+    exposure: exposing.ExposureState = field(default_factory=exposing.ExposureState)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Plan:
     delete_jobs: tuple[str, ...] = ()  # still-running Jobs of a superseded digest
     delete_autoscalers: tuple[str, ...] = ()  # kinds no longer wanted (spec changed)
     delete_network_policy: bool = False  # the spec switched it off
+    delete_exposure: tuple[str, ...] = ()  # HTTPRoute / Ingress no longer asked for
     delete_config_maps: tuple[str, ...] = ()  # spec ConfigMaps of superseded Jobs
     events: tuple[Event, ...] = ()
     requeue_after: float | None = 300.0  # None: only a watch event (a spec change) brings it back
@@ -286,6 +289,7 @@ def _plan(
     spec, status, owner = model.spec, model.status, model.owner
 
     opt = _optimization(obs, digest, wanted_job)
+    exposed = exposing.plan_exposure(owner, spec.serving.exposure, obs.exposure)
     create: list[Manifest] = []
     dry_run: list[Manifest] = []
     events: list[Event] = []
@@ -312,6 +316,7 @@ def _plan(
         # server (a dry run) before the Job spends an hour on an artifact nobody can serve.
         uri = artifact_uri(spec, digest, namespace=owner.namespace, name=owner.name)
         dry_run = serving_manifests(owner, spec, Artifact(digest=digest, uri=uri))
+        dry_run += [exposed.manifest] if exposed.manifest else []
         events.append(Event("Normal", "JobCreated", opt.message))
     delete = tuple(j.name for j in obs.jobs if j.phase == "active" and j.digest != digest)
     events += [Event("Normal", "JobSuperseded", f"deleting Job {name}") for name in delete]
@@ -334,6 +339,7 @@ def _plan(
             if rollout.failed_marker:
                 annotations = apply[0]["metadata"].setdefault("annotations", {})
                 annotations[ANNOTATION_FAILED_ROLLOUT] = rollout.failed_marker
+            apply += [exposed.manifest] if exposed.manifest else []
     autoscaling = spec.serving.autoscaling
     wanted_kind = _autoscaler_kind(autoscaling.provider) if autoscaling is not None else None
     stale = tuple(k for k in AUTOSCALER_KINDS if k in obs.autoscalers and k != wanted_kind)
@@ -357,6 +363,9 @@ def _plan(
         metrics=summary.metrics if summary else status.metrics,
         candidates=list(summary.candidates) if summary else status.candidates,
         endpoint=endpoint(owner.name, owner.namespace) if rollout.serve else status.endpoint,
+        cluster_endpoint=(
+            endpoint(owner.name, owner.namespace) if rollout.serve else status.cluster_endpoint
+        ),
         grpc_endpoint=(
             grpc_endpoint(owner.name, owner.namespace) if rollout.serve else status.grpc_endpoint
         ),
@@ -364,9 +373,15 @@ def _plan(
         selector=selector_string(owner.name),
         serving=serving_status(spec, rollout.serve) if apply and rollout.serve else status.serving,
     )
+    new_status = exposing.exposed_status(
+        new_status, spec.serving.exposure, obs.exposure, exposed, applied=bool(apply), now=now
+    )
     if refused is not None:
         new_status = stalled_status(new_status, model.generation, refused, now)
     events += _transition_events(status, new_status)
+    events += [
+        Event(*e) for e in exposing.exposure_events(status.conditions, new_status.conditions)
+    ]
     settled = outcome.phase in ("Ready", "Failed")
     return Plan(
         status=new_status,
@@ -376,6 +391,7 @@ def _plan(
         delete_jobs=delete,
         delete_autoscalers=stale,
         delete_network_policy=obs.network_policy and not spec.serving.network_policy.enabled,
+        delete_exposure=exposed.delete,
         delete_config_maps=config_maps_to_delete(
             obs.config_maps,
             wanted_job=wanted_job,

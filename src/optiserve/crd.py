@@ -177,7 +177,8 @@ PRINTER_COLUMNS = [
         "name": "URL",
         "type": "string",
         "jsonPath": ".status.endpoint",
-        "description": "Triton's HTTP endpoint in the cluster (as KServe's URL column).",
+        "description": "Triton's HTTP endpoint: the external URL when exposed, else the "
+        "in-cluster one (as KServe's URL column).",
     },
     {
         "name": "Ready",

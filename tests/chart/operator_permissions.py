@@ -276,7 +276,7 @@ def renderers_used_by_operator() -> dict[str, set[str]]:
 
 def _specs() -> list[Any]:
     """The example spec as it is, autoscaled by an HPA, autoscaled by KEDA, without keeping
-    artifacts on delete, and with a NetworkPolicy."""
+    artifacts on delete, with a NetworkPolicy, and exposed by an HTTPRoute or an Ingress."""
     from optiserve.api import OptimizedModel
 
     document = yaml.safe_load(EXAMPLE.read_text())
@@ -291,6 +291,13 @@ def _specs() -> list[Any]:
         },
         {"storage": {**document["spec"]["storage"], "keepArtifactsOnDelete": False}},
         {"serving": {**document["spec"].get("serving", {}), "networkPolicy": {"enabled": True}}},
+        *(
+            {"serving": {**document["spec"].get("serving", {}), "exposure": exposure}}
+            for exposure in (
+                {"httpRoute": {"parentRefs": [{"name": "gw"}], "hostnames": ["m.example.com"]}},
+                {"ingress": {"host": "m.example.com"}},
+            )
+        ),
     ]
     return [
         OptimizedModel.model_validate({**document, "spec": {**document["spec"], **change}}).spec

@@ -207,3 +207,32 @@ def test_the_network_policy_follows_the_spec_with_the_charts_rights(
         for log in sorted(operator_as_service_account.log_dir.glob("*.log"))
     )
     assert [line for line in logs.splitlines() if "forbidden" in line.lower()] == []
+
+
+def test_the_ingress_follows_the_spec_with_the_charts_rights(
+    cluster: LocalCluster, operator_as_service_account: OperatorProcess, e2e_namespace: str
+) -> None:
+    """serving.exposure.ingress: applied with the Deployment, deleted when dropped, with the
+    chart's role (list, create, patch, delete on ingresses; the HTTPRoute list every pass)."""
+    ns, name = e2e_namespace, "exposed"
+    serving = {**tiny(name)["spec"]["serving"], "exposure": {"ingress": {"host": "m.example.com"}}}
+    cluster.apply([tiny(name, serving=serving)], namespace=ns)
+    obj = wait_ready(cluster, operator_as_service_account, ns, name)
+    wait_until("the Ingress", lambda: get(cluster, ns, "ingress", name), timeout_s=60)
+    ingress = get(cluster, ns, "ingress", name)
+    assert ingress["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    wait_until(
+        "the external URL in status",
+        lambda: get(cluster, ns, "om", name)["status"].get("endpoint") == "http://m.example.com",
+        timeout_s=60,
+    )
+
+    cluster.apply([tiny(name)], namespace=ns)
+    wait_until(
+        "the Ingress deleted", lambda: get(cluster, ns, "ingress", name) is None, timeout_s=60
+    )
+    logs = "\n".join(
+        log.read_text(errors="replace")
+        for log in sorted(operator_as_service_account.log_dir.glob("*.log"))
+    )
+    assert [line for line in logs.splitlines() if "forbidden" in line.lower()] == []

@@ -1,6 +1,6 @@
 """``make cluster``: the test control plane for a person, not only for pytest.
 
-    python -m tests.harness [--namespace demo] [--operator] [--state-dir DIR]
+    python -m tests.harness [--namespace demo] [--operator] [--gateway-api] [--state-dir DIR]
 
 Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok from the pinned
 binaries (hack/cluster/build.sh builds them once), the pod runner that really runs Job pods and
@@ -10,7 +10,8 @@ waits; Ctrl-C (or SIGTERM) stops everything and removes the state (unless --stat
 ``--namespace`` makes a namespace with the claims the examples use (``models`` and
 ``model-store``) and prints the folders behind them: put a model there (``make demo`` builds the
 example models) and ``kubectl apply`` an OptimizedModel. ``--operator`` also runs the operator
-against this cluster, its log on this terminal.
+against this cluster, its log on this terminal. ``--gateway-api`` installs the Gateway API's
+standard CRDs at the pinned version (hack/gateway-api), for ``serving.exposure.httpRoute``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from tests.harness.binaries import BinariesUnavailable, control_plane_binaries
 from tests.harness.cluster import LocalCluster, install_crd
 from tests.harness.cluster_spec import ClusterOptions
+from tests.harness.gateway_api import GatewayApiUnavailable, install_gateway_api
 from tests.harness.processes import pods_run_this_checkout
 from tests.harness.volume_binder import claim_manifest
 
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", help="create it with the claims 'models', 'model-store'")
     parser.add_argument("--operator", action="store_true", help="also run the operator")
     parser.add_argument(
+        "--gateway-api", action="store_true", help="install the Gateway API CRDs (HTTPRoute)"
+    )
+    parser.add_argument(
         "--state-dir", type=Path, help="keep the cluster's files here (default: a temp folder)"
     )
     args = parser.parse_args(argv)
@@ -88,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     with LocalCluster(binaries, options, state_dir=args.state_dir) as cluster:
         cluster.start_pod_runner()
         install_crd(cluster)
+        if args.gateway_api:
+            try:
+                install_gateway_api(cluster)
+            except GatewayApiUnavailable as err:
+                print(f"Gateway API CRDs not installed: {err}", file=sys.stderr)
         print(f"\nlocal cluster up: {cluster.server}")
         print(f"  export KUBECONFIG={cluster.kubeconfig}")
         print("  kubectl get nodes    # kwok nodes, GPU ones among them")

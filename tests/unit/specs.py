@@ -195,4 +195,50 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         _two_four_on_cpu(),
         "pruning.method",
     ),
+    # serving.exposure (issue 24): one way out, to a DNS name.
+    (
+        "both an HTTPRoute and an Ingress",
+        with_change(
+            "serving.exposure",
+            {
+                "httpRoute": {"parentRefs": [{"name": "gw"}], "hostnames": ["m.example.com"]},
+                "ingress": {"host": "m.example.com"},
+            },
+        ),
+        "exposure.httpRoute",
+    ),
+    ("exposure naming neither", with_change("serving.exposure", {}), "exposure.httpRoute"),
+    (
+        "ingress host an IP address",
+        with_change("serving.exposure", {"ingress": {"host": "10.0.0.1"}}),
+        "ingress.host",
+    ),
+    (
+        "route hostname an IP address",
+        with_change(
+            "serving.exposure.httpRoute",
+            {"parentRefs": [{"name": "gw"}], "hostnames": ["m.example.com", "192.168.1.1"]},
+        ),
+        "hostnames",
+    ),
+    (
+        "route without a Gateway",
+        with_change(
+            "serving.exposure.httpRoute", {"parentRefs": [], "hostnames": ["m.example.com"]}
+        ),
+        "parentRefs",
+    ),
+    (
+        "route path with a .. segment",
+        with_change(
+            "serving.exposure.httpRoute",
+            {"parentRefs": [{"name": "gw"}], "hostnames": ["m.example.com"], "path": "/a/../b"},
+        ),
+        "path",
+    ),
+    (
+        "wildcard ingress host",
+        with_change("serving.exposure", {"ingress": {"host": "*.example.com"}}),
+        "host",
+    ),
 ]

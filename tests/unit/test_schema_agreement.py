@@ -50,6 +50,7 @@ tolerations = st.lists(
     max_size=2,
 )
 selectors = st.dictionaries(label_keys, label_values, max_size=2)
+hosts = st.sampled_from(["m.example.com", "m", "10.0.0.1", "*.example.com", "M.example.com", ""])
 resources = optional(
     limits=st.dictionaries(resource_names, quantities, max_size=2),
     requests=st.dictionaries(resource_names, quantities, max_size=2),
@@ -115,6 +116,26 @@ serving = optional(
             optional(namespaceSelector=selectors, podSelector=selectors), max_size=2
         ),
         metricsFrom=st.lists(optional(namespaceSelector=selectors), max_size=1),
+    ),
+    exposure=optional(
+        httpRoute=optional(
+            parentRefs=st.lists(
+                optional(
+                    name=st.sampled_from(["gw", "Bad_Gw"]),
+                    namespace=st.sampled_from(["infra", "a.b"]),
+                    sectionName=st.sampled_from(["https", "-x"]),
+                ),
+                max_size=2,
+            ),
+            hostnames=st.lists(hosts, max_size=2),
+            path=st.sampled_from(["/", "/digits", "/a/b", "digits", "/a/", "/a/../b", "/.x"]),
+            scheme=st.sampled_from(["http", "https", "ftp"]),
+        ),
+        ingress=optional(
+            host=hosts,
+            ingressClassName=st.sampled_from(["nginx", "Nginx"]),
+            tlsSecretName=st.sampled_from(["m-tls", "m_tls"]),
+        ),
     ),
 )
 # One unknown key now and then, as a typo would be.

@@ -56,6 +56,15 @@ change both together. No secrets, no wildcards.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "create", "patch", "delete"]
+# Triton's HTTP API outside the cluster (serving.exposure): a Gateway API HTTPRoute or an
+# Ingress, listed by the model's label (a 404 on the list says the Gateway API CRDs are not
+# installed), server-side applied while wanted, deleted after. No get or watch.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["list", "create", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["ingresses"]
+  verbs: ["list", "create", "patch", "delete"]
 # Triton's autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject): applied, read back, and
 # deleted when the spec switches from one to the other or drops autoscaling.
 - apiGroups: ["autoscaling"]

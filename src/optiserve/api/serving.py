@@ -8,6 +8,7 @@ from pydantic import Field
 
 from optiserve.api import formats
 from optiserve.api.base import INT32_MAX, ApiModel, object_default
+from optiserve.api.exposure import ExposureSpec
 from optiserve.api.network import NetworkPolicySpec
 from optiserve.api.retention import RetentionSpec
 from optiserve.api.rules import CelRule
@@ -184,6 +185,7 @@ class ServingSpec(ApiModel):
     network_policy: NetworkPolicySpec = Field(
         default_factory=NetworkPolicySpec, json_schema_extra=object_default()
     )
+    exposure: ExposureSpec | None = Field(None, description="Unset: reachable in the cluster only.")
 
     rules = (
         CelRule(

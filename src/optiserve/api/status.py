@@ -214,7 +214,12 @@ class OptimizedModelStatus(ApiModel):
         default_factory=list, max_length=64, description="Every candidate tried, with its verdict."
     )
     endpoint: str | None = Field(
-        None, description="Triton's HTTP/REST endpoint (KServe v2 protocol) in the cluster."
+        None,
+        description="Triton's HTTP/REST endpoint (KServe v2 protocol): the external URL while "
+        "spec.serving.exposure routes to the model, else the one in the cluster.",
+    )
+    cluster_endpoint: str | None = Field(
+        None, description="Triton's HTTP/REST endpoint in the cluster (the model's Service)."
     )
     grpc_endpoint: str | None = Field(
         None, description="Triton's gRPC endpoint in the cluster (host:port for tritonclient)."

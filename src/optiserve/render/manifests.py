@@ -19,6 +19,7 @@ from optiserve.render.deployment import (
     render_network_policy,
     render_service,
 )
+from optiserve.render.exposure import render_exposure
 from optiserve.render.job import artifact_uri, render_job, render_spec_config_map
 from optiserve.render.kubernetes import ANNOTATION_RETRY, Manifest, Owner
 
@@ -31,6 +32,8 @@ KIND_ORDER: Sequence[str] = (
     "ConfigMap",
     "Job",
     "Service",
+    "HTTPRoute",
+    "Ingress",
     "NetworkPolicy",
     "Deployment",
     "PodDisruptionBudget",
@@ -61,7 +64,7 @@ def render_all(
     service_account: str | None = None,
 ) -> list[Manifest]:
     """The spec ConfigMap, optimization Job, Service, Deployment, PodDisruptionBudget and (when
-    asked for) NetworkPolicy and autoscaler, in apply order.
+    asked for) NetworkPolicy, autoscaler and HTTPRoute or Ingress, in apply order.
 
     ``digest`` is the recipe digest the operator computes
     (``optiserve.digest.spec_recipe_digest``); it names the Job and, unless
@@ -96,6 +99,7 @@ def render_all(
     optional = (
         render_network_policy(owner, spec.serving.network_policy),
         render_autoscaler(owner, spec.serving.autoscaling),
+        render_exposure(owner, spec.serving.exposure),
     )
     manifests += [m for m in optional if m is not None]
     manifests.sort(key=_order)  # stable: equal kinds keep their order
