@@ -47,6 +47,7 @@ from optiserve_optimizer.runners import (
     run_all,
     runner_for,
 )
+from optiserve_optimizer.tuning import tune_packaged
 
 FALLBACK = "unoptimized"
 EVAL_BATCH = 64
@@ -279,6 +280,20 @@ class Pipeline:
         config_text, renderer = package.model_config(
             self.request.name, sig, self.request.serving, platform
         )
+        tuned = tune_packaged(  # serving.tuning: searched on a local tritonserver (tuning/)
+            self.request.name,
+            self.request.serving,
+            served,
+            sig,
+            platform,
+            self.serving_feed,
+            config_text,
+            self.progress.line,
+        )
+        if tuned.serving is not self.request.serving:
+            config_text, renderer = package.model_config(
+                self.request.name, sig, tuned.serving, platform
+            )
         report = self._report(
             ctx,
             original,
@@ -292,8 +307,9 @@ class Pipeline:
             folder,
             renderer,
         )
+        tuned.apply(report)
         final = package.write_repository(
-            self.out_dir, self.digest, self.request.name, served, config_text, report
+            self.out_dir, self.digest, self.request.name, served, config_text, report, tuned.files
         )
         self.progress.line(f"wrote {final}")
         return RunResult(final, report, reused=False)
