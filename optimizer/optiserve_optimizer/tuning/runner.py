@@ -13,6 +13,7 @@ with what was measured before; a failure never reaches the optimization itself.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -113,21 +114,23 @@ def search(
                 if on_trial is not None:
                     on_trial(triton, len(trials))
                 trial_began = time.monotonic()
-                trial = _run_trial(
-                    triton, name, signature, serving, platform, config, samples, tuning
-                )
+                try:
+                    trial = _run_trial(
+                        triton, name, signature, serving, platform, config, samples, tuning
+                    )
+                except LoadFailed as exc:  # e.g. the model took the server down under load
+                    trial = Trial(config, failure=f"measurement failed: {exc}"[:300])
                 longest = max(longest, time.monotonic() - trial_began)
                 trials.append(trial)
                 log(f"tuning: trial {len(trials)}: {_line(trial)}")
                 if not triton.running:
                     raise ServerDied(
-                        f"tritonserver exited during trial {len(trials)}: "
-                        + (triton.log_tail(5) or "no log")
+                        f"tritonserver exited during trial {len(trials)}: {death_note(triton.log())}"
                     )
             else:
                 if len(trials) >= tuning.max_trials:
                     stopped = f"stopped at maxTrials {tuning.max_trials}"
-    except (ServeError, ServerDied, LoadFailed, OSError) as exc:
+    except (ServeError, ServerDied, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:600]
         stopped = "search ended early"
         log(f"tuning: {error}")
@@ -194,6 +197,15 @@ def _run_trial(
         failure=f"{errors} requests failed: {first_error}" if errors else None,
         details=_details(windows),
     )
+
+
+_ERROR_LINE = re.compile(r"\[E:|^E\d{4} |Signal \(\d+\) received|Status Message")
+
+
+def death_note(log: str) -> str:
+    """The error lines of a dead server's log (the model's error, the signal), bounded."""
+    lines = [" ".join(line.split()) for line in log.splitlines() if _ERROR_LINE.search(line)]
+    return " | ".join(line[:300] for line in lines[-2:]) or "no error in its log"
 
 
 def _details(windows: Sequence[Window]) -> dict[str, Any]:
