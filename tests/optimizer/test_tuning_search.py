@@ -40,7 +40,8 @@ def run_search(
     serving: ServingSpec, measure: Callable[[Config], Trial], max_trials: int = 64
 ) -> list[Trial]:
     assert serving.tuning is not None
-    space, goal, trials = space_of(serving), Goal.of(serving.tuning), []
+    space, goal = space_of(serving), Goal.of(serving.tuning)
+    trials: list[Trial] = []
     while (config := next_config(space, trials, goal, max_trials)) is not None:
         trials.append(measure(config))
     return trials

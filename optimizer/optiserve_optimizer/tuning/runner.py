@@ -124,9 +124,8 @@ def search(
                 trials.append(trial)
                 log(f"tuning: trial {len(trials)}: {_line(trial)}")
                 if not triton.running:
-                    raise ServerDied(
-                        f"tritonserver exited during trial {len(trials)}: {death_note(triton.log())}"
-                    )
+                    note = death_note(triton.log())
+                    raise ServerDied(f"tritonserver exited during trial {len(trials)}: {note}")
             else:
                 if len(trials) >= tuning.max_trials:
                     stopped = f"stopped at maxTrials {tuning.max_trials}"
