@@ -17,6 +17,7 @@ import yaml
 
 from optiserve.api.serving import ServingSpec
 from optiserve.serve import LocalTriton
+from optiserve.serve.loadgen import server_counters
 from optiserve.serve.repository import onnx_signature, read_config, write_onnx_model
 from optiserve_operator.summary import parse_summary
 from optiserve_optimizer.main import run_optimize
@@ -97,17 +98,34 @@ def test_impossible_budget_packages_the_best_effort_and_says_so(
 def test_server_killed_mid_trial_ends_the_search_with_what_was_measured(
     tmp_path: Path, digits_model: Path
 ) -> None:
-    timers: list[threading.Timer] = []
+    killers: list[threading.Thread] = []
+
+    def kill_once_traffic_flows(triton: LocalTriton) -> None:
+        # Inside the second trial's load: once Triton has answered requests of this trial.
+        deadline = time.monotonic() + 30
+        start: int | None = None
+        while time.monotonic() < deadline and triton.pid is not None:
+            try:
+                answered = server_counters(triton.grpc_url, MODEL).successes
+            except Exception:  # not loaded yet, mid-reload
+                answered = None
+            if answered is not None:
+                # A reload may restart the counters: count from the lowest reading.
+                start = answered if start is None else min(start, answered)
+                if answered > start + 50:
+                    os.killpg(triton.pid, signal.SIGKILL)
+                    return
+            time.sleep(0.05)
 
     def kill_during_second_trial(triton: LocalTriton, index: int) -> None:
-        if index == 1 and triton.pid is not None:  # inside its window (warm-up 1 s, window 1 s)
-            timers.append(threading.Timer(1.5, os.killpg, (triton.pid, signal.SIGKILL)))
-            timers[-1].start()
+        if index == 1:
+            killers.append(threading.Thread(target=kill_once_traffic_flows, args=(triton,)))
+            killers[-1].start()
 
     spec = serving(latencyBudgetMs=1000, maxTrials=4)
     result, seconds, _ = run(tmp_path, digits_model, spec, on_trial=kill_during_second_trial)
-    for timer in timers:
-        timer.join()
+    for killer in killers:
+        killer.join()
 
     assert seconds < 60  # no hang: the load and every window are bounded
     assert len(result.trials) == 2
