@@ -237,3 +237,34 @@ def test_model_failing_under_load_ends_the_search_untuned(tmp_path: Path) -> Non
     assert "serving with the spec's settings" in message
     assert "requests failed" in message or "exited during trial 1" in message
     assert "reshape" in message.lower()  # the model's own error, from Triton's log
+
+
+def test_a_plot_that_cannot_be_drawn_does_not_undo_the_search(
+    tmp_path: Path, digits_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optiserve_optimizer.tuning import artifact
+
+    def no_matplotlib(*_: Any) -> bytes:
+        raise ModuleNotFoundError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(artifact, "plot_png", no_matplotlib)
+    spec = serving(latencyBudgetMs=1000, maxTrials=1)
+    write_onnx_model(tmp_path, MODEL, digits_model, spec)
+    config_text = (tmp_path / MODEL / "config.pbtxt").read_text()
+    lines: list[str] = []
+
+    result = artifact.tune_packaged(
+        MODEL,
+        spec,
+        tmp_path / MODEL / "1" / "model.onnx",
+        onnx_signature(digits_model),
+        "onnxruntime_onnx",
+        {"input": np.concatenate([s["input"] for s in digits_samples(16)])},
+        config_text,
+        lines.append,
+    )
+
+    assert result.summary is not None and result.summary.outcome == "tuned"
+    assert result.files == {} and result.report is not None and result.report["plot"] is None
+    assert len(result.report["trials"]) == 1
+    assert any("no tuning.png: ModuleNotFoundError" in line for line in lines)

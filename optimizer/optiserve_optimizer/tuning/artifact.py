@@ -79,12 +79,15 @@ def tune_packaged(
         except Exception as exc:  # a bug or an unforeseen tool failure: still package
             untuned = f"the search failed: {type(exc).__name__}: {exc}"[:600]
         else:
-            return TuningResult(
-                found.serving or serving,
-                found.summary,
-                report_section(found.summary, found.trials, Goal.of(tuning)),
-                {PLOT_FILE: plot_png(found.trials, Goal.of(tuning))} if found.trials else {},
-            )
+            section = report_section(found.summary, found.trials, Goal.of(tuning))
+            files = {}
+            if found.trials:
+                try:  # the plot is a picture of the table: without it the search still counts
+                    files[PLOT_FILE] = plot_png(found.trials, Goal.of(tuning))
+                except Exception as exc:  # matplotlib missing or failing
+                    log(f"tuning: no {PLOT_FILE}: {type(exc).__name__}: {exc}")
+                    section["plot"] = None
+            return TuningResult(found.serving or serving, found.summary, section, files)
     log(f"tuning: serving with the spec's settings: {untuned}")
     summary = TuningSummary(
         outcome="untuned",
