@@ -49,6 +49,7 @@ from optiserve_operator.failures import (
 from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentState, JobState
 from optiserve_operator.retention import SpecConfigMap, config_maps_to_delete, kept_digests
 from optiserve_operator.summary import Summary, SummaryError, parse_summary, redact
+from optiserve_operator.tuning_condition import tuning_conditions
 
 
 @dataclass(frozen=True)
@@ -347,6 +348,7 @@ def _plan(
     outcome = _outcome(opt, rollout)
     outcome = replace(outcome, message=redact(outcome.message))
     wanted = [replace(w, message=redact(w.message)) for w in c.conditions_for(outcome)]
+    wanted += tuning_conditions(candidate, status.conditions)  # serving.tuning's verdict
     last_good = status.last_good_artifact
     if rollout.state == "ready" and rollout.serve is not None:
         last_good = rollout.serve

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from optiserve.api.status import Artifact, Candidate, Metrics, ServingCost
+from optiserve.api.tuning import TuningSummary
 from optiserve.uri import DEFAULT_PVC_ROOT
 
 MAX_MESSAGE = 1024
@@ -126,6 +127,8 @@ def parse_summary(message: str | None, digest: str, default_uri: str) -> Summary
         source_sha256=source if _SHA256.fullmatch(source) else None,
         # What serving it cost (sizes the Triton pod); dropped when unreadable: defaults apply.
         serving_cost=_pick(ServingCost, merged.get("servingCost")),
+        # serving.tuning's search (status.serving.tuning); dropped when unreadable.
+        tuning=_pick(TuningSummary, merged.get("tuning")),
     )
     raw_candidates = data.get("candidates")
     candidates = (

@@ -23,6 +23,7 @@ from optiserve_optimizer.outcome import Outcome, candidate_row, decide, named_me
 from optiserve_optimizer.plan import Plan, describe_plan
 from optiserve_optimizer.progress import Progress, candidates_table
 from optiserve_optimizer.runners import BASELINES, ORT_BASELINE
+from optiserve_optimizer.tuning import tune_packaged
 
 if TYPE_CHECKING:
     from optiserve_optimizer.pipeline import RunRequest
@@ -104,10 +105,25 @@ def finish(run: Finished, out_dir: Path, progress: Progress) -> RunResult:
     config_text, renderer = package.model_config(
         run.request.name, run.sig, run.request.serving, platform
     )
+    tuned = tune_packaged(  # serving.tuning: searched on a local tritonserver (tuning/)
+        run.request.name,
+        run.request.serving,
+        served,
+        run.sig,
+        platform,
+        run.serving_feed,
+        config_text,
+        progress.line,
+    )
+    if tuned.serving is not run.request.serving:
+        config_text, renderer = package.model_config(
+            run.request.name, run.sig, tuned.serving, platform
+        )
     choice = _Choice(chosen, fallback_reason, rows, served, out_dir / run.digest, renderer)
     report = _report(run, choice, progress)
+    tuned.apply(report)
     final = package.write_repository(
-        out_dir, run.digest, run.request.name, served, config_text, report
+        out_dir, run.digest, run.request.name, served, config_text, report, tuned.files
     )
     progress.line(f"wrote {final}")
     return RunResult(final, report, reused=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -56,6 +57,7 @@ def write_repository(
     model_file: Path,
     config_text: str,
     report: dict[str, Any],
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Writes ``<out>/<digest>/`` atomically; returns it. A concurrent winner is kept."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +72,8 @@ def write_repository(
         (temp / REPOSITORY / model_name / "config.pbtxt").write_text(config_text)
         (temp / REPORT).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
         (temp / REPORT_PAGE).write_text(render_report_page(report), encoding="utf-8")
+        for file_name, content in (extra_files or {}).items():  # e.g. tuning.png
+            (temp / file_name).write_bytes(content)
         try:
             temp.rename(final)  # atomic on one file system: readers see all or nothing
         except OSError:

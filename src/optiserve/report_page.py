@@ -18,6 +18,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from optiserve.report_tuning import tuning_section
+
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 PASS_COLOUR, FAIL_COLOUR, CHOSEN_COLOUR = "#2e7d32", "#c62828", "#1565c0"
 STYLE = """
@@ -271,6 +273,7 @@ def render_report_page(report: Mapping[str, Any]) -> str:
         _key_values("Baseline", baseline),
         _key_values("Measurement", report.get("measurement") or {}),
         _list_section("What was checked", report.get("checks")),
+        tuning_section(tuning),  # the verdict and a throughput/p99 scatter (report_tuning.py)
         _list_section("Tuning trials", tuning.get("trials") if isinstance(tuning, dict) else None),
         _list_section("Plan", report.get("plan")),
         _list_section("Notes", report.get("notes")),

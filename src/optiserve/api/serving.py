@@ -13,6 +13,7 @@ from optiserve.api.network import NetworkPolicySpec
 from optiserve.api.retention import RetentionSpec
 from optiserve.api.rules import CelRule
 from optiserve.api.spec import LabelValue, ResourceRequirements, Toleration, node_selector_rule
+from optiserve.api.tuning import TuningSpec
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 
@@ -182,6 +183,7 @@ class ServingSpec(ApiModel):
         True, description="Serve the last good artifact again when a rollout fails."
     )
     cuda_graphs: bool = Field(False, description="TensorRT models: capture CUDA graphs.")
+    tuning: TuningSpec | None = Field(None, description="Unset: the settings above, as given.")
     network_policy: NetworkPolicySpec = Field(
         default_factory=NetworkPolicySpec, json_schema_extra=object_default()
     )

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from optiserve.api.base import ApiModel
+from optiserve.api.tuning import TuningSummary
 
 Phase = Literal["Pending", "Optimizing", "Deploying", "Ready", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -87,6 +88,9 @@ class Artifact(ApiModel):
     )
     serving_cost: ServingCost | None = Field(
         None, description="Measured by the Job; the Triton pod's requests are sized from it."
+    )
+    tuning: TuningSummary | None = Field(
+        None, description="The Triton settings the Job searched for serving.tuning."
     )
 
 
@@ -186,6 +190,9 @@ class ServingStatus(ApiModel):
     """What the operator set on the Triton pods."""
 
     resources: AppliedResources | None = None
+    tuning: TuningSummary | None = Field(
+        None, description="serving.tuning: the settings chosen, throughput, p99, trials run."
+    )
 
 
 class OptimizedModelStatus(ApiModel):

@@ -92,7 +92,8 @@ def serving_status(spec: OptimizedModelSpec, artifact: Artifact) -> ServingStatu
     return ServingStatus(
         resources=AppliedResources(
             requests=pick(sized.requests), limits=pick(sized.limits), basis=sized.basis
-        )
+        ),
+        tuning=artifact.tuning,  # what the Job's search chose for the config served
     )
 
 

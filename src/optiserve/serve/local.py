@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from optiserve.api.serving import ResponseCacheSpec, ServingSpec
-from optiserve.render.triton import triton_server_args
+from optiserve.render.triton import ModelControlMode, triton_server_args
 from optiserve.serve.errors import ModelLoadError, TritonStartError, TritonTimeoutError
 from optiserve.serve.install import TritonInstall, find_triton
 from optiserve.serve.repository import localize_repository, response_cache_used
@@ -61,6 +61,7 @@ class LocalTriton:
         host: str = "127.0.0.1",
         log_verbose: int = 0,
         install: TritonInstall | None = None,
+        model_control_mode: ModelControlMode = "none",
     ) -> None:
         self.repository = repository
         self.serving = serving
@@ -71,6 +72,9 @@ class LocalTriton:
         self.host = host
         self.log_verbose = log_verbose
         self.install = install
+        # "explicit": every model is loaded at start; a caller may then edit the local copy's
+        # config.pbtxt and load it again (the tuning search measures config variants so).
+        self.model_control_mode = model_control_mode
         self.models: list[str] = []
         self.http_port = self.grpc_port = self.metrics_port = 0
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -89,6 +93,11 @@ class LocalTriton:
     @property
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def local_repository(self) -> Path | None:
+        """The CPU twin the server reads (``None`` before ``start``)."""
+        return None if self._workdir is None else Path(self._workdir.name) / "repository"
 
     @property
     def pid(self) -> int | None:
@@ -180,6 +189,8 @@ class LocalTriton:
             cache_directory=str(install.cache_directory),
             log_verbose=self.log_verbose,
             exit_timeout_seconds=10,
+            model_control_mode=self.model_control_mode,
+            load_models=self.models if self.model_control_mode == "explicit" else (),
         )
         args += [
             f"--http-address={self.host}",

@@ -151,7 +151,11 @@ def _localize_onnx(source: Path, target: Path, config: Any, threads: int) -> Non
             link_name = MODEL_FILE if item.name == filename else item.name
             (local / link_name).symlink_to(item.resolve())
         shutil.copyfile(PYTHON_MODEL_SOURCE, local / "model.py")
+    localize_config(config, threads)
 
+
+def localize_config(config: Any, threads: int = DEFAULT_THREADS) -> None:
+    """Turns an onnxruntime ``ModelConfig`` into its python-backend twin, in place."""
     config.platform = ""
     config.backend = "python"
     config.default_model_filename = ""
