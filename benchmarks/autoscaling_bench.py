@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -35,16 +34,11 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[1]
-for source_root in (ROOT, ROOT / "src", ROOT / "optimizer"):
-    if str(source_root) not in sys.path:
-        sys.path.insert(0, str(source_root))
-
-from optiserve.api.serving import ServingSpec  # noqa: E402
-from optiserve.serve import LocalTriton  # noqa: E402
-from optiserve.serve.loadgen import run_load  # noqa: E402
-from optiserve.serve.repository import write_onnx_model  # noqa: E402
-from tests.triton.example_models import digits_onnx, digits_samples  # noqa: E402
+from optiserve.api.serving import ServingSpec
+from optiserve.serve import LocalTriton
+from optiserve.serve.loadgen import run_load
+from optiserve.serve.repository import write_onnx_model
+from optiserve_testing.example_models import digits_onnx, digits_samples
 
 MODEL = "digits"
 HPA_TOLERANCE = 0.1  # kube-controller-manager's --horizontal-pod-autoscaler-tolerance default

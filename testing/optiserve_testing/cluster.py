@@ -22,21 +22,21 @@ import yaml
 
 from optiserve.crd import crd_yaml
 from optiserve.uri import parse_uri
-from tests.harness import pki
-from tests.harness.binaries import Binaries
-from tests.harness.cluster_spec import (
+from optiserve_testing import pki
+from optiserve_testing.binaries import Binaries
+from optiserve_testing.cluster_spec import (
     KWOK_NODE_ANNOTATION,
     ClusterOptions,
     render_kubeconfig,
 )
-from tests.harness.kwok_config import render_kwok_config
-from tests.harness.processes import ManagedProcess, free_ports
-from tests.harness.waiting import http_ok, wait_until
+from optiserve_testing.kwok_config import render_kwok_config
+from optiserve_testing.processes import ManagedProcess, free_ports
+from optiserve_testing.waiting import http_ok, wait_until
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from tests.harness.pod_runner import PodRunner
+    from optiserve_testing.pod_runner import PodRunner
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -373,7 +373,7 @@ class LocalCluster:
 
     def start_pod_runner(self) -> PodRunner:
         """Start (once) the runner that really runs Job pods here; see pod_runner.py."""
-        from tests.harness.pod_runner import PodRunner
+        from optiserve_testing.pod_runner import PodRunner
 
         if self._pod_runner is None:
             self._pod_runner = PodRunner(self.api_client(), self.state_dir / "pods", self.pvc_root)

@@ -34,8 +34,8 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from tests.harness.processes import ManagedProcess, free_ports
-from tests.harness.waiting import http_ok
+from optiserve_testing.processes import ManagedProcess, free_ports
+from optiserve_testing.waiting import http_ok
 
 PROMETHEUS_ENV = "OPTISERVE_PROMETHEUS"
 SCRAPE_INTERVAL = "1s"

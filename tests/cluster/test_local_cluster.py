@@ -1,5 +1,5 @@
 """The local control plane itself: real API server, controllers, scheduler, kwok nodes, RBAC and
-the local pod runner (tests/harness)."""
+the local pod runner (testing/optiserve_testing)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.cluster import LocalCluster
-from tests.harness.volume_binder import claim_manifest
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.volume_binder import claim_manifest
 
 pytestmark = pytest.mark.cluster
 

@@ -22,8 +22,8 @@ from optiserve.api.serving import ServingSpec
 from optiserve.render.prometheus_adapter import adapter_rules
 from optiserve.serve import LocalTriton
 from optiserve.serve.loadgen import run_load
+from optiserve_testing.example_models import digits_samples
 from tests.triton.conftest import BATCHING, MODEL, RepoFactory, digits_model, make_repository
-from tests.triton.example_models import digits_samples
 
 pytestmark = [pytest.mark.triton, pytest.mark.models, pytest.mark.timeout(600)]
 __all__ = ["digits_model", "make_repository"]  # fixtures, used by name

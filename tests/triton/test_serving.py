@@ -17,8 +17,13 @@ from tritonclient.utils import InferenceServerException
 
 from optiserve.serve import LocalTriton
 from optiserve.serve.loadgen import run_load, server_counters, settled_counters
+from optiserve_testing.example_models import (
+    DIGITS_INPUT,
+    DIGITS_OUTPUT,
+    digits_eval,
+    digits_samples,
+)
 from tests.triton.conftest import MODEL
-from tests.triton.example_models import DIGITS_INPUT, DIGITS_OUTPUT, digits_eval, digits_samples
 
 pytestmark = [pytest.mark.triton, pytest.mark.models, pytest.mark.timeout(600)]
 
