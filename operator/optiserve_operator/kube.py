@@ -34,6 +34,7 @@ PLURALS = {
     "Service": "services",
 }
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
 REPORTING_COMPONENT = "optiserve-operator"
 # (connect, read) seconds: a hung API server is a transient error, not a hung worker.
 REQUEST_TIMEOUT = (10.0, 60.0)
@@ -197,6 +198,18 @@ class Kube:
             query["dryRun"] = "All"
         return self._request(
             "PATCH", path, body=manifest, query=query, content_type=APPLY_CONTENT_TYPE
+        )
+
+    def json_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, ops: Sequence[Obj]
+    ) -> Obj:
+        """An RFC 6902 JSON patch (for list entries another field manager owns)."""
+        return self._request(
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            body=[*ops],
+            query={"fieldManager": FIELD_MANAGER},
+            content_type=JSON_PATCH_CONTENT_TYPE,
         )
 
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
