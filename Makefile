@@ -35,10 +35,11 @@ venv: $(VENV)/.installed-$(DEPS_HASH) ## create (or re-sync) the cached virtuale
 tensorrt: venv ## TensorRT 11 in the venv: NVIDIA's libraries (Maven Central) + bindings (PyPI), cached
 	bash hack/tensorrt/install.sh --venv $(VENV)
 
-lint: venv ## ruff, and the layering contract (the operator never imports torch)
+lint: venv ## ruff, the layering contracts (the operator never imports torch), dead code (vulture)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/vulture
 
 typecheck: venv ## mypy --strict
 	$(VENV)/bin/mypy src testing tests $(wildcard operator/optiserve_operator optimizer/optiserve_optimizer benchmarks examples)
