@@ -28,16 +28,14 @@ import statistics
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from optiserve.api.serving import ServingSpec
 from optiserve.serve import LocalTriton
 from optiserve.serve.loadgen import run_load
 from optiserve.serve.repository import write_onnx_model
+from optiserve_testing import prometheus
 from optiserve_testing.example_models import digits_onnx, digits_samples
 
 MODEL = "digits"
@@ -53,16 +51,7 @@ def hpa_desired_replicas(current: int, value: float, target: float, maximum: int
 
 
 def scrape(metrics_url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name = sample.name
-            if family.type == "counter":
-                name = name.removesuffix("_total")
-            if sample.labels.get("model") == MODEL:
-                totals[name] = totals.get(name, 0.0) + sample.value
-    return totals
+    return prometheus.scrape(metrics_url, MODEL)
 
 
 @dataclass(frozen=True)

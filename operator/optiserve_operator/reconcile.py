@@ -49,13 +49,17 @@ from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentStat
 from optiserve_operator.retention import SpecConfigMap, config_maps_to_delete, kept_digests
 from optiserve_operator.summary import Summary, SummaryError, parse_summary, redact
 
+# When a model is looked at again without a watch event; the operator's flags default to these.
+POLL_SECONDS = 10.0  # while something is in progress (child events come sooner)
+RESYNC_SECONDS = 300.0  # when settled
+
 
 @dataclass(frozen=True)
 class Config:
     optimizer_image: str
     service_account: str | None = None
-    poll_seconds: float = 10.0  # while something is in progress (child events come sooner)
-    resync_seconds: float = 300.0  # when settled
+    poll_seconds: float = POLL_SECONDS
+    resync_seconds: float = RESYNC_SECONDS
     policy: Policy | None = None  # the administrator's (optiserve.policy); None: structural only
 
 

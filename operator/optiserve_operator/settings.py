@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from optiserve.digest import optiserve_version
+from optiserve_operator.reconcile import POLL_SECONDS, RESYNC_SECONDS
 
 DEFAULT_OPTIMIZER_IMAGE = f"ghcr.io/optiserve/optimizer:{optiserve_version()}"
 
@@ -26,8 +27,8 @@ class OperatorSettings:
     job_service_account: str | None = None
     policy_dir: str | None = None  # the policy ConfigMap, mounted; None: structural rules only
     workers: int = 4
-    poll_seconds: float = 10.0
-    resync_seconds: float = 300.0
+    poll_seconds: float = POLL_SECONDS
+    resync_seconds: float = RESYNC_SECONDS
     kubeconfig: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -95,11 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--poll-seconds",
         type=float,
-        default=10.0,
+        default=POLL_SECONDS,
         help="re-check interval while a Job or rollout is in progress",
     )
     parser.add_argument(
-        "--resync-seconds", type=float, default=300.0, help="re-check interval of settled models"
+        "--resync-seconds",
+        type=float,
+        default=RESYNC_SECONDS,
+        help="re-check interval of settled models",
     )
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"))
     return parser
