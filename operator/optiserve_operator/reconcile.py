@@ -47,11 +47,8 @@ from optiserve_operator.failures import (
 )
 from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentState, JobState
 from optiserve_operator.retention import SpecConfigMap, config_maps_to_delete, kept_digests
+from optiserve_operator.settings import POLL_SECONDS, RESYNC_SECONDS
 from optiserve_operator.summary import Summary, SummaryError, parse_summary, redact
-
-# When a model is looked at again without a watch event; the operator's flags default to these.
-POLL_SECONDS = 10.0  # while something is in progress (child events come sooner)
-RESYNC_SECONDS = 300.0  # when settled
 
 
 @dataclass(frozen=True)

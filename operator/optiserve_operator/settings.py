@@ -8,9 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from optiserve.digest import optiserve_version
-from optiserve_operator.reconcile import POLL_SECONDS, RESYNC_SECONDS
 
 DEFAULT_OPTIMIZER_IMAGE = f"ghcr.io/optiserve/optimizer:{optiserve_version()}"
+# When a model is looked at again without a watch event: the flags' and reconcile.Config's
+# defaults. (Here, not in reconcile.py: the flags are parsed before KUBECONFIG is set, so this
+# module must not import what imports the kubernetes client; see main.run_with.)
+POLL_SECONDS = 10.0  # while something is in progress (child events come sooner)
+RESYNC_SECONDS = 300.0  # when settled
 
 
 @dataclass(frozen=True)
