@@ -35,13 +35,14 @@ venv: $(VENV)/.installed-$(DEPS_HASH) ## create (or re-sync) the cached virtuale
 tensorrt: venv ## TensorRT 11 in the venv: NVIDIA's libraries (Maven Central) + bindings (PyPI), cached
 	bash hack/tensorrt/install.sh --venv $(VENV)
 
-lint: venv ## ruff, and the layering contract (the operator never imports torch)
+lint: venv ## ruff, the layering contracts (the operator never imports torch), dead code (vulture)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/vulture
 
 typecheck: venv ## mypy --strict
-	$(VENV)/bin/mypy src tests $(wildcard operator/optiserve_operator optimizer/optiserve_optimizer benchmarks examples)
+	$(VENV)/bin/mypy src testing tests $(wildcard operator/optiserve_operator optimizer/optiserve_optimizer benchmarks examples)
 
 crd: venv ## regenerate crds/ (and the chart's and config/'s copies) from the API models
 	$(VENV)/bin/optiserve crd > crds/optiserve.io_optimizedmodels.yaml
@@ -69,7 +70,7 @@ demo: venv ## optimize the digits CNN, serve it on a local Triton, load it, prin
 
 cluster: venv ## a local control plane for you (CRD installed, pods really run); Ctrl-C stops it
 	bash hack/cluster/build.sh
-	$(PY) -m tests.harness $(CLUSTER_ARGS)
+	$(PY) -m optiserve_testing $(CLUSTER_ARGS)
 
 clean: ## remove build outputs (keeps ~/.cache)
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -25,26 +25,18 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-ROOT = Path(__file__).resolve().parents[1]
-for source_root in (ROOT, ROOT / "src", ROOT / "optimizer"):
-    if str(source_root) not in sys.path:
-        sys.path.insert(0, str(source_root))
-
-from optiserve.api.serving import ServingSpec  # noqa: E402
-from optiserve.serve import LocalTriton  # noqa: E402
-from optiserve.serve.loadgen import run_load  # noqa: E402
-from optiserve.serve.repository import write_onnx_model  # noqa: E402
-from tests.triton.example_models import digits_onnx, digits_samples  # noqa: E402
+from optiserve.api.serving import ServingSpec
+from optiserve.serve import LocalTriton
+from optiserve.serve.loadgen import run_load
+from optiserve.serve.repository import write_onnx_model
+from optiserve_testing import prometheus
+from optiserve_testing.example_models import digits_onnx, digits_samples
 
 MODEL = "digits"
 HPA_TOLERANCE = 0.1  # kube-controller-manager's --horizontal-pod-autoscaler-tolerance default
@@ -59,16 +51,7 @@ def hpa_desired_replicas(current: int, value: float, target: float, maximum: int
 
 
 def scrape(metrics_url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name = sample.name
-            if family.type == "counter":
-                name = name.removesuffix("_total")
-            if sample.labels.get("model") == MODEL:
-                totals[name] = totals.get(name, 0.0) + sample.value
-    return totals
+    return prometheus.scrape(metrics_url, MODEL)
 
 
 @dataclass(frozen=True)

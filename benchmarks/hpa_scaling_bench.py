@@ -1,9 +1,9 @@
 """How fast the real HPA follows a stepped load on Triton, and where it settles.
 
-Starts the local control plane (tests/harness: kube-apiserver, kube-controller-manager with
-its HPA controller at the default 15 s sync period, kube-scheduler, kwok nodes), the pod runner
+Starts the local control plane (optiserve_testing: kube-apiserver, kube-controller-manager with its
+HPA controller at the default 15 s sync period, kube-scheduler, kwok nodes), the pod runner
 that runs the Triton pods as real local servers, a real Prometheus scraping them every second,
-and the custom metrics API behind an APIService (tests/harness/custom_metrics.py). It then
+and the custom metrics API behind an APIService (optiserve_testing/custom_metrics.py). It then
 serves the digits CNN with the Service, Deployment and HPA optiserve renders and applies
 closed-loop load in steps (``--steps clients:seconds,...``), spread over the Ready pods.
 
@@ -23,21 +23,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-for source_root in (ROOT, ROOT / "src", ROOT / "optimizer"):
-    if str(source_root) not in sys.path:
-        sys.path.insert(0, str(source_root))
+from kubernetes import client
 
-from kubernetes import client  # noqa: E402
-
-from tests.harness.autoscaling_stack import (  # noqa: E402
+from optiserve_testing.autoscaling_stack import (
     ServedModel,
     SpreadLoad,
     deploy_digits,
@@ -46,10 +40,11 @@ from tests.harness.autoscaling_stack import (  # noqa: E402
     metrics_pipeline,
     ready_pod_ips,
 )
-from tests.harness.binaries import ensure_binaries  # noqa: E402
-from tests.harness.cluster import LocalCluster  # noqa: E402
-from tests.harness.waiting import wait_until  # noqa: E402
+from optiserve_testing.binaries import ensure_binaries
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.waiting import wait_until
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 

@@ -2,7 +2,7 @@
 
 1. ``plan`` throughput: reconcile decisions per second for N OptimizedModels at each stage
    (new, optimizing, deploying, ready) -- the CPU cost of a pass without API calls.
-2. With ``--cluster`` (needs the tests/harness control plane): N models applied at once to a
+2. With ``--cluster`` (needs the optiserve_testing control plane): N models applied at once to a
    running operator; time from apply to Ready for all, and to the first Job (the operator's
    own latency, optimizer time excluded as far as the optimizer reuses its artifact).
 
@@ -64,10 +64,10 @@ def bench_plan(count: int) -> list[tuple[str, int, float]]:
 def bench_cluster(count: int) -> list[tuple[str, int, float]]:
     import tempfile
 
+    from optiserve_testing.binaries import ensure_binaries
+    from optiserve_testing.cluster import LocalCluster
     from tests.e2e.conftest import OperatorProcess, install_crd, prepare_model_namespace
     from tests.e2e.objects import tiny
-    from tests.harness.binaries import ensure_binaries
-    from tests.harness.cluster import LocalCluster
 
     rows = []
     with LocalCluster(ensure_binaries()) as cluster:

@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,21 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-for source_root in (ROOT, ROOT / "src", ROOT / "optimizer"):
-    if str(source_root) not in sys.path:
-        sys.path.insert(0, str(source_root))
-
-from optiserve.api.serving import (  # noqa: E402
+from optiserve.api.serving import (
     DynamicBatchingSpec,
     ResponseCacheSpec,
     ServingSpec,
 )
-from optiserve.serve import LocalTriton  # noqa: E402
-from optiserve.serve.loadgen import LoadResult, Sample, cache_latency, run_load  # noqa: E402
-from optiserve.serve.repository import write_onnx_model  # noqa: E402
-from tests.triton import example_models  # noqa: E402
+from optiserve.serve import LocalTriton
+from optiserve.serve.loadgen import LoadResult, Sample, cache_latency, run_load
+from optiserve.serve.repository import write_onnx_model
+from optiserve_testing import example_models
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_DIGITS_GAIN_AT_32 = 3.0
 TARGET_MINILM_CACHE_SPEEDUP = 10.0

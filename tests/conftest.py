@@ -1,4 +1,4 @@
-"""Shared pytest set-up: the local control plane fixture (tests/harness) for the cluster tiers.
+"""Shared pytest set-up: the local control plane fixture (optiserve_testing) for the cluster tiers.
 
 With ``OPTISERVE_REQUIRE_TIERS=1`` (set by ``.ci/run``) every skipped test fails instead, in
 every tier: a missing control plane, tritonserver, helm, Lua, hadolint or TensorRT is a broken CI
@@ -12,7 +12,7 @@ from collections.abc import Generator
 
 import pytest
 
-pytest_plugins = ["tests.harness.fixtures"]
+pytest_plugins = ["optiserve_testing.fixtures"]
 
 
 def skip_is_allowed(item: pytest.Item) -> bool:

@@ -126,7 +126,7 @@ k8s_ldflags() {
 
 # The standalone kwok binary simulates nothing without Stage objects in its --config. Keep the
 # release's own default node/pod stages next to the binary, so the test harness can adapt them
-# (tests/harness/kwok_config.py) at exactly the version that was built.
+# (testing/optiserve_testing/kwok_config.py) at exactly the version that was built.
 copy_kwok_stages() {
   local src dest
   dest="$(cache_dir_of kwok)/stages"

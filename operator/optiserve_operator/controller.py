@@ -25,7 +25,12 @@ from optiserve.render.kubernetes import (
 )
 from optiserve_operator import conditions as c
 from optiserve_operator import metrics
-from optiserve_operator.deletion import FINALIZER, plan_deletion, wants_finalizer
+from optiserve_operator.deletion import (
+    FINALIZER,
+    plan_deletion,
+    retired_finalizers_patch,
+    wants_finalizer,
+)
 from optiserve_operator.exposure import delete_exposure
 from optiserve_operator.failures import (
     MESSAGE_LIMIT,
@@ -86,6 +91,7 @@ class Controller:
             self._publish_phases()
             metrics.forget_model(namespace, name)
             return None
+        self._drop_retired_finalizers(obj)
         now = c.rfc3339(datetime.now(UTC))
         try:
             spec = OptimizedModelSpec.model_validate(obj.get("spec") or {})
@@ -139,6 +145,15 @@ class Controller:
             self._write_status(obj, retrying_status(status_of(obj), generation, failure, now))
         except Exception as err:  # the pass fails anyway and is retried
             LOG.debug("status of %s not written: %s", obj["metadata"]["name"], err)
+
+    def _drop_retired_finalizers(self, obj: Obj) -> None:
+        """The migration to one finalizer name: retired names go first, before anything else
+        (a model being deleted would otherwise wait on them forever)."""
+        meta = obj["metadata"]
+        ops = retired_finalizers_patch(meta.get("finalizers") or [])
+        if ops is not None:
+            updated = self.kube.json_patch(API_VERSION, KIND, meta["namespace"], meta["name"], ops)
+            meta["finalizers"] = (updated.get("metadata") or {}).get("finalizers") or []
 
     def _sync_finalizer(self, obj: Obj, wanted: bool) -> None:
         """Our finalizer present exactly when artifacts must be removed on delete (SSA: the

@@ -8,8 +8,9 @@ on a cleanup, so a failure is reported as a Warning event instead). Pure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from optiserve.render.job import render_cleanup_job
 from optiserve.render.kubernetes import Manifest
@@ -17,6 +18,10 @@ from optiserve_operator.observe import JobState
 from optiserve_operator.reconcile import Config, Event, ModelState
 
 FINALIZER = "optiserve.io/artifacts"
+# Finalizer names optiserve no longer uses. Earlier versions named kopf's finalizer
+# "optiserve.io/finalizer"; kopf never wrote it (no handler here needs one), but an object that
+# carries it, from whatever source, would wait on it forever: the operator removes it.
+RETIRED_FINALIZERS = frozenset({"optiserve.io/finalizer"})
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,20 @@ class DeletionPlan:
     create: tuple[Manifest, ...] = ()
     release: bool = False  # remove the finalizer: the API server then deletes the model
     events: tuple[Event, ...] = ()
+
+
+def retired_finalizers_patch(finalizers: Sequence[str]) -> list[dict[str, Any]] | None:
+    """A JSON patch that drops the retired names, or None when there are none. The list is
+    tested as read, so a concurrent change to it fails the patch (and the pass is retried)
+    instead of being overwritten; server-side apply could not do this, as the entries belong
+    to whichever field manager wrote them."""
+    kept = [name for name in finalizers if name not in RETIRED_FINALIZERS]
+    if len(kept) == len(finalizers):
+        return None
+    return [
+        {"op": "test", "path": "/metadata/finalizers", "value": list(finalizers)},
+        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+    ]
 
 
 def wants_finalizer(model: ModelState) -> bool:

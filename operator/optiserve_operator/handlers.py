@@ -89,8 +89,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     ops = rt.settings
     filter_watches_on_the_server(settings)
     # Only watch-event handlers are used, so kopf never needs to write to our objects; these
-    # names keep it under our own prefix should that ever change.
-    settings.persistence.finalizer = "optiserve.io/finalizer"
+    # names keep it under our own prefix should that ever change. kopf's finalizer keeps its
+    # own default name: kopf removes its finalizer from every object no handler needs it for,
+    # so it must never be ours (deletion.FINALIZER, the one optiserve uses).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="optiserve.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="optiserve.io", key="last-handled-configuration"

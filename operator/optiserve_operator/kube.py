@@ -11,7 +11,7 @@ import json
 import socket
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import quote, urlencode
 
 from kubernetes import client, config
@@ -36,6 +36,7 @@ PLURALS = {
     "Service": "services",
 }
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
 REPORTING_COMPONENT = "optiserve-operator"
 # (connect, read) seconds: a hung API server is a transient error, not a hung worker.
 REQUEST_TIMEOUT = (10.0, 60.0)
@@ -80,7 +81,8 @@ class Kube:
             config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         return cls(client.ApiClient())
 
-    def _call(
+    @overload
+    def _request(
         self,
         method: str,
         path: str,
@@ -88,7 +90,34 @@ class Kube:
         body: Any = None,
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
-    ) -> bytes:
+        raw: Literal[False] = False,
+    ) -> Obj: ...
+
+    @overload
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+        raw: Literal[True],
+    ) -> bytes: ...
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+        raw: bool = False,
+    ) -> Obj | bytes:
+        """Every call to the API server. The answer as a JSON object (a bare list as
+        ``{"items": [...]}``), or with ``raw`` its bytes as sent (pods/log is text); an error
+        status raises ``KubeError`` with the server's reason and message."""
         url = self.api.configuration.host + path
         if query:
             url += "?" + urlencode(dict(query))
@@ -100,29 +129,19 @@ class Kube:
         response = self.api.call_api(
             method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT
         )
-        raw: bytes = response.read()  # type: ignore[no-untyped-call]
+        content: bytes = response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
             try:
-                data: Any = json.loads(raw) if raw else {}
+                error: Any = json.loads(content) if content else {}
             except ValueError:  # e.g. "404 page not found" for a resource type with no CRD
-                data = {"message": raw.decode("utf-8", "replace")[:200]}
-            message = data.get("message", "") if isinstance(data, dict) else str(data)
-            reason = data.get("reason", "") if isinstance(data, dict) else ""
+                error = {"message": content.decode("utf-8", "replace")[:200]}
+            message = error.get("message", "") if isinstance(error, dict) else str(error)
+            reason = error.get("reason", "") if isinstance(error, dict) else ""
             raise KubeError(response.status, reason or str(response.reason), str(message))
-        return raw
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> Obj:
-        raw = self._call(method, path, body=body, query=query, content_type=content_type)
+        if raw:
+            return content
         try:
-            data: Any = json.loads(raw) if raw else {}
+            data: Any = json.loads(content) if content else {}
         except ValueError as err:
             raise KubeError(502, "BadGateway", f"the API server answered no JSON: {err}") from err
         return data if isinstance(data, dict) else {"items": data}
@@ -183,9 +202,21 @@ class Kube:
             "PATCH", path, body=manifest, query=query, content_type=APPLY_CONTENT_TYPE
         )
 
+    def json_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, ops: Sequence[Obj]
+    ) -> Obj:
+        """An RFC 6902 JSON patch (for list entries another field manager owns)."""
+        return self._request(
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            body=[*ops],
+            query={"fieldManager": FIELD_MANAGER},
+            content_type=JSON_PATCH_CONTENT_TYPE,
+        )
+
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
         """The last ``LOG_TAIL_LINES`` lines (at most ``LOG_LIMIT_BYTES``) of a container's log."""
-        raw = self._call(
+        raw = self._request(
             "GET",
             resource_path("v1", "Pod", namespace, pod, "log"),
             query={
@@ -193,6 +224,7 @@ class Kube:
                 "tailLines": str(LOG_TAIL_LINES),
                 "limitBytes": str(LOG_LIMIT_BYTES),
             },
+            raw=True,
         )
         return raw[-LOG_LIMIT_BYTES:].decode("utf-8", "replace")
 

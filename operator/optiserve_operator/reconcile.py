@@ -48,6 +48,7 @@ from optiserve_operator.failures import (
 )
 from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentState, JobState
 from optiserve_operator.retention import SpecConfigMap, config_maps_to_delete, kept_digests
+from optiserve_operator.settings import POLL_SECONDS, RESYNC_SECONDS
 from optiserve_operator.summary import Summary, SummaryError, parse_summary, redact
 from optiserve_operator.tuning_condition import tuning_conditions
 
@@ -56,8 +57,8 @@ from optiserve_operator.tuning_condition import tuning_conditions
 class Config:
     optimizer_image: str
     service_account: str | None = None
-    poll_seconds: float = 10.0  # while something is in progress (child events come sooner)
-    resync_seconds: float = 300.0  # when settled
+    poll_seconds: float = POLL_SECONDS
+    resync_seconds: float = RESYNC_SECONDS
     policy: Policy | None = None  # the administrator's (optiserve.policy); None: structural only
 
 

@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from optiserve.digest import optiserve_version
 
 DEFAULT_OPTIMIZER_IMAGE = f"ghcr.io/optiserve/optimizer:{optiserve_version()}"
+# When a model is looked at again without a watch event: the flags' and reconcile.Config's
+# defaults. (Here, not in reconcile.py: the flags are parsed before KUBECONFIG is set, so this
+# module must not import what imports the kubernetes client; see main.run_with.)
+POLL_SECONDS = 10.0  # while something is in progress (child events come sooner)
+RESYNC_SECONDS = 300.0  # when settled
 
 
 @dataclass(frozen=True)
@@ -26,8 +31,8 @@ class OperatorSettings:
     job_service_account: str | None = None
     policy_dir: str | None = None  # the policy ConfigMap, mounted; None: structural rules only
     workers: int = 4
-    poll_seconds: float = 10.0
-    resync_seconds: float = 300.0
+    poll_seconds: float = POLL_SECONDS
+    resync_seconds: float = RESYNC_SECONDS
     kubeconfig: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -95,11 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--poll-seconds",
         type=float,
-        default=10.0,
+        default=POLL_SECONDS,
         help="re-check interval while a Job or rollout is in progress",
     )
     parser.add_argument(
-        "--resync-seconds", type=float, default=300.0, help="re-check interval of settled models"
+        "--resync-seconds",
+        type=float,
+        default=RESYNC_SECONDS,
+        help="re-check interval of settled models",
     )
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"))
     return parser

@@ -223,7 +223,3 @@ def load(path: Path, names: Sequence[str], limit: int | None = None) -> Arrays:
     """Whole arrays (eval sets are small); ``limit`` keeps the first rows."""
     with np.load(path) as data:
         return {n: np.ascontiguousarray(data[n][:limit]) for n in names if n in data.files}
-
-
-def as_feed(arrays: Mapping[str, npt.NDArray[np.generic]], start: int, stop: int) -> Arrays:
-    return {k: v[start:stop] for k, v in arrays.items() if k != LABELS}

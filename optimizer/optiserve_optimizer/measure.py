@@ -140,11 +140,6 @@ class Spread:
         q1, median, q3 = (float(v) for v in np.percentile(values, [25, 50, 75]))
         return cls(median, float(min(values)), float(max(values)), q1, q3, len(values))
 
-    @property
-    def relative_range(self) -> float:
-        """Half the min-max range relative to the median (0.05 reads '+-5 %')."""
-        return (self.high - self.low) / 2 / self.median if self.median else math.inf
-
     def ratio_text(self) -> str:
         return f"{self.median:.2f}x"
 

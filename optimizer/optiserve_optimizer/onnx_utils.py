@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,19 +86,6 @@ def session(
     return ort.InferenceSession(str(path), options, providers=chosen)
 
 
-def run_batched(
-    sess: ort.InferenceSession, arrays: Mapping[str, npt.NDArray[Any]], batch: int = 64
-) -> list[npt.NDArray[np.float32]]:
-    """All outputs of ``sess`` over ``arrays`` (a dict of model inputs), concatenated."""
-    names = [i.name for i in sess.get_inputs()]
-    total = len(next(iter(arrays[n] for n in names)))
-    parts: list[list[npt.NDArray[Any]]] = []
-    for start in range(0, total, batch):
-        feed = {n: arrays[n][start : start + batch] for n in names}
-        parts.append(sess.run(None, feed))
-    return [np.concatenate([p[i] for p in parts]).astype(np.float32) for i in range(len(parts[0]))]
-
-
 def providers_for(device: str) -> tuple[str, ...]:
     if device == "gpu":
         return ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -114,7 +101,3 @@ def compare_outputs(
         scale = max(1.0, float(np.max(np.abs(a))) if a.size else 1.0)
         worst = max(worst, float(np.max(np.abs(a - b))) / scale if a.size else 0.0)
     return worst
-
-
-def file_size(path: Path) -> int:
-    return path.stat().st_size

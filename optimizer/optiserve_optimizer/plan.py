@@ -15,7 +15,6 @@ from optiserve.api import OptimizationSpec, SourceSpec
 
 # Step names, in the order they may appear inside one candidate.
 LOAD_EXPORT = "load_export"
-STUDENT = "student"
 PRUNE = "prune"
 RECOVER = "recover"
 GRAPH_OPT = "graph_opt"
@@ -29,7 +28,6 @@ DISTILL = "distill"
 STEP_ORDER = (
     LOAD_EXPORT,
     DROP_LAYERS,
-    STUDENT,
     PRUNE,
     PRUNE_TRANSFORMER,
     RECOVER,
@@ -209,21 +207,30 @@ def _training_dataset(spec: OptimizationSpec, own: str | None, user: str, notes:
     return dataset
 
 
-def _student_step(spec: OptimizationSpec, notes: list[str]) -> Step | None:
+def narrow_student_steps(
+    source: SourceSpec, spec: OptimizationSpec, notes: list[str]
+) -> tuple[Step, ...]:
+    """``student.method: narrow`` is a preset, not a pass of its own: structured pruning that
+    keeps ``widthFactor`` of every hidden layer's channels (by L1 norm, so the student starts
+    from the teacher's most important ones), then distillation from the teacher with the
+    student's epochs, learning rate, temperature and dataset. Empty for an ONNX source, which
+    has no trainable module (``optiserve validate`` refuses that spec)."""
     student = spec.student
-    if student.method == "none":
-        return None
-    # An ONNX source is not skipped here: the pass fails with a typed error naming the cause.
-    return Step(
-        STUDENT,
-        {
-            "method": student.method,
-            "widthFactor": student.width_factor,
-            "epochs": student.epochs,
-            "learningRate": student.learning_rate,
-            "temperature": student.temperature,
-            "dataset": _training_dataset(spec, student.dataset, "student", notes),
-        },
+    if source.format != "torchscript":
+        notes.append("student.method narrow trains the student: it needs a torchscript source")
+        return ()
+    recover: dict[str, Any] = {
+        "method": "distill",
+        "epochs": student.epochs,
+        "learningRate": student.learning_rate,
+        "dataset": _training_dataset(spec, student.dataset, "student", notes),
+        "keepZeros": False,
+    }
+    if "temperature" in student.model_fields_set:  # else the recover step's default, the same
+        recover["temperature"] = student.temperature
+    return (
+        Step(PRUNE, {"method": "structured", "sparsity": round(1.0 - student.width_factor, 6)}),
+        Step(RECOVER, recover),
     )
 
 
@@ -303,9 +310,13 @@ def build_plan(source: SourceSpec, spec: OptimizationSpec) -> Plan:
         name, student_steps = _shallow_steps(source, spec, notes)
     elif transformer and spec.student.method != "none":
         notes.append("student.method narrow is for TorchScript sources; use shallow")
-    else:
-        student = _student_step(spec, notes)
-        student_steps = (student,) if student is not None else ()
+    elif spec.student.method == "narrow":
+        student_steps = narrow_student_steps(source, spec, notes)
+        if prune is not None and student_steps == prune[1]:
+            notes.append(
+                f"student-narrow is {prune[0]} (the same pruning and distillation): tried once"
+            )
+            student_steps = ()
     if student_steps:
         candidates.append(CandidatePlan(name, "fp32", (load, *student_steps, graph_opt)))
         if quant is not None and spec.quantization.precision == "int8":

@@ -50,12 +50,6 @@ def _graph_opt() -> type[Pass]:
     return GraphOpt
 
 
-def _student() -> type[Pass]:
-    from optiserve_optimizer.passes.student import Student
-
-    return Student
-
-
 def _prune() -> type[Pass]:
     from optiserve_optimizer.passes.pruning import Prune
 
@@ -107,7 +101,6 @@ def _distill() -> type[Pass]:
 for _name, _loader in (
     (plan.LOAD_EXPORT, _load_export),
     (plan.GRAPH_OPT, _graph_opt),
-    (plan.STUDENT, _student),
     (plan.PRUNE, _prune),
     (plan.RECOVER, _recover),
     (plan.QUANTIZE, _quantize),

@@ -79,15 +79,8 @@ class RecoverSettings(PassSettings):
     learning_rate: float = Field(api_default(RecoverySpec, "learning_rate"), gt=0.0)
     dataset: str
     keep_zeros: bool = False  # magnitude and 2:4 zeros stay zero while training
-
-
-class StudentSettings(PassSettings):
-    method: Literal["narrow"] = "narrow"
-    width_factor: float = Field(api_default(StudentSpec, "width_factor"), gt=0.0, lt=1.0)
-    epochs: int = Field(api_default(StudentSpec, "epochs"), ge=1)
-    learning_rate: float = Field(api_default(StudentSpec, "learning_rate"), gt=0.0)
+    # Softens the teacher's logits (distill, classifiers); a narrow student may set it.
     temperature: float = Field(api_default(StudentSpec, "temperature"), gt=0.0)
-    dataset: str
 
 
 class QuantizeSettings(PassSettings):

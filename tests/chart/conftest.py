@@ -1,5 +1,5 @@
 """The helm fixture of the chart tests: the pinned binary, or a skip that says how to build it.
-(`cluster` and `cluster_namespace` come from tests/harness via tests/conftest.py.)"""
+(`cluster` and `cluster_namespace` come from testing/optiserve_testing via tests/conftest.py.)"""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.harness.binaries import Binaries, cache_root, read_versions
+from optiserve_testing.binaries import Binaries, cache_root, read_versions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "optiserve"

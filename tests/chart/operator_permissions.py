@@ -54,6 +54,7 @@ KUBE_VERBS: dict[str, tuple[str, ...]] = {
     "delete": ("delete",),
     "emit_event": ("create",),
     "pod_log": ("get",),
+    "json_patch": ("patch",),
 }
 # Methods whose object (and subresource) is fixed by the method itself.
 KUBE_FIXED_KIND = {"emit_event": ("v1", "Event"), "pod_log": ("v1", "Pod")}

@@ -18,7 +18,7 @@ import yaml
 
 
 class KubectlRunner(Protocol):
-    """What is needed of tests.harness.cluster.LocalCluster."""
+    """What is needed of optiserve_testing.cluster.LocalCluster."""
 
     kubeconfig: Path
 

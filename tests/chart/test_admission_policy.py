@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from optiserve_testing.cluster import LocalCluster, wait_established
+from optiserve_testing.waiting import wait_until
 from tests.chart.helm import CHART, KUBE_VERSION, parse_documents, run_helm, set_flags
 from tests.chart.service_account import service_account_kubeconfig
-from tests.harness.cluster import LocalCluster, wait_established
-from tests.harness.waiting import wait_until
 from tests.unit.policy_cases import ALLOWED, FORBIDDEN, POLICY_DATA, Case, Spec, model
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("helm")]

@@ -1,4 +1,4 @@
-"""The chart against a real kube-apiserver (tests/harness): server-side validation of every
+"""The chart against a real kube-apiserver (optiserve_testing): server-side validation of every
 object, helm install and upgrade, the CRD served, and what the chart's ServiceAccount may do."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from optiserve_testing.cluster import LocalCluster, wait_established
 from tests.chart.config_manifests import CONFIG
 from tests.chart.helm import CHART, run_helm, set_flags, template_text
 from tests.chart.service_account import service_account_kubeconfig
-from tests.harness.cluster import LocalCluster, wait_established
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("helm")]
 

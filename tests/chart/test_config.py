@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from optiserve_testing.binaries import Binaries, BinariesUnavailable, cache_root, read_versions
 from tests.chart.config_manifests import CONFIG, CRD_SOURCE, committed_objects, expected_files
 from tests.chart.helm import NAMESPACE, parse_documents
-from tests.harness.binaries import Binaries, BinariesUnavailable, cache_root, read_versions
 
 
 def kubectl() -> Path:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from optiserve_testing.binaries import Binaries, cache_root, read_versions
 from tests.chart.helm import REPO_ROOT, template_text
-from tests.harness.binaries import Binaries, cache_root, read_versions
 
 # kube-score check ID -> why it is switched off. Keep each reason to one line.
 IGNORED = {

@@ -14,10 +14,10 @@ import pytest
 
 from optiserve.render.autoscaling import parse_quantity
 from optiserve.render.prometheus_adapter import adapter_rules
-from tests.harness import pod_spec
-from tests.harness.custom_metrics import pod_metric_query, quantity
-from tests.harness.prometheus import pod_target_groups
-from tests.harness.tritonserver_shim import serve_arguments
+from optiserve_testing import pod_spec
+from optiserve_testing.custom_metrics import pod_metric_query, quantity
+from optiserve_testing.prometheus import pod_target_groups
+from optiserve_testing.tritonserver_shim import serve_arguments
 
 TRITON = {
     "name": "triton",

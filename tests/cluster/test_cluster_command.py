@@ -1,4 +1,4 @@
-"""``make cluster`` (python -m tests.harness) starts a usable cluster and stops it on Ctrl-C."""
+"""``make cluster`` (python -m optiserve_testing) starts a usable cluster and stops it on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.binaries import BinariesUnavailable, control_plane_binaries
+from optiserve_testing.binaries import BinariesUnavailable, control_plane_binaries
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +23,15 @@ def test_cluster_command_serves_kubectl_and_stops_on_ctrl_c(tmp_path: Path) -> N
         pytest.skip(f"local Kubernetes control plane unavailable: {err}")
     state = tmp_path / "state"
     command = subprocess.Popen(
-        [sys.executable, "-m", "tests.harness", "--namespace", "demo", "--state-dir", str(state)],
+        [
+            sys.executable,
+            "-m",
+            "optiserve_testing",
+            "--namespace",
+            "demo",
+            "--state-dir",
+            str(state),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

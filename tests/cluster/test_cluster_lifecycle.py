@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from tests.harness.binaries import BUILD_SCRIPT
-from tests.harness.cluster import LocalCluster
-from tests.harness.cluster_spec import ClusterOptions, FakeNode
+from optiserve_testing.binaries import BUILD_SCRIPT
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.cluster_spec import ClusterOptions, FakeNode
 
 pytestmark = pytest.mark.cluster
 

@@ -18,8 +18,8 @@ import yaml
 from optiserve.api.exposure import ExposureSpec
 from optiserve.render.exposure import render_exposure
 from optiserve.render.kubernetes import FIELD_MANAGER, Owner
-from tests.harness.cluster import LocalCluster
-from tests.harness.gateway_api import (
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.gateway_api import (
     VERSION,
     GatewayApiUnavailable,
     install_gateway_api,

@@ -1,19 +1,19 @@
 """The local control plane itself: real API server, controllers, scheduler, kwok nodes, RBAC and
-the local pod runner (tests/harness)."""
+the local pod runner (testing/optiserve_testing)."""
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.harness.cluster import LocalCluster
-from tests.harness.volume_binder import claim_manifest
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.volume_binder import claim_manifest
+from optiserve_testing.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -267,10 +267,12 @@ def test_deleting_a_running_job_kills_its_local_process(
         namespace=cluster_namespace,
     )
     pid_file = tmp_path / "pid"
-    deadline = time.monotonic() + 90
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline, "the job's process never started"
-        time.sleep(0.2)
+    wait_until(
+        "the job's process to start",
+        lambda: pid_file.exists() and pid_file.read_text(),
+        timeout_s=90,
+        every_s=0.2,
+    )
     pid = int(pid_file.read_text())
     pods = get_json(
         cluster, cluster_namespace, "pods", "-l", "batch.kubernetes.io/job-name=sleeper"
@@ -281,10 +283,7 @@ def test_deleting_a_running_job_kills_its_local_process(
         "delete", "-n", cluster_namespace, "job/sleeper", "--cascade=foreground", check=True
     )
     wait(cluster, cluster_namespace, f"pod/{pod_name}", "delete")
-    deadline = time.monotonic() + 30
-    while _alive(pid):
-        assert time.monotonic() < deadline, f"process {pid} outlived its deleted pod"
-        time.sleep(0.2)
+    wait_until(f"process {pid} to end with its pod", lambda: not _alive(pid), 30, every_s=0.2)
 
 
 def _alive(pid: int) -> bool:

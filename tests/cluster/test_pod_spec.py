@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness import pod_spec
-from tests.harness.kwok_config import exclude_runner_pods, render_kwok_config, runner_owns_pod
+from optiserve_testing import pod_spec
+from optiserve_testing.kwok_config import exclude_runner_pods, render_kwok_config, runner_owns_pod
 
 
 def make_pod(**spec: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from optiserve.cli import main
-from tests.harness.cluster import LocalCluster, install_crd
+from optiserve_testing.cluster import LocalCluster, install_crd
 from tests.unit.specs import INVALID, minimal
 
 pytestmark = pytest.mark.cluster

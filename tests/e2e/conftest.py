@@ -1,5 +1,5 @@
 """Fixtures for the operator end-to-end tests: the CRD, a real operator process, a namespace
-with claims holding a tiny model, and the local cluster from tests/harness."""
+with claims holding a tiny model, and the local cluster from testing/optiserve_testing."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from optiserve_testing.cluster import LocalCluster, install_crd
+from optiserve_testing.fixtures import cluster, cluster_namespace
+from optiserve_testing.processes import pods_run_this_checkout
+from optiserve_testing.volume_binder import claim_manifest
 from tests.e2e.models import write_tiny_classifier
-from tests.harness.cluster import LocalCluster, install_crd
-from tests.harness.fixtures import cluster, cluster_namespace
-from tests.harness.processes import pods_run_this_checkout
-from tests.harness.volume_binder import claim_manifest
 
 __all__ = ["cluster", "cluster_namespace", "install_crd"]
 

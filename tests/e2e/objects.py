@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.waiting import wait_until
 from tests.e2e.conftest import OperatorProcess
-from tests.harness.cluster import LocalCluster
-from tests.harness.waiting import wait_until
 
 TINY: dict[str, Any] = {
     "apiVersion": "optiserve.io/v1alpha1",

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.waiting import wait_until
 from tests.chart.helm import CHART, KUBE_VERSION, HelmUnavailable, helm_binary, run_helm
 from tests.chart.service_account import service_account_kubeconfig
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.objects import condition, get, tiny, wait_ready
-from tests.harness.cluster import LocalCluster
-from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(600)]
 

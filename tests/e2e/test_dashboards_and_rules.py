@@ -23,15 +23,15 @@ import numpy as np
 import pytest
 
 from optiserve.serve import LocalTriton
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.example_models import digits_samples
+from optiserve_testing.processes import free_ports
+from optiserve_testing.prometheus import LocalPrometheus, find_prometheus
+from optiserve_testing.waiting import wait_until
 from tests.chart.dashboards import ERRORS_BY_TYPE, as_bool, dashboards, expressions
 from tests.chart.helm import parse_documents, template_text
 from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
-from tests.harness.cluster import LocalCluster
-from tests.harness.processes import free_ports
-from tests.harness.prometheus import LocalPrometheus, find_prometheus
-from tests.harness.waiting import wait_until
 from tests.triton.conftest import MODEL, cached_server, digits_model, make_repository
-from tests.triton.example_models import digits_samples
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.models, pytest.mark.timeout(600)]
 __all__ = ["cached_server", "digits_model", "make_repository"]  # fixtures, used by name

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import OperatorProcess
-from tests.e2e.objects import condition, get, tiny, wait_ready
-from tests.harness.cluster import LocalCluster
-from tests.harness.gateway_api import (
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.gateway_api import (
     GatewayApiUnavailable,
     gateway_api_crds,
     install_gateway_api,
     uninstall_gateway_api,
 )
-from tests.harness.waiting import wait_until
+from optiserve_testing.waiting import wait_until
+from tests.e2e.conftest import OperatorProcess
+from tests.e2e.objects import condition, get, tiny, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(900)]
 

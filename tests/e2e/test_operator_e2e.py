@@ -1,5 +1,5 @@
 """The operator end to end: a real kube-apiserver, controller-manager, scheduler and kwok nodes
-(tests/harness), the real operator process, and the real optimizer run by the pod runner."""
+(optiserve_testing), the real operator process, and the real optimizer run by the pod runner."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 import yaml
 
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.waiting import wait_until
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.objects import condition, get, items, served_digest, tiny, wait_ready
-from tests.harness.cluster import LocalCluster
-from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(900)]
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.waiting import wait_until
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.objects import condition, get, items, tiny, wait_ready
-from tests.harness.cluster import LocalCluster
-from tests.harness.waiting import wait_until
 from tests.unit.policy_cases import POLICY_DATA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(600)]

@@ -21,11 +21,11 @@ import pytest
 
 from optiserve.api import OptimizedModel
 from optiserve.render.job import artifact_uri
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.kwok_config import RUN_LOCALLY_NAMESPACES
+from optiserve_testing.waiting import wait_until
 from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
 from tests.e2e.objects import condition, get, served_digest, tiny, wait_ready
-from tests.harness.cluster import LocalCluster
-from tests.harness.kwok_config import RUN_LOCALLY_NAMESPACES
-from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.triton, pytest.mark.timeout(900)]
 

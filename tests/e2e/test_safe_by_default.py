@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.cluster_spec import FakeNode
+from optiserve_testing.volume_binder import claim_manifest
+from optiserve_testing.waiting import wait_until
 from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
 from tests.e2e.models import write_tiny_classifier
 from tests.e2e.objects import condition, get, tiny, wait_ready
-from tests.harness.cluster import LocalCluster
-from tests.harness.cluster_spec import FakeNode
-from tests.harness.volume_binder import claim_manifest
-from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(900)]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.harness.binaries import go_command
+from optiserve_testing.binaries import go_command
 
 KEDA_MODULE = "github.com/kedacore/keda/v2"
 KEDA_VERSION = "v2.21.0"

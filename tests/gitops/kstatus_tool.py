@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.harness.binaries import cache_root, go_command
+from optiserve_testing.binaries import cache_root, go_command
 
 SOURCE = Path(__file__).resolve().parent / "kstatus"
 SOURCE_FILES = ("go.mod", "go.sum", "main.go")

@@ -1,7 +1,7 @@
 """The real HPA controller scales Triton up when requests wait, and back down when they stop.
 
 Nothing in the loop is simulated but the custom metrics server's thin query layer (see
-tests/harness/custom_metrics.py for why): real Triton servers in the Deployment's pods, a real
+optiserve_testing/custom_metrics.py for why): real Triton servers in the Deployment's pods, a real
 Prometheus discovering and scraping them, an APIService the API server's aggregator proxies
 through, and kube-controller-manager's HPA controller acting on the HorizontalPodAutoscaler
 that optiserve renders for ``autoscaling: {metric: pendingRequests, target: "2"}``.
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from tests.harness.autoscaling_stack import (
+from optiserve_testing.autoscaling_stack import (
     SpreadLoad,
     deploy_digits,
     digits_model,
@@ -30,10 +30,10 @@ from tests.harness.autoscaling_stack import (
     metrics_pipeline,
     ready_pod_ips,
 )
-from tests.harness.cluster import LocalCluster
-from tests.harness.custom_metrics import GROUP, VERSION, NoRoutableAddress
-from tests.harness.prometheus import LocalPrometheus, PrometheusUnavailable
-from tests.harness.waiting import wait_until
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.custom_metrics import GROUP, VERSION, NoRoutableAddress
+from optiserve_testing.prometheus import LocalPrometheus, PrometheusUnavailable
+from optiserve_testing.waiting import wait_until
 
 pytestmark = [
     pytest.mark.cluster,

@@ -1,6 +1,6 @@
 """``optiserve render`` output on a real API server: valid, and `kubectl diff`-clean once applied.
 
-The local control plane (tests/harness) validates every object with the API server's own
+The local control plane (testing/optiserve_testing) validates every object with the API server's own
 schemas and strict field checking; after a server-side apply as the operator does it (field
 manager ``optiserve``), rendering again must show no difference, in both kubectl diff modes:
 nothing the renderer writes is rewritten by the server (quantities, defaults, ordering).
@@ -18,8 +18,8 @@ from optiserve.api import OptimizedModel
 from optiserve.render.kubernetes import FIELD_MANAGER
 from optiserve.render.manifests import render_all
 from optiserve_operator.reconcile import recipe_digest
+from optiserve_testing.cluster import LocalCluster, wait_established
 from tests.gitops.keda_crd import KedaCrdUnavailable, keda_crd
-from tests.harness.cluster import LocalCluster, wait_established
 
 pytestmark = pytest.mark.cluster
 

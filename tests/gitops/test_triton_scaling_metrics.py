@@ -12,18 +12,17 @@ from __future__ import annotations
 import re
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from optiserve.api.serving import ServingSpec
 from optiserve.render.prometheus_adapter import adapter_rules
 from optiserve.serve import LocalTriton
 from optiserve.serve.loadgen import run_load
+from optiserve_testing import prometheus
+from optiserve_testing.example_models import digits_samples
 from tests.triton.conftest import BATCHING, MODEL, RepoFactory, digits_model, make_repository
-from tests.triton.example_models import digits_samples
 
 pytestmark = [pytest.mark.triton, pytest.mark.models, pytest.mark.timeout(600)]
 __all__ = ["digits_model", "make_repository"]  # fixtures, used by name
@@ -38,17 +37,7 @@ def triton(make_repository: RepoFactory) -> Iterator[LocalTriton]:
 
 def scrape(server: LocalTriton) -> dict[str, float]:
     """Every sample of ``MODEL`` (and the model-less GPU series), summed over label sets."""
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            # The parser names counter samples "<name>_total"; Triton's series have no suffix.
-            name = sample.name
-            if family.type == "counter":
-                name = name.removesuffix("_total")
-            if sample.labels.get("model", MODEL) == MODEL:
-                totals[name] = totals.get(name, 0.0) + sample.value
-    return totals
+    return prometheus.scrape(server.metrics_url, MODEL)
 
 
 def series_of_rules() -> set[str]:

@@ -106,3 +106,24 @@ def test_bad_flags_are_refused() -> None:
         parse_settings(["--workers", "0"])
     with pytest.raises(SystemExit):
         parse_settings(["--log-format", "xml"])
+
+
+def test_parsing_the_flags_imports_no_kubernetes_client() -> None:
+    """main.run_with sets KUBECONFIG from --kubeconfig after parsing the flags and before the
+    kubernetes client is imported (it reads KUBECONFIG once, at import, and kopf logs in
+    through it): the settings module must not pull the client in."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from optiserve_operator.settings import parse_settings; "
+        "parse_settings(['--kubeconfig', '/k']); print('kubernetes' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": ":".join(sys.path)},
+    )
+    assert result.stdout.strip() == "False"

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.optimizer.runs import OptimizerRunner
+
 
 @pytest.fixture(autouse=True)
 def _modest_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,3 +117,11 @@ def minilm_files(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return make_minilm(
         tmp_path_factory.mktemp("minilm"), eval_count=48, calib_count=16, max_length=32
     )
+
+
+@pytest.fixture
+def optimizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OptimizerRunner:
+    """Runs the optimizer's entry point on specs written under ``tmp_path`` (see runs.py)."""
+    termination = tmp_path / "termination-log"
+    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(termination))
+    return OptimizerRunner(tmp_path, termination)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
-from optiserve_optimizer.main import run_optimize
+from tests.optimizer.runs import OptimizerRunner
 
 pytestmark = pytest.mark.models
 
@@ -40,31 +37,21 @@ def linear_classifier(folder: Path) -> dict[str, Path]:
 
 
 def test_a_pass_that_cannot_apply_fails_its_candidates_and_the_run_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
     files = linear_classifier(tmp_path)
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(tmp_path / "term.json"))
-    spec = tmp_path / "linear.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "linear",
-                "source": {"uri": str(files["model"]), "format": "torchscript"},
-                "optimization": {
-                    "pruning": {"method": "structured", "sparsity": 0.5},
-                    "recovery": {"method": "distill", "epochs": 1, "dataset": str(files["train"])},
-                    "quantization": {"precision": "int8", "method": "dynamic"},
-                    "accuracy": {"dataset": str(files["eval"]), "metric": "top1", "maxDrop": 0.1},
-                    "benchmark": {"batchSizes": [1, 16], "iterations": 6, "warmup": 1, "rounds": 3},
-                },
-            }
-        )
+    run = optimizer.optimize(
+        "linear",
+        {"uri": str(files["model"]), "format": "torchscript"},
+        {
+            "pruning": {"method": "structured", "sparsity": 0.5},
+            "recovery": {"method": "distill", "epochs": 1, "dataset": str(files["train"])},
+            "quantization": {"precision": "int8", "method": "dynamic"},
+            "accuracy": {"dataset": str(files["eval"]), "metric": "top1", "maxDrop": 0.1},
+            "benchmark": {"batchSizes": [1, 16], "iterations": 6, "warmup": 1, "rounds": 3},
+        },
     )
-    assert run_optimize(spec, tmp_path / "out") == 0
-    summary = json.loads((tmp_path / "term.json").read_text())
-    report: dict[str, Any] = json.loads(
-        (tmp_path / "out" / summary["digest"] / "report.json").read_text()
-    )
+    summary, report = run.summary, run.report
     rows = {c["name"]: c for c in report["candidates"]}
     assert list(rows) == [
         "fp32",

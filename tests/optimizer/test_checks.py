@@ -17,6 +17,7 @@ from optiserve_optimizer.evaluate import GateResult, gate
 from optiserve_optimizer.main import _bounded
 from optiserve_optimizer.plan import build_plan
 from optiserve_optimizer.runners import Runner
+from tests.optimizer.runs import OptimizerRunner
 
 Array = npt.NDArray[Any]
 WIDTH, VOCAB, DIM = 10, 30, 6
@@ -231,14 +232,9 @@ def test_with_check_keeps_the_drop_and_adds_the_failure() -> None:
 
 
 def test_an_unexpected_torchscript_error_reaches_the_operator_as_its_cause(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, optimizer: OptimizerRunner
 ) -> None:
-    import json
-
-    import yaml
-
     from optiserve_optimizer import pipeline
-    from optiserve_optimizer.main import run_optimize
 
     traceback = "\n".join(
         ["The following operation failed in the TorchScript interpreter."]
@@ -250,18 +246,12 @@ def test_an_unexpected_torchscript_error_reaches_the_operator_as_its_cause(
         raise RuntimeError(traceback)
 
     monkeypatch.setattr(pipeline, "run_request", explode)
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(tmp_path / "term"))
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "source": {"uri": str(tmp_path / "m.pt"), "format": "torchscript"},
-                "optimization": {"accuracy": {"dataset": str(tmp_path / "e.npz")}},
-            }
-        )
-    )
-    assert run_optimize(spec, tmp_path / "out") == 1
-    error = json.loads((tmp_path / "term").read_text())["error"]
+    error = optimizer.optimize(
+        "m",
+        {"uri": str(tmp_path / "m.pt"), "format": "torchscript"},
+        {"accuracy": {"dataset": str(tmp_path / "e.npz")}},
+        expect=1,
+    ).error
     assert error["message"] == (
         "RuntimeError: The size of tensor a (7) must match the size of tensor b (9)"
     )

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from optiserve.api.status import ServingCost
 from optiserve.render.sizing import MIB, triton_sizing
 from optiserve_optimizer.footprint import feed_of, measure_serving_cost
-from optiserve_optimizer.main import SUMMARY_LIMIT, run_optimize
+from optiserve_optimizer.main import SUMMARY_LIMIT
 from tests.optimizer.conftest import make_mlp
+from tests.optimizer.runs import OptimizerRunner
 
 pytestmark = pytest.mark.models
 
@@ -55,32 +54,19 @@ def test_a_feed_shorter_than_the_batch_is_repeated() -> None:
 
 
 def test_the_optimizer_records_the_served_models_cost_in_report_and_summary(
-    digits_files: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    digits_files: Any, optimizer: OptimizerRunner
 ) -> None:
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(tmp_path / "term.json"))
-    spec = tmp_path / "digits.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "digits",
-                "source": {"uri": str(digits_files.model), "format": "torchscript"},
-                "optimization": {
-                    "quantization": {"precision": "int8", "method": "dynamic"},
-                    "accuracy": {
-                        "dataset": str(digits_files.eval),
-                        "metric": "top1",
-                        "maxDrop": 0.05,
-                    },
-                    "benchmark": {"batchSizes": [1, 16], "iterations": 3, "warmup": 1},
-                },
-            }
-        )
+    run = optimizer.optimize(
+        "digits",
+        {"uri": str(digits_files.model), "format": "torchscript"},
+        {
+            "quantization": {"precision": "int8", "method": "dynamic"},
+            "accuracy": {"dataset": str(digits_files.eval), "metric": "top1", "maxDrop": 0.05},
+            "benchmark": {"batchSizes": [1, 16], "iterations": 3, "warmup": 1},
+        },
     )
-    assert run_optimize(spec, tmp_path / "out") == 0
-    text = (tmp_path / "term.json").read_text()
-    assert len(text.encode()) < SUMMARY_LIMIT
-    summary = json.loads(text)
-    report = json.loads((tmp_path / "out" / summary["digest"] / "report.json").read_text())
+    assert len(run.termination_text.encode()) < SUMMARY_LIMIT
+    summary, report = run.summary, run.report
     measured = report["artifact"]["servingCost"]
     assert summary["artifact"]["servingCost"] == measured
     cost = ServingCost.model_validate(measured)

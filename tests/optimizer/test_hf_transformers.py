@@ -11,42 +11,35 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from optiserve_optimizer.errors import PassFailedError
-from optiserve_optimizer.main import run_optimize
 from optiserve_optimizer.onnx_utils import session
 from optiserve_optimizer.passes import hf_model, hf_source
 from tests.optimizer import hf_encoders
+from tests.optimizer.runs import QUICK_BENCHMARK, OptimizerRunner
 
 pytestmark = pytest.mark.models
 
 
-@pytest.fixture
-def termination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "termination-log"
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(path))
-    return path
-
-
 def write_spec(
-    tmp_path: Path, folder: Path, eval_npz: Path, task: str | None = None, **optimization: Any
+    optimizer: OptimizerRunner,
+    folder: Path,
+    eval_npz: Path,
+    task: str | None = None,
+    **optimization: Any,
 ) -> Path:
     source: dict[str, Any] = {"uri": str(folder), "format": "huggingface"}
     if task:
         source["task"] = task
-    doc = {
-        "name": "tiny",
-        "source": source,
-        "optimization": {
+    return optimizer.write_spec(
+        "tiny",
+        source,
+        {
             "accuracy": {"dataset": str(eval_npz), "metric": "cosine", "maxDrop": 0.05},
-            "benchmark": {"batchSizes": [1, 8], "iterations": 2, "warmup": 1},
+            "benchmark": QUICK_BENCHMARK,
             **optimization,
         },
-    }
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    )
 
 
 def reference(folder: Path, task: str, feed: dict[str, Any]) -> Any:
@@ -72,14 +65,13 @@ def reference(folder: Path, task: str, feed: dict[str, Any]) -> Any:
     ],
 )
 def test_encoder_folder_is_packaged_and_matches_transformers_on_a_padded_batch(
-    tmp_path: Path, termination: Path, kind: str, task: str
+    tmp_path: Path, optimizer: OptimizerRunner, kind: str, task: str
 ) -> None:
     folder = hf_encoders.save_encoder(tmp_path / kind, kind, task)
     eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1, kind=kind)
-    spec = write_spec(tmp_path, folder, eval_npz, task=task)
-    assert run_optimize(spec, tmp_path / "out") == 0
-    summary = json.loads(termination.read_text())
-    report = json.loads((Path(summary["folder"]) / "report.json").read_text())
+    spec = write_spec(optimizer, folder, eval_npz, task=task)
+    run = optimizer.run(spec)
+    report = run.report
     assert report["baseline"]["name"] == report["baseline"]["runtime"] == "pytorch-eager"
     assert list(report["baseline"]["beside"]) == ["onnxruntime-fp32"]  # measured in the same run
     checks = {(c["name"], c["subject"]): c for c in report["checks"]}
@@ -92,7 +84,7 @@ def test_encoder_folder_is_packaged_and_matches_transformers_on_a_padded_batch(
     load = report["candidateDetails"]["fp32"]["passes"]["load_export"]
     assert load["architecture"] == kind and load["task"] == task
     assert len(set(load["paddedCheckLengths"])) > 1  # the check saw mixed lengths
-    (served,) = Path(summary["folder"]).glob("model_repository/*/1/model.onnx")
+    (served,) = run.folder.glob("model_repository/*/1/model.onnx")
     with np.load(eval_npz) as npz:
         feed = hf_source.padded_batch({k: npz[k] for k in npz.files}, pad_id=0)
     sess = session(served)
@@ -145,13 +137,13 @@ def test_export_that_drops_the_attention_mask_is_caught(tmp_path: Path) -> None:
 
 
 def test_compression_candidates_are_physically_smaller_and_gated(
-    tmp_path: Path, termination: Path
+    tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
     folder = hf_encoders.save_encoder(tmp_path / "bert", "bert")
     eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1)
     calib = hf_encoders.save_text_npz(tmp_path / "calib.npz", 32, seed=2)
     spec = write_spec(
-        tmp_path,
+        optimizer,
         folder,
         eval_npz,
         quantization={"precision": "int8", "method": "dynamic"},
@@ -159,9 +151,7 @@ def test_compression_candidates_are_physically_smaller_and_gated(
         recovery={"method": "distill", "epochs": 1, "dataset": str(calib)},
         student={"method": "shallow", "layers": 1, "epochs": 1, "dataset": str(calib)},
     )
-    assert run_optimize(spec, tmp_path / "out") == 0
-    summary = json.loads(termination.read_text())
-    report = json.loads((Path(summary["folder"]) / "report.json").read_text())
+    report = optimizer.run(spec).report
     rows = {c["name"]: c for c in report["candidates"]}
     assert list(rows) == [
         "fp32",
@@ -189,22 +179,19 @@ def test_compression_candidates_are_physically_smaller_and_gated(
 
 
 def test_a_compressed_candidate_that_loses_accuracy_is_not_chosen(
-    tmp_path: Path, termination: Path
+    tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
     folder = hf_encoders.save_encoder(tmp_path / "bert", "bert")
     eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1)
     spec = write_spec(
-        tmp_path,
+        optimizer,
         folder,
         eval_npz,
         pruning={"method": "structured", "sparsity": 0.75},
         recovery={"method": "none"},
         accuracy={"dataset": str(eval_npz), "metric": "cosine", "maxDrop": 1e-6},
     )
-    assert run_optimize(spec, tmp_path / "out") == 0
-    report = json.loads(
-        (Path(json.loads(termination.read_text())["folder"]) / "report.json").read_text()
-    )
+    report = optimizer.run(spec).report
     rows = {c["name"]: c for c in report["candidates"]}
     assert not rows["pruned-structured"]["passed"]
     assert "cosine drop" in rows["pruned-structured"]["reason"]
@@ -249,33 +236,31 @@ def _small_vocab(folder: Path) -> None:
     ],
 )
 def test_bad_folder_exits_2_naming_the_pass_and_cause_and_writes_nothing(
-    tmp_path: Path, termination: Path, damage: Any, task: str | None, cause: str
+    tmp_path: Path, optimizer: OptimizerRunner, damage: Any, task: str | None, cause: str
 ) -> None:
     folder = hf_encoders.save_encoder(tmp_path / "bert", "bert")
     if damage is not None:
         damage(folder)
     eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1)
-    out = tmp_path / "out"
-    assert run_optimize(write_spec(tmp_path, folder, eval_npz, task=task), out) == 2
-    error = json.loads(termination.read_text())["error"]
+    error = optimizer.run(write_spec(optimizer, folder, eval_npz, task=task), expect=2).error
     assert error["pass"] == "load_export"
     assert cause in error["message"]
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not optimizer.out.exists() or list(optimizer.out.iterdir()) == []
 
 
-def test_eval_data_without_a_model_input_exits_2(tmp_path: Path, termination: Path) -> None:
+def test_eval_data_without_a_model_input_exits_2(
+    tmp_path: Path, optimizer: OptimizerRunner
+) -> None:
     folder = hf_encoders.save_encoder(tmp_path / "bert", "bert")
     # DistilBERT-style data has no token_type_ids; a BERT model takes them.
     eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1, kind="distilbert")
-    out = tmp_path / "out"
-    assert run_optimize(write_spec(tmp_path, folder, eval_npz), out) == 2
-    error = json.loads(termination.read_text())["error"]
+    error = optimizer.run(write_spec(optimizer, folder, eval_npz), expect=2).error
     assert error["pass"] == "load_export" and "token_type_ids" in error["message"]
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not optimizer.out.exists() or list(optimizer.out.iterdir()) == []
 
 
 def test_training_data_that_does_not_fit_is_refused_before_the_export(
-    tmp_path: Path, termination: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, optimizer: OptimizerRunner, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every dataset a step reads is bound to the model's inputs up front (inputs.py), not
     only the eval set: distillation data without token_type_ids fails while loading."""
@@ -283,10 +268,8 @@ def test_training_data_that_does_not_fit_is_refused_before_the_export(
     eval_npz = hf_encoders.save_text_npz(tmp_path / "eval.npz", 16, seed=1)
     train = hf_encoders.save_text_npz(tmp_path / "train.npz", 16, seed=2, kind="distilbert")
     student = {"method": "shallow", "layers": 1, "dataset": str(train)}
-    out = tmp_path / "out"
-    assert run_optimize(write_spec(tmp_path, folder, eval_npz, student=student), out) == 2
-    error = json.loads(termination.read_text())["error"]
+    error = optimizer.run(write_spec(optimizer, folder, eval_npz, student=student), expect=2).error
     assert error["pass"] == "distill"  # the role that reads the data, as for TorchScript sources
     assert "train.npz" in error["message"] and "token_type_ids" in error["message"]
     assert re.search(r"original +load_export +FAILED", capsys.readouterr().err)  # no export
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not optimizer.out.exists() or list(optimizer.out.iterdir()) == []

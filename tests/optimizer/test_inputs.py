@@ -3,7 +3,6 @@ end to end on small TorchScript models (see ``input_models``)."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -11,48 +10,32 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-import yaml
 
-from optiserve_optimizer.main import run_optimize
 from tests.optimizer import input_models
 from tests.optimizer.conftest import make_mlp, make_npz
+from tests.optimizer.runs import QUICK_BENCHMARK, OptimizerRunner
 
 pytestmark = pytest.mark.models
 
 
-@pytest.fixture
-def termination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "termination-log"
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(path))
-    return path
-
-
 def spec_file(
-    tmp_path: Path,
+    optimizer: OptimizerRunner,
     model: Path,
     eval_npz: Path,
     metric: str = "top1",
     source_format: str = "torchscript",
-    **optimization: Any,
+    max_drop: float = 0.01,
+    **passes: Any,
 ) -> Path:
-    doc = {
-        "name": "m",
-        "source": {"uri": str(model), "format": source_format},
-        "optimization": {
-            "accuracy": {"dataset": str(eval_npz), "metric": metric, "maxDrop": 0.01},
-            "benchmark": {"batchSizes": [1, 8], "iterations": 2, "warmup": 1},
-            **optimization,
+    return optimizer.write_spec(
+        "m",
+        {"uri": str(model), "format": source_format},
+        {
+            "accuracy": {"dataset": str(eval_npz), "metric": metric, "maxDrop": max_drop},
+            "benchmark": QUICK_BENCHMARK,
+            **passes,
         },
-    }
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-def outcome(termination: Path, out: Path) -> tuple[dict[str, Any], Path]:
-    summary: dict[str, Any] = json.loads(termination.read_text())
-    assert summary["ok"] is True, summary
-    return summary, out / summary["digest"]
+    )
 
 
 def served(folder: Path) -> ort.InferenceSession:
@@ -65,44 +48,35 @@ def steps_run(progress: str) -> list[str]:
     return [m.group(1) for m in map(step.match, progress.splitlines()) if m]
 
 
-def error_of(termination: Path) -> dict[str, Any]:
-    summary: dict[str, Any] = json.loads(termination.read_text())
-    assert summary["ok"] is False
-    error: dict[str, Any] = summary["error"]
-    return error
-
-
 def test_two_inputs_stored_in_the_other_order_are_packaged_right(
-    tmp_path: Path, termination: Path
+    tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
     model, eval_npz = input_models.two_input(tmp_path)
     with np.load(eval_npz) as stored:
         assert stored.files[:2] == ["b", "a"]  # the order that used to swap them
         arrays = {k: stored[k] for k in stored.files}
-    out = tmp_path / "out"
-    assert run_optimize(spec_file(tmp_path, model, eval_npz), out) == 0
-    _, folder = outcome(termination, out)
+    run = optimizer.run(spec_file(optimizer, model, eval_npz))
+    folder = run.folder
     session = served(folder)
     assert [i.name for i in session.get_inputs()] == ["a", "b"]  # forward(a, b)
     (logits,) = session.run(None, {"a": arrays["a"], "b": arrays["b"]})
     assert float((logits.argmax(axis=1) == arrays["labels"]).mean()) == 1.0
     config = (folder / "model_repository" / "m" / "config.pbtxt").read_text()
     assert config.index('name: "a"') < config.index('name: "b"')
-    report = json.loads((folder / "report.json").read_text())
+    report = run.report
     binding = next(c for c in report["checks"] if c["name"] == "input-binding")
     assert binding["numbers"]["inputs"] == ["a", "b"] and binding["result"] == "passed"
 
 
 def test_tokenizer_ordered_bert_returns_the_right_outputs(
-    tmp_path: Path, termination: Path
+    tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
     model, eval_npz = input_models.tiny_bert(tmp_path, expected=True)
     with np.load(eval_npz) as stored:
         assert stored.files[:3] == ["input_ids", "token_type_ids", "attention_mask"]
         arrays = {k: stored[k] for k in stored.files}
-    out = tmp_path / "out"
-    assert run_optimize(spec_file(tmp_path, model, eval_npz, metric="cosine"), out) == 0
-    _, folder = outcome(termination, out)
+    run = optimizer.run(spec_file(optimizer, model, eval_npz, metric="cosine"))
+    folder = run.folder
     session = served(folder)
     assert [i.name for i in session.get_inputs()] == [
         "input_ids",
@@ -113,7 +87,7 @@ def test_tokenizer_ordered_bert_returns_the_right_outputs(
     (got,) = session.run(None, feed)
     cosine = (got * arrays["expected"]).sum(axis=1)
     assert cosine.min() > 0.9999
-    report = json.loads((folder / "report.json").read_text())
+    report = run.report
     results = {(c["name"], c["subject"]): c["result"] for c in report["checks"]}
     assert results[("reference-outputs", "source")] == "passed"
     assert results[("padded-batch", "source")] == "passed"
@@ -123,42 +97,39 @@ def test_tokenizer_ordered_bert_returns_the_right_outputs(
 
 
 def test_a_mask_dropping_source_disagrees_with_the_references(
-    tmp_path: Path, termination: Path
+    tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
     model, eval_npz = input_models.tiny_bert(tmp_path, use_mask=False, expected=True)
-    out = tmp_path / "out"
-    assert run_optimize(spec_file(tmp_path, model, eval_npz, metric="cosine"), out) == 2
-    error = error_of(termination)
+    error = optimizer.run(spec_file(optimizer, model, eval_npz, metric="cosine"), expect=2).error
     assert error["type"] == "CorrectnessError"
     message = error["message"]
     assert "source model disagrees with the reference outputs (output)" in message
     assert "cosine drop" in message and "mean cosine 0." in message
     assert "'attention_mask'" in message  # the padded batch names the ignored input too
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not optimizer.out.exists() or list(optimizer.out.iterdir()) == []
 
 
 def test_the_padded_batch_check_catches_a_mask_ignoring_model(
-    tmp_path: Path, termination: Path
+    tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
     model, eval_npz = input_models.tiny_bert(tmp_path, use_mask=False)
-    out = tmp_path / "out"
-    assert run_optimize(spec_file(tmp_path, model, eval_npz, metric="cosine"), out) == 2
-    message = error_of(termination)["message"]
+    message = optimizer.run(spec_file(optimizer, model, eval_npz, metric="cosine"), expect=2).error[
+        "message"
+    ]
     assert "answers differently inside a padded batch than alone" in message
     assert "worst sample" in message and "max |difference|" in message
     assert "does it ignore 'attention_mask'?" in message
 
 
 def test_a_wrong_dtype_is_refused_before_any_pass_with_its_cause(
-    tmp_path: Path, termination: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, optimizer: OptimizerRunner, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model, eval_npz = input_models.two_input(tmp_path)
     with np.load(eval_npz) as stored:
         arrays = {k: stored[k] for k in stored.files}
     arrays["b"] = arrays["b"].astype(np.float64)
     np.savez(eval_npz, **arrays)
-    assert run_optimize(spec_file(tmp_path, model, eval_npz), tmp_path / "out") == 2
-    error = error_of(termination)
+    error = optimizer.run(spec_file(optimizer, model, eval_npz), expect=2).error
     assert error["pass"] == "accuracy" and error["type"] == "DataError"
     message = error["message"]
     assert "two.npz['b'] is float64 but the model's weights are float32" in message
@@ -168,14 +139,14 @@ def test_a_wrong_dtype_is_refused_before_any_pass_with_its_cause(
 
 
 def test_a_calibration_set_missing_an_input_is_refused_before_any_pass(
-    tmp_path: Path, termination: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, optimizer: OptimizerRunner, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model, eval_npz = input_models.two_input(tmp_path)
     calibration = tmp_path / "cal.npz"
     with np.load(eval_npz) as stored:
         np.savez(calibration, a=stored["a"], c=stored["b"])
     spec = spec_file(
-        tmp_path,
+        optimizer,
         model,
         eval_npz,
         quantization={
@@ -184,26 +155,26 @@ def test_a_calibration_set_missing_an_input_is_refused_before_any_pass(
             "calibration": {"uri": str(calibration)},
         },
     )
-    assert run_optimize(spec, tmp_path / "out") == 2
-    error = error_of(termination)
+    error = optimizer.run(spec, expect=2).error
     assert error["pass"] == "quantize" and error["type"] == "DataError"
     assert "cal.npz has no array 'b' for the model input 'b'" in error["message"]
     assert steps_run(capsys.readouterr().err) == ["load_export"]
 
 
-def test_an_unknown_array_in_the_eval_set_is_refused(tmp_path: Path, termination: Path) -> None:
+def test_an_unknown_array_in_the_eval_set_is_refused(
+    tmp_path: Path, optimizer: OptimizerRunner
+) -> None:
     model = make_mlp(tmp_path / "mlp.onnx")
     eval_npz = make_npz(tmp_path / "eval.npz", 16)
     with np.load(eval_npz) as stored:
         np.savez(eval_npz, input=stored["input"], inputs_mask=stored["input"])
-    spec = spec_file(tmp_path, model, eval_npz, metric="maxAbsError", source_format="onnx")
-    assert run_optimize(spec, tmp_path / "out") == 2
-    message = error_of(termination)["message"]
+    spec = spec_file(optimizer, model, eval_npz, metric="maxAbsError", source_format="onnx")
+    message = optimizer.run(spec, expect=2).error["message"]
     assert "eval.npz holds array(s) ['inputs_mask'] that are no input of the model" in message
 
 
 def test_references_are_checked_for_onnx_sources_and_gate_candidates(
-    tmp_path: Path, termination: Path
+    tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
     model = make_mlp(tmp_path / "mlp.onnx", sizes=(16, 64, 10))
     eval_npz = make_npz(tmp_path / "eval.npz", 32)
@@ -213,20 +184,15 @@ def test_references_are_checked_for_onnx_sources_and_gate_candidates(
     output = ort.InferenceSession(str(model)).get_outputs()[0].name
     np.savez(eval_npz, input=x, **{f"expected_{output}": right})
     spec = spec_file(
-        tmp_path,
+        optimizer,
         model,
         eval_npz,
         metric="maxAbsError",
         source_format="onnx",
+        max_drop=1e-4,  # the source passes, INT8 cannot
         quantization={"precision": "int8", "method": "dynamic"},
     )
-    doc = yaml.safe_load(spec.read_text())
-    doc["optimization"]["accuracy"]["maxDrop"] = 1e-4  # the source passes, INT8 cannot
-    spec.write_text(yaml.safe_dump(doc))
-    out = tmp_path / "out"
-    assert run_optimize(spec, out) == 0
-    _, folder = outcome(termination, out)
-    report = json.loads((folder / "report.json").read_text())
+    report = optimizer.run(spec).report
     by_subject = {c["subject"]: c for c in report["checks"] if c["name"] == "reference-outputs"}
     assert by_subject["source"]["result"] == "passed"
     assert by_subject["int8-dynamic"]["result"] == "failed"
@@ -236,27 +202,27 @@ def test_references_are_checked_for_onnx_sources_and_gate_candidates(
     assert details["referenceDrop"] == by_subject["int8-dynamic"]["numbers"]["drop"]
 
 
-def test_a_reference_for_an_unknown_output_is_refused(tmp_path: Path, termination: Path) -> None:
+def test_a_reference_for_an_unknown_output_is_refused(
+    tmp_path: Path, optimizer: OptimizerRunner
+) -> None:
     model, eval_npz = input_models.two_input(tmp_path)
     with np.load(eval_npz) as stored:
         arrays = {k: stored[k] for k in stored.files}
     np.savez(eval_npz, **arrays, expected_logits=np.zeros((len(arrays["a"]), 5), np.float32))
-    assert run_optimize(spec_file(tmp_path, model, eval_npz), tmp_path / "out") == 2
-    message = error_of(termination)["message"]
+    message = optimizer.run(spec_file(optimizer, model, eval_npz), expect=2).error["message"]
     assert "two.npz['expected_logits'] is a reference for output 'logits'" in message
     assert "its outputs: output" in message
 
 
 def test_an_input_the_model_never_reads_stays_an_input_of_the_served_model(
-    tmp_path: Path, termination: Path
+    tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
     model, eval_npz = input_models.unused_input(tmp_path)
     spec = spec_file(
-        tmp_path, model, eval_npz, quantization={"precision": "int8", "method": "dynamic"}
+        optimizer, model, eval_npz, quantization={"precision": "int8", "method": "dynamic"}
     )
-    out = tmp_path / "out"
-    assert run_optimize(spec, out) == 0
-    summary, folder = outcome(termination, out)
+    run = optimizer.run(spec)
+    summary, folder = run.summary, run.folder
     assert [c["name"] for c in summary["candidates"]] == ["fp32", "int8-dynamic"]
     assert [i.name for i in served(folder).get_inputs()] == ["x", "unused"]
     config = (folder / "model_repository" / "m" / "config.pbtxt").read_text()
@@ -264,20 +230,17 @@ def test_an_input_the_model_never_reads_stays_an_input_of_the_served_model(
 
 
 def test_pruning_and_distillation_bind_the_training_data_by_name(
-    tmp_path: Path, termination: Path
+    tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
     model, eval_npz, train_npz = input_models.two_input_hidden(tmp_path)
     spec = spec_file(
-        tmp_path,
+        optimizer,
         model,
         eval_npz,
         pruning={"method": "structured", "sparsity": 0.5},
         recovery={"method": "distill", "epochs": 3, "dataset": str(train_npz)},
     )
-    out = tmp_path / "out"
-    assert run_optimize(spec, out) == 0
-    _, folder = outcome(termination, out)
-    report = json.loads((folder / "report.json").read_text())
+    report = optimizer.run(spec).report
     pruned = report["candidateDetails"]["pruned-structured"]
     assert [s.split("(")[0] for s in pruned["steps"]][:3] == ["load_export", "prune", "recover"]
     recover = pruned["passes"]["recover"]

@@ -5,11 +5,9 @@ from the operator's refuses to run ("version skew") before touching anything."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,8 +17,8 @@ from optiserve.render.job import EXPECTED_DIGEST_ENV, render_job, spec_document
 from optiserve.render.kubernetes import Owner
 from optiserve_operator.reconcile import recipe_digest
 from optiserve_optimizer.artifact import file_sha256
-from optiserve_optimizer.main import run_optimize
 from tests.optimizer.conftest import make_mlp, make_npz
+from tests.optimizer.runs import OptimizerRunner
 
 pytestmark = pytest.mark.models
 
@@ -72,21 +70,9 @@ def listing(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir())
 
 
-def summary(termination: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(termination.read_text())
-    return loaded
-
-
-@pytest.fixture
-def termination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "termination-log"
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(path))
-    return path
-
-
 def test_the_job_prunes_superseded_artifacts_and_killed_jobs_work_folders(
     tmp_path: Path,
-    termination: Path,
+    optimizer: OptimizerRunner,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -105,8 +91,7 @@ def test_the_job_prunes_superseded_artifacts_and_killed_jobs_work_folders(
     live = folder(out / ".work-0123456789ab-2", 10)  # maybe a concurrent Job's
     folder(out / "notes", 30 * HOUR)  # not the optimizer's: never touched
 
-    assert run_optimize(spec_file, out) == 0
-    result = summary(termination)
+    result = optimizer.run(spec_file, out=out).summary
     assert result["ok"] is True and result["digest"] == digest
     assert listing(out) == sorted([".work-0123456789ab-2", SERVED, recent, digest, "notes"])
     assert not stale.exists() and live.exists()
@@ -124,13 +109,12 @@ def test_the_job_prunes_superseded_artifacts_and_killed_jobs_work_folders(
     again = model_spec(tmp_path, keep_superseded=0)
     job_environment(monkeypatch, again, digest, keep=[digest])
     spec_file.write_text(spec_document(OWNER.name, OWNER.namespace, again))
-    assert run_optimize(spec_file, out) == 0
-    assert summary(termination)["reused"] is True
+    assert optimizer.run(spec_file, out=out).summary["reused"] is True
     assert listing(out) == sorted([".work-0123456789ab-2", digest, "notes"])
 
 
 def test_version_skew_exits_before_any_work(
-    tmp_path: Path, termination: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, optimizer: OptimizerRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = model_spec(tmp_path, keep_superseded=0)
     # An operator of another optiserve version computes another digest for the same spec.
@@ -145,8 +129,8 @@ def test_version_skew_exits_before_any_work(
     out = tmp_path / "out"
     superseded = folder(out / f"{3:064x}", 5 * HOUR)  # retention would remove it
 
-    assert run_optimize(spec_file, out) == 2  # the user-error code: podFailurePolicy FailJob
-    error = summary(termination)["error"]
+    # 2 is the user-error code: podFailurePolicy FailJob
+    error = optimizer.run(spec_file, expect=2, out=out).error
     assert error["type"] == "VersionSkewError"
     assert error["message"] == (
         f"version skew: the operator expects recipe digest {theirs}, this optimizer "

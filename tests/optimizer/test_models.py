@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,13 @@ from onnx import numpy_helper
 
 from optiserve.api import OptimizationSpec, SourceSpec
 from optiserve_optimizer.artifact import PassContext
-from optiserve_optimizer.main import run_optimize
 from optiserve_optimizer.passes import prune_graph, prune_math
 from optiserve_optimizer.passes.load_export import LoadExport
 from optiserve_optimizer.passes.pruning import Prune
 from optiserve_optimizer.passes.recovery import Recover
 from optiserve_optimizer.passes.shapes import Shapes
 from optiserve_optimizer.progress import Progress
+from tests.optimizer.runs import QUICK_BENCHMARK, OptimizerRunner
 
 pytestmark = pytest.mark.models
 
@@ -96,10 +95,9 @@ def test_structured_pruning_removes_channels_from_the_torch_module(
 
 
 def test_digits_pipeline_chooses_a_passing_candidate(
-    digits_files: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    digits_files: Any, tmp_path: Path, optimizer: OptimizerRunner
 ) -> None:
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(tmp_path / "term.json"))
-    spec = tmp_path / "digits.yaml"
+    spec = tmp_path / "digits.yaml"  # a whole OptimizedModel, as `optiserve optimize` reads it
     spec.write_text(
         yaml.safe_dump(
             {
@@ -128,9 +126,7 @@ def test_digits_pipeline_chooses_a_passing_candidate(
             }
         )
     )
-    assert run_optimize(spec, tmp_path / "out") == 0
-    summary = json.loads((tmp_path / "term.json").read_text())
-    report = json.loads((tmp_path / "out" / summary["digest"] / "report.json").read_text())
+    report = optimizer.run(spec).report
     assert report["baseline"]["runtime"] == "pytorch-torchscript"
     details = report["candidateDetails"]["pruned-structured+int8-static"]
     assert details["passes"]["recover"]["lossLast"] < details["passes"]["recover"]["lossFirst"]
@@ -139,31 +135,16 @@ def test_digits_pipeline_chooses_a_passing_candidate(
     assert chosen["passed"] and chosen["accuracyDrop"] <= 0.02
 
 
-def test_minilm_int8_keeps_the_embeddings(
-    minilm_files: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(tmp_path / "term.json"))
-    spec = tmp_path / "minilm.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "minilm",
-                "source": {"uri": str(minilm_files.model), "format": "onnx"},
-                "optimization": {
-                    "quantization": {"precision": "int8", "method": "dynamic"},
-                    "accuracy": {
-                        "dataset": str(minilm_files.eval),
-                        "metric": "cosine",
-                        "maxDrop": 0.01,
-                    },
-                    "benchmark": {"batchSizes": [1, 8], "iterations": 2, "warmup": 1},
-                },
-            }
-        )
-    )
-    assert run_optimize(spec, tmp_path / "out") == 0
-    summary = json.loads((tmp_path / "term.json").read_text())
-    report = json.loads((tmp_path / "out" / summary["digest"] / "report.json").read_text())
+def test_minilm_int8_keeps_the_embeddings(minilm_files: Any, optimizer: OptimizerRunner) -> None:
+    report = optimizer.optimize(
+        "minilm",
+        {"uri": str(minilm_files.model), "format": "onnx"},
+        {
+            "quantization": {"precision": "int8", "method": "dynamic"},
+            "accuracy": {"dataset": str(minilm_files.eval), "metric": "cosine", "maxDrop": 0.01},
+            "benchmark": QUICK_BENCHMARK,
+        },
+    ).report
     int8 = report["candidateDetails"]["int8-dynamic"]
     assert int8["accuracy"]["meanCosine"] >= 0.99
     sizes = {c["name"]: c["sizeBytes"] for c in report["candidates"]}

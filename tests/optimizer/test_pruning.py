@@ -54,9 +54,7 @@ def test_magnitude_mask_removes_the_smallest_fraction() -> None:
     assert not mask.flat[:30].any() and mask.flat[30:].all()
 
 
-def test_channel_keep_prefers_large_l1_norms_and_keeps_order() -> None:
-    w = np.array([[0.1, 0.1], [5, 5], [0.2, 0.2], [3, 3]], dtype=np.float32)
-    assert prune_math.channel_keep(w, output_axis=0, sparsity=0.5).tolist() == [1, 3]
+def test_kept_channels_expand_to_their_flattened_features() -> None:
     assert prune_math.expand_flattened(np.array([1, 3]), spatial=2).tolist() == [2, 3, 6, 7]
 
 

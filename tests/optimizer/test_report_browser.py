@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
-from optiserve_optimizer.main import run_optimize
+from tests.optimizer.runs import OptimizerRunner
 
 pytestmark = pytest.mark.models
 
@@ -90,23 +89,6 @@ def test_a_request_the_page_starts_is_seen(tmp_path: Path) -> None:
     assert requests == ["http://example.invalid/x.png"]
 
 
-def _optimize(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    name: str,
-    source: dict[str, Any],
-    optimization: Any,
-) -> Path:
-    """Runs the real optimizer; returns the artifact folder it wrote."""
-    spec = tmp_path / f"{name}.yaml"
-    spec.write_text(yaml.safe_dump({"name": name, "source": source, "optimization": optimization}))
-    term = tmp_path / f"{name}-term.json"
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(term))
-    assert run_optimize(spec, tmp_path / "out") == 0
-    digest: str = json.loads(term.read_text())["digest"]
-    return tmp_path / "out" / digest
-
-
 def _check_page(folder: Path, tmp_path: Path) -> None:
     report = json.loads((folder / "report.json").read_text())
     page = tmp_path / f"{report['name']}-report.html"
@@ -122,12 +104,8 @@ def _check_page(folder: Path, tmp_path: Path) -> None:
     assert dom.count('<tr class="candidate') == len(rows)
 
 
-def test_digits_report_page(
-    digits_files: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    folder = _optimize(
-        tmp_path,
-        monkeypatch,
+def test_digits_report_page(digits_files: Any, tmp_path: Path, optimizer: OptimizerRunner) -> None:
+    folder = optimizer.optimize(
         "digits",
         {"uri": str(digits_files.model), "format": "torchscript"},
         {
@@ -135,16 +113,12 @@ def test_digits_report_page(
             "accuracy": {"dataset": str(digits_files.eval), "metric": "top1", "maxDrop": 0.02},
             "benchmark": {"batchSizes": [1, 16], "iterations": 3, "warmup": 1},
         },
-    )
+    ).folder
     _check_page(folder, tmp_path)
 
 
-def test_minilm_report_page(
-    minilm_files: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    folder = _optimize(
-        tmp_path,
-        monkeypatch,
+def test_minilm_report_page(minilm_files: Any, tmp_path: Path, optimizer: OptimizerRunner) -> None:
+    folder = optimizer.optimize(
         "minilm",
         {"uri": str(minilm_files.model), "format": "onnx"},
         {
@@ -152,5 +126,5 @@ def test_minilm_report_page(
             "accuracy": {"dataset": str(minilm_files.eval), "metric": "cosine", "maxDrop": 0.01},
             "benchmark": {"batchSizes": [1, 8], "iterations": 2, "warmup": 1},
         },
-    )
+    ).folder
     _check_page(folder, tmp_path)

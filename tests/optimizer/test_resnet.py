@@ -8,9 +8,8 @@ from typing import Any
 
 import onnx
 import pytest
-import yaml
 
-from optiserve_optimizer.main import run_optimize
+from tests.optimizer.runs import OptimizerRunner
 
 pytestmark = pytest.mark.models
 
@@ -28,37 +27,23 @@ def resnet_files(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def test_resnet18_pruned_recovered_and_quantized_passes_its_gate(
-    resnet_files: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    resnet_files: Any, optimizer: OptimizerRunner
 ) -> None:
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(tmp_path / "term.json"))
-    spec = tmp_path / "resnet18.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "resnet18",
-                "source": {"uri": str(resnet_files.model), "format": "torchscript"},
-                "optimization": {
-                    "pruning": {"method": "structured", "sparsity": 0.5},
-                    "recovery": {"method": "distill", "epochs": 2},
-                    "quantization": {
-                        "precision": "int8",
-                        "method": "static",
-                        "calibration": {"uri": str(resnet_files.train), "samples": 64},
-                    },
-                    "accuracy": {
-                        "dataset": str(resnet_files.eval),
-                        "metric": "top1",
-                        "maxDrop": MAX_DROP,
-                    },
-                    "benchmark": {"batchSizes": [1, 32], "iterations": 5, "warmup": 1},
-                },
-            }
-        )
-    )
-    assert run_optimize(spec, tmp_path / "out") == 0
-    summary = json.loads((tmp_path / "term.json").read_text())
-    out = tmp_path / "out" / summary["digest"]
-    report = json.loads((out / "report.json").read_text())
+    report = optimizer.optimize(
+        "resnet18",
+        {"uri": str(resnet_files.model), "format": "torchscript"},
+        {
+            "pruning": {"method": "structured", "sparsity": 0.5},
+            "recovery": {"method": "distill", "epochs": 2},
+            "quantization": {
+                "precision": "int8",
+                "method": "static",
+                "calibration": {"uri": str(resnet_files.train), "samples": 64},
+            },
+            "accuracy": {"dataset": str(resnet_files.eval), "metric": "top1", "maxDrop": MAX_DROP},
+            "benchmark": {"batchSizes": [1, 32], "iterations": 5, "warmup": 1},
+        },
+    ).report
     print(json.dumps(report, indent=1))  # the numbers, for whoever reads the test log
     candidates = {c["name"]: c for c in report["candidates"]}
     details = report["candidateDetails"]["pruned-structured+int8-static"]["passes"]

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from optiserve.api import OptimizationSpec, SourceSpec
 from optiserve_optimizer.artifact import ModelArtifact, PassContext
 from optiserve_optimizer.errors import MissingDependencyError, PassFailedError
 from optiserve_optimizer.progress import Progress
 from tests.optimizer.conftest import make_mlp, make_npz
+from tests.optimizer.runs import OptimizerRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -238,14 +237,9 @@ def test_no_gpu_is_a_typed_error_naming_the_cause(trt_module: Any, tmp_path: Pat
 @pytest.mark.tensorrt
 @pytest.mark.skipif(_gpu_missing() is None, reason="a GPU is visible: the gpu tests build instead")
 def test_optimize_with_tensorrt_and_no_gpu_fails_first_with_exit_3(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, optimizer: OptimizerRunner, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from optiserve_optimizer.main import run_optimize
-
-    termination = tmp_path / "termination-log"
-    monkeypatch.setenv("OPTISERVE_TERMINATION_LOG", str(termination))
     model = make_mlp(tmp_path / "mlp.onnx")
-    spec = tmp_path / "spec.yaml"
     optimization = {
         "target": {"device": "gpu"},
         "tensorrt": {"enabled": True},
@@ -253,10 +247,8 @@ def test_optimize_with_tensorrt_and_no_gpu_fails_first_with_exit_3(
         "benchmark": {"batchSizes": [1, 8], "iterations": 3, "warmup": 1},
     }
     source = {"uri": str(model), "format": "onnx"}
-    spec.write_text(yaml.safe_dump({"name": "mlp", "source": source, "optimization": optimization}))
-    out = tmp_path / "out"
-    assert run_optimize(spec, out) == 3
-    error = json.loads(termination.read_text())["error"]
+    run = optimizer.optimize("mlp", source, optimization, expect=3)
+    error, out = run.error, run.out
     assert error["type"] == "MissingDependencyError" and error["pass"] == "tensorrt"
     assert error["message"].startswith("no usable CUDA GPU: TensorRT 11.")
     printed = capsys.readouterr()

@@ -10,7 +10,7 @@ import pytest
 from optiserve.api.serving import DynamicBatchingSpec, ResponseCacheSpec, ServingSpec
 from optiserve.serve import LocalTriton
 from optiserve.serve.repository import write_onnx_model
-from tests.triton.example_models import digits_onnx
+from optiserve_testing.example_models import digits_onnx
 
 MODEL = "digits"
 RepoFactory = Callable[[ServingSpec], Path]

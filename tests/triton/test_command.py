@@ -6,8 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from optiserve.api.serving import ResponseCacheSpec, ServingSpec
 from optiserve.serve.loadgen import traffic_report
 from optiserve.serve.local import _free_ports
 from optiserve.serve.repository import write_onnx_model
+from optiserve_testing.waiting import http_ok, wait_until
 from tests.triton.tiny_models import matmul_relu
 
 pytestmark = [pytest.mark.triton, pytest.mark.timeout(300)]
@@ -29,17 +28,11 @@ SERVE = (
 
 
 def wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         assert process.poll() is None, process.communicate()
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("serve never became ready")
+        return http_ok(url)
+
+    wait_until("optiserve serve ready", ready, timeout_s, every_s=0.3)
 
 
 def test_serve_runs_until_sigterm_and_answers_meanwhile(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import re
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +15,14 @@ from tritonclient.utils import InferenceServerException
 
 from optiserve.serve import LocalTriton
 from optiserve.serve.loadgen import run_load, server_counters, settled_counters
+from optiserve_testing import prometheus
+from optiserve_testing.example_models import (
+    DIGITS_INPUT,
+    DIGITS_OUTPUT,
+    digits_eval,
+    digits_samples,
+)
 from tests.triton.conftest import MODEL
-from tests.triton.example_models import DIGITS_INPUT, DIGITS_OUTPUT, digits_eval, digits_samples
 
 pytestmark = [pytest.mark.triton, pytest.mark.models, pytest.mark.timeout(600)]
 
@@ -34,10 +38,9 @@ def infer(triton: LocalTriton, images: np.ndarray[Any, Any], dtype: str = "FP32"
 
 
 def cache_metric(triton: LocalTriton, name: str) -> float:
-    text = urllib.request.urlopen(triton.metrics_url, timeout=10).read().decode()
-    match = re.search(rf'^{name}{{model="{MODEL}",version="1"}} (\S+)$', text, re.MULTILINE)
-    assert match, f"{name} missing from Triton's metrics"
-    return float(match.group(1))
+    found = prometheus.scrape(triton.metrics_url, MODEL)
+    assert name in found, f"{name} missing from Triton's metrics"
+    return found[name]
 
 
 def test_served_model_equals_onnxruntime_and_classifies_digits(

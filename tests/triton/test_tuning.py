@@ -22,9 +22,9 @@ from optiserve.serve.repository import onnx_signature, read_config, write_onnx_m
 from optiserve_operator.summary import parse_summary
 from optiserve_optimizer.main import run_optimize
 from optiserve_optimizer.tuning.runner import search
+from optiserve_testing.example_models import digits_samples
 from tests.optimizer.conftest import make_mlp, make_npz
 from tests.triton.conftest import MODEL
-from tests.triton.example_models import digits_samples
 
 pytestmark = [pytest.mark.triton, pytest.mark.models, pytest.mark.timeout(600)]
 

@@ -31,7 +31,7 @@ def test_only_gpu_tests_may_skip_in_ci(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, required: str, failed: int
 ) -> None:
     monkeypatch.setenv("OPTISERVE_REQUIRE_TIERS", required)
-    # The copied conftest imports tests.harness: the child needs this checkout on its path.
+    # The copied conftest imports optiserve_testing: the child needs this checkout on its path.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
     pytester.makeconftest(CONFTEST.read_text())
     pytester.makeini("[pytest]\nmarkers =\n    gpu: needs a GPU\n")

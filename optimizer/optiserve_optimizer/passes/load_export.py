@@ -80,7 +80,3 @@ class LoadExport:
 
 def _record(ctx: PassContext, names: list[str], counts: dict[str, int]) -> None:
     ctx.shared[inputs.BINDING] = {"inputs": names, "samples": counts}
-
-
-def model_signature(artifact: ModelArtifact) -> Any:
-    return signature(load_model(artifact.onnx, NAME))

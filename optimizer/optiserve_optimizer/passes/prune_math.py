@@ -53,14 +53,6 @@ def is_two_four(weights: Weights, input_axis: int) -> bool:
     return bool(np.all(zeros >= 2))
 
 
-def channel_keep(weights: Weights, output_axis: int, sparsity: float) -> npt.NDArray[np.int64]:
-    """Sorted indices of the output channels kept: those with the largest L1 norm."""
-    channels = weights.shape[output_axis]
-    keep = max(1, round(channels * (1.0 - sparsity)))
-    norms = np.abs(np.moveaxis(weights, output_axis, 0)).reshape(channels, -1).sum(axis=1)
-    return np.sort(np.argsort(-norms, kind="stable")[:keep]).astype(np.int64)
-
-
 # Kept widths of wide layers are rounded to a multiple of this: int8 and fp32 kernels work on
 # blocks of 8-16 channels, so 45 channels run about as slowly as 48 (Torch-Pruning's round_to).
 ROUND_TO = 8

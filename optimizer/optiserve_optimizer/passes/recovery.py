@@ -23,7 +23,6 @@ from optiserve_optimizer.settings import PassConfig, RecoverSettings
 
 NAME = "recover"
 BATCH = 64
-TEMPERATURE = 2.0
 
 
 class Recover:
@@ -60,6 +59,7 @@ class Recover:
             epochs=settings.epochs,
             learning_rate=settings.learning_rate,
             loss_kind=loss_kind,
+            temperature=settings.temperature,
             zero_masks=zero_masks,
         )
         onnx_out = ctx.output(artifact, "recovered.onnx")
@@ -86,7 +86,7 @@ def train(
     epochs: int,
     learning_rate: float,
     loss_kind: str,
-    temperature: float = TEMPERATURE,
+    temperature: float,
     zero_masks: Mapping[str, Any] | None = None,
 ) -> list[float]:
     """Trains ``student`` to imitate ``teacher`` in place; returns the mean loss of each epoch.

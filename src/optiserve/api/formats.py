@@ -18,7 +18,7 @@ DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS1035_LABEL_MAX = 63
 # A DNS-1123 label (namespaces, claims' path segments).
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# A DNS-1123 subdomain (label key prefixes, finalizer prefixes, PVC names).
+# A DNS-1123 subdomain (host names of an Ingress or HTTPRoute).
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 # A qualified name (label and annotation keys, node selector keys, taint keys):
@@ -27,16 +27,11 @@ _NAME_PART = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 QUALIFIED_NAME = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?" + _NAME_PART + "$"
 )
-QUALIFIED_NAME_PREFIX_MAX = 253
 # The prefix length is checked apart: RE2 cannot count across the dotted labels.
 LONG_PREFIX = r"^[^/]{254,}/"
 # A label value: empty, or up to 63 alphanumerics with "-", "_", "." inside.
 LABEL_VALUE = r"^(" + _NAME_PART + ")?$"
 LABEL_VALUE_MAX = 63
-
-# A resource name as a container's ``resources`` takes it: ``cpu``, ``memory``,
-# ``nvidia.com/gpu``, ``hugepages-2Mi``, ``nvidia.com/mig-1g.10gb``.
-RESOURCE_NAME = QUALIFIED_NAME
 
 # A Kubernetes resource.Quantity that is not negative: a decimal number and an optional
 # binary (Ki..Ei), decimal SI (n, u, m, k, M..E) or exponent suffix. Negative quantities are

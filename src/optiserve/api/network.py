@@ -9,9 +9,6 @@ from optiserve.api.base import ApiModel
 from optiserve.api.rules import CelRule
 from optiserve.api.spec import LabelValue
 
-# The label every namespace carries (Kubernetes >= 1.21): names a namespace in a selector.
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-
 
 def _label_map_rule(wire: str, attr: str) -> CelRule:
     """Every key of the optional ``wire`` map a label key and every value a label value."""

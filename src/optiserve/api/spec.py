@@ -147,9 +147,12 @@ class StudentSpec(ApiModel):
 
     method: Literal["none", "narrow", "shallow"] = Field(
         "none",
-        description="narrow: the teacher with fewer channels/neurons in every hidden layer "
-        "(TorchScript sources); shallow: a transformer (huggingface sources) keeping `layers` "
-        "of its layers, initialised from the teacher's; either trained on the teacher's outputs.",
+        description="narrow (TorchScript sources): a preset of structured pruning keeping "
+        "widthFactor of every hidden layer's channels/neurons, then distillation with these "
+        "epochs, learningRate, temperature and dataset (tried once when pruning and recovery "
+        "already ask for the same); shallow (huggingface sources): a transformer keeping "
+        "`layers` of its layers, initialised from the teacher's; either trained on the "
+        "teacher's outputs.",
     )
     layers: int | None = Field(
         None, ge=1, le=256, description="shallow: layers the student keeps (default: half)."

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from optiserve.render.triton import wire_dtype
+from optiserve.serve.probe import poll_until
 
 Sample = Mapping[str, npt.NDArray[Any]]  # input name -> array with the batch axis first
 CLIENT_TIMEOUT_S = 30.0
@@ -135,12 +136,14 @@ def settled_counters(
     taken the moment the last answer arrives can miss the last batch (seen: 318 of 320).
     Polls for at most ``STATS_SETTLE_S``, then returns what it has.
     """
-    deadline = time.monotonic() + STATS_SETTLE_S
-    while True:
-        now = server_counters(grpc_url, model)
-        if now.since(before).successes >= answered or time.monotonic() > deadline:
-            return now
-        time.sleep(0.02)
+    readings: list[ServerCounters] = []
+
+    def settled() -> bool:
+        readings.append(server_counters(grpc_url, model))
+        return readings[-1].since(before).successes >= answered
+
+    poll_until(settled, STATS_SETTLE_S, 0.02)
+    return readings[-1]
 
 
 def run_load(

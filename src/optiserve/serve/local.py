@@ -18,9 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +26,7 @@ from optiserve.api.serving import ResponseCacheSpec, ServingSpec
 from optiserve.render.triton import ModelControlMode, triton_server_args
 from optiserve.serve.errors import ModelLoadError, TritonStartError, TritonTimeoutError
 from optiserve.serve.install import TritonInstall, find_triton
+from optiserve.serve.probe import http_ok, poll_until
 from optiserve.serve.repository import localize_repository, response_cache_used
 
 LOG_TAIL_LINES = 40
@@ -211,18 +209,16 @@ class LocalTriton:
             )
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             process = self._process
             if process is None or process.poll() is not None:
-                code = None if process is None else process.returncode
-                self._raise_exit(code)
-            if _http_ok(f"{self.http_url}/v2/health/ready"):
-                return
-            time.sleep(POLL_SECONDS)
-        raise TritonTimeoutError(
-            f"tritonserver not ready after {self.startup_timeout_s:.0f}s", self.log_tail()
-        )
+                self._raise_exit(None if process is None else process.returncode)
+            return http_ok(f"{self.http_url}/v2/health/ready")
+
+        if not poll_until(ready, self.startup_timeout_s, POLL_SECONDS):
+            raise TritonTimeoutError(
+                f"tritonserver not ready after {self.startup_timeout_s:.0f}s", self.log_tail()
+            )
 
     def _raise_exit(self, code: int | None) -> None:
         log = self.log()
@@ -265,14 +261,6 @@ def _free_ports(count: int) -> tuple[int, ...]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -26,7 +26,7 @@ def persistent_volume_for(claim: dict[str, Any], pvc_root: Path) -> dict[str, An
         "kind": "PersistentVolume",
         "metadata": {
             "name": f"local-{namespace}-{name}"[:253],
-            "annotations": {PROVISIONED_BY: "tests.harness.volume_binder"},
+            "annotations": {PROVISIONED_BY: "optiserve_testing.volume_binder"},
         },
         "spec": {
             "capacity": {"storage": storage},

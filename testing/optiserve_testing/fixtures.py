@@ -1,7 +1,7 @@
 """pytest plugin: the session-scoped `cluster` fixture (a LocalCluster with the pod runner
 running) and a function-scoped `cluster_namespace` (a fresh namespace, deleted afterwards).
 
-Register with `pytest_plugins = ["tests.harness.fixtures"]`; mark tests `@pytest.mark.cluster`.
+Register with `pytest_plugins = ["optiserve_testing.fixtures"]`; mark tests `@pytest.mark.cluster`.
 When the binaries are not built yet the fixture builds them (hack/cluster/build.sh; slow once),
 unless OPTISERVE_CLUSTER_BUILD=0, and skips with the reason when that is impossible.
 """
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness.binaries import BinariesUnavailable, control_plane_binaries
-from tests.harness.cluster import LocalCluster
+from optiserve_testing.binaries import BinariesUnavailable, control_plane_binaries
+from optiserve_testing.cluster import LocalCluster
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """kwok configuration for the test cluster: kwok's own default stages, with the pod stages taught
-to leave alone the pods that the local pod runner (tests/harness/pod_runner.py) really runs.
+to leave alone the pods that the local pod runner (pod_runner.py) really runs.
 
 Which pods the runner owns is decided in one place, `runner_owns_pod`, and mirrored here as kwok
 selector expressions (jq queries ANDed together), so the two can never both act on one pod.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.harness import pki
+from optiserve_testing import pki
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -35,11 +35,11 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.harness import pod_spec
-from tests.harness.kwok_config import runner_owns_pod
-from tests.harness.processes import ManagedProcess
-from tests.harness.volume_binder import VolumeBinder
-from tests.harness.waiting import http_ok
+from optiserve_testing import pod_spec
+from optiserve_testing.kwok_config import runner_owns_pod
+from optiserve_testing.processes import ManagedProcess
+from optiserve_testing.volume_binder import VolumeBinder
+from optiserve_testing.waiting import http_ok
 
 LOG = logging.getLogger(__name__)
 FALLBACK_LOG_BYTES = 2048

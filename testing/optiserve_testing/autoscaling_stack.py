@@ -2,7 +2,7 @@
 
     Triton pods (real local servers, run by the pod runner, one loopback IP each)
       <- scraped by a real Prometheus (pod discovery from the API server, annotation-based job)
-      <- queried by the custom metrics API (tests.harness.custom_metrics, behind an APIService)
+      <- queried by the custom metrics API (optiserve_testing.custom_metrics, behind an APIService)
       <- asked by the real HPA controller in kube-controller-manager
       -> scales the Deployment, whose new pods the pod runner starts and probes for readiness.
 
@@ -35,18 +35,18 @@ from optiserve.render.deployment import selector_string
 from optiserve.render.job import artifact_uri
 from optiserve.render.manifests import render_all
 from optiserve.serve.repository import write_onnx_model
-from tests.harness.cluster import LocalCluster
-from tests.harness.custom_metrics import GROUP, VERSION, CustomMetricsAPI
-from tests.harness.kwok_config import RUN_LOCALLY_LABEL
-from tests.harness.prometheus import (
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.custom_metrics import GROUP, VERSION, CustomMetricsAPI
+from optiserve_testing.example_models import digits_onnx, digits_samples
+from optiserve_testing.kwok_config import RUN_LOCALLY_LABEL
+from optiserve_testing.prometheus import (
     LocalPrometheus,
     PodDiscovery,
     find_prometheus,
     pod_scrape_config,
 )
-from tests.harness.volume_binder import claim_manifest
-from tests.harness.waiting import wait_until
-from tests.triton.example_models import digits_onnx, digits_samples
+from optiserve_testing.volume_binder import claim_manifest
+from optiserve_testing.waiting import wait_until
 
 MODEL = "digits"
 SERVED_KINDS = ("Service", "Deployment", "HorizontalPodAutoscaler")

@@ -1,6 +1,6 @@
 """``make cluster``: the test control plane for a person, not only for pytest.
 
-    python -m tests.harness [--namespace demo] [--operator] [--gateway-api] [--state-dir DIR]
+    python -m optiserve_testing [--namespace demo] [--operator] [--gateway-api] [--state-dir DIR]
 
 Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok from the pinned
 binaries (hack/cluster/build.sh builds them once), the pod runner that really runs Job pods and
@@ -23,12 +23,12 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.harness.binaries import BinariesUnavailable, control_plane_binaries
-from tests.harness.cluster import LocalCluster, install_crd
-from tests.harness.cluster_spec import ClusterOptions
-from tests.harness.gateway_api import GatewayApiUnavailable, install_gateway_api
-from tests.harness.processes import pods_run_this_checkout
-from tests.harness.volume_binder import claim_manifest
+from optiserve_testing.binaries import BinariesUnavailable, control_plane_binaries
+from optiserve_testing.cluster import LocalCluster, install_crd
+from optiserve_testing.cluster_spec import ClusterOptions
+from optiserve_testing.gateway_api import GatewayApiUnavailable, install_gateway_api
+from optiserve_testing.processes import pods_run_this_checkout
+from optiserve_testing.volume_binder import claim_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 CLAIMS = ("models", "model-store")
@@ -65,7 +65,7 @@ def start_operator(cluster: LocalCluster) -> subprocess.Popen[bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.harness",
+        prog="python -m optiserve_testing",
         description="Run the local Kubernetes control plane (and optionally the operator) "
         "until Ctrl-C.",
     )

@@ -11,9 +11,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.harness.binaries import REPO_ROOT, read_versions
-from tests.harness.cluster import LocalCluster, wait_established
-from tests.harness.waiting import wait_until
+from optiserve_testing.binaries import REPO_ROOT, read_versions
+from optiserve_testing.cluster import LocalCluster, wait_established
+from optiserve_testing.waiting import wait_until
 
 FETCH_SCRIPT = REPO_ROOT / "hack" / "gateway-api" / "fetch.sh"
 VERSION = read_versions(REPO_ROOT / "hack" / "gateway-api" / "versions.env")["GATEWAY_API_VERSION"]

@@ -33,8 +33,8 @@ from typing import Any
 from kubernetes import client
 
 from optiserve.render.prometheus_adapter import adapter_rules
-from tests.harness import pki
-from tests.harness.processes import free_ports
+from optiserve_testing import pki
+from optiserve_testing.processes import free_ports
 
 GROUP = "custom.metrics.k8s.io"
 VERSION = "v1beta2"

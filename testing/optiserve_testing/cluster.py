@@ -13,7 +13,6 @@ import shutil
 import ssl
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,22 +20,23 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from optiserve.crd import crd_yaml
+from optiserve.serve.probe import http_ok, poll_until
 from optiserve.uri import parse_uri
-from tests.harness import pki
-from tests.harness.binaries import Binaries
-from tests.harness.cluster_spec import (
+from optiserve_testing import pki
+from optiserve_testing.binaries import Binaries
+from optiserve_testing.cluster_spec import (
     KWOK_NODE_ANNOTATION,
     ClusterOptions,
     render_kubeconfig,
 )
-from tests.harness.kwok_config import render_kwok_config
-from tests.harness.processes import ManagedProcess, free_ports
-from tests.harness.waiting import http_ok, wait_until
+from optiserve_testing.kwok_config import render_kwok_config
+from optiserve_testing.processes import ManagedProcess, free_ports
+from optiserve_testing.waiting import wait_until
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from tests.harness.pod_runner import PodRunner
+    from optiserve_testing.pod_runner import PodRunner
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -261,20 +261,20 @@ class LocalCluster:
         )
 
     def _wait_for(self, name: str, ready: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + self.options.startup_timeout_s
-        while not ready():
+        def up() -> bool:
             dead = [p for p in self._processes if p.exited()]
             if dead:
                 raise ClusterStartError(
                     f"{dead[0].name} exited with {dead[0].popen.returncode} while waiting for "
                     f"{name}; its log {dead[0].log_path} ends with:\n{dead[0].log_tail()}"
                 )
-            if time.monotonic() > deadline:
-                logs = "\n".join(f"--- {p.name}\n{p.log_tail(1500)}" for p in self._processes)
-                raise ClusterStartError(
-                    f"{name} not ready after {self.options.startup_timeout_s}s; logs:\n{logs}"
-                )
-            time.sleep(0.25)
+            return ready()
+
+        if not poll_until(up, self.options.startup_timeout_s, 0.25):
+            logs = "\n".join(f"--- {p.name}\n{p.log_tail(1500)}" for p in self._processes)
+            raise ClusterStartError(
+                f"{name} not ready after {self.options.startup_timeout_s}s; logs:\n{logs}"
+            )
 
     def _readyz_ok(self, admin: pki.KeyPair) -> bool:
         context = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
@@ -342,11 +342,13 @@ class LocalCluster:
 
     def wait_for_default_service_account(self, namespace: str, timeout_s: float = 60.0) -> None:
         """Pods are refused until the service-account controller made `default` in a namespace."""
-        deadline = time.monotonic() + timeout_s
-        while not self._kubectl_ok("get", "serviceaccount", "default", "-n", namespace):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no default service account in {namespace} after {timeout_s}s")
-            time.sleep(0.25)
+        made = poll_until(
+            lambda: self._kubectl_ok("get", "serviceaccount", "default", "-n", namespace),
+            timeout_s,
+            0.25,
+        )
+        if not made:
+            raise TimeoutError(f"no default service account in {namespace} after {timeout_s}s")
 
     def api_client(self, kubeconfig: Path | None = None) -> ApiClient:
         """A kubernetes Python client for this cluster (admin unless told otherwise)."""
@@ -373,7 +375,7 @@ class LocalCluster:
 
     def start_pod_runner(self) -> PodRunner:
         """Start (once) the runner that really runs Job pods here; see pod_runner.py."""
-        from tests.harness.pod_runner import PodRunner
+        from optiserve_testing.pod_runner import PodRunner
 
         if self._pod_runner is None:
             self._pod_runner = PodRunner(self.api_client(), self.state_dir / "pods", self.pvc_root)

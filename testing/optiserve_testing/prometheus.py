@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,11 +33,31 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from tests.harness.processes import ManagedProcess, free_ports
-from tests.harness.waiting import http_ok
+from optiserve.serve.probe import http_ok, poll_until
+from optiserve_testing.processes import ManagedProcess, free_ports
 
 PROMETHEUS_ENV = "OPTISERVE_PROMETHEUS"
 SCRAPE_INTERVAL = "1s"
+
+
+def scrape(metrics_url: str, model: str) -> dict[str, float]:
+    """A server's Prometheus text (Triton's /metrics): every sample of ``model``, and the
+    samples that name no model (GPU, CPU), summed over their label sets by series name. The
+    one reading of metrics text the tests and benchmarks share."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            # The parser names counter samples "<name>_total"; Triton's series have no suffix.
+            name = sample.name
+            if family.type == "counter":
+                name = name.removesuffix("_total")
+            if sample.labels.get("model", model) == model:
+                totals[name] = totals.get(name, 0.0) + sample.value
+    return totals
 
 
 class PrometheusUnavailable(RuntimeError):
@@ -197,13 +216,14 @@ class LocalPrometheus:
             ],
             self.state_dir / "prometheus.log",
         )
-        deadline = time.monotonic() + timeout_s
-        while not http_ok(f"{self.url}/-/ready"):
-            if self._process.exited() or time.monotonic() > deadline:
-                tail = self._process.log_tail()
-                self.stop()
-                raise RuntimeError(f"prometheus did not become ready; its log ends with:\n{tail}")
-            time.sleep(0.25)
+        process = self._process
+        ready = poll_until(
+            lambda: process.exited() or http_ok(f"{self.url}/-/ready"), timeout_s, 0.25
+        )
+        if not ready or process.exited():
+            tail = process.log_tail()
+            self.stop()
+            raise RuntimeError(f"prometheus did not become ready; its log ends with:\n{tail}")
 
     def stop(self) -> None:
         if self._process is not None:
