@@ -311,7 +311,9 @@ def _plan(
         # Fail fast: what will serve the artifact is rendered now, and checked by the API
         # server (a dry run) before the Job spends an hour on an artifact nobody can serve.
         uri = artifact_uri(spec, digest, namespace=owner.namespace, name=owner.name)
-        dry_run = serving_manifests(owner, spec, Artifact(digest=digest, uri=uri))
+        dry_run = serving_manifests(
+            owner, spec, Artifact(digest=digest, uri=uri), image=config.optimizer_image
+        )
         events.append(Event("Normal", "JobCreated", opt.message))
     delete = tuple(j.name for j in obs.jobs if j.phase == "active" and j.digest != digest)
     events += [Event("Normal", "JobSuperseded", f"deleting Job {name}") for name in delete]
@@ -323,7 +325,7 @@ def _plan(
     refused: Failure | None = None
     if rollout.serve is not None:
         try:
-            apply = serving_manifests(owner, spec, rollout.serve)
+            apply = serving_manifests(owner, spec, rollout.serve, image=config.optimizer_image)
         except ArtifactLocationError as err:
             opt = Optimization("failed", reason="InvalidArtifact", message=str(err))
             rollout = Rollout("none")

@@ -292,8 +292,9 @@ class Pipeline:
             folder,
             renderer,
         )
+        facts = package.artifact_facts(self.request.name, sig, self.request.serving, platform)
         final = package.write_repository(
-            self.out_dir, self.digest, self.request.name, served, config_text, report
+            self.out_dir, self.digest, self.request.name, served, config_text, report, facts
         )
         self.progress.line(f"wrote {final}")
         return RunResult(final, report, reused=False)
