@@ -36,6 +36,7 @@ from optiserve.render.kubernetes import (
     grpc_endpoint,
     job_name,
 )
+from optiserve.render.serving_config import serving_settings, settings_fingerprint
 from optiserve_operator import conditions as c
 from optiserve_operator.children import Refused, rendered, serving_manifests
 from optiserve_operator.failures import (
@@ -201,7 +202,11 @@ def _rollout(
                 events=(event,),
             )
         return Rollout("failed", serve=candidate, message=message)
-    if dep is not None and on_candidate and dep.rolled_out:
+    # The serving settings are part of the template too: Ready only once pods run the spec's
+    # (a Deployment without the annotation predates them and is judged by its digest alone).
+    settings = settings_fingerprint(serving_settings(serving))
+    current = dep is not None and dep.serving_config in (None, settings)
+    if dep is not None and on_candidate and dep.rolled_out and current:
         return Rollout("ready", serve=candidate)
     return Rollout("rolling", serve=candidate, message=f"rolling out {candidate.digest[:12]}")
 
