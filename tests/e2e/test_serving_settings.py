@@ -37,6 +37,10 @@ def local_namespace(cluster: LocalCluster) -> Iterator[str]:
         lambda: cluster.kubectl("get", "namespace", name).returncode != 0,
         timeout_s=180,
     )
+    # The test volume binder names a claim's volume by namespace and claim; one left from the
+    # namespace's earlier incarnation (Released, Retain) would keep the new claims unbound.
+    for claim in ("models", "model-store"):
+        cluster.kubectl("delete", "pv", f"local-{name}-{claim}", "--ignore-not-found")
     prepare_model_namespace(cluster, name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s")
