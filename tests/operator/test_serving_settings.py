@@ -6,7 +6,7 @@ import copy
 from dataclasses import replace
 
 from optiserve.api import OptimizedModel
-from optiserve.render.job import job_name
+from optiserve.render.kubernetes import job_name
 from optiserve.render.serving_config import (
     ANNOTATION_SERVING_CONFIG,
     serving_settings,

@@ -230,9 +230,10 @@ def test_the_pod_template_carries_the_settings_and_rolls_when_they_change() -> N
     assert annotations[0][ANNOTATION_SERVING_CONFIG] != annotations[1][ANNOTATION_SERVING_CONFIG]
     init = after["spec"]["initContainers"][0]
     settings_arg = next(a for a in init["command"] if a.startswith("--settings="))
-    assert json.loads(settings_arg.partition("=")[2])["dynamicBatching"][
-        "maxQueueDelayMicroseconds"
-    ] == 777
+    assert (
+        json.loads(settings_arg.partition("=")[2])["dynamicBatching"]["maxQueueDelayMicroseconds"]
+        == 777
+    )
     triton = after["spec"]["containers"][0]
     assert f"--model-repository={SERVED_REPOSITORY}" in triton["args"]
     artifact_paths = {
@@ -248,4 +249,3 @@ def test_the_init_container_is_restricted_and_reads_the_artifact_read_only() -> 
     artifact = next(m for m in init["volumeMounts"] if m["name"] == "artifact")
     assert artifact["readOnly"]
     assert init["resources"]["limits"]["memory"]
-
