@@ -242,6 +242,16 @@ def test_the_pod_template_carries_the_settings_and_rolls_when_they_change() -> N
     assert len(artifact_paths) == 1  # the same path in both: the links resolve in Triton
 
 
+def test_settings_the_artifact_cannot_take_are_refused_when_rendering() -> None:
+    obj = json.loads(json.dumps(CPU_MODEL))
+    obj["spec"]["serving"]["instanceGroup"] = {"kind": "KIND_CPU"}
+    uri = "pvc://models/optiserve/default/digits/abc/model_repository/"
+    plan = Artifact(digest="abc", uri=uri, format="tensorrt_plan")
+    with pytest.raises(TritonConfigError, match="GPU only"):
+        render_deployment(CPU_OWNER, spec_of(obj), plan)
+    render_deployment(CPU_OWNER, spec_of(obj), plan.model_copy(update={"format": "onnx"}))
+
+
 def test_the_init_container_is_restricted_and_reads_the_artifact_read_only() -> None:
     init = served_pod({})["spec"]["initContainers"][0]
     assert init["securityContext"]["readOnlyRootFilesystem"]

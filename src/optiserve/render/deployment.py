@@ -38,6 +38,7 @@ from optiserve.render.kubernetes import (
 from optiserve.render.serving_config import (
     ANNOTATION_SERVING_CONFIG,
     SERVED_REPOSITORY,
+    check_fits_artifact,
     served_repository,
     serving_settings,
     settings_fingerprint,
@@ -131,6 +132,7 @@ def render_deployment(
     name = serving_name(owner.name)
     claim, folder, repository = model_repository(artifact)
     labels = {**common_labels(owner.name, COMPONENT), **selector_labels(owner.name)}
+    check_fits_artifact(artifact.format, serving)
     settings = serving_settings(serving)
     template_annotations = {
         ANNOTATION_ARTIFACT: artifact.digest,

@@ -99,6 +99,16 @@ def merged_serving(
         raise TritonConfigError(f"serving settings do not fit the artifact: {err}") from None
 
 
+def check_fits_artifact(artifact_format: str, serving: ServingSpec) -> None:
+    """What the operator can check before a pod tries (it knows the artifact's format): a
+    typed error, so the spec is refused with a reason instead of a crash-looping init container."""
+    if artifact_format == "tensorrt_plan" and serving.instance_group.kind == "KIND_CPU":
+        raise TritonConfigError(
+            "the artifact is a TensorRT plan, which runs on a GPU only: "
+            "serving.instanceGroup.kind KIND_CPU cannot serve it"
+        )
+
+
 def served_model_config(facts_text: str, spec_settings: Mapping[str, Any]) -> str:
     """The ``config.pbtxt`` Triton serves: the artifact's facts with the merged settings."""
     facts = _load(facts_text)
