@@ -202,13 +202,13 @@ def _rollout(
                 events=(event,),
             )
         return Rollout("failed", serve=candidate, message=message)
-    # The serving settings are part of the template too: Ready only once pods run the spec's
-    # (a Deployment without the annotation predates them and is judged by its digest alone).
+    # Ready only once the pods run the spec's serving settings too (no annotation: older pods).
     settings = settings_fingerprint(serving_settings(serving))
     current = dep is not None and dep.serving_config in (None, settings)
     if dep is not None and on_candidate and dep.rolled_out and current:
         return Rollout("ready", serve=candidate)
-    return Rollout("rolling", serve=candidate, message=f"rolling out {candidate.digest[:12]}")
+    what = f"serving settings {settings[:8]} of " if on_candidate and not current else ""
+    return Rollout("rolling", serve=candidate, message=f"rolling out {what}{candidate.digest[:12]}")
 
 
 def _outcome(opt: Optimization, rollout: Rollout) -> c.Outcome:

@@ -53,6 +53,8 @@ def test_a_serving_only_change_rolls_the_deployment_without_a_job() -> None:
     assert changed.status.observed_generation == 2
     ready_status = {c.type: c.status for c in changed.status.conditions}
     assert ready_status["Ready"] == "False"
+    progressing = next(c for c in changed.status.conditions if c.type == "Progressing")
+    assert f"serving settings {new_fingerprint[:8]}" in progressing.message
 
     new_pods = replace(deployment(digest), serving_config=new_fingerprint)
     rolled = run(model(after, changed.status, generation=2), jobs=(done,), dep=new_pods)
