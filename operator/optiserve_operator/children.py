@@ -11,6 +11,7 @@ from optiserve.api import OptimizedModelSpec
 from optiserve.api.status import Artifact
 from optiserve.render.autoscaling import render_autoscaler
 from optiserve.render.deployment import (
+    DEFAULT_ASSEMBLE_IMAGE,
     ArtifactLocationError,
     render_deployment,
     render_disruption_budget,
@@ -41,7 +42,13 @@ def rendered(doing: str, render: Callable[[], Rendered]) -> Rendered:
         raise Refused(render_failure(doing, err)) from err
 
 
-def serving_manifests(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact) -> list[Manifest]:
+def serving_manifests(
+    owner: Owner,
+    spec: OptimizedModelSpec,
+    artifact: Artifact,
+    *,
+    image: str = DEFAULT_ASSEMBLE_IMAGE,
+) -> list[Manifest]:
     """Deployment, Service, budget and (when asked for) the network policy and the autoscaler
     that serve ``artifact``.
 
@@ -49,7 +56,9 @@ def serving_manifests(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
     replicas field to fight over, so it comes only once something is served.
     """
     manifests = [
-        rendered("render the Deployment", lambda: render_deployment(owner, spec, artifact)),
+        rendered(
+            "render the Deployment", lambda: render_deployment(owner, spec, artifact, image=image)
+        ),
         rendered("render the Service", lambda: render_service(owner)),
         rendered("render the PodDisruptionBudget", lambda: render_disruption_budget(owner)),
     ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from optiserve.render.kubernetes import ANNOTATION_ARTIFACT, ANNOTATION_DIGEST, ANNOTATION_RETRY
+from optiserve.render.serving_config import ANNOTATION_SERVING_CONFIG
 from optiserve_operator.summary import failure_text, redact
 
 # Set on the Deployment when a rollout of that artifact missed its deadline and was rolled
@@ -49,6 +50,7 @@ class DeploymentState:
     ready_replicas: int
     available_replicas: int
     deadline_exceeded: bool
+    serving_config: str | None = None  # the template's serving settings (their fingerprint)
 
     @property
     def observed(self) -> bool:
@@ -200,4 +202,5 @@ def deployment_state(deployment: Obj) -> DeploymentState:
         available_replicas=int(status.get("availableReplicas", 0)),
         deadline_exceeded=progressing.get("status") == "False"
         and progressing.get("reason") == "ProgressDeadlineExceeded",
+        serving_config=template_annotations.get(ANNOTATION_SERVING_CONFIG),
     )

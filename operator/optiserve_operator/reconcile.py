@@ -36,6 +36,7 @@ from optiserve.render.kubernetes import (
     grpc_endpoint,
     job_name,
 )
+from optiserve.render.serving_config import rollout_settings, settings_fingerprint
 from optiserve_operator import conditions as c
 from optiserve_operator import exposure as exposing
 from optiserve_operator.children import Refused, rendered, serving_manifests
@@ -206,9 +207,13 @@ def _rollout(
                 events=(event,),
             )
         return Rollout("failed", serve=candidate, message=message)
-    if dep is not None and on_candidate and dep.rolled_out:
+    # Ready only once the pods run the spec's serving settings too (no annotation: older pods).
+    settings = settings_fingerprint(rollout_settings(serving, candidate.tuning))
+    current = dep is not None and dep.serving_config in (None, settings)
+    if dep is not None and on_candidate and dep.rolled_out and current:
         return Rollout("ready", serve=candidate)
-    return Rollout("rolling", serve=candidate, message=f"rolling out {candidate.digest[:12]}")
+    what = f"serving settings {settings[:8]} of " if on_candidate and not current else ""
+    return Rollout("rolling", serve=candidate, message=f"rolling out {what}{candidate.digest[:12]}")
 
 
 def _outcome(opt: Optimization, rollout: Rollout) -> c.Outcome:
@@ -317,7 +322,9 @@ def _plan(
         # Fail fast: what will serve the artifact is rendered now, and checked by the API
         # server (a dry run) before the Job spends an hour on an artifact nobody can serve.
         uri = artifact_uri(spec, digest, namespace=owner.namespace, name=owner.name)
-        dry_run = serving_manifests(owner, spec, Artifact(digest=digest, uri=uri))
+        dry_run = serving_manifests(
+            owner, spec, Artifact(digest=digest, uri=uri), image=config.optimizer_image
+        )
         dry_run += [exposed.manifest] if exposed.manifest else []
         events.append(Event("Normal", "JobCreated", opt.message))
     delete = tuple(j.name for j in obs.jobs if j.phase == "active" and j.digest != digest)
@@ -330,7 +337,7 @@ def _plan(
     refused: Failure | None = None
     if rollout.serve is not None:
         try:
-            apply = serving_manifests(owner, spec, rollout.serve)
+            apply = serving_manifests(owner, spec, rollout.serve, image=config.optimizer_image)
         except ArtifactLocationError as err:
             opt = Optimization("failed", reason="InvalidArtifact", message=str(err))
             rollout = Rollout("none")

@@ -122,8 +122,18 @@ def finish(run: Finished, out_dir: Path, progress: Progress) -> RunResult:
     choice = _Choice(chosen, fallback_reason, rows, served, out_dir / run.digest, renderer)
     report = _report(run, choice, progress)
     tuned.apply(report)
+    # The facts the pods' init container serves from; a tuned maximum batch size is one of them
+    # (the other tuned settings reach the pods through status.serving.tuning at rollout).
+    facts = package.artifact_facts(run.request.name, run.sig, tuned.serving, platform)
     final = package.write_repository(
-        out_dir, run.digest, run.request.name, served, config_text, report, tuned.files
+        out_dir,
+        run.digest,
+        run.request.name,
+        served,
+        config_text,
+        report,
+        facts_text=facts,
+        extra_files=tuned.files,
     )
     progress.line(f"wrote {final}")
     return RunResult(final, report, reused=False)

@@ -15,6 +15,7 @@ from typing import Any, Literal, cast
 
 from optiserve.api import ServingSpec
 from optiserve.model_io import ModelSignature
+from optiserve.render.serving_config import ARTIFACT_FACTS_FILE, SERVING_FIELDS, facts_json
 from optiserve.render.triton import render_model_config
 from optiserve.report_page import render_report_page
 from optiserve.uri import pvc_root
@@ -28,9 +29,24 @@ def model_config(
     name: str, signature: ModelSignature, serving: ServingSpec, platform: str
 ) -> tuple[str, str]:
     """(config.pbtxt text, which renderer made it): the operator's own renderer, so what the Job
-    packages and what the operator would render can never differ."""
+    packages and what the operator would render can never differ.
+
+    The serving-only settings (``SERVING_FIELDS``) are left at their defaults: they are not part
+    of the recipe, so the artifact must not depend on them. The pods serve a config assembled
+    from ``artifact_facts`` and the spec's settings instead; this one makes the artifact a
+    repository Triton can load as it is.
+    """
     chosen = cast(Literal["onnxruntime_onnx", "tensorrt_plan", "python"], platform)
-    return render_model_config(name, signature, serving, chosen), "optiserve.render.triton"
+    plain = ServingSpec(max_batch_size=serving.max_batch_size)
+    artifact_serving = serving.model_copy(update={f: getattr(plain, f) for f in SERVING_FIELDS})
+    return render_model_config(name, signature, artifact_serving, chosen), "optiserve.render.triton"
+
+
+def artifact_facts(
+    name: str, signature: ModelSignature, serving: ServingSpec, platform: str
+) -> str:
+    """``ARTIFACT_FACTS_FILE``: what the pods' init container renders the served config from."""
+    return facts_json(name, signature, platform, serving.max_batch_size)
 
 
 def as_uri(path: Path) -> str:
@@ -57,6 +73,7 @@ def write_repository(
     model_file: Path,
     config_text: str,
     report: dict[str, Any],
+    facts_text: str | None = None,
     extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Writes ``<out>/<digest>/`` atomically; returns it. A concurrent winner is kept."""
@@ -70,6 +87,8 @@ def write_repository(
         target = "model.plan" if model_file.suffix == ".plan" else "model.onnx"
         shutil.copyfile(model_file, version_dir / target)
         (temp / REPOSITORY / model_name / "config.pbtxt").write_text(config_text)
+        if facts_text is not None:
+            (temp / REPOSITORY / model_name / ARTIFACT_FACTS_FILE).write_text(facts_text)
         (temp / REPORT).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
         (temp / REPORT_PAGE).write_text(render_report_page(report), encoding="utf-8")
         for file_name, content in (extra_files or {}).items():  # e.g. tuning.png

@@ -19,12 +19,13 @@ def optiserve_version() -> str:
         return "0+unknown"
 
 
-# The serving fields the optimizer writes into the artifact's config.pbtxt. They are part of
-# the recipe, so a change to them makes a new artifact instead of leaving Triton on a stale
-# config; replicas, autoscaling and resources are not (they only change the Deployment).
-MODEL_CONFIG_FIELDS = frozenset(
-    {"max_batch_size", "dynamic_batching", "response_cache", "instance_group", "cuda_graphs"}
-)
+# The serving fields that are part of the artifact: the largest batch the Job packaged the
+# model for. How Triton serves the artifact (dynamic batching, response cache, instance group,
+# CUDA graphs: optiserve.render.serving_config.SERVING_FIELDS) is applied at rollout and is not
+# part of the recipe, so changing it rolls the Deployment and starts no Job; replicas,
+# autoscaling and resources only change the Deployment too. ``serving.tuning`` is part of the
+# recipe: the Job runs the search, and what it chose travels with the artifact.
+MODEL_CONFIG_FIELDS = frozenset({"max_batch_size", "tuning"})
 
 
 def recipe_digest(

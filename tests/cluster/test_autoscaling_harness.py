@@ -111,7 +111,7 @@ def test_adapter_rule_queries_select_the_requested_pods() -> None:
     rules = {rule["name"]["as"]: rule for rule in adapter_rules()}
     query = pod_metric_query(rules["triton_pending_requests"], "ns", ["digits-a-1", "digits-b-2"])
     selector = 'namespace="ns",pod=~"digits-a-1|digits-b-2"'
-    assert query == f"sum by (pod) (nv_inference_pending_request_count{{{selector}}})"
+    assert query == f"sum by (pod) (rate(nv_inference_queue_duration_us{{{selector}}}[1m])) / 1e6"
     for rule in rules.values():
         filled = pod_metric_query(rule, "ns", ["p"])
         assert "<<" not in filled and 'pod=~"p"' in filled

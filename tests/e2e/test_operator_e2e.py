@@ -59,9 +59,11 @@ def test_apply_optimizes_serves_and_an_unchanged_reapply_does_nothing(
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
 
     deployment = get(cluster, ns, "deployment", "alpha")
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    template = deployment["spec"]["template"]["spec"]
     folder = f"optiserve/{ns}/alpha/{digest}/model_repository"
-    assert f"--model-repository=/mnt/pvc/model-store/{folder}" in args
+    # Triton serves what the init container assembles from the artifact and the spec.
+    assert "--model-repository=/models" in template["containers"][0]["args"]
+    assert f"--artifact=/mnt/pvc/model-store/{folder}" in template["initContainers"][0]["command"]
     # Triton sees its artifact only, read-only; the Job only the model's own folder writable.
     (mount,) = [
         m

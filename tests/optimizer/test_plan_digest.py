@@ -167,14 +167,17 @@ def test_job_settings_do_not_change_the_digest() -> None:
     assert digest(int8) != digest(fast)
 
 
-def test_what_lands_in_config_pbtxt_changes_the_digest_and_nothing_else_does() -> None:
+def test_the_artifacts_facts_change_the_digest_and_serving_settings_do_not() -> None:
+    # Each serving and each optimization field: tests/unit/test_serving_config.py.
     source = SourceSpec(uri="pvc://models/m.onnx")
     opt = OptimizationSpec.model_validate({"accuracy": {"dataset": "pvc://models/eval.npz"}})
     base = spec_recipe_digest("m", source, opt, SERVING)
     batching = ServingSpec.model_validate({"dynamicBatching": {"maxQueueDelayMicroseconds": 9}})
     cache = ServingSpec.model_validate({"responseCache": {"enabled": True}})
     scaled = ServingSpec.model_validate({"replicas": 5, "autoscaling": {"maxReplicas": 9}})
-    assert spec_recipe_digest("m", source, opt, batching) != base
-    assert spec_recipe_digest("m", source, opt, cache) != base
+    batch_limit = ServingSpec.model_validate({"maxBatchSize": 8})
+    assert spec_recipe_digest("m", source, opt, batching) == base
+    assert spec_recipe_digest("m", source, opt, cache) == base
+    assert spec_recipe_digest("m", source, opt, batch_limit) != base
     assert spec_recipe_digest("other-name", source, opt, SERVING) != base
     assert spec_recipe_digest("m", source, opt, scaled) == base

@@ -179,7 +179,11 @@ def test_triton_mounts_only_its_artifact_read_only() -> None:
     ]
     assert mount["readOnly"] is True
     assert mount["subPath"] == f"artifacts/ml/minilm/{DIGEST}/model_repository"
-    assert f"--model-repository={mount['mountPath']}" in pod["containers"][0]["args"]
+    # Triton serves the folder the init container assembles from that mount (same path there).
+    (init,) = pod["initContainers"]
+    assert mount in init["volumeMounts"]
+    assert f"--artifact={mount['mountPath']}" in init["command"]
+    assert "--model-repository=/models" in pod["containers"][0]["args"]
 
 
 @pytest.mark.parametrize(
@@ -232,7 +236,7 @@ def test_deployment_serves_the_artifact_by_digest_and_rolls_on_a_new_one() -> No
     deployment = render_deployment(OWNER, spec, artifact_for(spec))
     container = pod_spec(deployment)["containers"][0]
     repo = f"/mnt/pvc/model-store/artifacts/ml/minilm/{DIGEST}/model_repository"
-    assert f"--model-repository={repo}" in container["args"]
+    assert f"--artifact={repo}" in pod_spec(deployment)["initContainers"][0]["command"]
     assert "--cache-config=local,size=1048576" in container["args"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"

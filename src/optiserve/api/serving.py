@@ -92,7 +92,8 @@ class AutoscalingSpec(ApiModel):
         "queueTime",
         description=(
             "queueTime: average microseconds a request waited in Triton's queue; "
-            "pendingRequests: requests waiting per pod; gpuUtilization: percent."
+            "pendingRequests: requests waiting per pod, averaged over a minute; "
+            "gpuUtilization: percent."
         ),
     )
     target: ScalingTarget = Field(

@@ -4,8 +4,12 @@ Both scale on Triton's own signs that requests are waiting, not on CPU:
 
 * ``queueTime``: microseconds an average request spent in Triton's queue,
   ``rate(nv_inference_queue_duration_us) / rate(nv_inference_request_success)``;
-* ``pendingRequests``: requests accepted but not yet executing,
-  ``nv_inference_pending_request_count``;
+* ``pendingRequests``: requests accepted but not yet executing, averaged over the rate window:
+  ``rate(nv_inference_queue_duration_us) / 1e6`` (Little's law: the microseconds requests spent
+  queued per second of wall time is the mean number queued). The instantaneous gauge
+  ``nv_inference_pending_request_count`` swings from 0 to several under steady load as the
+  dynamic batcher drains the queue in bursts, and the HPA scaled down on its low samples while
+  the load held (``benchmarks/results/hpa_scaling.md``);
 * ``gpuUtilization``: percent busy of the GPUs a pod sees, ``nv_gpu_utilization * 100``.
 
 The HPA reads them as Pods metrics through the custom metrics API, which prometheus-adapter
@@ -146,7 +150,7 @@ def promql(metric: MetricName, namespace: str, deployment: str) -> str:
         served = f"sum(rate(nv_inference_request_success{{{selector}}}[{RATE_WINDOW}]))"
         return f"{queued} / clamp_min({served}, 1e-9)"
     if metric == "pendingRequests":
-        return f"sum(nv_inference_pending_request_count{{{selector}}})"
+        return f"sum(rate(nv_inference_queue_duration_us{{{selector}}}[{RATE_WINDOW}])) / 1e6"
     return f"avg(nv_gpu_utilization{{{selector}}}) * 100"
 
 

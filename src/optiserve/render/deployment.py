@@ -15,6 +15,7 @@ from optiserve.api import OptimizedModelSpec
 from optiserve.api.network import NetworkPeer, NetworkPolicySpec
 from optiserve.api.spec import ResourceRequirements
 from optiserve.api.status import AppliedResources, Artifact, ServingStatus
+from optiserve.digest import optiserve_version
 from optiserve.render.kubernetes import (
     ANNOTATION_ARTIFACT,
     GRPC_PORT,
@@ -34,6 +35,14 @@ from optiserve.render.kubernetes import (
     serving_name,
     tmp_volume,
 )
+from optiserve.render.serving_config import (
+    ANNOTATION_SERVING_CONFIG,
+    SERVED_REPOSITORY,
+    check_fits_artifact,
+    rollout_settings,
+    served_repository,
+    settings_fingerprint,
+)
 from optiserve.render.sizing import SIZED, Sizing, triton_sizing, with_spec
 from optiserve.render.triton import triton_server_args
 from optiserve.uri import DEFAULT_PVC_ROOT, parse_uri
@@ -41,6 +50,9 @@ from optiserve.uri import DEFAULT_PVC_ROOT, parse_uri
 COMPONENT = "server"
 # Triton's python backend passes tensors through shared memory; the default 64Mi is too small.
 SHM_SIZE = "1Gi"
+# Runs the init container that assembles the served repository (it has Python and optiserve);
+# the operator passes its --optimizer-image, a spec's optimization.job.image wins over both.
+DEFAULT_ASSEMBLE_IMAGE = f"ghcr.io/optiserve/optimizer:{optiserve_version()}"
 
 
 class ArtifactLocationError(ValueError):
@@ -106,14 +118,26 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact) -> Manifest:
+def render_deployment(
+    owner: Owner,
+    spec: OptimizedModelSpec,
+    artifact: Artifact,
+    *,
+    image: str = DEFAULT_ASSEMBLE_IMAGE,
+) -> Manifest:
+    """Triton serves the repository the init container assembles from the artifact and the
+    spec's serving settings (``render.serving_config``): a change of those settings changes the
+    pod template, so it rolls the Deployment without a new artifact."""
     serving = spec.serving
     target = spec.optimization.target
     name = serving_name(owner.name)
     claim, folder, repository = model_repository(artifact)
     labels = {**common_labels(owner.name, COMPONENT), **selector_labels(owner.name)}
+    check_fits_artifact(artifact.format, serving)
+    settings = rollout_settings(serving, artifact.tuning)  # the spec's, tuned where searched
     template_annotations = {
         ANNOTATION_ARTIFACT: artifact.digest,
+        ANNOTATION_SERVING_CONFIG: settings_fingerprint(settings),
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(METRICS_PORT),
         "prometheus.io/path": "/metrics",
@@ -122,6 +146,12 @@ def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
     # Only the artifact's own model repository, read-only: Triton sees nothing else of the claim.
     artifact_vol, artifact_mount = folder_volume(
         "artifact", claim, folder, repository, read_only=True
+    )
+    init, served_vol, served_mount = served_repository(
+        spec.optimization.job.image or image,
+        artifact_mount,
+        settings,
+        container_security_context(),
     )
     sizing = triton_resources(spec, artifact)
     tmp_limit = sizing.limits.get("ephemeral-storage")
@@ -135,7 +165,7 @@ def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
         "command": ["tritonserver"],
         "args": triton_server_args(
             serving,
-            repository,
+            SERVED_REPOSITORY,
             http_port=HTTP_PORT,
             grpc_port=GRPC_PORT,
             metrics_port=METRICS_PORT,
@@ -154,13 +184,14 @@ def render_deployment(owner: Owner, spec: OptimizedModelSpec, artifact: Artifact
             ResourceRequirements(requests=sizing.requests, limits=sizing.limits), target
         ),
         "securityContext": container_security_context(),
-        "volumeMounts": [tmp_mount, shm_mount, artifact_mount],
+        "volumeMounts": [tmp_mount, shm_mount, artifact_mount, served_mount],
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
+        "initContainers": [init],
         "containers": [container],
-        "volumes": [tmp_vol, shm_vol, artifact_vol],
+        "volumes": [tmp_vol, shm_vol, artifact_vol, served_vol],
     }
     pod_spec.update(placement(serving.node_selector, serving.tolerations, target))
 

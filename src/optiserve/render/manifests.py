@@ -92,7 +92,7 @@ def render_all(
             retry=retry,
             service_account=service_account,
         ),
-        render_deployment(owner, spec, served),
+        render_deployment(owner, spec, served, image=optimizer_image),
         render_service(owner),
         render_disruption_budget(owner),
     ]

@@ -44,15 +44,16 @@ def adapter_rules() -> list[dict[str, Any]]:
         " / clamp_min(sum by (<<.GroupBy>>) "
         f"(rate(nv_inference_request_success{{<<.LabelMatchers>>}}[{window}])), 1e-9)"
     )
-    pending = "sum by (<<.GroupBy>>) (nv_inference_pending_request_count{<<.LabelMatchers>>})"
+    # Requests queued on average over the window (Little's law), not the sampled gauge
+    # nv_inference_pending_request_count, which swings under steady load.
+    pending = (
+        "sum by (<<.GroupBy>>) "
+        f"(rate(nv_inference_queue_duration_us{{<<.LabelMatchers>>}}[{window}])) / 1e6"
+    )
     gpu = "avg by (<<.GroupBy>>) (nv_gpu_utilization{<<.LabelMatchers>>}) * 100"
     return [
         _rule("nv_inference_queue_duration_us", METRICS["queueTime"].custom_metric, queue),
-        _rule(
-            "nv_inference_pending_request_count",
-            METRICS["pendingRequests"].custom_metric,
-            pending,
-        ),
+        _rule("nv_inference_queue_duration_us", METRICS["pendingRequests"].custom_metric, pending),
         _rule("nv_gpu_utilization", METRICS["gpuUtilization"].custom_metric, gpu),
     ]
 
