@@ -20,6 +20,7 @@ class Behaviour:
     """What the server does; tests change it between requests."""
 
     body: bytes = b""
+    files: dict[str, bytes] = field(default_factory=dict)  # path -> body (else ``body``)
     drop_first: int = 0  # this many GETs send half the body and close the socket
     status: int = 200  # an error status for every request instead of the body
     json_body: dict[str, str] | None = None
@@ -40,7 +41,8 @@ def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
             if behaviour.status != 200:
                 self._send(behaviour.status, b"no", {})
                 return
-            body, status, extra = behaviour.body, 200, {}
+            whole = behaviour.files.get(self.path.partition("?")[0], behaviour.body)
+            body, status, extra = whole, 200, {}
             ranged = self.headers.get("Range")
             if ranged and ranged.startswith("bytes="):
                 start = int(ranged.removeprefix("bytes=").split("-")[0])
