@@ -176,13 +176,19 @@ def _fetch_s3(
         try:
             _fetch_one(uri, dest, _s3_opener(client, bucket, key), None, pin, settings, log)
             return
-        except NotFoundError:
+        except NotFoundError as missing:
             # Not an object: maybe a folder named without the trailing slash.
             def has_children() -> bool:
                 return any(True for _ in client.list(bucket, key + "/"))
 
-            if not _retrying(has_children, uri, settings, log):
-                raise
+            try:
+                found = _retrying(has_children, uri, settings, log)
+            except NotFoundError:  # no such bucket either
+                raise missing from None
+            if not found:
+                raise NotFoundError(
+                    uri, f"no object and no folder of objects under it ({missing.cause})"
+                ) from None
     prefix = key.rstrip("/") + "/" if key else ""
     objects = _retrying(lambda: list(client.list(bucket, prefix)), uri, settings, log)
     objects = [o for o in objects if not o.key.endswith("/")]

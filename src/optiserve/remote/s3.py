@@ -230,6 +230,8 @@ class S3Client:
         endpoint = self.config.endpoint or f"https://s3.{self.config.region}.amazonaws.com"
         parts = urlsplit(endpoint)
         base = parts.path.rstrip("/")
+        if not bucket:  # the service itself (ListBuckets)
+            return parts.scheme, parts.netloc, f"{base}/"
         if self.config.path_style:
             return parts.scheme, parts.netloc, f"{base}/{bucket}/{key}"
         return parts.scheme, f"{bucket}.{parts.netloc}", f"{base}/{key}"
