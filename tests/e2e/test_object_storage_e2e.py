@@ -2,7 +2,8 @@
 (SeaweedFS, tests/harness/s3server.py) reaches Ready with real Triton pods serving, reading the
 bucket with the credentials of the Secret its spec names; wrong credentials give a Degraded
 condition naming the URI (never the secret), nothing half-written, and the good version keeps
-serving.
+serving. Likewise a model and data behind plain HTTP with sha256 pins (a local server; the
+Job's process has no private CA to trust, so not HTTPS here; tests/remote cover HTTPS).
 
 Runs in the ``local-pods`` namespace, where the pod runner runs Triton's pods too (their
 readiness probe passes only once the model is loaded).
@@ -10,6 +11,7 @@ readiness probe passes only once the model is loaded).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from tests.harness.cluster import LocalCluster
 from tests.harness.kwok_config import RUN_LOCALLY_NAMESPACES
 from tests.harness.s3server import S3Server, start_s3
 from tests.harness.waiting import wait_until
+from tests.remote.http_servers import Behaviour, serve
 
 pytestmark = [
     pytest.mark.e2e,
@@ -154,3 +157,26 @@ def test_a_model_from_s3_is_served_and_wrong_credentials_degrade_without_the_sec
     seen = everything_the_user_sees(cluster, ns)
     for credential in (s3.reader.secret_key, s3.wrong.secret_key):
         assert credential not in seen
+
+
+def test_a_model_behind_pinned_http_urls_is_served(
+    cluster: LocalCluster, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    write_tiny_classifier(tmp_path)
+    files = {f"/files/{n}": (tmp_path / n).read_bytes() for n in ("tiny.onnx", "eval.npz")}
+    pins = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
+    behaviour = Behaviour(files=files)
+    with serve(behaviour) as server:
+        obj = tiny("from-http")
+        obj["spec"]["source"] = {
+            "uri": f"{server.url}/files/tiny.onnx",
+            "sha256": pins["/files/tiny.onnx"],
+        }
+        dataset = f"{server.url}/files/eval.npz#sha256={pins['/files/eval.npz']}"
+        obj["spec"]["optimization"]["accuracy"]["dataset"] = dataset
+        obj["spec"]["serving"] = {"maxBatchSize": 8, "replicas": 1}
+        cluster.apply([obj], namespace=namespace)
+        ready = wait_ready(cluster, operator, namespace, "from-http")
+    assert served_digest(cluster, namespace, "from-http") == ready["status"]["recipeDigest"]
+    assert get(cluster, namespace, "deployment", "from-http")["status"].get("readyReplicas") == 1
+    assert sorted(r["path"] for r in behaviour.requests) == sorted(files)
