@@ -130,3 +130,35 @@ def test_pod_identity_credentials_come_from_the_agent(s3: S3Server, tmp_path: Pa
     assert path.read_bytes() == MODEL
     assert agent.requests[0]["Authorization"] == "agent-token"
     assert not any(s3.reader.secret_key in line for line in lines)
+
+
+def test_irsa_credentials_come_from_sts_with_the_web_identity_token(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    """IRSA: AssumeRoleWithWebIdentity at AWS_ENDPOINT_URL_STS with the projected token. (The
+    local STS answers without a SessionToken: SeaweedFS would not know one.)"""
+    token = tmp_path / "token"
+    token.write_text("projected-jwt\n")
+    xml = (
+        '<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+        "<AssumeRoleWithWebIdentityResult><Credentials>"
+        f"<AccessKeyId>{s3.reader.access_key}</AccessKeyId>"
+        f"<SecretAccessKey>{s3.reader.secret_key}</SecretAccessKey>"
+        "</Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+    ).encode()
+    sts = Behaviour(files={"/": xml})
+    with serve(sts) as server:
+        env = {
+            **{k: v for k, v in s3.env().items() if not k.startswith("AWS_")},
+            "AWS_ENDPOINT_URL_S3": s3.endpoint,
+            "AWS_REGION": s3.region,
+            "AWS_ENDPOINT_URL_STS": server.url,
+            "AWS_WEB_IDENTITY_TOKEN_FILE": str(token),
+            "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/model-reader",
+        }
+        settings = quick()
+        settings.s3 = FetchSettings.from_env(env).s3
+        path = fetch("s3://models/resnet/model.onnx", settings=settings, env=env, root=tmp_path)
+    assert path.read_bytes() == MODEL
+    query = sts.requests[0]["path"]
+    assert "Action=AssumeRoleWithWebIdentity" in query and "WebIdentityToken=projected-jwt" in query
