@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -120,13 +121,25 @@ def _gateway_up(endpoint: str) -> bool:
     return True
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _ports(count: int) -> list[int]:
-    """Ports whose +10000 neighbours (SeaweedFS's default gRPC ports) are free too."""
-    while True:
-        ports = free_ports(count * 3)
-        usable = [p for p in ports if p + 10000 < 65536][:count]
-        if len(usable) == count:
-            return usable
+    """Free ports whose +10000 neighbours (each server's gRPC port) are free too."""
+    usable: list[int] = []
+    while len(usable) < count:
+        usable += [
+            p
+            for p in free_ports(count)
+            if p + 10000 < 65536 and p not in usable and _bindable(p + 10000)
+        ]
+    return usable[:count]
 
 
 @contextmanager
