@@ -53,7 +53,7 @@ manifests: venv ## regenerate config/ (kubectl apply -k) from the Helm chart
 	$(PY) -m tests.chart.config_manifests
 
 test-fast: venv ## unit tests only (seconds)
-	$(PY) -m pytest -m "not models and not triton and not cluster and not e2e and not gpu" -q
+	$(PY) -m pytest -m "not models and not triton and not cluster and not e2e and not gpu and not s3" -q
 
 test-triton: venv ## the real local tritonserver (python backend + onnxruntime)
 	$(PY) -m pytest -m triton -q tests/triton

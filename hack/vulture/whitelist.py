@@ -93,3 +93,17 @@ spec_p99_ms
 
 # The harness is used by tests, which vulture does not scan.
 uninstall_gateway_api  # testing/optiserve_testing/gateway_api.py: tests/e2e/test_exposure_e2e.py
+
+# Protocol parameters and wire fields: named by the protocol or the S3 listing, not read here.
+amt  # src/optiserve/remote/fetch.py: Stream.read(amt), http.client's signature
+etag  # src/optiserve/remote/s3.py: ObjectInfo, as S3's ListObjectsV2 reports it
+
+# Artifacts on S3 (upload with a completion marker, pull, delete): tested in
+# tests/remote/test_artifacts_s3.py; `storage` as an S3 prefix (issue 16) is not wired yet.
+upload_folder  # src/optiserve/remote/artifacts.py
+pull_folder
+delete_folder
+
+# The S3 test server's API, used by tests (which vulture does not scan).
+_.put  # testing/optiserve_testing/s3server.py
+start_s3

@@ -139,14 +139,17 @@ def check_expected_digest(expected: str | None, computed: str, version: str) -> 
 def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
     """Optimizes, packages into ``out_dir/<digest>/``; returns the process exit code.
 
-    Before any work: the operator's expected digest is checked, then the model's storage
-    folder is pruned as ``storage.retention`` says (only when the operator asks for it).
+    Before any work: the operator's expected digest is checked, remote (s3://, https://)
+    inputs are fetched, then the model's storage folder is pruned as ``storage.retention``
+    says (only when the operator asks for it).
     """
     progress = Progress()
     try:
         from optiserve.digest import optiserve_version, spec_recipe_digest
         from optiserve.render.job import EXPECTED_DIGEST_ENV
+        from optiserve_optimizer.package import existing_report
         from optiserve_optimizer.pipeline import run_request
+        from optiserve_optimizer.remote_inputs import stage_remote_inputs
         from optiserve_optimizer.retention import prune, retention_from_env
 
         request = load_request(Path(spec_file))
@@ -154,6 +157,8 @@ def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
             request.name, request.source, request.optimization, request.serving
         )
         check_expected_digest(os.environ.get(EXPECTED_DIGEST_ENV), digest, optiserve_version())
+        if existing_report(Path(out_dir), digest) is None:  # a reused artifact needs no inputs
+            stage_remote_inputs(request, progress.line)
         retention = retention_from_env(os.environ, digest)
         if retention is not None:
             prune(Path(out_dir), retention, time.time(), progress.line)

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from optiserve.api import formats
 from optiserve.api.base import ApiModel
+from optiserve.api.objectstore import PIN_RULES, ObjectStoreSpec
 from optiserve.api.rules import CelRule
 from optiserve.api.serving import ServingSpec, StorageSpec
 from optiserve.api.spec import OptimizationSpec, SourceSpec
@@ -29,6 +30,7 @@ class OptimizedModelSpec(ApiModel):
     optimization: OptimizationSpec
     serving: ServingSpec = Field(default_factory=ServingSpec, json_schema_extra={"default": {}})
     storage: StorageSpec
+    object_store: ObjectStoreSpec | None = Field(None, description=ObjectStoreSpec.__doc__)
 
     # The optimizer trains only torch modules: an ONNX graph has no trainable form. A narrow
     # student is built from a TorchScript module, a shallow one from a transformer's layers.
@@ -62,6 +64,7 @@ class OptimizedModelSpec(ApiModel):
                 in (("torchscript", "narrow"), ("huggingface", "shallow"))
             ),
         ),
+        *PIN_RULES,
     )
 
 

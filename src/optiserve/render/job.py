@@ -35,6 +35,7 @@ from optiserve.render.kubernetes import (
     short_digest,
     tmp_volume,
 )
+from optiserve.render.objectstore import object_store_env
 from optiserve.render.sizing import CLEANUP_RESOURCES, job_sizing
 from optiserve.uri import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, claims_in
 
@@ -210,6 +211,7 @@ def render_job(
             {"name": KEEP_SUPERSEDED_ENV, "value": str(spec.storage.retention.keep_superseded)},
             {"name": STALE_AFTER_ENV, "value": str(job_spec.active_deadline_seconds)},
             {"name": "HOME", "value": "/tmp"},
+            *object_store_env(spec),
         ],
         # The root file system is read-only: anything written relative to the working
         # directory lands in the /tmp emptyDir instead of failing.
