@@ -115,16 +115,19 @@ def finish(run: Finished, out_dir: Path, progress: Progress) -> RunResult:
         config_text,
         progress.line,
     )
-    if tuned.serving is not run.request.serving:
+    was_tuned = tuned.serving is not run.request.serving
+    if was_tuned:
         config_text, renderer = package.model_config(
-            run.request.name, run.sig, tuned.serving, platform
+            run.request.name, run.sig, tuned.serving, platform, tuned=True
         )
     choice = _Choice(chosen, fallback_reason, rows, served, out_dir / run.digest, renderer)
     report = _report(run, choice, progress)
     tuned.apply(report)
     # The facts the pods' init container serves from; a tuned maximum batch size is one of them
     # (the other tuned settings reach the pods through status.serving.tuning at rollout).
-    facts = package.artifact_facts(run.request.name, run.sig, tuned.serving, platform)
+    facts = package.artifact_facts(
+        run.request.name, run.sig, tuned.serving, platform, tuned=was_tuned
+    )
     final = package.write_repository(
         out_dir,
         run.digest,

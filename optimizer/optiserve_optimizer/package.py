@@ -15,7 +15,12 @@ from typing import Any, Literal, cast
 
 from optiserve.api import ServingSpec
 from optiserve.model_io import ModelSignature
-from optiserve.render.serving_config import ARTIFACT_FACTS_FILE, SERVING_FIELDS, facts_json
+from optiserve.render.serving_config import (
+    ARTIFACT_FACTS_FILE,
+    SERVING_FIELDS,
+    facts_json,
+    serving_settings,
+)
 from optiserve.render.triton import render_model_config
 from optiserve.report_page import render_report_page
 from optiserve.uri import pvc_root
@@ -26,7 +31,12 @@ REPOSITORY = "model_repository"
 
 
 def model_config(
-    name: str, signature: ModelSignature, serving: ServingSpec, platform: str
+    name: str,
+    signature: ModelSignature,
+    serving: ServingSpec,
+    platform: str,
+    *,
+    tuned: bool = False,
 ) -> tuple[str, str]:
     """(config.pbtxt text, which renderer made it): the operator's own renderer, so what the Job
     packages and what the operator would render can never differ.
@@ -34,19 +44,32 @@ def model_config(
     The serving-only settings (``SERVING_FIELDS``) are left at their defaults: they are not part
     of the recipe, so the artifact must not depend on them. The pods serve a config assembled
     from ``artifact_facts`` and the spec's settings instead; this one makes the artifact a
-    repository Triton can load as it is.
+    repository Triton can load as it is. ``tuned``: ``serving`` is what the recipe's own
+    ``serving.tuning`` search chose (part of the recipe), kept whole.
     """
     chosen = cast(Literal["onnxruntime_onnx", "tensorrt_plan", "python"], platform)
     plain = ServingSpec(max_batch_size=serving.max_batch_size)
-    artifact_serving = serving.model_copy(update={f: getattr(plain, f) for f in SERVING_FIELDS})
+    artifact_serving = (
+        serving
+        if tuned
+        else serving.model_copy(update={f: getattr(plain, f) for f in SERVING_FIELDS})
+    )
     return render_model_config(name, signature, artifact_serving, chosen), "optiserve.render.triton"
 
 
 def artifact_facts(
-    name: str, signature: ModelSignature, serving: ServingSpec, platform: str
+    name: str,
+    signature: ModelSignature,
+    serving: ServingSpec,
+    platform: str,
+    *,
+    tuned: bool = False,
 ) -> str:
-    """``ARTIFACT_FACTS_FILE``: what the pods' init container renders the served config from."""
-    return facts_json(name, signature, platform, serving.max_batch_size)
+    """``ARTIFACT_FACTS_FILE``: what the pods' init container renders the served config from;
+    with ``tuned``, the search's settings as the artifact's serving defaults (the spec's own
+    settings win over them when the pods assemble the config)."""
+    defaults = serving_settings(serving) if tuned else None
+    return facts_json(name, signature, platform, serving.max_batch_size, defaults)
 
 
 def as_uri(path: Path) -> str:

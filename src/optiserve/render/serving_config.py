@@ -176,9 +176,9 @@ def _tensor_spec(entry: Any) -> TensorSpec:
 SERVED_REPOSITORY = "/models"  # the emptyDir Triton serves
 SERVED_VOLUME = "served-models"
 ANNOTATION_SERVING_CONFIG = "optiserve.io/serving-config"
-ASSEMBLE_RESOURCES: dict[str, dict[str, int | str]] = {
-    "requests": {"cpu": "50m", "memory": "128Mi"},
-    "limits": {"cpu": "1", "memory": "256Mi"},
+ASSEMBLE_RESOURCES: dict[str, dict[str, int | str]] = {  # it writes one small file and links
+    "requests": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "16Mi"},
+    "limits": {"cpu": "1", "memory": "256Mi", "ephemeral-storage": "64Mi"},
 }
 
 
