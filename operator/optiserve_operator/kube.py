@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,13 @@ from urllib.parse import quote, urlencode
 from kubernetes import client, config
 
 from optiserve.render.kubernetes import FIELD_MANAGER
+from optiserve_operator import metrics
+from optiserve_operator.ratelimit import (
+    MAX_THROTTLE_RETRIES,
+    TokenBucket,
+    throttle_delay,
+    transport_retries,
+)
 
 Obj = dict[str, Any]
 
@@ -65,18 +73,23 @@ def resource_path(
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, limiter: TokenBucket | None = None) -> None:
         self.api = api_client
         self.host = socket.gethostname()
+        self.limiter = limiter  # every request takes a token (ratelimit.py); None: no limit
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
+    def from_environment(
+        cls, kubeconfig: str | None = None, limiter: TokenBucket | None = None
+    ) -> Kube:
         """In-cluster credentials when running in a pod, else the kubeconfig (``KUBECONFIG``)."""
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient())
+        configuration = client.Configuration.get_default_copy()
+        configuration.retries = transport_retries()
+        return cls(client.ApiClient(configuration), limiter)
 
     def _call(
         self,
@@ -95,9 +108,18 @@ class Kube:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         # Authentication headers (token, refreshed exec credentials) the client would add.
         self.api.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
-        response = self.api.call_api(
-            method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT
-        )
+        for attempt in range(MAX_THROTTLE_RETRIES + 1):
+            if self.limiter is not None:
+                metrics.CLIENT_WAIT.inc(self.limiter.acquire())
+            response = self.api.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT
+            )
+            metrics.API_REQUESTS.labels(method, str(response.status)).inc()
+            if response.status != 429 or attempt == MAX_THROTTLE_RETRIES:
+                break
+            # Throttled by the API server: wait as it asks, then again (ratelimit.py).
+            retry_after = response.getheader("Retry-After")  # type: ignore[no-untyped-call]
+            time.sleep(throttle_delay(retry_after, attempt))
         raw: bytes = response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
             try:

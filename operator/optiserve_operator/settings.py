@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from optiserve.digest import optiserve_version
+from optiserve_operator.ratelimit import DEFAULT_BURST, DEFAULT_QPS
 
 DEFAULT_OPTIMIZER_IMAGE = f"ghcr.io/optiserve/optimizer:{optiserve_version()}"
 
@@ -28,6 +29,8 @@ class OperatorSettings:
     workers: int = 4
     poll_seconds: float = 10.0
     resync_seconds: float = 300.0
+    api_qps: float = DEFAULT_QPS  # client-side token bucket of the workers' requests
+    api_burst: int = DEFAULT_BURST
     kubeconfig: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resync-seconds", type=float, default=300.0, help="re-check interval of settled models"
     )
+    parser.add_argument(
+        "--api-qps",
+        type=float,
+        default=float(env("OPTISERVE_API_QPS", str(DEFAULT_QPS))),
+        help="requests per second to the API server, client-side (token bucket)",
+    )
+    parser.add_argument(
+        "--api-burst",
+        type=int,
+        default=int(env("OPTISERVE_API_BURST", str(DEFAULT_BURST))),
+        help="requests allowed at once above --api-qps",
+    )
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"))
     return parser
 
@@ -109,6 +124,8 @@ def parse_settings(argv: Sequence[str]) -> OperatorSettings:
     args = build_parser().parse_args(list(argv))
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
+    if args.api_qps <= 0 or args.api_burst < 1:
+        raise SystemExit("--api-qps must be above 0 and --api-burst at least 1")
     return OperatorSettings(
         namespaces=tuple(args.namespace),
         standalone=args.standalone,
@@ -124,5 +141,7 @@ def parse_settings(argv: Sequence[str]) -> OperatorSettings:
         workers=args.workers,
         poll_seconds=args.poll_seconds,
         resync_seconds=args.resync_seconds,
+        api_qps=args.api_qps,
+        api_burst=args.api_burst,
         kubeconfig=args.kubeconfig,
     )
