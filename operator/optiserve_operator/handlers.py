@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from optiserve_operator import metrics
 from optiserve_operator.controller import Controller
 from optiserve_operator.echoes import OwnWrites, is_edit
 from optiserve_operator.kube import Kube
+from optiserve_operator.leader import LeaderElector, new_identity, run_election
 from optiserve_operator.ratelimit import TokenBucket
 from optiserve_operator.reconcile import Config
 from optiserve_operator.settings import OperatorSettings
@@ -57,6 +60,16 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     failures: dict[Key, int] = field(default_factory=dict)
     own_writes: OwnWrites = field(default_factory=OwnWrites)
+    # Set while this replica may reconcile: always alone, while it holds the Lease with
+    # --leader-elect (leader.py). Watches fill the queue either way, so a standby is current.
+    leading: asyncio.Event = field(default_factory=asyncio.Event)
+    elector: LeaderElector | None = None
+
+
+def stop_process() -> None:
+    """Leadership lost: stop as client-go does (SIGTERM, kopf's orderly shutdown); the
+    Deployment restarts the pod, which comes back as a standby."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def runtime(memo: Any) -> Runtime:
@@ -66,6 +79,7 @@ def runtime(memo: Any) -> Runtime:
 
 async def worker(rt: Runtime, controller: Controller) -> None:
     while True:
+        await rt.leading.wait()
         key = await rt.queue.get()
         metrics.QUEUE_DEPTH.set(len(rt.queue))
         try:
@@ -121,6 +135,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         asyncio.create_task(worker(rt, controller), name=f"optiserve-worker-{i}")
         for i in range(ops.workers)
     ]
+    if ops.leader_elect:
+        rt.elector = LeaderElector(
+            kube, ops.leader_election_namespace, ops.leader_election_id, new_identity()
+        )
+        rt.tasks.append(
+            asyncio.create_task(run_election(rt.elector, rt.leading, stop_process), name="leader")
+        )
+    else:
+        rt.leading.set()
     if ops.metrics_port:
         start_http_server(ops.metrics_port)
     LOG.info(
@@ -138,6 +161,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for task in rt.tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if rt.elector is not None and rt.leading.is_set():
+        # Hand over now rather than after the Lease expires (a rolling update, a drain).
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(rt.elector.release)
 
 
 @kopf.on.probe(id="workqueue_depth")

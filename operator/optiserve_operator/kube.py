@@ -34,6 +34,7 @@ PLURALS = {
     "Event": "events",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "Job": "jobs",
+    "Lease": "leases",
     "NetworkPolicy": "networkpolicies",
     "OptimizedModel": "optimizedmodels",
     "PodDisruptionBudget": "poddisruptionbudgets",
@@ -185,6 +186,20 @@ class Kube:
         if existing is None:  # deleted between the two calls; the next pass creates it
             raise KubeError(409, "Conflict", f"{meta['name']} exists and vanished")
         return existing, False
+
+    def create(self, manifest: Obj) -> Obj:
+        """POST; a 409 (it exists) is the caller's to handle."""
+        meta = manifest["metadata"]
+        path = resource_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
+        return self._request("POST", path, body=manifest)
+
+    def replace(self, manifest: Obj) -> Obj:
+        """PUT, conditional on ``metadata.resourceVersion`` when given (409 if it moved on)."""
+        meta = manifest["metadata"]
+        path = resource_path(
+            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
+        )
+        return self._request("PUT", path, body=manifest)
 
     def apply(self, manifest: Obj, subresource: str | None = None, *, dry_run: bool = False) -> Obj:
         """Server-side apply with field manager ``optiserve``; takes over conflicting fields.

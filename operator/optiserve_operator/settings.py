@@ -31,6 +31,9 @@ class OperatorSettings:
     resync_seconds: float = 300.0
     api_qps: float = DEFAULT_QPS  # client-side token bucket of the workers' requests
     api_burst: int = DEFAULT_BURST
+    leader_elect: bool = False  # several replicas: only the Lease holder reconciles (leader.py)
+    leader_election_namespace: str = "default"
+    leader_election_id: str = "optiserve-operator"
     kubeconfig: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -116,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(env("OPTISERVE_API_BURST", str(DEFAULT_BURST))),
         help="requests allowed at once above --api-qps",
     )
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run as one of several replicas: only the holder of a coordination.k8s.io Lease "
+        "reconciles, a standby takes over when it stops renewing",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=env("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
+    )
+    parser.add_argument(
+        "--leader-election-id", default="optiserve-operator", help="name of the Lease"
+    )
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"))
     return parser
 
@@ -143,5 +160,8 @@ def parse_settings(argv: Sequence[str]) -> OperatorSettings:
         resync_seconds=args.resync_seconds,
         api_qps=args.api_qps,
         api_burst=args.api_burst,
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace,
+        leader_election_id=args.leader_election_id,
         kubeconfig=args.kubeconfig,
     )
