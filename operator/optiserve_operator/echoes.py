@@ -57,9 +57,10 @@ class OwnWrites:
 
 def is_edit(body: Mapping[str, Any]) -> bool:
     """A spec change of a model the operator has already reconciled at an older generation."""
-    observed = (body.get("status") or {}).get("observedGeneration")
-    generation = (body.get("metadata") or {}).get("generation")
-    return observed is not None and generation is not None and int(generation) > int(observed)
+    observed = int((body.get("status") or {}).get("observedGeneration") or 0)
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    # observedGeneration 0 (the CRD's default) is a model no pass has finished yet.
+    return observed >= 1 and generation > observed
 
 
 def fingerprint(obj: Mapping[str, Any]) -> str:

@@ -43,6 +43,12 @@ PLURALS = {
     "Service": "services",
 }
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+# Reads of these kinds go to etcd (a quorum read). Others are answered from the API server's
+# watch cache (resourceVersion=0: no etcd round trip, a fraction of the cost at a thousand
+# models), which may be a moment behind: passes are level-based and every change of a child
+# brings another pass. The model itself must not be stale (its status is what a pass builds
+# on), nor a finished Job's pods (their termination message carries the result), nor a Lease.
+FRESH_READS = frozenset({"OptimizedModel", "Pod", "Lease"})
 REPORTING_COMPONENT = "optiserve-operator"
 # (connect, read) seconds: a hung API server is a transient error, not a hung worker.
 REQUEST_TIMEOUT = (10.0, 60.0)
@@ -149,8 +155,11 @@ class Kube:
         return data if isinstance(data, dict) else {"items": data}
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        query = {} if kind in FRESH_READS else {"resourceVersion": "0"}
         try:
-            return self._request("GET", resource_path(api_version, kind, namespace, name))
+            return self._request(
+                "GET", resource_path(api_version, kind, namespace, name), query=query
+            )
         except KubeError as err:
             if err.status == 404:
                 return None
@@ -159,12 +168,10 @@ class Kube:
     def list(
         self, api_version: str, kind: str, namespace: str, selector: Mapping[str, str]
     ) -> list[Obj]:
-        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        found = self._request(
-            "GET",
-            resource_path(api_version, kind, namespace),
-            query={"labelSelector": label_selector},
-        )
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))}
+        if kind not in FRESH_READS:
+            query["resourceVersion"] = "0"
+        found = self._request("GET", resource_path(api_version, kind, namespace), query=query)
         items: list[Obj] = found.get("items") or []
         return items
 

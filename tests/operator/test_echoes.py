@@ -68,3 +68,4 @@ def test_only_an_edit_of_a_reconciled_model_is_urgent() -> None:
     assert is_edit(model("5", generation=3, observed=2))
     assert not is_edit(model("5", generation=2, observed=2))
     assert not is_edit(model("5", generation=1))  # new: queued with the others
+    assert not is_edit(model("5", generation=1, observed=0))  # the CRD's default status
