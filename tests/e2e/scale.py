@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -301,8 +301,11 @@ class Fleet:
             self.resume_operator()
 
     def models(self) -> list[dict[str, Any]]:
-        found: dict[str, Any] = self.custom.list_namespaced_custom_object(
-            "optiserve.io", "v1alpha1", self.namespace, "optimizedmodels"
+        found = cast(
+            dict[str, Any],
+            self.custom.list_namespaced_custom_object(
+                "optiserve.io", "v1alpha1", self.namespace, "optimizedmodels"
+            ),
         )
         return list(found["items"])
 
@@ -368,19 +371,25 @@ def ready_timeline(
 
 def spec_change(fleet: Fleet, name: str, replicas: int) -> int:
     """Change a model's replicas (not its recipe); the new generation."""
-    patched: dict[str, Any] = fleet.custom.patch_namespaced_custom_object(
-        "optiserve.io",
-        "v1alpha1",
-        fleet.namespace,
-        "optimizedmodels",
-        name,
-        {"spec": {"serving": {"replicas": replicas}}},
+    patched = cast(
+        dict[str, Any],
+        fleet.custom.patch_namespaced_custom_object(
+            "optiserve.io",
+            "v1alpha1",
+            fleet.namespace,
+            "optimizedmodels",
+            name,
+            {"spec": {"serving": {"replicas": replicas}}},
+        ),
     )
     return int(patched["metadata"]["generation"])
 
 
 def observed(fleet: Fleet, name: str, generation: int) -> bool:
-    obj: dict[str, Any] = fleet.custom.get_namespaced_custom_object(
-        "optiserve.io", "v1alpha1", fleet.namespace, "optimizedmodels", name
+    obj = cast(
+        dict[str, Any],
+        fleet.custom.get_namespaced_custom_object(
+            "optiserve.io", "v1alpha1", fleet.namespace, "optimizedmodels", name
+        ),
     )
     return bool((obj.get("status") or {}).get("observedGeneration") == generation)
