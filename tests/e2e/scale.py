@@ -40,6 +40,7 @@ from tests.harness.cluster import LocalCluster, install_crd
 from tests.harness.cluster_spec import ClusterOptions, FakeNode, render_kubeconfig
 from tests.harness.processes import free_ports
 from tests.harness.volume_binder import VolumeBinder
+from tests.harness.waiting import wait_until
 
 OPERATOR_USER = "optiserve-operator"
 MUTATING_VERBS = ("create", "update", "patch", "delete", "deletecollection")
@@ -249,6 +250,19 @@ class Fleet:
             resync_seconds=300,
         )
         self.operator.start()
+        self.wait_operator()
+
+    def wait_operator(self, timeout_s: float = 90.0) -> None:
+        """Until the (re)started operator serves its metrics (its start-up is done)."""
+
+        def serving() -> bool:
+            try:
+                self.metric("optiserve_workqueue_depth")
+            except OSError:
+                return False
+            return True
+
+        wait_until("the operator's metrics", serving, timeout_s=timeout_s, every_s=0.5)
 
     def stop(self) -> None:
         self._stop_binder.set()
