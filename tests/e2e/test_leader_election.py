@@ -98,7 +98,9 @@ def test_sigkill_of_the_leader_hands_over_within_the_bound_and_duplicates_nothin
         every_s=0.2,
     )
     takeover = time.monotonic() - killed_at
-    assert takeover <= TAKEOVER_BOUND + 2.0, f"hand-over took {takeover:.1f}s"
+    # The Lease's bound (11 s) plus the standby's GET and PUT and this poll's kubectl on a
+    # loaded machine: within the 15 s the issue asks for.
+    assert takeover < 15.0, f"hand-over took {takeover:.1f}s (Lease bound {TAKEOVER_BOUND}s)"
 
     obj = wait_ready(cluster, second, ns, "handover")
     assert second.reconciles() > 0
