@@ -107,3 +107,8 @@ delete_folder
 # The S3 test server's API, used by tests (which vulture does not scan).
 _.put  # testing/optiserve_testing/s3server.py
 start_s3
+
+# urllib3's retry policy, read by the kubernetes client's pool manager (kube.py).
+_.retries
+# The stated hand-over bound, asserted by tests/e2e/test_leader_election.py.
+TAKEOVER_BOUND  # operator/optiserve_operator/leader.py

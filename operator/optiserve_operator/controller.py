@@ -25,12 +25,14 @@ from optiserve.render.kubernetes import (
 )
 from optiserve_operator import conditions as c
 from optiserve_operator import metrics
+from optiserve_operator.applied import stamped, unchanged
 from optiserve_operator.deletion import (
     FINALIZER,
     plan_deletion,
     retired_finalizers_patch,
     wants_finalizer,
 )
+from optiserve_operator.echoes import OwnWrites
 from optiserve_operator.exposure import delete_exposure
 from optiserve_operator.failures import (
     MESSAGE_LIMIT,
@@ -74,10 +76,11 @@ def _doing(what: str) -> Iterator[None]:
 
 
 class Controller:
-    def __init__(self, kube: Kube, config: Config) -> None:
+    def __init__(self, kube: Kube, config: Config, own_writes: OwnWrites | None = None) -> None:
         self.kube = kube
         self.config = config
         self.phases: dict[tuple[str, str], str] = {}
+        self.own_writes = own_writes  # status writes whose watch events are echoes
 
     def observe(self, obj: Obj, spec: OptimizedModelSpec) -> Observed:
         return read_observed(self.kube, obj, spec)
@@ -262,7 +265,11 @@ class Controller:
             metrics.CHILD_OPERATIONS.labels(manifest["kind"], "create" if created else "read").inc()
         for manifest in result.apply:
             with _doing(f"apply {manifest['kind']} {manifest['metadata']['name']}"):
-                self.kube.apply(manifest)
+                child = manifest["metadata"]["name"]
+                live = self.kube.get(manifest["apiVersion"], manifest["kind"], namespace, child)
+                if unchanged(live, manifest):  # as wanted: no write (applied.py says why)
+                    continue
+                self.kube.apply(stamped(manifest))
             metrics.CHILD_OPERATIONS.labels(manifest["kind"], "apply").inc()
         with _doing("write the status"):
             self._write_status(obj, result.status)
@@ -308,7 +315,10 @@ class Controller:
             "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
             "status": status.to_wire(),
         }
-        self.kube.apply(body, subresource="status")
+        written = self.kube.apply(body, subresource="status")
+        if self.own_writes is not None:
+            version = (written.get("metadata") or {}).get("resourceVersion")
+            self.own_writes.record(key, version, obj)
 
     def _write_invalid(self, obj: Obj, error: str, now: str) -> None:
         """A spec the API server took but the models refuse (e.g. a CRD older than the

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,10 @@ from optiserve.render.job import COMPONENT as JOB_COMPONENT
 from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, MANAGED_BY
 from optiserve_operator import metrics
 from optiserve_operator.controller import Controller
+from optiserve_operator.echoes import OwnWrites, is_edit
 from optiserve_operator.kube import Kube
+from optiserve_operator.leader import LeaderElector, new_identity, run_election
+from optiserve_operator.ratelimit import TokenBucket
 from optiserve_operator.reconcile import Config
 from optiserve_operator.settings import OperatorSettings
 from optiserve_operator.workqueue import WorkQueue
@@ -54,6 +59,17 @@ class Runtime:
     queue: WorkQueue[Key] = field(default_factory=WorkQueue)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     failures: dict[Key, int] = field(default_factory=dict)
+    own_writes: OwnWrites = field(default_factory=OwnWrites)
+    # Set while this replica may reconcile: always alone, while it holds the Lease with
+    # --leader-elect (leader.py). Watches fill the queue either way, so a standby is current.
+    leading: asyncio.Event = field(default_factory=asyncio.Event)
+    elector: LeaderElector | None = None
+
+
+def stop_process() -> None:
+    """Leadership lost: stop as client-go does (SIGTERM, kopf's orderly shutdown); the
+    Deployment restarts the pod, which comes back as a standby."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def runtime(memo: Any) -> Runtime:
@@ -63,6 +79,7 @@ def runtime(memo: Any) -> Runtime:
 
 async def worker(rt: Runtime, controller: Controller) -> None:
     while True:
+        await rt.leading.wait()
         key = await rt.queue.get()
         metrics.QUEUE_DEPTH.set(len(rt.queue))
         try:
@@ -102,7 +119,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    kube = await asyncio.to_thread(Kube.from_environment, ops.kubeconfig)
+    limiter = TokenBucket(ops.api_qps, ops.api_burst)
+    kube = await asyncio.to_thread(Kube.from_environment, ops.kubeconfig, limiter)
     # Read once: the chart restarts the operator when the policy changes (checksum annotation).
     # An unreadable policy stops the start rather than let every spec through.
     policy = read_policy_dir(Path(ops.policy_dir)) if ops.policy_dir else None
@@ -113,11 +131,20 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         resync_seconds=ops.resync_seconds,
         policy=policy,
     )
-    controller = Controller(kube, config)
+    controller = Controller(kube, config, rt.own_writes)
     rt.tasks = [
         asyncio.create_task(worker(rt, controller), name=f"optiserve-worker-{i}")
         for i in range(ops.workers)
     ]
+    if ops.leader_elect:
+        rt.elector = LeaderElector(
+            kube, ops.leader_election_namespace, ops.leader_election_id, new_identity()
+        )
+        rt.tasks.append(
+            asyncio.create_task(run_election(rt.elector, rt.leading, stop_process), name="leader")
+        )
+    else:
+        rt.leading.set()
     if ops.metrics_port:
         start_http_server(ops.metrics_port)
     LOG.info(
@@ -135,6 +162,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for task in rt.tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if rt.elector is not None and rt.leading.is_set():
+        # Hand over now rather than after the Lease expires (a rolling update, a drain).
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(rt.elector.release)
 
 
 @kopf.on.probe(id="workqueue_depth")
@@ -144,13 +175,19 @@ def queue_depth(memo: kopf.Memo, **_: Any) -> int:
 
 # async on purpose: kopf runs sync handlers in threads, and the queue belongs to the loop.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def model_event(type: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+async def model_event(
+    type: str, name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any
+) -> None:
     rt = runtime(memo)
     key = (namespace or "", name)
     if type == "DELETED":
         rt.queue.forget(key)
         rt.failures.pop(key, None)
-    rt.queue.add(key)  # a pass on a deleted key finds it gone and clears its metrics
+        rt.own_writes.forget(key)
+    elif type == "MODIFIED" and rt.own_writes.is_echo(key, body):
+        return  # our own status write coming back (echoes.py)
+    # A pass on a deleted key finds it gone and clears its metrics.
+    rt.queue.add(key, urgent=is_edit(body))
     metrics.QUEUE_DEPTH.set(len(rt.queue))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
@@ -17,6 +18,13 @@ from urllib.parse import quote, urlencode
 from kubernetes import client, config
 
 from optiserve.render.kubernetes import FIELD_MANAGER
+from optiserve_operator import metrics
+from optiserve_operator.ratelimit import (
+    MAX_THROTTLE_RETRIES,
+    TokenBucket,
+    throttle_delay,
+    transport_retries,
+)
 
 Obj = dict[str, Any]
 
@@ -28,6 +36,7 @@ PLURALS = {
     "HTTPRoute": "httproutes",
     "Ingress": "ingresses",
     "Job": "jobs",
+    "Lease": "leases",
     "NetworkPolicy": "networkpolicies",
     "OptimizedModel": "optimizedmodels",
     "PodDisruptionBudget": "poddisruptionbudgets",
@@ -37,6 +46,13 @@ PLURALS = {
 }
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
+
+# Reads of these kinds go to etcd (a quorum read). Others are answered from the API server's
+# watch cache (resourceVersion=0: no etcd round trip, a fraction of the cost at a thousand
+# models), which may be a moment behind: passes are level-based and every change of a child
+# brings another pass. The model itself must not be stale (its status is what a pass builds
+# on), nor a finished Job's pods (their termination message carries the result), nor a Lease.
+FRESH_READS = frozenset({"OptimizedModel", "Pod", "Lease"})
 REPORTING_COMPONENT = "optiserve-operator"
 # (connect, read) seconds: a hung API server is a transient error, not a hung worker.
 REQUEST_TIMEOUT = (10.0, 60.0)
@@ -68,18 +84,23 @@ def resource_path(
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, limiter: TokenBucket | None = None) -> None:
         self.api = api_client
         self.host = socket.gethostname()
+        self.limiter = limiter  # every request takes a token (ratelimit.py); None: no limit
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
+    def from_environment(
+        cls, kubeconfig: str | None = None, limiter: TokenBucket | None = None
+    ) -> Kube:
         """In-cluster credentials when running in a pod, else the kubeconfig (``KUBECONFIG``)."""
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient())
+        configuration = client.Configuration.get_default_copy()
+        configuration.retries = transport_retries()
+        return cls(client.ApiClient(configuration), limiter)
 
     @overload
     def _request(
@@ -126,9 +147,18 @@ class Kube:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         # Authentication headers (token, refreshed exec credentials) the client would add.
         self.api.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
-        response = self.api.call_api(
-            method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT
-        )
+        for attempt in range(MAX_THROTTLE_RETRIES + 1):
+            if self.limiter is not None:
+                metrics.CLIENT_WAIT.inc(self.limiter.acquire())
+            response = self.api.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT
+            )
+            metrics.API_REQUESTS.labels(method, str(response.status)).inc()
+            if response.status != 429 or attempt == MAX_THROTTLE_RETRIES:
+                break
+            # Throttled by the API server: wait as it asks, then again (ratelimit.py).
+            retry_after = response.getheader("Retry-After")  # type: ignore[no-untyped-call]
+            time.sleep(throttle_delay(retry_after, attempt))
         content: bytes = response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
             try:
@@ -147,8 +177,11 @@ class Kube:
         return data if isinstance(data, dict) else {"items": data}
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        query = {} if kind in FRESH_READS else {"resourceVersion": "0"}
         try:
-            return self._request("GET", resource_path(api_version, kind, namespace, name))
+            return self._request(
+                "GET", resource_path(api_version, kind, namespace, name), query=query
+            )
         except KubeError as err:
             if err.status == 404:
                 return None
@@ -157,12 +190,10 @@ class Kube:
     def list(
         self, api_version: str, kind: str, namespace: str, selector: Mapping[str, str]
     ) -> list[Obj]:
-        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        found = self._request(
-            "GET",
-            resource_path(api_version, kind, namespace),
-            query={"labelSelector": label_selector},
-        )
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))}
+        if kind not in FRESH_READS:
+            query["resourceVersion"] = "0"
+        found = self._request("GET", resource_path(api_version, kind, namespace), query=query)
         items: list[Obj] = found.get("items") or []
         return items
 
@@ -184,6 +215,20 @@ class Kube:
         if existing is None:  # deleted between the two calls; the next pass creates it
             raise KubeError(409, "Conflict", f"{meta['name']} exists and vanished")
         return existing, False
+
+    def create(self, manifest: Obj) -> Obj:
+        """POST; a 409 (it exists) is the caller's to handle."""
+        meta = manifest["metadata"]
+        path = resource_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
+        return self._request("POST", path, body=manifest)
+
+    def replace(self, manifest: Obj) -> Obj:
+        """PUT, conditional on ``metadata.resourceVersion`` when given (409 if it moved on)."""
+        meta = manifest["metadata"]
+        path = resource_path(
+            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
+        )
+        return self._request("PUT", path, body=manifest)
 
     def apply(self, manifest: Obj, subresource: str | None = None, *, dry_run: bool = False) -> Obj:
         """Server-side apply with field manager ``optiserve``; takes over conflicting fields.

@@ -28,6 +28,16 @@ QUEUE_DEPTH = Gauge("optiserve_workqueue_depth", "Keys waiting for a worker.")
 CHILD_OPERATIONS = Counter(
     "optiserve_child_operations_total", "Writes to child objects.", ["kind", "verb"]
 )
+API_REQUESTS = Counter(
+    "optiserve_api_requests_total",
+    "Requests of the reconcile workers to the API server (watches are kopf's), by HTTP method "
+    "and status code (429: throttled by the server, retried after its Retry-After).",
+    ["method", "code"],
+)
+CLIENT_WAIT = Counter(
+    "optiserve_client_rate_limit_wait_seconds_total",
+    "Seconds the workers waited for the client-side rate limit (--api-qps, --api-burst).",
+)
 MODEL_CONDITIONS = Gauge(
     "optiserve_model_condition",
     "1 while an OptimizedModel's condition of this type is True, else 0 (alerts read Degraded, "

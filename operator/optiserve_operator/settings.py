@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from optiserve.digest import optiserve_version
+from optiserve_operator.ratelimit import DEFAULT_BURST, DEFAULT_QPS
 
 DEFAULT_OPTIMIZER_IMAGE = f"ghcr.io/optiserve/optimizer:{optiserve_version()}"
 # When a model is looked at again without a watch event: the flags' and reconcile.Config's
@@ -33,6 +34,11 @@ class OperatorSettings:
     workers: int = 4
     poll_seconds: float = POLL_SECONDS
     resync_seconds: float = RESYNC_SECONDS
+    api_qps: float = DEFAULT_QPS  # client-side token bucket of the workers' requests
+    api_burst: int = DEFAULT_BURST
+    leader_elect: bool = False  # several replicas: only the Lease holder reconciles (leader.py)
+    leader_election_namespace: str = "default"
+    leader_election_id: str = "optiserve-operator"
     kubeconfig: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -109,6 +115,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=RESYNC_SECONDS,
         help="re-check interval of settled models",
     )
+    parser.add_argument(
+        "--api-qps",
+        type=float,
+        default=float(env("OPTISERVE_API_QPS", str(DEFAULT_QPS))),
+        help="requests per second to the API server, client-side (token bucket)",
+    )
+    parser.add_argument(
+        "--api-burst",
+        type=int,
+        default=int(env("OPTISERVE_API_BURST", str(DEFAULT_BURST))),
+        help="requests allowed at once above --api-qps",
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run as one of several replicas: only the holder of a coordination.k8s.io Lease "
+        "reconciles, a standby takes over when it stops renewing",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=env("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
+    )
+    parser.add_argument(
+        "--leader-election-id", default="optiserve-operator", help="name of the Lease"
+    )
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"))
     return parser
 
@@ -117,6 +149,8 @@ def parse_settings(argv: Sequence[str]) -> OperatorSettings:
     args = build_parser().parse_args(list(argv))
     if args.workers < 1:
         raise SystemExit("--workers must be at least 1")
+    if args.api_qps <= 0 or args.api_burst < 1:
+        raise SystemExit("--api-qps must be above 0 and --api-burst at least 1")
     return OperatorSettings(
         namespaces=tuple(args.namespace),
         standalone=args.standalone,
@@ -132,5 +166,10 @@ def parse_settings(argv: Sequence[str]) -> OperatorSettings:
         workers=args.workers,
         poll_seconds=args.poll_seconds,
         resync_seconds=args.resync_seconds,
+        api_qps=args.api_qps,
+        api_burst=args.api_burst,
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace,
+        leader_election_id=args.leader_election_id,
         kubeconfig=args.kubeconfig,
     )

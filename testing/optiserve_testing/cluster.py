@@ -125,6 +125,7 @@ class LocalCluster:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={cm_port}",
                 f"--cert-dir={self.state_dir / 'controller-manager-certs'}",
+                *self.options.controller_manager_args,
             ],
         )
         self._spawn(
@@ -251,6 +252,7 @@ class LocalCluster:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={certs['front-proxy'].cert}",
             f"--proxy-client-key-file={certs['front-proxy'].key}",
+            *self.options.apiserver_args,
         ]
 
     def _spawn(self, name: str, args: list[str]) -> None:

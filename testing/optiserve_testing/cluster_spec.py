@@ -27,13 +27,14 @@ class FakeNode:
     # What a kubelet reports for its root file system; pods asking for scratch space (the
     # optimizer Job, Triton's /tmp) cannot be scheduled on a node that reports none.
     ephemeral_storage: str = "500Gi"
+    pods: str = "110"  # a kubelet's default; the scale benchmark asks for more
 
     def manifest(self) -> dict[str, object]:
         capacity = {
             "cpu": self.cpu,
             "memory": self.memory,
             "ephemeral-storage": self.ephemeral_storage,
-            "pods": "110",
+            "pods": self.pods,
         }
         if self.gpus:
             capacity[GPU_RESOURCE] = str(self.gpus)
@@ -71,6 +72,10 @@ class ClusterOptions:
     restricted_namespace: str = "restricted"
     startup_timeout_s: float = 180.0
     keep_state: bool = bool(os.environ.get("OPTISERVE_KEEP_CLUSTER_STATE"))
+    # Extra flags, e.g. an audit policy for the API server or a higher client QPS for the
+    # controller manager (the scale benchmark: its default QPS 20 paces every Deployment).
+    apiserver_args: tuple[str, ...] = ()
+    controller_manager_args: tuple[str, ...] = ()
 
 
 def render_kubeconfig(server: str, ca: Path, user: str, client: pki.KeyPair) -> str:

@@ -55,11 +55,15 @@ KUBE_VERBS: dict[str, tuple[str, ...]] = {
     "emit_event": ("create",),
     "pod_log": ("get",),
     "json_patch": ("patch",),
+    "create": ("create",),
+    "replace": ("update",),
 }
 # Methods whose object (and subresource) is fixed by the method itself.
 KUBE_FIXED_KIND = {"emit_event": ("v1", "Event"), "pod_log": ("v1", "Pod")}
 KUBE_FIXED_SUBRESOURCE = {"pod_log": "log"}
-MANIFEST_METHODS = ("create_or_read", "apply")
+MANIFEST_METHODS = ("create_or_read", "apply", "create", "replace")
+# The Lease of --leader-elect lives in the operator's own namespace, not the watched ones.
+LEADER_ELECTION_MODULE = "optiserve_operator.leader"
 
 
 def group_of(api_version: str) -> str:
@@ -214,6 +218,10 @@ def kube_calls() -> list[KubeCall]:
                     )
                     if literal is not None:
                         api_version, kind = _api_version_and_kind(literal, module_globals)
+                elif all(isinstance(a, ast.Subscript) for a in node.args[:2]):
+                    # kube.get(manifest["apiVersion"], manifest["kind"], ...): a planned
+                    # manifest read back (the kinds of planned_manifests()).
+                    api_version, kind = None, None
                 else:
                     api_version = _resolve(node.args[0], module_globals)
                     kind = _resolve(node.args[1], module_globals)
@@ -380,6 +388,8 @@ def operator_permissions() -> set[Permission]:
     needed = kopf_handler_permissions() | owner_reference_permissions()
     planned = planned_manifests()
     for call in kube_calls():
+        if call.module == LEADER_ELECTION_MODULE:
+            continue
         verbs = KUBE_VERBS[call.method]
         if call.subresource or call.kind == KIND:
             # A status (or finalizer) apply to an OptimizedModel the pass just read: it
@@ -391,6 +401,16 @@ def operator_permissions() -> set[Permission]:
             key = "create" if call.method == "create_or_read" else "apply"
             for api_version, kind in planned[key]:
                 needed |= permissions(api_version, kind, verbs)
+    return needed
+
+
+def leader_election_permissions() -> set[Permission]:
+    """What ``--leader-elect`` needs in the operator's own namespace (its Lease)."""
+    needed: set[Permission] = set()
+    for call in kube_calls():
+        if call.module == LEADER_ELECTION_MODULE:
+            assert call.api_version is not None and call.kind is not None, call
+            needed |= permissions(call.api_version, call.kind, KUBE_VERBS[call.method])
     return needed
 
 

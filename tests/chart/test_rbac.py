@@ -158,3 +158,11 @@ def test_chart_is_least_privilege_in_every_mode() -> None:
         {"watchNamespaces": ["ml"], "replicaCount": 2},
     ):
         _least_privilege(template(values))
+
+
+def test_leader_election_needs_only_its_lease() -> None:
+    """--leader-elect reads, creates and updates one Lease in the operator's own namespace
+    (leader.py), nothing in the watched namespaces."""
+    assert op.leader_election_permissions() == {
+        op.Permission("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")
+    }

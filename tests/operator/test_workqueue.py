@@ -47,3 +47,30 @@ def test_add_after_keeps_the_earliest_request_and_forget_cancels() -> None:
         assert len(queue) == 0
 
     asyncio.run(scenario())
+
+
+def test_an_urgent_key_overtakes_the_queued_ones_and_is_still_deduplicated() -> None:
+    async def scenario() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue()
+        for key in ("a", "b", "c", "d"):
+            queue.add(key)
+        queue.add("edit", urgent=True)
+        queue.add("c", urgent=True)  # already queued: moves up, not in twice
+        got = [await queue.get() for _ in range(5)]
+        assert len(queue) == 0
+        return got
+
+    assert asyncio.run(scenario()) == ["edit", "c", "a", "b", "d"]
+
+
+def test_an_urgent_add_during_processing_comes_back_urgent() -> None:
+    async def scenario() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue()
+        queue.add("a")
+        key = await queue.get()
+        queue.add("b")
+        queue.add("a", urgent=True)  # edited while its worker runs
+        queue.done(key)
+        return [await queue.get(), await queue.get()]
+
+    assert asyncio.run(scenario()) == ["a", "b"]

@@ -40,17 +40,19 @@ change both together. No secrets, no wildcards.
   resources: ["pods/log"]
   verbs: ["get"]
 # Triton's Deployment (watched, read) and Service: server-side apply, which is a patch, and a
-# create when the object does not exist yet.
+# create when the object does not exist yet. Every applied child is read first: an apply that
+# would change nothing is not sent (optiserve_operator/applied.py).
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "watch", "create", "patch"]
-# Triton's PodDisruptionBudget: server-side apply (patch, and create when it does not exist yet).
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Triton's PodDisruptionBudget: read, server-side applied (patch, and create when it does not
+# exist yet).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 # Triton's NetworkPolicy (serving.networkPolicy): read to notice one the spec switched off,
 # server-side applied while wanted, deleted after.
 - apiGroups: ["networking.k8s.io"]

@@ -1,0 +1,326 @@
+"""N OptimizedModels on the real local control plane: Ready rate, memory, writes, deletion.
+
+The models' artifacts already exist (tests/e2e/scale.py: each status names its finished
+artifact, written while the operator is paused), so the optimizer is not what is measured; the
+Triton pods are kwok's. Steps, one operator process unless said otherwise:
+
+1. idle: the operator's RSS with one model (``probe``) Ready.
+2. burst: N models appear at once (the operator resumed); Ready over time, the peak RSS, and
+   ``probe``'s latency: its spec changes 3 s into the burst, while the others are busy.
+3. settle: RSS after the burst, and the operator's writes while nothing changes.
+4. re-apply: ``kubectl apply`` of the same N: the operator's mutating requests (audit log).
+5. restart: the operator restarted, so every model is reconciled from scratch: its writes.
+6. delete: ``kubectl delete`` of all N: time until no child is left, RSS after.
+
+    python benchmarks/scale_bench.py --models 1000   # writes benchmarks/results/scale.{md,png}
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.e2e.scale (shared with the CI test) uses e2e fixtures
+
+from optiserve_testing.binaries import control_plane_binaries  # noqa: E402
+from optiserve_testing.waiting import wait_until  # noqa: E402
+from tests.e2e.scale import (  # noqa: E402
+    Fleet,
+    RssSampler,
+    observed,
+    ready_timeline,
+    rss_mib,
+    spec_change,
+)
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> dict[str, str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    lines = text.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if "model name" in ln), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    wanted = ("sse4_2", "avx", "avx2", "avx512f", "avx512_vnni", "amx_int8")
+    return {
+        "cpu": model or platform.processor(),
+        "isa": " ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted),
+        "threads": str(os.cpu_count()),
+    }
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def settled_rss(sampler: RssSampler, seconds: float) -> float:
+    """The median RSS over the next ``seconds``."""
+    start = time.monotonic()
+    time.sleep(seconds)
+    window = [m for t, m in sampler.samples if t >= start]
+    return statistics.median(window) if window else 0.0
+
+
+def probe_latency(fleet: Fleet, delay_s: float, out: dict[str, float]) -> threading.Thread:
+    """Change ``probe``'s spec ``delay_s`` into the burst; seconds until it is reconciled."""
+
+    def run() -> None:
+        time.sleep(delay_s)
+        depth = fleet.metric("optiserve_workqueue_depth")
+        began = time.monotonic()
+        generation = spec_change(fleet, "probe", 2)
+        while not observed(fleet, "probe", generation):
+            time.sleep(0.1)
+        out["latency_s"] = time.monotonic() - began
+        out["queue_depth"] = depth
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def fmt_writes(writes: Counter[str]) -> str:
+    total = sum(writes.values())
+    detail = ", ".join(f"{k} {v}" for k, v in writes.most_common())
+    return f"{total}" + (f" ({detail})" if detail else "")
+
+
+def bench(models: int, timeout_s: float, operator_args: tuple[str, ...]) -> dict[str, Any]:
+    fleet = Fleet(control_plane_binaries(), models)
+    r: dict[str, Any] = {"models": models, "load_start": load(), "operator_args": operator_args}
+    try:
+        fleet.start(operator_args)
+        wait_until("operator metrics", lambda: _metrics_up(fleet), timeout_s=60, every_s=0.5)
+        sampler = RssSampler(fleet.pid)
+        fleet.create_seeded(["probe"])
+        wait_until("probe Ready", lambda: fleet.ready({"probe"}) == 1, timeout_s=120)
+        r["rss_idle"] = settled_rss(sampler, 10)
+
+        names = fleet.names()
+        # Read while the operator runs (it serves its metrics); paused, nothing moves.
+        cpu0 = cpu_seconds(fleet.pid)
+        requests0 = fleet.metric("optiserve_api_requests_total")
+        reconciles0 = fleet.metric("optiserve_reconciles_total")
+        fleet.pause_operator()
+        t_apply = time.monotonic()
+        fleet.apply(names)
+        fleet.seed(names)
+        r["create_s"] = time.monotonic() - t_apply
+        burst_mark = fleet.audit.mark()
+        t0 = time.monotonic()
+        fleet.resume_operator()
+        probe: dict[str, float] = {}
+        prober = probe_latency(fleet, 3.0, probe)
+        timeline = list(ready_timeline(fleet, set(names), timeout_s))
+        t_done = time.monotonic()
+        prober.join(timeout=120)
+        r["timeline"] = timeline
+        r["burst_s"] = timeline[-1][0]
+        r["ready"] = timeline[-1][1]
+        r["rate"] = r["ready"] / r["burst_s"] if r["burst_s"] else 0.0
+        # Ready count crossing 10% and 90%: the steady rate, without start-up and tail.
+        r["rate_10_90"] = _steady_rate(timeline, models)
+        r["probe"] = probe
+        r["rss_peak"] = sampler.peak(t0, t_done)
+        r["burst_writes"] = fleet.audit.writes_since(burst_mark)
+        r["reconciles"] = fleet.metric("optiserve_reconciles_total") - reconciles0
+        r["requests"] = fleet.metric("optiserve_api_requests_total") - requests0
+        r["cpu_s"] = cpu_seconds(fleet.pid) - cpu0
+
+        quiet_mark = fleet.audit.mark()
+        r["rss_after"] = settled_rss(sampler, 20)
+        r["quiet_writes"] = fleet.audit.writes_since(quiet_mark)
+
+        mark = fleet.audit.mark()
+        started = time.monotonic()
+        output = fleet.apply(names)
+        r["reapply_s"] = time.monotonic() - started
+        r["reapply_unchanged"] = output.count(" unchanged")
+        time.sleep(15)
+        r["reapply_writes"] = fleet.audit.writes_since(mark)
+
+        mark = fleet.audit.mark()
+        assert fleet.operator is not None
+        fleet.operator.stop()
+        sampler.stop()
+        fleet.operator.start()
+        restarted = RssSampler(fleet.pid)
+        wait_until("operator metrics", lambda: _metrics_up(fleet), timeout_s=60, every_s=0.5)
+        started = time.monotonic()
+        wait_until(
+            "every model reconciled after the restart",
+            lambda: fleet.metric("optiserve_reconciles_total") >= models + 1,
+            timeout_s=timeout_s,
+        )
+        r["restart_pass_s"] = time.monotonic() - started
+        time.sleep(5)
+        r["restart_writes"] = fleet.audit.writes_since(mark)
+        r["restart_rss_peak"] = restarted.peak()
+        r["rss_idle_restarted"] = r["rss_idle"]
+
+        mark = fleet.audit.mark()
+        started = time.monotonic()
+        fleet.cluster.kubectl(
+            "delete",
+            "om",
+            "--all",
+            "-n",
+            fleet.namespace,
+            "--wait=false",
+            check=True,
+            timeout_s=300,
+        )
+        wait_until(
+            "every child gone",
+            lambda: not any(fleet.children().values()) and not fleet.models(),
+            timeout_s=timeout_s,
+            every_s=2,
+        )
+        r["delete_s"] = time.monotonic() - started
+        r["rss_after_delete"] = settled_rss(restarted, 20)
+        r["delete_writes"] = fleet.audit.writes_since(mark)
+        r["children_left"] = fleet.children()
+        restarted.stop()
+        r["load_end"] = load()
+        return r
+    finally:
+        fleet.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (load-independent cost)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _metrics_up(fleet: Fleet) -> bool:
+    try:
+        fleet.metric("optiserve_workqueue_depth")
+    except OSError:
+        return False
+    return rss_mib(fleet.pid) is not None
+
+
+def _steady_rate(timeline: list[tuple[float, int]], models: int) -> float:
+    low = next((t for t, n in timeline if n >= 0.1 * models), None)
+    high = next((t for t, n in timeline if n >= 0.9 * models), None)
+    if low is None or high is None or high <= low:
+        return 0.0
+    return 0.8 * models / (high - low)
+
+
+def table(r: dict[str, Any], info: dict[str, str]) -> str:
+    probe = r["probe"]
+    rows = [
+        ("models Ready", f"{r['ready']} / {r['models']} in {r['burst_s']:.1f} s"),
+        ("Ready rate, whole burst", f"{r['rate']:.2f} models/s"),
+        ("Ready rate, 10% to 90%", f"{r['rate_10_90']:.2f} models/s"),
+        ("reconcile passes in the burst", f"{r['reconciles']:.0f}"),
+        (
+            "operator API requests / CPU in the burst",
+            f"{r['requests']:.0f} requests; {r['cpu_s']:.1f} CPU s "
+            f"({1000 * r['cpu_s'] / max(r['reconciles'], 1):.0f} ms a pass)",
+        ),
+        ("operator writes in the burst", fmt_writes(r["burst_writes"])),
+        ("creating + seeding the N models (kubectl)", f"{r['create_s']:.1f} s"),
+        (
+            "probe's spec change reconciled (3 s into the burst)",
+            f"{probe.get('latency_s', float('nan')):.2f} s "
+            f"(queue depth then {probe.get('queue_depth', float('nan')):.0f})",
+        ),
+        ("operator RSS idle (1 model)", f"{r['rss_idle']:.0f} MiB"),
+        ("operator RSS peak in the burst", f"{r['rss_peak']:.0f} MiB"),
+        ("operator RSS after the burst (median of 20 s)", f"{r['rss_after']:.0f} MiB"),
+        ("operator writes in those 20 s", fmt_writes(r["quiet_writes"])),
+        (
+            "re-apply: kubectl apply of the same N",
+            f"{r['reapply_unchanged']} unchanged, {r['reapply_s']:.1f} s",
+        ),
+        ("operator writes, re-apply + 15 s", fmt_writes(r["reapply_writes"])),
+        ("restart: every model reconciled again in", f"{r['restart_pass_s']:.1f} s"),
+        ("operator writes after the restart", fmt_writes(r["restart_writes"])),
+        ("restarted operator RSS peak", f"{r['restart_rss_peak']:.0f} MiB"),
+        ("delete all: every child gone in", f"{r['delete_s']:.1f} s"),
+        ("children left", str(sum(r["children_left"].values()))),
+        ("operator writes in the deletion", fmt_writes(r["delete_writes"])),
+        ("restarted operator RSS after the deletion", f"{r['rss_after_delete']:.0f} MiB"),
+    ]
+    width = max(len(a) for a, _ in rows)
+    lines = [f"| {'measure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+    lines += [f"| {a.ljust(width)} | {b} |" for a, b in rows]
+    lines.append("")
+    lines.append(
+        f"CPU {info['cpu']}; {info['threads']} threads; instruction sets {info['isa']}; "
+        f"load average (1, 5, 15 min) {r['load_start']} at the start, {r['load_end']} at the end "
+        f"(the machine is shared). Operator flags beyond the defaults: "
+        f"{' '.join(r['operator_args']) or 'none'}; kube-controller-manager at --kube-api-qps=300 "
+        "--kube-api-burst=500 (its defaults, 20/30, pace the Deployments, not the operator)."
+    )
+    return "\n".join(lines)
+
+
+def plot(timeline: list[tuple[float, int]], models: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([t for t, _ in timeline], [n for _, n in timeline], label="Ready")
+    ax.axhline(models, color="grey", linestyle=":", linewidth=1)
+    slope = [5.0 * t for t, _ in timeline]
+    ax.plot(
+        [t for t, _ in timeline],
+        [min(s, models) for s in slope],
+        "--",
+        color="red",
+        linewidth=1,
+        label="5 models/s",
+    )
+    ax.set_xlabel("seconds since the models appeared")
+    ax.set_ylabel("OptimizedModels Ready")
+    ax.set_title(f"{models} OptimizedModels with existing artifacts")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=1200.0)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--operator-arg",
+        action="append",
+        default=[],
+        help="an extra flag for the operator, e.g. --operator-arg=--api-qps=100 (repeatable)",
+    )
+    args = parser.parse_args()
+    info = machine()
+    r = bench(args.models, args.timeout, tuple(args.operator_arg))
+    text = table(r, info)
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        header = (
+            f"# Scale: {args.models} OptimizedModels\n\n"
+            "`python benchmarks/scale_bench.py --models "
+            f"{args.models}` (see its docstring for the steps).\n\n"
+        )
+        (RESULTS / "scale.md").write_text(header + text + "\n")
+        plot(r["timeline"], args.models, RESULTS / "scale.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""A hundred OptimizedModels on the real control plane (the CI-sized benchmarks/scale_bench.py):
+all reach Ready, nothing is written again when nothing changed, nothing is left after delete.
+
+Its own cluster (tests/e2e/scale.py): nodes with room for the pods, and an API server audit
+log of the operator's user, from which its writes are counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from optiserve_testing.binaries import BinariesUnavailable, control_plane_binaries
+from optiserve_testing.waiting import wait_until
+from tests.e2e.scale import Fleet, ready_timeline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(600)]
+
+SIZE = 100
+# Above the defaults (QPS 20 bounds a burst to ~1.5 passes/s, benchmarks/results/scale.md), so
+# that the test takes a minute or two, not five.
+OPERATOR_ARGS = ("--workers", "8", "--api-qps", "100", "--api-burst", "200")
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Fleet]:
+    try:
+        binaries = control_plane_binaries()
+    except BinariesUnavailable as err:
+        pytest.skip(f"local Kubernetes control plane unavailable: {err}")
+    found = Fleet(binaries, SIZE)
+    try:
+        found.start(OPERATOR_ARGS)
+        yield found
+    finally:
+        found.stop()
+
+
+def test_a_hundred_models_converge_write_nothing_when_unchanged_and_leave_nothing(
+    fleet: Fleet,
+) -> None:
+    names = fleet.names()
+    fleet.create_seeded(names)
+    *_, (elapsed, ready) = ready_timeline(fleet, set(names), timeout_s=300, every_s=2)
+    operator = fleet.operator
+    assert operator is not None
+    assert ready == SIZE, f"{ready}/{SIZE} Ready after {elapsed:.0f}s\n{operator.logs()}"
+    # The artifacts existed: no optimization Job was started for any of them.
+    assert fleet.children()["jobs"] == 0
+    assert fleet.children()["deployments"] == SIZE
+
+    # An unchanged re-apply of all of them: kubectl sends nothing, the operator writes nothing.
+    mark = fleet.audit.mark()
+    output = fleet.apply(names)
+    assert output.count(" unchanged") == SIZE
+    time.sleep(5)
+    assert fleet.audit.writes_since(mark) == {}
+
+    # A restart looks at every model afresh (the resync's path): each is reconciled, and
+    # finding every child as wanted, writes nothing (no apply, no status, no event).
+    mark = fleet.audit.mark()
+    operator.stop()
+    operator.start()
+    wait_until(
+        "every model reconciled by the new operator",
+        lambda: _reconciled(fleet) >= SIZE,
+        timeout_s=180,
+    )
+    assert fleet.audit.writes_since(mark) == {}
+
+    fleet.cluster.kubectl(
+        "delete", "om", "--all", "-n", fleet.namespace, "--wait=false", check=True
+    )
+    wait_until(
+        "every model and child gone",
+        lambda: not fleet.models() and not any(fleet.children().values()),
+        timeout_s=240,
+        every_s=2,
+    )
+
+
+def _reconciled(fleet: Fleet) -> float:
+    try:
+        return fleet.metric("optiserve_reconciles_total")
+    except OSError:  # the restarted operator is not serving metrics yet
+        return 0.0
