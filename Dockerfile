@@ -29,10 +29,11 @@ COPY operator operator
 COPY optimizer optimizer
 # A CA bundle for pip, when the build needs one to reach PyPI, comes as a build secret
 # (`--secret id=pip-ca,src=...`): mounted for this step only, never in a layer.
-# pip's cache is a cache mount, so a rebuild downloads nothing it has seen.
+# pip's cache stays in this build stage, which no image ships (hack/images/build.sh mounts a
+# persistent one there, so a rebuild downloads nothing it has seen).
 # Versions come from the constraints file (-c), which hadolint cannot see.
 # hadolint ignore=DL3013,DL3042
-RUN --mount=type=secret,id=pip-ca --mount=type=cache,target=/root/.cache/pip,id=optiserve-pip \
+RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
     && python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --upgrade pip \
@@ -64,7 +65,7 @@ COPY src src
 COPY operator operator
 COPY optimizer optimizer
 # hadolint ignore=DL3013,DL3042
-RUN --mount=type=secret,id=pip-ca --mount=type=cache,target=/root/.cache/pip,id=optiserve-pip \
+RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
     && python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --upgrade pip \

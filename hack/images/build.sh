@@ -20,6 +20,10 @@
 #        libraries come from NVIDIA's index, which this project's machines cannot reach).
 set -euo pipefail
 
+# All in main, called on the last line: bash has read the whole script before it runs, so an
+# edit to this file during a build cannot change what the build does.
+main() {
+
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/../.." && pwd)"
 # shellcheck source=base.env
@@ -29,6 +33,21 @@ extras="${OPTIMIZER_EXTRAS:-optimizer}"
 images=(operator optimizer)
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "${repo}/pyproject.toml" | head -1)"
 say() { echo "images/build.sh: $*"; }
+
+overlay_works() {
+  local probe
+  mkdir -p /var/lib/containers
+  probe="$(mktemp -d /var/lib/containers/.overlay-probe.XXXXXX)"
+  mkdir -p "${probe}"/{lower,upper,work,merged}
+  if mount -t overlay overlay -o "lowerdir=${probe}/lower,upperdir=${probe}/upper,workdir=${probe}/work" \
+    "${probe}/merged" 2>/dev/null; then
+    umount "${probe}/merged"
+    rm -rf "${probe}"
+    return 0
+  fi
+  rm -rf "${probe}"
+  return 1
+}
 
 # The build context is what .dockerignore lets in: hash exactly that, names and contents.
 inputs_hash() {
@@ -74,7 +93,11 @@ for tool in buildah mmdebstrap; do
     exit 1
   }
 done
-bah=(buildah --storage-driver vfs)
+# overlay when this machine's kernel and file system allow it (no copy of the whole root file
+# system per step, as vfs makes); vfs otherwise. OPTISERVE_BUILDAH_DRIVER forces one.
+driver="${OPTISERVE_BUILDAH_DRIVER:-$(overlay_works && echo overlay || echo vfs)}"
+bah=(buildah --storage-driver "${driver}")
+say "buildah storage driver: ${driver}"
 
 # One build at a time per machine: two would race on the same folder and the vfs store.
 mkdir -p "${cache_root}"
@@ -124,6 +147,9 @@ if [[ -n "${ca}" ]]; then
 fi
 
 # ---- the images ----------------------------------------------------------------------------------
+# pip's cache, mounted into the RUN steps (never into an image): a rebuild after a source change
+# downloads nothing it has seen.
+mkdir -p "${cache_root}/pip-cache"
 tmp="${out}.part"
 rm -rf "${tmp}"
 mkdir -p "${tmp}"
@@ -143,6 +169,7 @@ for image in "${images[@]}"; do
   "${bah[@]}" bud --isolation chroot --pull=never --target "${image}" \
     --build-arg "OPERATOR_BASE=${base_ref}" --build-arg "OPTIMIZER_BASE=${base_ref}" \
     --build-arg "OPTIMIZER_EXTRAS=${extras}" "${secret[@]}" \
+    --volume "${cache_root}/pip-cache:/root/.cache/pip" \
     --label "io.optiserve.inputs=${key}" -t "${ref}" "${repo}"
   say "built ${image} in $((SECONDS - start)) s"
 
@@ -162,7 +189,11 @@ for image in "${images[@]}"; do
   "${bah[@]}" rm "${ctr}" >/dev/null
 
   start=${SECONDS}
-  "${bah[@]}" push --quiet "${ref}" \
+  # The optimizer's layers stay uncompressed: gzip over gigabytes of CUDA libraries costs
+  # minutes of CI per build (compress when pushing: skopeo copy --dest-compress).
+  compression=()
+  [[ "${image}" == optimizer ]] && compression=(--disable-compression)
+  "${bah[@]}" push --quiet "${compression[@]}" "${ref}" \
     "oci-archive:${tmp}/${image}.oci.tar:ghcr.io/optiserve/${image}:${version}"
   say "wrote ${image}.oci.tar in $((SECONDS - start)) s"
   python3 "${here}/sbom.py" --image "ghcr.io/optiserve/${image}:${version}" \
@@ -178,5 +209,12 @@ done
 touch "${tmp}/.complete"
 rm -rf "${out}"
 mv "${tmp}" "${out}"
+# Earlier builds (other inputs) are gigabytes each, with their unpacked root file systems.
+for old in "${cache_root}"/*/.complete; do
+  if [[ -e "${old}" && "$(dirname "${old}")" != "${out}" ]]; then rm -rf "$(dirname "${old}")"; fi
+done
 say "done (${key})"
 print_sizes
+}
+
+main "$@"
