@@ -112,7 +112,12 @@ def prepare(spec: ExecSpec) -> Path:
         else:
             path.unlink(missing_ok=True)
     _mount_dev(root)
-    _run("mount", "-t", "proc", "proc", str(_inside(root, "/proc")))
+    for folder in ("/proc", "/sys"):
+        _inside(root, folder).mkdir(exist_ok=True)
+    try:
+        _run("mount", "-t", "proc", "proc", str(_inside(root, "/proc")))
+    except StartError:  # a machine that refuses a new proc mount (itself a container)
+        _run("mount", "--rbind", "/proc", str(_inside(root, "/proc")))
     _run("mount", "--rbind", "/sys", str(_inside(root, "/sys")))
     _run("mount", "-o", "remount,bind,ro", str(_inside(root, "/sys")))
     points = [(m, _make_mount_point(root, m.target, Path(m.source))) for m in spec.mounts]
