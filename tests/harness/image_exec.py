@@ -112,8 +112,8 @@ def prepare(spec: ExecSpec) -> Path:
         else:
             path.unlink(missing_ok=True)
     _mount_dev(root)
-    for folder in ("/proc", "/sys"):
-        _inside(root, folder).mkdir(exist_ok=True)
+    for system in ("/proc", "/sys"):
+        _inside(root, system).mkdir(exist_ok=True)
     try:
         _run("mount", "-t", "proc", "proc", str(_inside(root, "/proc")))
     except StartError:  # a machine that refuses a new proc mount (itself a container)
