@@ -78,9 +78,25 @@ def _run(*argv: str) -> None:
         raise StartError(f"{' '.join(argv)}: {result.stderr.strip() or result.returncode}")
 
 
-def _inside(root: Path, container_path: str) -> Path:
-    relative = Path(os.path.normpath("/" + container_path)).relative_to("/")
-    return root / relative
+def _inside(root: Path, container_path: str, hops: int = 0) -> Path:
+    """Where a container path lies under root, following the image's symlinks inside root (an
+    absolute link such as /var/run -> /run must not lead to this machine's /run)."""
+    parts = [part for part in container_path.split("/") if part not in ("", ".")]
+    resolved: list[str] = []
+    for index, part in enumerate(parts):
+        if part == "..":
+            resolved = resolved[:-1]
+            continue
+        here = root.joinpath(*resolved, part)
+        if here.is_symlink():
+            if hops > 40:
+                raise StartError(f"{container_path}: too many levels of symbolic links")
+            target = str(here.readlink())
+            base = "" if target.startswith("/") else "/".join(resolved)
+            rest = "/".join(parts[index + 1 :])
+            return _inside(root, f"{base}/{target}/{rest}", hops + 1)
+        resolved.append(part)
+    return root.joinpath(*resolved)
 
 
 def _make_mount_point(root: Path, target: str, source: Path) -> Path:
@@ -173,7 +189,7 @@ def main(argv: Sequence[str]) -> None:
         os.setgid(spec.gid)
         os.setuid(spec.uid)
         os.execve(executable, spec.argv, spec.env)
-    except (StartError, OSError) as err:
+    except Exception as err:  # whatever stops the start, the message names the image
         print(f"image {spec.image}: cannot start {spec.argv[:1]}: {err}", file=sys.stderr)
         sys.exit(CANNOT_START)
 
