@@ -143,3 +143,20 @@ def test_a_layer_cannot_write_through_a_symlink_out_of_the_root(tmp_path: Path) 
     with pytest.raises(RuntimeError, match="leaves the root"):
         apply_layer(layer(("evil/x", b"x")), root)
     assert list(outside.iterdir()) == []
+
+
+def test_container_paths_follow_the_images_links_inside_its_root(tmp_path: Path) -> None:
+    from tests.harness.image_exec import _inside
+
+    root = tmp_path / "rootfs"
+    (root / "run").mkdir(parents=True)
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "var").mkdir()
+    (root / "var/run").symlink_to("/run")  # absolute: the image's /run, not this machine's
+    (root / "lib").symlink_to("usr/lib")  # relative
+    assert _inside(root, "/var/run/x") == root / "run/x"
+    assert _inside(root, "/lib/python3/x") == root / "usr/lib/python3/x"
+    assert _inside(root, "//dev/../../etc") == root / "etc"
+    (root / "loop").symlink_to("/loop")
+    with pytest.raises(RuntimeError, match="symbolic links"):
+        _inside(root, "/loop/x")
