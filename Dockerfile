@@ -45,10 +45,14 @@ FROM ${OPERATOR_BASE} AS operator
 LABEL org.opencontainers.image.title="optiserve operator" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=operator-build /opt/venv /opt/venv
+# USER: the uid has no /etc/passwd entry (any runAsUser works), so getpass.getuser() reads
+# this instead of failing (kopf names its peering identity with it: the operator crashed at
+# start without it, found by running this image end to end).
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    HOME=/tmp
+    HOME=/tmp \
+    USER=optiserve
 # A numeric user, so Kubernetes can check runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 8080 8081
@@ -82,6 +86,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    HOME=/tmp
+    HOME=/tmp \
+    USER=optiserve
 USER 10001:10001
 ENTRYPOINT ["optiserve", "optimize"]

@@ -147,8 +147,9 @@ if [[ -n "${ca}" ]]; then
 fi
 
 # ---- the images ----------------------------------------------------------------------------------
-# pip's cache, mounted into the RUN steps (never into an image): a rebuild after a source change
-# downloads nothing it has seen.
+# pip's cache, mounted into the RUN steps (never into an image), so a rebuild after a source
+# change need not download again where PyPI's answers are cacheable (on this project's machines
+# pip stores nothing, here or in its host cache: every build downloads the wheels).
 mkdir -p "${cache_root}/pip-cache"
 tmp="${out}.part"
 rm -rf "${tmp}"
@@ -189,11 +190,7 @@ for image in "${images[@]}"; do
   "${bah[@]}" rm "${ctr}" >/dev/null
 
   start=${SECONDS}
-  # The optimizer's layers stay uncompressed: gzip over gigabytes of CUDA libraries costs
-  # minutes of CI per build (compress when pushing: skopeo copy --dest-compress).
-  compression=()
-  [[ "${image}" == optimizer ]] && compression=(--disable-compression)
-  "${bah[@]}" push --quiet "${compression[@]}" "${ref}" \
+  "${bah[@]}" push --quiet "${ref}" \
     "oci-archive:${tmp}/${image}.oci.tar:ghcr.io/optiserve/${image}:${version}"
   say "wrote ${image}.oci.tar in $((SECONDS - start)) s"
   python3 "${here}/sbom.py" --image "ghcr.io/optiserve/${image}:${version}" \

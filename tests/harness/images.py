@@ -172,7 +172,10 @@ def _remove(path: Path) -> None:
 
 
 def images_dir() -> Path:
-    """The folder build.sh writes for the checkout's current inputs (it may not exist yet)."""
+    """The folder build.sh writes for the checkout's current inputs (it may not exist yet), or
+    OPTISERVE_IMAGES_DIR: images built elsewhere (an older build, another machine's)."""
+    if os.environ.get("OPTISERVE_IMAGES_DIR"):
+        return Path(os.environ["OPTISERVE_IMAGES_DIR"])
     result = subprocess.run(
         ["bash", str(BUILD_SCRIPT), "--print-dir"],
         capture_output=True,
