@@ -7,6 +7,7 @@ is what a cluster would run. Triton's pods still run the local stand-in (its ima
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import uuid
@@ -151,15 +152,20 @@ def test_apply_to_ready_with_the_operator_and_optimizer_images(
     (job,) = items(cluster, namespace, "jobs", "imaged")
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == built["optimizer"].reference
-    # The Job ran in the image: the launcher's spec is beside its log, as the image's user.
-    (pod,) = items(cluster, namespace, "pods", "imaged-opt")
+    # The Job ran in the image, as the pod's runAsUser (which wins over the image's USER, as
+    # on a kubelet): the launcher's spec is beside the pod's log.
+    run_as = job["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    pods = get(cluster, namespace, "pods", "-l", f"job-name={job['metadata']['name']}")
+    (pod,) = pods["items"]
     pod_dir = runner.pod_dir(namespace, pod["metadata"]["name"])
-    spec = (pod_dir / "optimizer.image-exec.json").read_text()
-    assert built["optimizer"].reference in spec and '"uid": 10001' in spec
-    # The artifact the Job wrote is owned by the Job's user, not root.
+    spec = json.loads((pod_dir / "optimizer.image-exec.json").read_text())
+    assert spec["image"] == built["optimizer"].reference
+    assert spec["rootfs"] == str(built["optimizer"].rootfs())
+    assert (spec["uid"], spec["gid"]) == (run_as, run_as)
+    # What the Job wrote in the store is its user's, not root's.
     store = cluster.pvc_root / namespace / "model-store"
     written = [p for p in store.rglob("*") if p.is_file()]
-    assert written and {p.stat().st_uid for p in written} == {10001}
+    assert written and {p.stat().st_uid for p in written} == {run_as}
     assert "Traceback" not in image_operator.logs()
 
 

@@ -202,11 +202,13 @@ def images_by_reference(images: Mapping[str, BuiltImage]) -> dict[str, BuiltImag
 def pip_ca_bundle() -> Path | None:
     """The CA bundle build.sh hands pip as a build secret: OPTISERVE_PIP_CA, else pip's own."""
     named = os.environ.get("OPTISERVE_PIP_CA")
-    if not named:
+    pip = shutil.which("pip")
+    if not named and pip is not None:
         result = subprocess.run(
-            ["pip", "config", "get", "global.cert"], capture_output=True, text=True, check=False
+            [pip, "config", "get", "global.cert"], capture_output=True, text=True, check=False
         )
-        named = result.stdout.strip() or os.environ.get("PIP_CERT", "")
+        named = result.stdout.strip()
+    named = named or os.environ.get("PIP_CERT", "")
     return Path(named) if named else None
 
 

@@ -83,6 +83,20 @@ def test_the_image_runs_as_10001_on_a_read_only_root(
     assert venv.stat().st_uid == 0 and not venv.stat().st_mode & 0o022
 
 
+@pytest.mark.parametrize("name", ["operator", "optimizer"])
+def test_the_user_has_a_name_without_a_passwd_entry(
+    images: dict[str, BuiltImage], name: str, tmp_path: Path
+) -> None:
+    """UID 10001 (or any runAsUser) is in no /etc/passwd; getpass.getuser(), which kopf calls
+    for its peering identity and torch for its cache folders, must not fail on that."""
+    argv = ["python3", "-c", "import getpass, os; print(getpass.getuser(), os.getuid())"]
+    code, out, err = run_in_image(images[name], argv, tmp_path)
+    assert code == 0, err
+    assert out.split() == ["optiserve", "10001"]
+    passwd = (images[name].rootfs() / "etc/passwd").read_text()
+    assert ":10001:" not in passwd  # the point: no entry is needed
+
+
 NO_TORCH = """
 import importlib.util, sys
 import optiserve_operator.handlers, optiserve_operator.main
