@@ -14,7 +14,7 @@ EXTRAS := operator,optimizer,serve,models,dev
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv tensorrt lint typecheck test test-fast test-triton bench-triton crd manifests demo cluster clean
+.PHONY: help venv tensorrt images lint typecheck test test-fast test-triton bench-triton crd manifests demo cluster clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ venv: $(VENV)/.installed-$(DEPS_HASH) ## create (or re-sync) the cached virtuale
 tensorrt: venv ## TensorRT 11 in the venv: NVIDIA's libraries (Maven Central) + bindings (PyPI), cached
 	bash hack/tensorrt/install.sh --venv $(VENV)
 
+images: ## build the operator and optimizer images (buildah, no Docker), OCI archives + SBOMs, cached
+	bash hack/images/build.sh
+
 lint: venv ## ruff, the layering contracts (the operator never imports torch), dead code (vulture)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -53,7 +56,7 @@ manifests: venv ## regenerate config/ (kubectl apply -k) from the Helm chart
 	$(PY) -m tests.chart.config_manifests
 
 test-fast: venv ## unit tests only (seconds)
-	$(PY) -m pytest -m "not models and not triton and not cluster and not e2e and not gpu and not s3" -q
+	$(PY) -m pytest -m "not models and not triton and not cluster and not e2e and not gpu and not s3 and not images" -q
 
 test-triton: venv ## the real local tritonserver (python backend + onnxruntime)
 	$(PY) -m pytest -m triton -q tests/triton

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (once per machine) the pinned SeaweedFS `weed` binary, the real S3 server that the
-# object-storage tests start (tests/harness/s3server.py). It lands in
+# object-storage tests start (testing/optiserve_testing/s3server.py). It lands in
 #   ${OPTISERVE_BIN_CACHE:-$HOME/.cache/optiserve/bin}/weed-<version>/weed
 # and is skipped when already there, so a warm run takes well under a second.
 #

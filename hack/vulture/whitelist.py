@@ -112,3 +112,10 @@ start_s3
 _.retries
 # The stated hand-over bound, asserted by tests/e2e/test_leader_election.py.
 TAKEOVER_BOUND  # operator/optiserve_operator/leader.py
+
+# The images harness, used by tests/images and tests/e2e (which vulture does not scan).
+_.without  # testing/optiserve_testing/images.py
+_.site_packages
+images_by_reference
+pip_ca_bundle
+require_built_images

@@ -82,6 +82,13 @@ def _terminated(pod: Obj) -> Obj | None:
     return None
 
 
+def _optimizer_image(pod: Obj | None) -> str:
+    for container in ((pod or {}).get("spec") or {}).get("containers") or []:
+        if container.get("name") == OPTIMIZER_CONTAINER:
+            return str(container.get("image") or "")
+    return ""
+
+
 def _latest(pods: Sequence[Obj], phase: str) -> Obj | None:
     matching = [p for p in pods if (p.get("status") or {}).get("phase") == phase]
     # The most recently finished pod decides (Job retries leave older failed pods behind).
@@ -168,7 +175,10 @@ def job_state(job: Obj, pods: Sequence[Obj], progress: str = "") -> JobState:
         if terminated:
             reason = str(terminated.get("reason") or "Error")
             detail = failure_text(str(terminated.get("message") or ""))
-            message = f"exit code {terminated.get('exitCode')}" + (f": {detail}" if detail else "")
+            image = _optimizer_image(pod)
+            # The image that ran: a broken or mismatched image (a missing package) shows here.
+            message = f"exit code {terminated.get('exitCode')}"
+            message += (f" in image {image}" if image else "") + (f": {detail}" if detail else "")
         return JobState(
             **base, phase="failed", failure_reason=reason, failure_message=redact(message)
         )

@@ -36,6 +36,8 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from optiserve_testing import pod_spec
+from optiserve_testing.image_pods import image_command
+from optiserve_testing.images import REPO_ROOT, BuiltImage
 from optiserve_testing.kwok_config import runner_owns_pod
 from optiserve_testing.processes import ManagedProcess
 from optiserve_testing.volume_binder import VolumeBinder
@@ -54,6 +56,7 @@ class PodRunner:
         base_env: Mapping[str, str] | None = None,
         command_aliases: Mapping[str, tuple[str, ...]] = pod_spec.DEFAULT_COMMAND_ALIASES,
         kill_grace_s: float = 5.0,
+        images: Mapping[str, BuiltImage] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.work_root = work_root
@@ -63,6 +66,8 @@ class PodRunner:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.command_aliases = dict(command_aliases)
         self.kill_grace_s = kill_grace_s
+        # reference -> built image: a container naming one runs inside it (image_pods.py).
+        self.images = dict(images or {})
         self.volume_binder = VolumeBinder(api_client, pvc_root)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -285,6 +290,14 @@ class PodRunner:
         pod_dir.mkdir(parents=True, exist_ok=True)
         termination_file = pod_dir / f"{name}.termination-log"
         termination_file.write_bytes(b"")
+        log_path = pod_dir / f"{name}.log"
+        image = self.images.get(container.get("image", ""))
+        if image is not None:
+            argv = image_command(
+                pod, container, image, volumes, pod_dir, termination_file, self._lookup
+            )
+            launcher_env = {k: v for k, v in self.base_env.items() if k in ("PATH", "PYTHONPATH")}
+            return self._wait(pod, container, argv, log_path, launcher_env, REPO_ROOT)
         mapping = pod_spec.path_map(container, volumes, termination_file)
         for index, (parent, children) in enumerate(
             pod_spec.parent_views(container, mapping).items()
@@ -304,9 +317,22 @@ class PodRunner:
         cwd = Path(pod_spec.rewrite_path(working_dir, mapping)) if working_dir else pod_dir
         if not cwd.is_dir():
             raise pod_spec.PodSpecError(f"workingDir {cwd} does not exist on this machine")
-        log_path = pod_dir / f"{name}.log"
+        return self._wait(pod, container, argv, log_path, env, cwd)
+
+    def _wait(
+        self,
+        pod: dict[str, Any],
+        container: Mapping[str, Any],
+        argv: list[str],
+        log_path: Path,
+        env: Mapping[str, str],
+        cwd: Path,
+    ) -> tuple[int, str, str]:
+        """Start the container's process, wait for its end; (exit code, reason, message)."""
+        uid, name = pod["metadata"]["uid"], container["name"]
+        termination_file = log_path.with_name(f"{name}.termination-log")
         try:
-            process = ManagedProcess(name, argv, log_path, env=env, cwd=cwd)
+            process = ManagedProcess(name, argv, log_path, env=dict(env), cwd=cwd)
         except OSError as err:
             return 128, "StartError", f"cannot start {argv[0]}: {err}"
         with self._lock:

@@ -208,7 +208,7 @@ def container_env(
     return env
 
 
-def _expand(value: str, env: Mapping[str, str]) -> str:
+def expand_vars(value: str, env: Mapping[str, str]) -> str:
     # Kubernetes expands $(VAR) in command/args from the container env; $$ escapes.
     out, i = [], 0
     while i < len(value):
@@ -240,7 +240,7 @@ def command_line(
             "its image's entrypoint"
         )
     argv = [
-        rewrite_path(_expand(arg, env), mapping)
+        rewrite_path(expand_vars(arg, env), mapping)
         for arg in command + list(container.get("args") or [])
     ]
     return [*aliases.get(argv[0], argv[:1]), *argv[1:]]

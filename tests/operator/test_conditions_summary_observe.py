@@ -229,6 +229,10 @@ def test_job_state_reports_the_latest_failed_pod() -> None:
         "OOMKilled",
         "exit code 137",
     )
+    imaged = pod("Failed", "Error", "", 1, "t3")
+    imaged["spec"] = {"containers": [{"name": "optimizer", "image": "ghcr.io/x/optimizer:1"}]}
+    state = job_state(a_job("Failed", "BackoffLimitExceeded"), [*pods, imaged])
+    assert state.failure_message == "exit code 1 in image ghcr.io/x/optimizer:1"
     no_pod = job_state(a_job("Failed", "DeadlineExceeded"), [])
     assert no_pod.failure_reason == "DeadlineExceeded"
     assert job_state(a_job(None), []).phase == "active"
