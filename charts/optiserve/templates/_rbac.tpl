@@ -60,13 +60,14 @@ change both together. No secrets, no wildcards.
   verbs: ["get", "create", "patch", "delete"]
 # Triton's HTTP API outside the cluster (serving.exposure): a Gateway API HTTPRoute or an
 # Ingress, listed by the model's label (a 404 on the list says the Gateway API CRDs are not
-# installed), server-side applied while wanted, deleted after. No get or watch.
+# installed), read before an apply (no write when it is as wanted), server-side applied while
+# wanted, deleted after. No watch.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 # Triton's autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject): applied, read back, and
 # deleted when the spec switches from one to the other or drops autoscaling.
 - apiGroups: ["autoscaling"]
