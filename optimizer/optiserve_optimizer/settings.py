@@ -58,7 +58,9 @@ class PassSettings(BaseModel):
 
 class LoadExportSettings(PassSettings):
     # Both name what is loaded, so they are part of the step (and of the recipe digest).
-    format: Literal["onnx", "torchscript", "huggingface"] = api_default(SourceSpec, "format")
+    format: Literal["onnx", "torchscript", "torch-export", "huggingface"] = api_default(
+        SourceSpec, "format"
+    )
     sha256: str | None = None
 
 

@@ -42,6 +42,13 @@ def _two_four_on_cpu() -> dict[str, Any]:
     return obj
 
 
+def _torch_export_with(path: str, value: Any) -> dict[str, Any]:
+    """A torch-export source with ``path`` set: the program is exported, not trained."""
+    obj = with_change(path, value)
+    obj["spec"]["source"]["format"] = "torch-export"
+    return obj
+
+
 # (what is wrong, the object, a fragment of the field path every checker must name)
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("unknown field", with_change("source.colour", "blue"), "source.colour"),
@@ -188,6 +195,16 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     (
         "student on an ONNX source",
         with_change("optimization.student", {"method": "narrow"}),
+        "student.method",
+    ),
+    (
+        "pruning with recovery on a torch-export source",
+        _torch_export_with("optimization.pruning", {"method": "structured"}),
+        "pruning.method",
+    ),
+    (
+        "narrow student on a torch-export source",
+        _torch_export_with("optimization.student", {"method": "narrow"}),
         "student.method",
     ),
     (

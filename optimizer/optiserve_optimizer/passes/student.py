@@ -48,11 +48,12 @@ class Student:
 
         settings = StudentSettings.of(config, NAME)
         method = settings.method
-        if artifact.torch is None:
+        if artifact.torchscript is None:
             raise PassFailedError(
                 NAME,
                 "narrow needs a TorchScript source (a trainable module to narrow and train); "
-                "this source is ONNX — set source.format: torchscript or student.method: none",
+                "this source is not TorchScript — set source.format: torchscript or "
+                "student.method: none",
             )
         factor = settings.width_factor
         torch.set_num_threads(threads())
@@ -67,8 +68,8 @@ class Student:
         # Removing a (1 - factor) share of the channels by L1 norm is structured pruning.
         edits, summary = pruning.plan_edits(model, "structured", 1.0 - factor, use_torch=True)
         hidden_layers = int(summary["groups"])
-        teacher = load_torchscript(artifact.torch, NAME)
-        student = load_torchscript(artifact.torch, NAME)
+        teacher = load_torchscript(artifact.torchscript, NAME)
+        student = load_torchscript(artifact.torchscript, NAME)
         torch_edit.apply_edits(student, edits, NAME)
         classifier = ctx.spec.accuracy.metric == "top1"
         agreement_before = agreement(teacher, student, arrays, names) if classifier else None

@@ -39,7 +39,7 @@ class OptimizedModelSpec(ApiModel):
             "(has(self.optimization.recovery) && self.optimization.recovery.method == 'none')",
             message="recovery after pruning trains the model, which needs source.format: "
             "torchscript or huggingface; set optimization.recovery.method: none to prune an "
-            "ONNX model as is",
+            "ONNX or torch-export model as is",
             field=".optimization.pruning.method",
             check=lambda s: (
                 s.optimization.pruning.method == "none"
@@ -54,7 +54,7 @@ class OptimizedModelSpec(ApiModel):
             "'huggingface' && self.optimization.student.method == 'shallow')))",
             message="a student is trained from the source model: narrow needs source.format: "
             "torchscript, shallow needs huggingface; set optimization.student.method: none for "
-            "an ONNX source",
+            "an ONNX or torch-export source",
             field=".optimization.student.method",
             check=lambda s: (
                 s.optimization.student.method == "none"

@@ -27,11 +27,12 @@ class SourceSpec(ApiModel):
         pattern=URI_PATTERN,
         description=f"The model file (a folder for huggingface): {URI_HELP}.",
     )
-    format: Literal["onnx", "torchscript", "huggingface"] = Field(
+    format: Literal["onnx", "torchscript", "torch-export", "huggingface"] = Field(
         "onnx",
-        description="onnx: used as given; torchscript: exported to ONNX first; huggingface: a "
-        "save_pretrained folder (config.json, *.safetensors, tokenizer) of an encoder "
-        "(BERT, RoBERTa, DistilBERT, MiniLM, XLM-R), exported to ONNX first.",
+        description="onnx: used as given; torchscript: exported to ONNX first; torch-export: a "
+        ".pt2 from torch.export.save (a dynamic batch axis), exported to ONNX first; "
+        "huggingface: a save_pretrained folder (config.json, *.safetensors, tokenizer) of an "
+        "encoder (BERT, RoBERTa, DistilBERT, MiniLM, XLM-R), exported to ONNX first.",
     )
     task: (
         Literal["feature-extraction", "sequence-classification", "token-classification"] | None
