@@ -106,6 +106,9 @@ def _prune_steps(
                         "learningRate": recovery.learning_rate,
                         "dataset": dataset,
                         "keepZeros": pruning.method in ("magnitude", "2:4"),
+                        **_temperature(
+                            spec, recovery.method == "distill" and spec.accuracy.metric == "top1"
+                        ),
                     },
                 )
             )
@@ -115,6 +118,11 @@ def _prune_steps(
                 "(use a torchscript source to fine-tune after pruning)"
             )
     return f"pruned-{pruning.method}", tuple(steps)
+
+
+def _temperature(spec: OptimizationSpec, soft_logits: bool) -> dict[str, float]:
+    """student.temperature, where a distillation matches softened logits (else it is moot)."""
+    return {"temperature": spec.student.temperature} if soft_logits else {}
 
 
 def _transformer_learning_rate(given: float, user_set: bool, notes: list[str]) -> float:
@@ -144,6 +152,7 @@ def _transformer_prune_step(spec: OptimizationSpec, notes: list[str]) -> Step | 
 
 
 def _distill_step(
+    source: SourceSpec,
     spec: OptimizationSpec,
     epochs: int,
     rate: float,
@@ -151,12 +160,15 @@ def _distill_step(
     own: str | None,
     notes: list[str],
 ) -> Step:
+    # Logits (the classification tasks) are softened; embeddings are matched by cosine.
+    logits = (source.task or "feature-extraction") != "feature-extraction"
     return Step(
         DISTILL,
         {
             "epochs": epochs,
             "learningRate": _transformer_learning_rate(rate, rate_set, notes),
             "dataset": _training_dataset(spec, own, "distillation", notes),
+            **_temperature(spec, logits),
         },
     )
 
@@ -174,7 +186,7 @@ def _transformer_prune_steps(
         notes.append("transformer recovery distills from the original (finetune is not offered)")
     rate_set = "learning_rate" in recovery.model_fields_set
     distill = _distill_step(
-        spec, recovery.epochs, recovery.learning_rate, rate_set, recovery.dataset, notes
+        source, spec, recovery.epochs, recovery.learning_rate, rate_set, recovery.dataset, notes
     )
     return "pruned-structured", (prune, distill)
 
@@ -192,7 +204,9 @@ def _shallow_steps(
         name = "student-shallow-pruned"
     rate_set = "learning_rate" in student.model_fields_set
     steps.append(
-        _distill_step(spec, student.epochs, student.learning_rate, rate_set, student.dataset, notes)
+        _distill_step(
+            source, spec, student.epochs, student.learning_rate, rate_set, student.dataset, notes
+        )
     )
     return name, tuple(steps)
 

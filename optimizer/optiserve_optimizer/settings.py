@@ -81,6 +81,8 @@ class RecoverSettings(PassSettings):
     learning_rate: float = Field(api_default(RecoverySpec, "learning_rate"), gt=0.0)
     dataset: str
     keep_zeros: bool = False  # magnitude and 2:4 zeros stay zero while training
+    # Softens the teacher's logits (distill on a top1 model); the spec's student.temperature.
+    temperature: float = Field(api_default(StudentSpec, "temperature"), gt=0.0)
 
 
 class StudentSettings(PassSettings):

@@ -60,6 +60,7 @@ class Recover:
             epochs=settings.epochs,
             learning_rate=settings.learning_rate,
             loss_kind=loss_kind,
+            temperature=settings.temperature,
             zero_masks=zero_masks,
         )
         onnx_out = ctx.output(artifact, "recovered.onnx")

@@ -139,7 +139,11 @@ class StudentSpec(ApiModel):
     epochs: int = Field(10, ge=1, le=1000, description="Passes over the training data.")
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Optimizer step size.")
     temperature: float = Field(
-        2.0, gt=0.0, le=100.0, description="Softens the teacher's outputs for distillation."
+        2.0,
+        gt=0.0,
+        le=100.0,
+        description="Softens the teacher's logits in every distillation on a classifier's "
+        "outputs: the student's, and recovery's (method: distill) after pruning.",
     )
     dataset: str | None = Field(
         None,
