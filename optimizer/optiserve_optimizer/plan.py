@@ -136,7 +136,8 @@ def _transformer_learning_rate(given: float, user_set: bool, notes: list[str]) -
 
 
 def _transformer_prune_step(spec: OptimizationSpec, notes: list[str]) -> Step | None:
-    """Heads and FFN neurons, the pruning.sparsity share of each, by importance on user data."""
+    """Heads and FFN neurons (pruning.attentionHeads / ffn shares of each layer, sparsity where
+    unset), by importance on user data."""
     pruning = spec.pruning
     if pruning.method == "none":
         return None
@@ -147,7 +148,9 @@ def _transformer_prune_step(spec: OptimizationSpec, notes: list[str]) -> Step | 
         )
         return None
     dataset = _training_dataset(spec, spec.recovery.dataset, "pruning", notes)
-    params = {"heads": pruning.sparsity, "ffn": pruning.sparsity, "dataset": dataset}
+    heads = pruning.sparsity if pruning.attention_heads is None else pruning.attention_heads
+    ffn = pruning.sparsity if pruning.ffn is None else pruning.ffn
+    params = {"heads": heads, "ffn": ffn, "dataset": dataset}
     return Step(PRUNE_TRANSFORMER, params)
 
 

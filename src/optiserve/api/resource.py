@@ -48,6 +48,21 @@ class OptimizedModelSpec(ApiModel):
             ),
         ),
         CelRule(
+            cel="!has(self.optimization.pruning) || (!has(self.optimization.pruning.attentionHeads)"
+            " && !has(self.optimization.pruning.ffn)) || (has(self.source.format) && "
+            "self.source.format == 'huggingface')",
+            message="attentionHeads and ffn prune a transformer's heads and FFN neurons, which "
+            "needs source.format: huggingface; use sparsity for other sources",
+            field=".optimization.pruning",
+            check=lambda s: (
+                (
+                    s.optimization.pruning.attention_heads is None
+                    and s.optimization.pruning.ffn is None
+                )
+                or s.source.format == "huggingface"
+            ),
+        ),
+        CelRule(
             cel="!has(self.optimization.student) || self.optimization.student.method == 'none' || "
             "(has(self.source.format) && ((self.source.format == 'torchscript' && "
             "self.optimization.student.method == 'narrow') || (self.source.format == "

@@ -94,6 +94,20 @@ class PruningSpec(ApiModel):
     sparsity: float = Field(
         0.5, gt=0.0, lt=1.0, description="Fraction of weights (or channels) to remove."
     )
+    attention_heads: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="structured, huggingface sources: share of each layer's attention heads "
+        "removed (default: sparsity; 0 keeps them all).",
+    )
+    ffn: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="structured, huggingface sources: share of each layer's FFN (intermediate) "
+        "neurons removed (default: sparsity; 0 keeps them all).",
+    )
 
     rules = (
         CelRule(
@@ -101,6 +115,23 @@ class PruningSpec(ApiModel):
             message="2:4 pruning always removes half the weights; leave sparsity at 0.5",
             field=".sparsity",
             check=lambda p: p.method != "2:4" or p.sparsity == 0.5,
+        ),
+        CelRule(
+            cel="self.method == 'structured' || (!has(self.attentionHeads) && !has(self.ffn))",
+            message="attentionHeads and ffn are shares of structured pruning; set method: "
+            "structured or remove them",
+            field=".method",
+            check=lambda p: (
+                p.method == "structured" or (p.attention_heads is None and p.ffn is None)
+            ),
+        ),
+        CelRule(
+            cel="!has(self.attentionHeads) || !has(self.ffn) || self.attentionHeads > 0.0 || "
+            "self.ffn > 0.0",
+            message="attentionHeads and ffn are both 0: nothing would be pruned; set "
+            "method: none or a share above 0",
+            field=".ffn",
+            check=lambda p: p.attention_heads != 0.0 or p.ffn != 0.0,
         ),
     )
 
