@@ -49,6 +49,11 @@ def write_spec(
     return path
 
 
+def npz_size(path: Path) -> int:
+    with np.load(path) as npz:
+        return int(npz["attention_mask"].size)
+
+
 def reference(folder: Path, task: str, feed: dict[str, Any]) -> Any:
     """What transformers itself computes (default attention, our code not involved)."""
     import torch
@@ -91,6 +96,13 @@ def test_encoder_folder_is_packaged_and_matches_transformers_on_a_padded_batch(
     assert checks["padded-batch", "fp32"]["result"] == "passed"
     load = report["candidateDetails"]["fp32"]["passes"]["load_export"]
     assert load["architecture"] == kind and load["task"] == task
+    accuracy = report["candidateDetails"]["fp32"]["accuracy"]
+    with np.load(eval_npz) as npz:
+        real_tokens = float(npz["attention_mask"].sum())
+    if task == "token-classification":  # the gate counted real tokens only
+        assert accuracy["realTokens"] == real_tokens < npz_size(eval_npz)
+    else:
+        assert "realTokens" not in accuracy
     assert len(set(load["paddedCheckLengths"])) > 1  # the check saw mixed lengths
     (served,) = Path(summary["folder"]).glob("model_repository/*/1/model.onnx")
     with np.load(eval_npz) as npz:
