@@ -32,6 +32,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "optimizer")]
 from optiserve.api import OptimizationSpec, SourceSpec  # noqa: E402
 from optiserve_optimizer.artifact import ModelArtifact, PassContext  # noqa: E402
 from optiserve_optimizer.evaluate import mean_cosine  # noqa: E402
+from optiserve_optimizer.memory import peak_rss  # noqa: E402
 from optiserve_optimizer.models import minilm  # noqa: E402
 from optiserve_optimizer.onnx_utils import threads  # noqa: E402
 from optiserve_optimizer.progress import Progress  # noqa: E402
@@ -209,6 +210,7 @@ def main() -> int:
     feed = {k: np.ascontiguousarray(v[:BATCH]) for k, v in held.items()}
     timing = interleaved(runners, feed, args.rounds, 2 if args.quick else 3)
     load_end = os.getloadavg()
+    peak = peak_rss()["peakRssBytes"]
     eager = max(timing[n]["median"] for n in runners if n.startswith("pytorch"))
     sizes = {
         INT8_ONLY: int8_only.onnx.stat().st_size,
@@ -222,6 +224,8 @@ def main() -> int:
         f"(shared with other work); {facts['threads']} threads for torch and onnxruntime",
         f"- load average (1/5/15 min): start {' '.join(f'{x:.1f}' for x in load_start)}, end "
         f"{' '.join(f'{x:.1f}' for x in load_end)}",
+        f"- peak RSS of this process (export, compression, every runner loaded): "
+        f"{peak / 2**20:.0f} MiB",
         f"- batch {BATCH} x seq {SEQ}; {args.rounds} interleaved rounds; throughput = median "
         "(min-max) of the rounds; a ratio = the median (min-max) over rounds of that round's "
         "ratio, against the faster of the two PyTorch eager baselines in that round (median "

@@ -29,6 +29,7 @@ from optiserve_optimizer.errors import DataError, OptimizerError
 from optiserve_optimizer.evaluate import TOKEN_MASK, compare, gate
 from optiserve_optimizer.footprint import feed_of, measure_serving_cost
 from optiserve_optimizer.measure import MARGIN, Measurement, measure
+from optiserve_optimizer.memory import peak_rss
 from optiserve_optimizer.onnx_utils import load_model, signature, threads
 from optiserve_optimizer.outcome import (
     CandidateFailed,
@@ -408,6 +409,7 @@ class Pipeline:
             "shapes": ctx.shared.get("shapeFacts", {}),
             "configRenderer": renderer,
             "tools": tool_versions(),
+            "memory": peak_rss(),  # the optimizer process, up to packaging
             "digests": {
                 "recipe": self.digest,
                 "source": file_sha256(source_file),
