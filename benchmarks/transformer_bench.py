@@ -1,5 +1,7 @@
 """all-MiniLM-L6-v2 as a huggingface source: PyTorch eager FP32 vs the INT8-only candidate vs
 a compressed one (layers dropped + heads/FFN pruned by importance + distilled + INT8 dynamic),
+onnxruntime's transformer fusions (with and without INT8 dynamic), INT8 static (QDQ calibrated
+on the training sentences),
 at batch 32 x seq 128, measured interleaved and repeated in one process with the same threads.
 
     OPTISERVE_THREADS=2 python benchmarks/transformer_bench.py [--quick]
@@ -177,6 +179,16 @@ def main() -> int:
     int8 = {"precision": "int8", "method": "dynamic"}
     basic = {"device": "cpu", "level": "basic"}
     int8_only, _ = run_steps(ctx, [("graph_opt", basic), ("quantize", int8)], original)
+    fuse = ("fuse_transformer", {"device": "cpu"})
+    fused_fp32, _ = run_steps(ctx, [fuse], original)
+    fused_int8, _ = run_steps(ctx, [fuse, ("quantize", int8)], original)
+    static = {
+        "precision": "int8",
+        "method": "static",
+        "calibration": str(train_npz),
+        "samples": 256,
+    }
+    int8_static, _ = run_steps(ctx, [("graph_opt", basic), ("quantize", static)], original)
     began = time.perf_counter()
     student, compress_metrics = run_steps(
         ctx,
@@ -195,6 +207,7 @@ def main() -> int:
     )
     compress_s = time.perf_counter() - began
     compressed, _ = run_steps(ctx, [("graph_opt", basic), ("quantize", int8)], student)
+    compressed_fused, _ = run_steps(ctx, [fuse, ("quantize", int8)], student)
     compressed_fp32, _ = run_steps(
         ctx, [("graph_opt", {"device": "cpu", "level": "extended"})], student
     )
@@ -202,8 +215,12 @@ def main() -> int:
         "pytorch-eager-fp32 (sdpa)": eager_runner("sdpa"),
         "pytorch-eager-fp32 (eager attn)": eager_runner("eager"),
         INT8_ONLY: onnx_runner(int8_only.onnx),
+        "fp32-fused (ORT transformer fusions)": onnx_runner(fused_fp32.onnx),
+        "int8-dynamic-fused": onnx_runner(fused_int8.onnx),
+        "int8-static (QDQ, calibrated)": onnx_runner(int8_static.onnx),
         "compressed fp32": onnx_runner(compressed_fp32.onnx),
         "compressed+int8-dynamic": onnx_runner(compressed.onnx),
+        "compressed+fused+int8-dynamic": onnx_runner(compressed_fused.onnx),
     }
     reference = run_all(runners["pytorch-eager-fp32 (sdpa)"], held, BATCH)[0]
     cosine = {n: mean_cosine(reference, run_all(r, held, BATCH)[0]) for n, r in runners.items()}
@@ -214,6 +231,10 @@ def main() -> int:
     eager = max(timing[n]["median"] for n in runners if n.startswith("pytorch"))
     sizes = {
         INT8_ONLY: int8_only.onnx.stat().st_size,
+        "fp32-fused (ORT transformer fusions)": fused_fp32.onnx.stat().st_size,
+        "int8-dynamic-fused": fused_int8.onnx.stat().st_size,
+        "int8-static (QDQ, calibrated)": int8_static.onnx.stat().st_size,
+        "compressed+fused+int8-dynamic": compressed_fused.onnx.stat().st_size,
         "compressed fp32": compressed_fp32.onnx.stat().st_size,
         "compressed+int8-dynamic": compressed.onnx.stat().st_size,
     }

@@ -26,6 +26,7 @@ TENSORRT = "tensorrt"
 DROP_LAYERS = "drop_layers"
 PRUNE_TRANSFORMER = "prune_transformer"
 DISTILL = "distill"
+FUSE_TRANSFORMER = "fuse_transformer"  # onnxruntime's transformer fusions (passes/hf_fusion.py)
 STEP_ORDER = (
     LOAD_EXPORT,
     DROP_LAYERS,
@@ -34,6 +35,7 @@ STEP_ORDER = (
     PRUNE_TRANSFORMER,
     RECOVER,
     DISTILL,
+    FUSE_TRANSFORMER,
     GRAPH_OPT,
     QUANTIZE,
     SHAPES,
@@ -304,6 +306,8 @@ def build_plan(source: SourceSpec, spec: OptimizationSpec) -> Plan:
     prune = (_transformer_prune_steps if transformer else _prune_steps)(source, spec, notes)
     if quant is not None:
         candidates.append(CandidatePlan(quant[0], spec.quantization.precision, (*pre, quant[1])))
+    if transformer:
+        candidates += _fused_candidates(spec, load, quant)
     if prune is not None:
         candidates.append(CandidatePlan(prune[0], "fp32", (load, *prune[1], graph_opt)))
         if quant is not None:
@@ -346,6 +350,19 @@ def build_plan(source: SourceSpec, spec: OptimizationSpec) -> Plan:
         else:
             candidates.append(CandidatePlan(trt_name, precision, (*pre, *trt_steps)))
     return Plan(tuple(candidates), tuple(dict.fromkeys(notes)))  # each note once
+
+
+def _fused_candidates(
+    spec: OptimizationSpec, load: Step, quant: tuple[str, Step] | None
+) -> list[CandidatePlan]:
+    """onnxruntime's transformer fusions (a huggingface source): the export fused, and fused
+    then INT8 dynamic (the quantizer knows the fused Attention); measured, gated, chosen only
+    when faster. Static QDQ and TensorRT need standard ops, so they take the unfused graph."""
+    fuse = Step(FUSE_TRANSFORMER, {"device": spec.target.device})
+    found = [CandidatePlan("fp32-fused", "fp32", (load, fuse))]
+    if quant is not None and quant[0] == "int8-dynamic":
+        found.append(CandidatePlan(f"{quant[0]}-fused", "int8", (load, fuse, quant[1])))
+    return found
 
 
 def describe_plan(plan: Plan) -> str:

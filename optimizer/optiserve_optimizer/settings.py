@@ -123,6 +123,12 @@ class TensorRTSettings(PassSettings):
     profiles: dict[str, dict[str, list[int]]] = Field(default_factory=dict)
 
 
+class TransformerFusionSettings(PassSettings):
+    """onnxruntime's transformer fusions (``passes/hf_fusion.py``) for this device's kernels."""
+
+    device: Literal["cpu", "gpu"] = api_default(TargetSpec, "device")
+
+
 class PruneTransformerSettings(PassSettings):
     """huggingface sources (``passes/hf_compress.py``): shares of each layer's attention heads
     and FFN neurons removed, by importance measured on ``samples`` of ``dataset``."""

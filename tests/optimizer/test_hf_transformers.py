@@ -178,6 +178,8 @@ def test_compression_candidates_are_physically_smaller_and_gated(
     assert list(rows) == [
         "fp32",
         "int8-dynamic",
+        "fp32-fused",
+        "int8-dynamic-fused",
         "pruned-structured",
         "pruned-structured+int8-dynamic",
         "student-shallow-pruned",

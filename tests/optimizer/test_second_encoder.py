@@ -74,6 +74,8 @@ def test_distilbert_goes_through_the_example_and_the_report_states_peak_memory(
     assert list(rows) == [
         "fp32",
         "int8-dynamic",
+        "fp32-fused",
+        "int8-dynamic-fused",
         "pruned-structured",
         "pruned-structured+int8-dynamic",
         "student-shallow-pruned",
