@@ -138,3 +138,26 @@ def test_fused_and_static_int8_candidates_are_gated_in_a_run(
     assert rows["fp32-fused"]["passed"] and rows["fp32-fused"]["accuracyDrop"] < 1e-4
     assert details["int8-static"]["passes"]["quantize"]["method"] == "static"
     assert rows["int8-static"]["sizeBytes"] < rows["fp32"]["sizeBytes"]
+
+
+def test_a_head_count_that_does_not_divide_the_width_is_refused_by_name(tmp_path: Path) -> None:
+    """onnxruntime's fusion asserts hidden % heads == 0 (MiniLM with 9 of 12 heads left):
+    the candidate fails with that cause, not with a bare AssertionError."""
+    from optiserve_optimizer.artifact import ModelArtifact
+    from optiserve_optimizer.errors import PassFailedError
+    from optiserve_optimizer.passes import hf_model
+    from optiserve_optimizer.passes.hf_fusion import attention_shape
+
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "config.json").write_text(json.dumps({"hidden_size": 384}))
+    (twin / hf_model.WEIGHTS).write_bytes(b"")
+    layers = [{"heads": 12, "ffn": 1536}] * 2
+    (twin / hf_model.SHAPES).write_text(json.dumps({"layers": layers}))
+    artifact = ModelArtifact(onnx=tmp_path / "m.onnx", torch=twin / hf_model.WEIGHTS)
+    assert attention_shape(artifact) == (12, 384)
+    (twin / hf_model.SHAPES).write_text(json.dumps({"layers": [{"heads": 9, "ffn": 768}] * 2}))
+    with pytest.raises(PassFailedError, match=r"hidden size \(384\) divisible by the head count"):
+        attention_shape(artifact)
+    with pytest.raises(PassFailedError, match="needs a huggingface source"):
+        attention_shape(ModelArtifact(onnx=tmp_path / "m.onnx"))

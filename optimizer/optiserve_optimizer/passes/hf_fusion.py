@@ -64,7 +64,15 @@ def attention_shape(artifact: ModelArtifact) -> tuple[int, int]:
     hidden = config.get("hidden_size", config.get("dim"))  # DistilBERT: dim
     if not isinstance(hidden, int):
         raise PassFailedError(NAME, f"{folder.name}/config.json names no hidden size")
-    return heads.pop(), hidden
+    count = heads.pop()
+    if hidden % count:
+        # onnxruntime's BERT fusion asserts this (it splits the model width into heads).
+        raise PassFailedError(
+            NAME,
+            f"onnxruntime's attention fusion needs the hidden size ({hidden}) divisible by the "
+            f"head count ({count}); prune heads to a divisor to fuse",
+        )
+    return count, hidden
 
 
 class TransformerFusion:
