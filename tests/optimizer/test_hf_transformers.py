@@ -222,7 +222,7 @@ def test_a_compressed_candidate_that_loses_accuracy_is_not_chosen(
     rows = {c["name"]: c for c in report["candidates"]}
     assert not rows["pruned-structured"]["passed"]
     assert "cosine drop" in rows["pruned-structured"]["reason"]
-    assert report["chosen"] == "fp32"
+    assert report["chosen"] in ("fp32", "fp32-fused")  # the unpruned model, fused or not
 
 
 def _no_weights(folder: Path) -> None:
