@@ -1,5 +1,7 @@
 """all-MiniLM-L6-v2 as a huggingface source: PyTorch eager FP32 vs the INT8-only candidate vs
 a compressed one (layers dropped + heads/FFN pruned by importance + distilled + INT8 dynamic),
+onnxruntime's transformer fusions (with and without INT8 dynamic), INT8 static (QDQ calibrated
+on the training sentences),
 at batch 32 x seq 128, measured interleaved and repeated in one process with the same threads.
 
     OPTISERVE_THREADS=2 python benchmarks/transformer_bench.py [--quick]
@@ -31,7 +33,9 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "optimizer")]
 
 from optiserve.api import OptimizationSpec, SourceSpec  # noqa: E402
 from optiserve_optimizer.artifact import ModelArtifact, PassContext  # noqa: E402
+from optiserve_optimizer.errors import PassFailedError  # noqa: E402
 from optiserve_optimizer.evaluate import mean_cosine  # noqa: E402
+from optiserve_optimizer.memory import peak_rss  # noqa: E402
 from optiserve_optimizer.models import minilm  # noqa: E402
 from optiserve_optimizer.onnx_utils import threads  # noqa: E402
 from optiserve_optimizer.progress import Progress  # noqa: E402
@@ -176,6 +180,16 @@ def main() -> int:
     int8 = {"precision": "int8", "method": "dynamic"}
     basic = {"device": "cpu", "level": "basic"}
     int8_only, _ = run_steps(ctx, [("graph_opt", basic), ("quantize", int8)], original)
+    fuse = ("fuse_transformer", {"device": "cpu"})
+    fused_fp32, _ = run_steps(ctx, [fuse], original)
+    fused_int8, _ = run_steps(ctx, [fuse, ("quantize", int8)], original)
+    static = {
+        "precision": "int8",
+        "method": "static",
+        "calibration": str(train_npz),
+        "samples": 256,
+    }
+    int8_static, _ = run_steps(ctx, [("graph_opt", basic), ("quantize", static)], original)
     began = time.perf_counter()
     student, compress_metrics = run_steps(
         ctx,
@@ -194,6 +208,13 @@ def main() -> int:
     )
     compress_s = time.perf_counter() - began
     compressed, _ = run_steps(ctx, [("graph_opt", basic), ("quantize", int8)], student)
+    try:
+        compressed_fused: ModelArtifact | None = run_steps(
+            ctx, [fuse, ("quantize", int8)], student
+        )[0]
+    except PassFailedError as exc:  # e.g. a head count that does not divide the width
+        print(f"compressed+fused skipped: {exc}")
+        compressed_fused = None
     compressed_fp32, _ = run_steps(
         ctx, [("graph_opt", {"device": "cpu", "level": "extended"})], student
     )
@@ -201,20 +222,31 @@ def main() -> int:
         "pytorch-eager-fp32 (sdpa)": eager_runner("sdpa"),
         "pytorch-eager-fp32 (eager attn)": eager_runner("eager"),
         INT8_ONLY: onnx_runner(int8_only.onnx),
+        "fp32-fused (ORT transformer fusions)": onnx_runner(fused_fp32.onnx),
+        "int8-dynamic-fused": onnx_runner(fused_int8.onnx),
+        "int8-static (QDQ, calibrated)": onnx_runner(int8_static.onnx),
         "compressed fp32": onnx_runner(compressed_fp32.onnx),
         "compressed+int8-dynamic": onnx_runner(compressed.onnx),
     }
+    if compressed_fused is not None:
+        runners["compressed+fused+int8-dynamic"] = onnx_runner(compressed_fused.onnx)
     reference = run_all(runners["pytorch-eager-fp32 (sdpa)"], held, BATCH)[0]
     cosine = {n: mean_cosine(reference, run_all(r, held, BATCH)[0]) for n, r in runners.items()}
     feed = {k: np.ascontiguousarray(v[:BATCH]) for k, v in held.items()}
     timing = interleaved(runners, feed, args.rounds, 2 if args.quick else 3)
     load_end = os.getloadavg()
+    peak = peak_rss()["peakRssBytes"]
     eager = max(timing[n]["median"] for n in runners if n.startswith("pytorch"))
     sizes = {
         INT8_ONLY: int8_only.onnx.stat().st_size,
+        "fp32-fused (ORT transformer fusions)": fused_fp32.onnx.stat().st_size,
+        "int8-dynamic-fused": fused_int8.onnx.stat().st_size,
+        "int8-static (QDQ, calibrated)": int8_static.onnx.stat().st_size,
         "compressed fp32": compressed_fp32.onnx.stat().st_size,
         "compressed+int8-dynamic": compressed.onnx.stat().st_size,
     }
+    if compressed_fused is not None:
+        sizes["compressed+fused+int8-dynamic"] = compressed_fused.onnx.stat().st_size
     lines = [
         "# all-MiniLM-L6-v2 (huggingface source): INT8 and compressed candidates vs PyTorch eager",
         "",
@@ -222,6 +254,8 @@ def main() -> int:
         f"(shared with other work); {facts['threads']} threads for torch and onnxruntime",
         f"- load average (1/5/15 min): start {' '.join(f'{x:.1f}' for x in load_start)}, end "
         f"{' '.join(f'{x:.1f}' for x in load_end)}",
+        f"- peak RSS of this process (export, compression, every runner loaded): "
+        f"{peak / 2**20:.0f} MiB",
         f"- batch {BATCH} x seq {SEQ}; {args.rounds} interleaved rounds; throughput = median "
         "(min-max) of the rounds; a ratio = the median (min-max) over rounds of that round's "
         "ratio, against the faster of the two PyTorch eager baselines in that round (median "

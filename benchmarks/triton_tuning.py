@@ -33,25 +33,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-for source_root in (ROOT, ROOT / "src", ROOT / "optimizer"):
-    if str(source_root) not in sys.path:
-        sys.path.insert(0, str(source_root))
-
-from optiserve.api.serving import ServingSpec  # noqa: E402
-from optiserve.serve import LocalTriton  # noqa: E402
-from optiserve.serve.loadgen import Sample  # noqa: E402
-from optiserve.serve.repository import (  # noqa: E402
+from optiserve.api.serving import ServingSpec
+from optiserve.serve import LocalTriton
+from optiserve.serve.loadgen import Sample
+from optiserve.serve.repository import (
     CONFIG_FILE,
     onnx_signature,
     write_onnx_model,
 )
-from optiserve_optimizer.machine import cpu_facts, load_average  # noqa: E402
-from optiserve_optimizer.tuning.load import Window, measure_window  # noqa: E402
-from optiserve_optimizer.tuning.runner import search, trial_config_text  # noqa: E402
-from optiserve_optimizer.tuning.space import Config  # noqa: E402
-from tests.triton import example_models  # noqa: E402
+from optiserve_optimizer.machine import cpu_facts, load_average
+from optiserve_optimizer.tuning.load import Window, measure_window
+from optiserve_optimizer.tuning.runner import search, trial_config_text
+from optiserve_optimizer.tuning.space import Config
+from optiserve_testing import example_models
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CONCURRENCY = 16
 TARGET_RATIO = 1.3

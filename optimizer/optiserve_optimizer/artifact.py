@@ -18,7 +18,9 @@ class ModelArtifact:
     """One model state. ``onnx`` is what runs; ``torch`` (if any) is the trainable twin of it."""
 
     onnx: Path
-    torch: Path | None = None  # TorchScript file whose export is ``onnx`` (torchscript sources)
+    # The source in torch whose export is ``onnx``: TorchScript (``.pt``, trainable by the
+    # passes), a huggingface twin (``.safetensors``) or a torch.export program (``.pt2``).
+    torch: Path | None = None
     plan: Path | None = None  # serialized TensorRT engine, once built
     precision: str = "fp32"
     history: tuple[str, ...] = ()
@@ -26,6 +28,11 @@ class ModelArtifact:
     def evolve(self, step: str, **changes: Any) -> ModelArtifact:
         """A copy with ``changes`` and ``step`` appended to the history."""
         return replace(self, history=(*self.history, step), **changes)
+
+    @property
+    def torchscript(self) -> Path | None:
+        """``torch`` when it is TorchScript (what pruning, recovery and students edit)."""
+        return self.torch if self.torch is not None and self.torch.suffix == ".pt" else None
 
     @property
     def served_file(self) -> Path:

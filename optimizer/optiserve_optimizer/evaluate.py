@@ -6,6 +6,10 @@ Metrics, as ``spec.accuracy.metric`` names them (``drop`` is what ``maxDrop`` bo
 - cosine: 1 - mean cosine similarity of the outputs (embeddings), per sample;
 - maxAbsError: the largest absolute difference of any output value.
 All three are reported whenever they make sense, so a failing candidate says how it failed.
+Per-token outputs ([N, tokens, ...], e.g. token classification) are compared over real tokens
+only when the eval data has an ``attention_mask`` of that [N, tokens] shape: padded positions
+carry no answer, and counting them would let a candidate pass (or fail) on padding. Cosine and
+agreement are then per real token.
 """
 
 from __future__ import annotations
@@ -58,13 +62,36 @@ def mean_cosine(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float
     return float(cos.mean())
 
 
+TOKEN_MASK = "attention_mask"  # the eval data's array marking real tokens
+
+
+def real_tokens(
+    ref: npt.NDArray[Any], got: npt.NDArray[Any], labels: Any, mask: Any
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], Any] | None:
+    """(reference, candidate, labels) of the real tokens only, as [tokens, ...] rows; None
+    when the output is not per token of ``mask``."""
+    if mask is None or ref.ndim < 3 or tuple(ref.shape[:2]) != tuple(np.shape(mask)):
+        return None
+    real = np.asarray(mask).astype(bool)
+    token_labels = labels[real] if labels is not None and np.shape(labels) == real.shape else None
+    return ref[real], got[real], token_labels
+
+
 def compare(
-    reference: Outputs, candidate: Outputs, labels: npt.NDArray[Any] | None
+    reference: Outputs,
+    candidate: Outputs,
+    labels: npt.NDArray[Any] | None,
+    mask: npt.NDArray[Any] | None = None,
 ) -> dict[str, float]:
-    """Every applicable metric on the first output (the model's answer)."""
+    """Every applicable metric on the first output (the model's answer); per-token outputs
+    over the real tokens of ``mask`` (the eval data's attention mask) only."""
     ref, got = reference[0], candidate[0]
     if ref.shape != got.shape:
         return {"shapeMismatch": 1.0}
+    tokens = real_tokens(ref, got, labels, mask)
+    if tokens is not None:
+        ref, got, labels = tokens
+        ref, got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
     details = {
         "maxAbsError": float(np.max(np.abs(ref - got))) if ref.size else 0.0,
         "meanCosine": mean_cosine(ref, got),
@@ -75,6 +102,8 @@ def compare(
         if labels is not None:
             details["top1Original"] = float((ref_top == labels).mean())
             details["top1"] = float((got_top == labels).mean())
+    if tokens is not None:
+        details["realTokens"] = float(len(ref))
     return details
 
 

@@ -18,6 +18,7 @@ from optiserve_optimizer import checks, package
 from optiserve_optimizer.artifact import ModelArtifact, file_sha256, path_sha256
 from optiserve_optimizer.footprint import measure_serving_cost
 from optiserve_optimizer.measure import MARGIN, Measurement
+from optiserve_optimizer.memory import peak_rss
 from optiserve_optimizer.onnx_utils import threads
 from optiserve_optimizer.outcome import Outcome, candidate_row, decide, named_metrics
 from optiserve_optimizer.plan import Plan, describe_plan
@@ -213,6 +214,7 @@ def _report(run: Finished, choice: _Choice, progress: Progress) -> dict[str, Any
         "shapes": run.shapes,
         "configRenderer": choice.renderer,
         "tools": tool_versions(),
+        "memory": peak_rss(),  # the optimizer process, up to packaging
         "digests": {
             "recipe": run.digest,
             "source": file_sha256(source_file),

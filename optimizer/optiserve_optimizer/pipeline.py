@@ -28,7 +28,7 @@ from optiserve.uri import local_path
 from optiserve_optimizer import checks, data, inputs, package
 from optiserve_optimizer.artifact import ModelArtifact, PassContext
 from optiserve_optimizer.errors import DataError, OptimizerError
-from optiserve_optimizer.evaluate import compare, gate
+from optiserve_optimizer.evaluate import TOKEN_MASK, compare, gate
 from optiserve_optimizer.finish import Finished, RunResult, finish
 from optiserve_optimizer.footprint import feed_of
 from optiserve_optimizer.measure import measure
@@ -154,7 +154,7 @@ class Pipeline:
             with self.progress.step(candidate.name, "gate") as shown:
                 runner = runner_for(artifact.served_file, spec.target.device, input_names)
                 outputs = run_all(runner, arrays, EVAL_BATCH)
-                details = compare(reference, outputs, labels)
+                details = compare(reference, outputs, labels, arrays.get(TOKEN_MASK))
                 verdict = gate(spec.accuracy.metric, spec.accuracy.max_drop, details)
                 if self.checker is not None:  # references and the padded batch
                     verdict = self.checker.gate(candidate.name, runner, outputs, verdict)

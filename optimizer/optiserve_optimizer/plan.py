@@ -25,6 +25,7 @@ TENSORRT = "tensorrt"
 DROP_LAYERS = "drop_layers"
 PRUNE_TRANSFORMER = "prune_transformer"
 DISTILL = "distill"
+FUSE_TRANSFORMER = "fuse_transformer"  # onnxruntime's transformer fusions (passes/hf_fusion.py)
 STEP_ORDER = (
     LOAD_EXPORT,
     DROP_LAYERS,
@@ -32,6 +33,7 @@ STEP_ORDER = (
     PRUNE_TRANSFORMER,
     RECOVER,
     DISTILL,
+    FUSE_TRANSFORMER,
     GRAPH_OPT,
     QUANTIZE,
     SHAPES,
@@ -104,6 +106,9 @@ def _prune_steps(
                         "learningRate": recovery.learning_rate,
                         "dataset": dataset,
                         "keepZeros": pruning.method in ("magnitude", "2:4"),
+                        **_temperature(
+                            spec, recovery.method == "distill" and spec.accuracy.metric == "top1"
+                        ),
                     },
                 )
             )
@@ -113,6 +118,11 @@ def _prune_steps(
                 "(use a torchscript source to fine-tune after pruning)"
             )
     return f"pruned-{pruning.method}", tuple(steps)
+
+
+def _temperature(spec: OptimizationSpec, soft_logits: bool) -> dict[str, float]:
+    """student.temperature, where a distillation matches softened logits (else it is moot)."""
+    return {"temperature": spec.student.temperature} if soft_logits else {}
 
 
 def _transformer_learning_rate(given: float, user_set: bool, notes: list[str]) -> float:
@@ -126,7 +136,8 @@ def _transformer_learning_rate(given: float, user_set: bool, notes: list[str]) -
 
 
 def _transformer_prune_step(spec: OptimizationSpec, notes: list[str]) -> Step | None:
-    """Heads and FFN neurons, the pruning.sparsity share of each, by importance on user data."""
+    """Heads and FFN neurons (pruning.attentionHeads / ffn shares of each layer, sparsity where
+    unset), by importance on user data."""
     pruning = spec.pruning
     if pruning.method == "none":
         return None
@@ -137,11 +148,14 @@ def _transformer_prune_step(spec: OptimizationSpec, notes: list[str]) -> Step | 
         )
         return None
     dataset = _training_dataset(spec, spec.recovery.dataset, "pruning", notes)
-    params = {"heads": pruning.sparsity, "ffn": pruning.sparsity, "dataset": dataset}
+    heads = pruning.sparsity if pruning.attention_heads is None else pruning.attention_heads
+    ffn = pruning.sparsity if pruning.ffn is None else pruning.ffn
+    params = {"heads": heads, "ffn": ffn, "dataset": dataset}
     return Step(PRUNE_TRANSFORMER, params)
 
 
 def _distill_step(
+    source: SourceSpec,
     spec: OptimizationSpec,
     epochs: int,
     rate: float,
@@ -149,12 +163,15 @@ def _distill_step(
     own: str | None,
     notes: list[str],
 ) -> Step:
+    # Logits (the classification tasks) are softened; embeddings are matched by cosine.
+    logits = (source.task or "feature-extraction") != "feature-extraction"
     return Step(
         DISTILL,
         {
             "epochs": epochs,
             "learningRate": _transformer_learning_rate(rate, rate_set, notes),
             "dataset": _training_dataset(spec, own, "distillation", notes),
+            **_temperature(spec, logits),
         },
     )
 
@@ -172,7 +189,7 @@ def _transformer_prune_steps(
         notes.append("transformer recovery distills from the original (finetune is not offered)")
     rate_set = "learning_rate" in recovery.model_fields_set
     distill = _distill_step(
-        spec, recovery.epochs, recovery.learning_rate, rate_set, recovery.dataset, notes
+        source, spec, recovery.epochs, recovery.learning_rate, rate_set, recovery.dataset, notes
     )
     return "pruned-structured", (prune, distill)
 
@@ -190,7 +207,9 @@ def _shallow_steps(
         name = "student-shallow-pruned"
     rate_set = "learning_rate" in student.model_fields_set
     steps.append(
-        _distill_step(spec, student.epochs, student.learning_rate, rate_set, student.dataset, notes)
+        _distill_step(
+            source, spec, student.epochs, student.learning_rate, rate_set, student.dataset, notes
+        )
     )
     return name, tuple(steps)
 
@@ -294,6 +313,8 @@ def build_plan(source: SourceSpec, spec: OptimizationSpec) -> Plan:
     prune = (_transformer_prune_steps if transformer else _prune_steps)(source, spec, notes)
     if quant is not None:
         candidates.append(CandidatePlan(quant[0], spec.quantization.precision, (*pre, quant[1])))
+    if transformer:
+        candidates += _fused_candidates(spec, load, quant)
     if prune is not None:
         candidates.append(CandidatePlan(prune[0], "fp32", (load, *prune[1], graph_opt)))
         if quant is not None:
@@ -340,6 +361,19 @@ def build_plan(source: SourceSpec, spec: OptimizationSpec) -> Plan:
         else:
             candidates.append(CandidatePlan(trt_name, precision, (*pre, *trt_steps)))
     return Plan(tuple(candidates), tuple(dict.fromkeys(notes)))  # each note once
+
+
+def _fused_candidates(
+    spec: OptimizationSpec, load: Step, quant: tuple[str, Step] | None
+) -> list[CandidatePlan]:
+    """onnxruntime's transformer fusions (a huggingface source): the export fused, and fused
+    then INT8 dynamic (the quantizer knows the fused Attention); measured, gated, chosen only
+    when faster. Static QDQ and TensorRT need standard ops, so they take the unfused graph."""
+    fuse = Step(FUSE_TRANSFORMER, {"device": spec.target.device})
+    found = [CandidatePlan("fp32-fused", "fp32", (load, fuse))]
+    if quant is not None and quant[0] == "int8-dynamic":
+        found.append(CandidatePlan(f"{quant[0]}-fused", "int8", (load, fuse, quant[1])))
+    return found
 
 
 def describe_plan(plan: Plan) -> str:

@@ -98,6 +98,12 @@ def _distill() -> type[Pass]:
     return Distill
 
 
+def _fuse_transformer() -> type[Pass]:
+    from optiserve_optimizer.passes.hf_fusion import TransformerFusion
+
+    return TransformerFusion
+
+
 for _name, _loader in (
     (plan.LOAD_EXPORT, _load_export),
     (plan.GRAPH_OPT, _graph_opt),
@@ -109,5 +115,6 @@ for _name, _loader in (
     (plan.PRUNE_TRANSFORMER, _prune_transformer),
     (plan.DROP_LAYERS, _drop_layers),
     (plan.DISTILL, _distill),
+    (plan.FUSE_TRANSFORMER, _fuse_transformer),
 ):
     register(_name, _loader)

@@ -15,7 +15,8 @@ Feed = Mapping[str, npt.NDArray[Any]]
 Runner = Callable[[Feed], list[npt.NDArray[Any]]]
 
 TORCH_BASELINE = "pytorch-torchscript"
-EAGER_BASELINE = "pytorch-eager"  # a huggingface source: its eager twin (passes/hf_model.py)
+# A huggingface source's eager twin (passes/hf_model.py), or a torch.export program's module.
+EAGER_BASELINE = "pytorch-eager"
 ORT_BASELINE = "onnxruntime-fp32"  # the exported, unmodified model on onnxruntime
 BASELINES = (TORCH_BASELINE, EAGER_BASELINE, ORT_BASELINE)
 
@@ -60,6 +61,21 @@ def transformer_runner(path: Path) -> Runner:
     return run
 
 
+def program_runner(path: Path) -> Runner:
+    """PyTorch eager baseline of a torch.export source: ``program.module()`` run by torch."""
+    import torch
+
+    from optiserve_optimizer.passes import program_export
+
+    torch.set_num_threads(threads())
+    call = program_export.ProgramModule(program_export.load_program(path, "benchmark"))
+
+    def run(feed: Feed) -> list[npt.NDArray[Any]]:
+        return list(call(feed))
+
+    return run
+
+
 def runner_for(path: Path, device: str, input_names: list[str]) -> Runner:
     if path.suffix == ".plan":
         from optiserve_optimizer.passes.tensorrt_build import tensorrt_runner
@@ -68,6 +84,8 @@ def runner_for(path: Path, device: str, input_names: list[str]) -> Runner:
         return trt_run
     if path.suffix == ".safetensors":
         return transformer_runner(path)
+    if path.suffix == ".pt2":
+        return program_runner(path)
     if path.suffix == ".pt":
         return torchscript_runner(path, input_names)
     return onnx_runner(path, device)
@@ -77,12 +95,12 @@ def baseline_runners(
     source_torch: Path | None, exported_onnx: Path, device: str, input_names: list[str]
 ) -> tuple[str, dict[str, Runner]]:
     """(the named baseline, its runners): the source in its own framework (TorchScript run by
-    torch, a huggingface source run eagerly by torch, or an ONNX source run by onnxruntime)
-    and onnxruntime FP32 of the exported model beside it, which for an ONNX source is the same
-    thing and is timed once."""
+    torch, a huggingface or torch.export source run eagerly by torch, or an ONNX source run by
+    onnxruntime) and onnxruntime FP32 of the exported model beside it, which for an ONNX source
+    is the same thing and is timed once."""
     ort = onnx_runner(exported_onnx, device)
     if source_torch is not None:
-        name = EAGER_BASELINE if source_torch.suffix == ".safetensors" else TORCH_BASELINE
+        name = TORCH_BASELINE if source_torch.suffix == ".pt" else EAGER_BASELINE
         return name, {name: runner_for(source_torch, device, input_names), ORT_BASELINE: ort}
     return ORT_BASELINE, {ORT_BASELINE: ort}
 

@@ -58,7 +58,9 @@ class PassSettings(BaseModel):
 
 class LoadExportSettings(PassSettings):
     # Both name what is loaded, so they are part of the step (and of the recipe digest).
-    format: Literal["onnx", "torchscript", "huggingface"] = api_default(SourceSpec, "format")
+    format: Literal["onnx", "torchscript", "torch-export", "huggingface"] = api_default(
+        SourceSpec, "format"
+    )
     sha256: str | None = None
 
 
@@ -79,7 +81,7 @@ class RecoverSettings(PassSettings):
     learning_rate: float = Field(api_default(RecoverySpec, "learning_rate"), gt=0.0)
     dataset: str
     keep_zeros: bool = False  # magnitude and 2:4 zeros stay zero while training
-    # Softens the teacher's logits (distill, classifiers); a narrow student may set it.
+    # Softens the teacher's logits (distill on a top1 model); the spec's student.temperature.
     temperature: float = Field(api_default(StudentSpec, "temperature"), gt=0.0)
 
 
@@ -110,6 +112,12 @@ class TensorRTSettings(PassSettings):
     workspace_mib: int = Field(api_default(TensorRTSpec, "workspace_mib"), ge=1)
     timing_cache: bool = api_default(TensorRTSpec, "timing_cache")
     profiles: dict[str, dict[str, list[int]]] = Field(default_factory=dict)
+
+
+class TransformerFusionSettings(PassSettings):
+    """onnxruntime's transformer fusions (``passes/hf_fusion.py``) for this device's kernels."""
+
+    device: Literal["cpu", "gpu"] = api_default(TargetSpec, "device")
 
 
 class PruneTransformerSettings(PassSettings):

@@ -29,6 +29,11 @@ def optimization(**fields: Any) -> OptimizationSpec:
     return OptimizationSpec.model_validate({"accuracy": {"dataset": "/d/eval.npz"}, **fields})
 
 
+def candidate(plan: Any, name: str) -> Any:
+    (found,) = [c for c in plan.candidates if c.name == name]
+    return found
+
+
 def steps(plan: Any, name: str) -> list[str]:
     (candidate,) = [c for c in plan.candidates if c.name == name]
     return [s.name for s in candidate.steps]
@@ -41,6 +46,8 @@ def test_structured_pruning_of_a_transformer_prunes_heads_and_ffn_then_distills(
     assert plan.names() == [
         "fp32",
         "int8-dynamic",
+        "fp32-fused",
+        "int8-dynamic-fused",
         "pruned-structured",
         "pruned-structured+int8-dynamic",
     ]
@@ -49,9 +56,10 @@ def test_structured_pruning_of_a_transformer_prunes_heads_and_ffn_then_distills(
         PRUNE_TRANSFORMER,
         DISTILL,
     ]
-    prune = plan.candidates[2].steps[1].params
+    pruned = candidate(plan, "pruned-structured")
+    prune = pruned.steps[1].params
     assert prune["heads"] == prune["ffn"] == 0.3 and prune["dataset"] == "/d/cal.npz"
-    distill = plan.candidates[2].steps[2].params
+    distill = pruned.steps[2].params
     assert distill["learningRate"] == 1e-4  # unset: the transformer default, with a note
     assert any("learningRate 0.0001" in n for n in plan.notes)
 
@@ -63,8 +71,9 @@ def test_a_learning_rate_the_user_set_is_kept() -> None:
             pruning={"method": "structured"}, recovery={"learningRate": 3e-5, "dataset": "/d/r.npz"}
         ),
     )
-    assert plan.candidates[1].steps[2].params["learningRate"] == 3e-5
-    assert plan.candidates[1].steps[2].params["dataset"] == "/d/r.npz"
+    distill = candidate(plan, "pruned-structured").steps[2].params
+    assert distill["learningRate"] == 3e-5
+    assert distill["dataset"] == "/d/r.npz"
 
 
 def test_shallow_student_drops_layers_and_prunes_when_pruning_is_structured() -> None:
@@ -81,15 +90,15 @@ def test_shallow_student_drops_layers_and_prunes_when_pruning_is_structured() ->
         DISTILL,
     ]
     only_layers = build_plan(HF, optimization(student={"method": "shallow"}))
-    assert only_layers.names() == ["fp32", "student-shallow"]
-    assert only_layers.candidates[1].steps[1].params == {"layers": None}
+    assert only_layers.names() == ["fp32", "fp32-fused", "student-shallow"]
+    assert candidate(only_layers, "student-shallow").steps[1].params == {"layers": None}
 
 
 def test_methods_that_do_not_fit_a_transformer_are_noted_not_planned() -> None:
     plan = build_plan(
         HF, optimization(pruning={"method": "magnitude"}, student={"method": "narrow"})
     )
-    assert plan.names() == ["fp32"]
+    assert plan.names() == ["fp32", "fp32-fused"]
     assert any("huggingface sources prune structured" in n for n in plan.notes)
     assert any("narrow is for TorchScript" in n for n in plan.notes)
 

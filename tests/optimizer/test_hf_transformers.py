@@ -42,6 +42,11 @@ def write_spec(
     )
 
 
+def npz_size(path: Path) -> int:
+    with np.load(path) as npz:
+        return int(npz["attention_mask"].size)
+
+
 def reference(folder: Path, task: str, feed: dict[str, Any]) -> Any:
     """What transformers itself computes (default attention, our code not involved)."""
     import torch
@@ -83,6 +88,13 @@ def test_encoder_folder_is_packaged_and_matches_transformers_on_a_padded_batch(
     assert checks["padded-batch", "fp32"]["result"] == "passed"
     load = report["candidateDetails"]["fp32"]["passes"]["load_export"]
     assert load["architecture"] == kind and load["task"] == task
+    accuracy = report["candidateDetails"]["fp32"]["accuracy"]
+    with np.load(eval_npz) as npz:
+        real_tokens = float(npz["attention_mask"].sum())
+    if task == "token-classification":  # the gate counted real tokens only
+        assert accuracy["realTokens"] == real_tokens < npz_size(eval_npz)
+    else:
+        assert "realTokens" not in accuracy
     assert len(set(load["paddedCheckLengths"])) > 1  # the check saw mixed lengths
     (served,) = run.folder.glob("model_repository/*/1/model.onnx")
     with np.load(eval_npz) as npz:
@@ -156,6 +168,8 @@ def test_compression_candidates_are_physically_smaller_and_gated(
     assert list(rows) == [
         "fp32",
         "int8-dynamic",
+        "fp32-fused",
+        "int8-dynamic-fused",
         "pruned-structured",
         "pruned-structured+int8-dynamic",
         "student-shallow-pruned",
@@ -195,7 +209,7 @@ def test_a_compressed_candidate_that_loses_accuracy_is_not_chosen(
     rows = {c["name"]: c for c in report["candidates"]}
     assert not rows["pruned-structured"]["passed"]
     assert "cosine drop" in rows["pruned-structured"]["reason"]
-    assert report["chosen"] == "fp32"
+    assert report["chosen"] in ("fp32", "fp32-fused")  # the unpruned model, fused or not
 
 
 def _no_weights(folder: Path) -> None:

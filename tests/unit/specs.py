@@ -42,6 +42,23 @@ def _two_four_on_cpu() -> dict[str, Any]:
     return obj
 
 
+def _torch_export_with(path: str, value: Any) -> dict[str, Any]:
+    """A torch-export source with ``path`` set: the program is exported, not trained."""
+    obj = with_change(path, value)
+    obj["spec"]["source"]["format"] = "torch-export"
+    return obj
+
+
+_ACCURACY = {"accuracy": {"dataset": "pvc://models/eval.npz"}, "recovery": {"method": "none"}}
+
+
+def _huggingface_with(path: str, value: Any) -> dict[str, Any]:
+    obj = with_change(path, value)
+    obj["spec"]["source"]["format"] = "huggingface"
+    obj["spec"]["optimization"]["recovery"] = {"method": "none"}
+    return obj
+
+
 # (what is wrong, the object, a fragment of the field path every checker must name)
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("unknown field", with_change("source.colour", "blue"), "source.colour"),
@@ -190,6 +207,36 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         with_change("optimization.student", {"method": "narrow"}),
         "student.method",
     ),
+    (
+        "pruning with recovery on a torch-export source",
+        _torch_export_with("optimization.pruning", {"method": "structured"}),
+        "pruning.method",
+    ),
+    (
+        "narrow student on a torch-export source",
+        _torch_export_with("optimization.student", {"method": "narrow"}),
+        "student.method",
+    ),
+    (
+        "head share with magnitude pruning",
+        _huggingface_with("optimization.pruning", {"method": "magnitude", "attentionHeads": 0.5}),
+        "pruning.method",
+    ),
+    (
+        "head and FFN shares both 0",
+        _huggingface_with(
+            "optimization.pruning", {"method": "structured", "attentionHeads": 0.0, "ffn": 0.0}
+        ),
+        "pruning.ffn",
+    ),
+    (
+        "FFN share on a torch-export source",
+        _torch_export_with(
+            "optimization", {**_ACCURACY, "pruning": {"method": "structured", "ffn": 0.5}}
+        ),
+        "optimization.pruning",
+    ),
+    ("head share of 1", with_change("optimization.pruning.attentionHeads", 1.0), "attentionHeads"),
     (
         "2:4 pruning on cpu",
         _two_four_on_cpu(),

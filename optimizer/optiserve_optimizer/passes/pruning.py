@@ -85,11 +85,11 @@ class Prune:
         method, sparsity = settings.method, settings.sparsity
         model = load_model(artifact.onnx, NAME)
         params_before = sum(v.size for v in prune_graph.initializers(model).values())
-        edits, summary = plan_edits(model, method, sparsity, artifact.torch is not None)
+        edits, summary = plan_edits(model, method, sparsity, artifact.torchscript is not None)
         onnx_out = ctx.output(artifact, f"pruned-{method.replace(':', '')}.onnx")
         torch_out = None
-        if artifact.torch is not None:
-            module = torch_edit_module(artifact.torch)
+        if artifact.torchscript is not None:
+            module = torch_edit_module(artifact.torchscript)
             torch_edit.apply_edits(module, edits, NAME)
             torch_out = onnx_out.with_suffix(".pt")
             names = [i.name for i in model.graph.input]

@@ -34,7 +34,7 @@ class Recover:
         import torch
 
         settings = RecoverSettings.of(config, NAME)
-        if artifact.torch is None or ctx.original is None or ctx.original.torch is None:
+        if artifact.torchscript is None or ctx.original is None or ctx.original.torchscript is None:
             raise PassFailedError(NAME, "recovery needs a TorchScript source (a trainable module)")
         torch.set_num_threads(threads())
         torch.manual_seed(0)
@@ -46,8 +46,8 @@ class Recover:
         arrays = data.load(path, [*names, data.LABELS])
         if method == "finetune" and data.LABELS not in arrays:
             raise DataError(NAME, f"finetune needs 'labels' in {path.name}; use method: distill")
-        teacher = load_torchscript(ctx.original.torch, NAME)
-        student = load_torchscript(artifact.torch, NAME)
+        teacher = load_torchscript(ctx.original.torchscript, NAME)
+        student = load_torchscript(artifact.torchscript, NAME)
         zero_masks = _zero_masks(student) if settings.keep_zeros else {}
         classifier = ctx.spec.accuracy.metric == "top1"
         loss_kind = "finetune" if method == "finetune" else ("kl" if classifier else "mse")

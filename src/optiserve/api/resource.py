@@ -41,12 +41,27 @@ class OptimizedModelSpec(ApiModel):
             "(has(self.optimization.recovery) && self.optimization.recovery.method == 'none')",
             message="recovery after pruning trains the model, which needs source.format: "
             "torchscript or huggingface; set optimization.recovery.method: none to prune an "
-            "ONNX model as is",
+            "ONNX or torch-export model as is",
             field=".optimization.pruning.method",
             check=lambda s: (
                 s.optimization.pruning.method == "none"
                 or s.source.format in ("torchscript", "huggingface")
                 or s.optimization.recovery.method == "none"
+            ),
+        ),
+        CelRule(
+            cel="!has(self.optimization.pruning) || (!has(self.optimization.pruning.attentionHeads)"
+            " && !has(self.optimization.pruning.ffn)) || (has(self.source.format) && "
+            "self.source.format == 'huggingface')",
+            message="attentionHeads and ffn prune a transformer's heads and FFN neurons, which "
+            "needs source.format: huggingface; use sparsity for other sources",
+            field=".optimization.pruning",
+            check=lambda s: (
+                (
+                    s.optimization.pruning.attention_heads is None
+                    and s.optimization.pruning.ffn is None
+                )
+                or s.source.format == "huggingface"
             ),
         ),
         CelRule(
@@ -56,7 +71,7 @@ class OptimizedModelSpec(ApiModel):
             "'huggingface' && self.optimization.student.method == 'shallow')))",
             message="a student is trained from the source model: narrow needs source.format: "
             "torchscript, shallow needs huggingface; set optimization.student.method: none for "
-            "an ONNX source",
+            "an ONNX or torch-export source",
             field=".optimization.student.method",
             check=lambda s: (
                 s.optimization.student.method == "none"

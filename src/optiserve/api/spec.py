@@ -49,11 +49,12 @@ class SourceSpec(ApiModel):
         pattern=URI_PATTERN,
         description=f"The model file (a folder for huggingface): {URI_HELP}.",
     )
-    format: Literal["onnx", "torchscript", "huggingface"] = Field(
+    format: Literal["onnx", "torchscript", "torch-export", "huggingface"] = Field(
         "onnx",
-        description="onnx: used as given; torchscript: exported to ONNX first; huggingface: a "
-        "save_pretrained folder (config.json, *.safetensors, tokenizer) of an encoder "
-        "(BERT, RoBERTa, DistilBERT, MiniLM, XLM-R), exported to ONNX first.",
+        description="onnx: used as given; torchscript: exported to ONNX first; torch-export: a "
+        ".pt2 from torch.export.save (a dynamic batch axis), exported to ONNX first; "
+        "huggingface: a save_pretrained folder (config.json, *.safetensors, tokenizer) of an "
+        "encoder (BERT, RoBERTa, DistilBERT, MiniLM, XLM-R), exported to ONNX first.",
     )
     task: (
         Literal["feature-extraction", "sequence-classification", "token-classification"] | None
@@ -115,6 +116,20 @@ class PruningSpec(ApiModel):
     sparsity: float = Field(
         0.5, gt=0.0, lt=1.0, description="Fraction of weights (or channels) to remove."
     )
+    attention_heads: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="structured, huggingface sources: share of each layer's attention heads "
+        "removed (default: sparsity; 0 keeps them all).",
+    )
+    ffn: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="structured, huggingface sources: share of each layer's FFN (intermediate) "
+        "neurons removed (default: sparsity; 0 keeps them all).",
+    )
 
     rules = (
         CelRule(
@@ -122,6 +137,23 @@ class PruningSpec(ApiModel):
             message="2:4 pruning always removes half the weights; leave sparsity at 0.5",
             field=".sparsity",
             check=lambda p: p.method != "2:4" or p.sparsity == 0.5,
+        ),
+        CelRule(
+            cel="self.method == 'structured' || (!has(self.attentionHeads) && !has(self.ffn))",
+            message="attentionHeads and ffn are shares of structured pruning; set method: "
+            "structured or remove them",
+            field=".method",
+            check=lambda p: (
+                p.method == "structured" or (p.attention_heads is None and p.ffn is None)
+            ),
+        ),
+        CelRule(
+            cel="!has(self.attentionHeads) || !has(self.ffn) || self.attentionHeads > 0.0 || "
+            "self.ffn > 0.0",
+            message="attentionHeads and ffn are both 0: nothing would be pruned; set "
+            "method: none or a share above 0",
+            field=".ffn",
+            check=lambda p: p.attention_heads != 0.0 or p.ffn != 0.0,
         ),
     )
 
@@ -163,7 +195,11 @@ class StudentSpec(ApiModel):
     epochs: int = Field(10, ge=1, le=1000, description="Passes over the training data.")
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Optimizer step size.")
     temperature: float = Field(
-        2.0, gt=0.0, le=100.0, description="Softens the teacher's outputs for distillation."
+        2.0,
+        gt=0.0,
+        le=100.0,
+        description="Softens the teacher's logits in every distillation on a classifier's "
+        "outputs: the student's, and recovery's (method: distill) after pruning.",
     )
     dataset: str | None = Field(
         None,

@@ -122,7 +122,8 @@ class Metrics(ApiModel):
         None,
         max_length=64,
         description="What speedup is against: the source model in its own framework "
-        "(pytorch-torchscript, pytorch-eager for a huggingface source, or onnxruntime-fp32).",
+        "(pytorch-torchscript, pytorch-eager for a huggingface or torch-export source, or "
+        "onnxruntime-fp32).",
     )
     baseline_latency_ms: float | None = Field(
         None, description="The baseline's p50 latency at the first benchmark batch size."
