@@ -31,14 +31,13 @@ def run_with(settings: OperatorSettings) -> int:
     kopf.configure(verbose=settings.verbose, log_format=log_formats[settings.log_format])
     memo = kopf.Memo(runtime=handlers.Runtime(settings))
     kopf.run(
-        standalone=settings.standalone,
+        # Never kopf peering, which pauses kopf's watches but not our work queue (docs/scale.md):
+        # several replicas take turns with --leader-elect. Without standalone kopf would peer
+        # on its own whenever its peering CRDs happen to be installed.
+        standalone=True,
         namespaces=settings.namespaces,
         clusterwide=not settings.namespaces,
         liveness_endpoint=settings.liveness,
-        # Naming a peering object makes peering mandatory in kopf (it then waits for the
-        # peering CRD); without a name kopf peers when its CRDs exist and runs alone if not.
-        peering_name=None if settings.standalone else settings.peering,
-        priority=settings.priority,
         memo=memo,
     )
     return 0

@@ -21,9 +21,6 @@ RESYNC_SECONDS = 300.0  # when settled
 @dataclass(frozen=True)
 class OperatorSettings:
     namespaces: tuple[str, ...] = ()  # empty: every namespace (cluster-wide)
-    standalone: bool = False
-    peering: str | None = None  # kopf peering object; None: auto-detect, "default"
-    priority: int = 0
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
     metrics_port: int | None = None  # Prometheus metrics of the operator itself
     log_format: str = "plain"  # plain | full | json
@@ -57,17 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NS",
         help="watch this namespace (repeatable; globs allowed); default: all namespaces",
     )
+    # kopf always runs standalone (main.py); the flag stays accepted so that command lines
+    # written for earlier versions, which had kopf peering, keep working.
     parser.add_argument(
         "--standalone",
         action="store_true",
-        help="no peering with other operator replicas (one replica, or tests)",
+        help="accepted and ignored: kopf peering is never used; several replicas need "
+        "--leader-elect",
     )
-    parser.add_argument(
-        "--peering",
-        default=env("OPTISERVE_PEERING"),
-        help="kopf peering object name, for leader handover between replicas",
-    )
-    parser.add_argument("--priority", type=int, default=0, help="kopf peering priority")
     parser.add_argument(
         "--liveness",
         metavar="URL",
@@ -153,9 +147,6 @@ def parse_settings(argv: Sequence[str]) -> OperatorSettings:
         raise SystemExit("--api-qps must be above 0 and --api-burst at least 1")
     return OperatorSettings(
         namespaces=tuple(args.namespace),
-        standalone=args.standalone,
-        peering=args.peering,
-        priority=args.priority,
         liveness=args.liveness,
         metrics_port=args.metrics_port,
         log_format=args.log_format,

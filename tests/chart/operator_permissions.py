@@ -12,7 +12,7 @@ Three sources, each read from the real thing rather than from a hand-kept list:
    ``reconcile.plan`` and ``deletion.plan_deletion`` put in their plans, over scenarios that
    must exercise every renderer the operator imports (a test checks).
 
-kopf's own needs (CRD discovery, namespaces, peering) are in ``kopf_permissions`` with the
+kopf's own needs (CRD discovery, namespaces, Events) are in ``kopf_permissions`` with the
 kopf source they come from.
 """
 
@@ -345,26 +345,20 @@ def planned_manifests() -> dict[str, set[tuple[str, str]]]:
 
 
 # ---- what kopf itself needs ------------------------------------------------------------------
-def kopf_permissions(*, namespaced: bool, peered: bool) -> tuple[set[Permission], set[Permission]]:
+def kopf_permissions(*, namespaced: bool) -> tuple[set[Permission], set[Permission]]:
     """(cluster-scoped, per watched namespace) permissions of the kopf framework itself.
 
-    From kopf's source (kopf/_core/reactor/observation.py, engines/peering.py, posting.py):
-    it watches CRDs to notice served resources change; when given namespaces it lists and
-    watches namespaces to match them; with peering it watches and patches the peering object
-    (ClusterKopfPeering cluster-wide, KopfPeering per namespace); it posts core/v1 Events.
+    From kopf's source (kopf/_core/reactor/observation.py, posting.py): it watches CRDs to
+    notice served resources change; when given namespaces it lists and watches namespaces to
+    match them; it posts core/v1 Events. kopf always runs standalone (main.py): no peering.
     """
     cluster = {
         Permission("apiextensions.k8s.io", "customresourcedefinitions", v)
         for v in ("list", "watch")
     }
     per_namespace = {Permission("", "events", "create")}
-    peering_verbs = ("list", "watch", "patch")
     if namespaced:
         cluster |= {Permission("", "namespaces", v) for v in ("list", "watch")}
-        if peered:
-            per_namespace |= {Permission("kopf.dev", "kopfpeerings", v) for v in peering_verbs}
-    elif peered:
-        cluster |= {Permission("kopf.dev", "clusterkopfpeerings", v) for v in peering_verbs}
     return cluster, per_namespace
 
 

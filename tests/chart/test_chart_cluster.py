@@ -18,7 +18,6 @@ from tests.chart.service_account import service_account_kubeconfig
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("helm")]
 
-PEERING_CRDS = CHART / "crds" / "kopf.dev_peerings.yaml"
 # Just enough of prometheus-operator's CRD for the API server to know the kind.
 SERVICE_MONITOR_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -85,15 +84,13 @@ def test_the_api_server_accepts_the_crds(cluster: LocalCluster) -> None:
 def test_server_side_dry_run_accepts_every_object(
     cluster: LocalCluster, cluster_namespace: str
 ) -> None:
-    cluster.apply(PEERING_CRDS.read_text())
     cluster.apply([SERVICE_MONITOR_CRD])
-    for crd in ("kopfpeerings.kopf.dev", "servicemonitors.monitoring.coreos.com"):
-        wait_established(cluster, crd)
+    wait_established(cluster, "servicemonitors.monitoring.coreos.com")
     watched = _new_namespace(cluster)
     for values in (
         {},
-        {"watchNamespaces": [watched], "metrics.serviceMonitor.enabled": True, "replicaCount": 2},
-        {"clusterWide": True, "replicaCount": 2},
+        {"watchNamespaces": [watched], "metrics.serviceMonitor.enabled": True},
+        {"clusterWide": True, "replicaCount": 1},
     ):
         rendered = template_text(values, include_crds=True, namespace=cluster_namespace)
         _ok(
@@ -107,12 +104,17 @@ def _can_i(cluster: LocalCluster, kubeconfig: Path, *args: str) -> bool:
     return result.stdout.strip() == "yes"
 
 
-def test_install_serves_the_crd_and_upgrade_turns_on_peering(
-    cluster: LocalCluster, cluster_namespace: str, release: str
+def test_install_serves_the_crd_and_upgrade_turns_on_leader_election(
+    cluster: LocalCluster, cluster_namespace: str, release: str, tmp_path: Path
 ) -> None:
     ns = cluster_namespace
     notes = run_helm(
-        "install", release, str(CHART), f"--namespace={ns}", kubeconfig=cluster.kubeconfig
+        "install",
+        release,
+        str(CHART),
+        f"--namespace={ns}",
+        *set_flags({"replicaCount": 1}),
+        kubeconfig=cluster.kubeconfig,
     )
     assert f"rollout status deployment/{release}-optiserve" in notes
     assert f"watches the namespaces {ns}" in notes  # its own namespace, by default
@@ -123,19 +125,32 @@ def test_install_serves_the_crd_and_upgrade_turns_on_peering(
     )
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
 
+    sa = service_account_kubeconfig(cluster, ns, f"{release}-optiserve", tmp_path)
+    lease = f"leases.coordination.k8s.io/{release}-optiserve"
+    assert not _can_i(cluster, sa, "get", lease, f"--namespace={ns}")
+
+    # The chart's default (helm would otherwise reuse replicaCount 1): two replicas electing a
+    # leader on a Lease.
     run_helm(
         "upgrade",
         release,
         str(CHART),
         f"--namespace={ns}",
-        *set_flags({"replicaCount": 2}),
+        "--reset-values",
         kubeconfig=cluster.kubeconfig,
     )
     deployment = json.loads(
         _ok(cluster.kubectl("get", "deployment", f"{release}-optiserve", "-n", ns, "-o", "json"))
     )
     assert deployment["spec"]["replicas"] == 2
-    _ok(cluster.kubectl("get", "kopfpeering", f"{release}-optiserve", f"--namespace={ns}"))
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    _ok(cluster.kubectl("get", "poddisruptionbudget", f"{release}-optiserve", f"--namespace={ns}"))
+    for verb in ("get", "update"):
+        assert _can_i(cluster, sa, verb, lease, f"--namespace={ns}")
+    assert _can_i(cluster, sa, "create", "leases.coordination.k8s.io", f"--namespace={ns}")
+    assert not _can_i(
+        cluster, sa, "update", "leases.coordination.k8s.io/other", f"--namespace={ns}"
+    )
     history = run_helm(
         "history", release, f"--namespace={ns}", "-o", "json", kubeconfig=cluster.kubeconfig
     )
@@ -176,6 +191,8 @@ def test_cluster_wide_service_account_may_do_its_work_and_nothing_more(
         ("delete", "horizontalpodautoscalers.autoscaling", f"--namespace={other}"),
         ("create", "events", f"--namespace={other}"),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("update", f"leases.coordination.k8s.io/{release}-optiserve", f"--namespace={ns}"),
+        ("create", "leases.coordination.k8s.io", f"--namespace={ns}"),
     ]
     refused = [
         ("get", "secrets", f"--namespace={other}"),
@@ -188,7 +205,10 @@ def test_cluster_wide_service_account_may_do_its_work_and_nothing_more(
         ("get", "pods", f"--namespace={other}"),  # lists the Job's pods, nothing more
         ("create", "pods", "--subresource=exec", f"--namespace={other}"),
         ("create", "serviceaccounts", "--subresource=token", f"--namespace={other}"),
-        ("patch", "clusterkopfpeerings.kopf.dev"),  # standalone: no peering
+        # The leader-election Lease: its own, in its own namespace, nothing else.
+        ("update", "leases.coordination.k8s.io/kube-controller-manager", "-n", "kube-system"),
+        ("update", "leases.coordination.k8s.io/other", f"--namespace={ns}"),
+        ("create", "leases.coordination.k8s.io", f"--namespace={other}"),
     ]
     assert [a for a in allowed if not _can_i(cluster, sa, *a)] == []
     assert [r for r in refused if _can_i(cluster, sa, *r)] == []
@@ -204,12 +224,15 @@ def test_namespaced_service_account_stays_in_its_namespaces(
         release,
         str(CHART),
         f"--namespace={ns}",
-        *set_flags({"watchNamespaces": [watched], "replicaCount": 2}),
+        *set_flags({"watchNamespaces": [watched]}),
         kubeconfig=cluster.kubeconfig,
     )
     sa = service_account_kubeconfig(cluster, ns, f"{release}-optiserve", tmp_path)
     assert _can_i(cluster, sa, "create", "jobs.batch", f"--namespace={watched}")
-    assert _can_i(cluster, sa, "patch", "kopfpeerings.kopf.dev", f"--namespace={watched}")
+    # The Lease lives in the release namespace, not the watched one.
+    lease = f"leases.coordination.k8s.io/{release}-optiserve"
+    assert _can_i(cluster, sa, "update", lease, f"--namespace={ns}")
+    assert not _can_i(cluster, sa, "update", lease, f"--namespace={watched}")
     assert _can_i(cluster, sa, "list", "namespaces")
     assert not _can_i(cluster, sa, "create", "jobs.batch", f"--namespace={unwatched}")
     assert not _can_i(cluster, sa, "list", "optimizedmodels.optiserve.io", "--all-namespaces")
@@ -217,7 +240,6 @@ def test_namespaced_service_account_stays_in_its_namespaces(
     assert not _can_i(cluster, sa, "list", "pods", "--all-namespaces")
     assert not _can_i(cluster, sa, "create", "jobs.batch", "--namespace=kube-system")
     assert not _can_i(cluster, sa, "create", "deployments.apps", "--namespace=kube-system")
-    _ok(cluster.kubectl("get", "kopfpeering", f"{release}-optiserve", f"--namespace={watched}"))
 
 
 def test_kubectl_apply_k_config(cluster: LocalCluster) -> None:

@@ -1,5 +1,6 @@
-"""The chart rendered by the real helm: defaults, a namespaced + peered + monitored combination,
-the restricted pod security, the flags the operator gets, and values that must be refused."""
+"""The chart rendered by the real helm: defaults, a namespaced + monitored combination, the
+restricted pod security, the flags the operator gets, and values that must be refused. (Leader
+election, the PodDisruptionBudget and anti-affinity: test_chart_ha.py.)"""
 
 from __future__ import annotations
 
@@ -39,10 +40,9 @@ def operator_container(objects: list[Manifest]) -> Manifest:
 
 
 def flags(container: Manifest) -> list[str]:
-    """The flags `optiserve operator` gets, with or without the peered shell wrapper."""
+    """The flags `optiserve operator` (the image's ENTRYPOINT) gets."""
+    assert "command" not in container
     args: list[str] = container["args"]
-    if container.get("command") == ["/bin/sh", "-c"]:
-        return args[2:]  # script, $0, then "$@"
     return args
 
 
@@ -51,7 +51,7 @@ def test_helm_lint_passes_with_defaults_and_the_combination(helm: Path) -> None:
     run_helm("lint", "--strict", KUBE_VERSION, str(CHART), *set_flags(COMBINATION))
 
 
-def test_defaults_render_one_standalone_operator_for_its_own_namespace() -> None:
+def test_defaults_render_two_operators_for_their_own_namespace() -> None:
     objects = template()
     kinds = sorted(obj["kind"] for obj in objects)
     assert kinds == sorted(
@@ -59,8 +59,11 @@ def test_defaults_render_one_standalone_operator_for_its_own_namespace() -> None
             "ServiceAccount",
             "ClusterRole",  # kopf's read-only framework role, nothing else cluster-wide
             "ClusterRoleBinding",
-            "Role",
+            "Role",  # the operator's work in its namespace
             "RoleBinding",
+            "Role",  # the leader-election Lease
+            "RoleBinding",
+            "PodDisruptionBudget",
             "Service",
             "Deployment",
             "ConfigMap",
@@ -70,14 +73,10 @@ def test_defaults_render_one_standalone_operator_for_its_own_namespace() -> None
     )
     deployment = one(objects, "Deployment")
     assert deployment["metadata"]["namespace"] == NAMESPACE
-    assert deployment["spec"]["replicas"] == 1
-    # --standalone must never overlap with another replica, not even during a rollout.
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["replicas"] == 2
     container = operator_container(objects)
-    assert "command" not in container  # the image's ENTRYPOINT, `optiserve operator`
     args = flags(container)
-    assert "--standalone" in args
-    assert not [a for a in args if a.startswith("--peering")]
+    assert "--standalone" in args and "--leader-elect" in args
     assert [a for a in args if a.startswith("--namespace")] == [f"--namespace={NAMESPACE}"]
     assert "--policy-dir=/etc/optiserve/policy" in args
     assert "--liveness=http://0.0.0.0:8081/healthz" in args
@@ -100,51 +99,36 @@ def test_defaults_render_one_standalone_operator_for_its_own_namespace() -> None
     assert not of_kind(objects, "ServiceMonitor")
 
 
-def test_namespaced_peered_monitored_combination() -> None:
+def test_namespaced_monitored_combination() -> None:
     objects = template(COMBINATION)
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     container = operator_container(objects)
     args = flags(container)
-    assert "--peering=optiserve" in args and "--standalone" not in args
+    # The Lease stays in the release namespace whichever namespaces are watched.
+    assert f"--leader-election-namespace={NAMESPACE}" in args
     assert [a for a in args if a.startswith("--namespace")] == [
         "--namespace=ml",
         "--namespace=research",
     ]
-    # Equal kopf priorities pause every peer: each replica draws its own at start.
-    assert "--priority=" in container["args"][0]
-    # A Role and RoleBinding in each watched namespace, no cluster-wide work role.
+    # A Role and RoleBinding in each watched namespace, no cluster-wide work role; the Lease's
+    # Role and RoleBinding in the release namespace.
     roles = of_kind(objects, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml", "research"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml", NAMESPACE, "research"]
     bindings = of_kind(objects, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ml", "research"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ml", NAMESPACE, "research"]
     for binding in bindings:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "optiserve", "namespace": NAMESPACE}
         ]
     cluster_roles = of_kind(objects, "ClusterRole")
     assert [r["metadata"]["name"] for r in cluster_roles] == ["optiserve-framework"]
-    # Namespaced peering: a KopfPeering per watched namespace, each Role may touch it.
-    peerings = of_kind(objects, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["ml", "research"]
-    for role in roles:
-        assert any("kopfpeerings" in rule["resources"] for rule in role["rules"])
     monitor = one(objects, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= (
         one(objects, "Service")["metadata"]["labels"].items()
     )
-
-
-def test_cluster_wide_peering_uses_a_cluster_peering_object() -> None:
-    objects = template({"clusterWide": True, "replicaCount": 3, "peering.name": "ops"})
-    assert one(objects, "ClusterKopfPeering")["metadata"]["name"] == "ops"
-    framework = next(
-        r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-framework")
-    )
-    assert any("clusterkopfpeerings" in rule["resources"] for rule in framework["rules"])
-    assert "--peering=ops" in flags(operator_container(objects))
 
 
 def test_image_digest_pins_the_images() -> None:
@@ -218,20 +202,19 @@ def test_without_service_account_creation_a_name_is_required() -> None:
         COMBINATION,
         {"verbose": True, "logFormat": "json", "optimizer.serviceAccountName": "optimizer"},
         {"metrics.enabled": False, "extraArgs": ["--resync-seconds=600"]},
+        {"replicaCount": 1},
     ],
-    ids=["defaults", "combination", "logging", "no-metrics"],
+    ids=["defaults", "combination", "logging", "no-metrics", "one-replica"],
 )
 def test_the_operator_parses_every_flag_the_chart_passes(values: dict[str, Any]) -> None:
     from optiserve_operator.settings import parse_settings
 
-    container = operator_container(template(values))
-    args = flags(container)
-    peered = container.get("command") == ["/bin/sh", "-c"]
-    if peered:
-        assert container["args"][0].startswith("exec optiserve operator")
-        args = [*args, "--priority=7"]  # what the wrapper appends
+    args = flags(operator_container(template(values)))
     settings = parse_settings(args)  # SystemExit(2) on a flag the operator does not know
-    assert settings.standalone is not peered
+    assert settings.leader_elect is (values.get("replicaCount", 2) > 1)
+    if settings.leader_elect:
+        assert settings.leader_election_namespace == NAMESPACE
+        assert settings.leader_election_id == "optiserve"
     assert settings.liveness == "http://0.0.0.0:8081/healthz"
     assert settings.metrics_port == (None if values.get("metrics.enabled") is False else 8080)
     assert settings.namespaces == tuple(values.get("watchNamespaces", [NAMESPACE]))
@@ -240,8 +223,6 @@ def test_the_operator_parses_every_flag_the_chart_passes(values: dict[str, Any])
     assert settings.job_service_account == values.get("optimizer.serviceAccountName")
     assert settings.verbose is values.get("verbose", False)
     assert settings.log_format == values.get("logFormat", "full")
-    if peered:
-        assert settings.peering == "optiserve" and settings.priority == 7
     if "extraArgs" in values:
         assert settings.resync_seconds == 600
 

@@ -51,9 +51,11 @@ def test_by_default_the_operator_works_in_its_own_namespace_only() -> None:
     objects = template()
     (role,) = _work_roles(objects)
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == NAMESPACE
-    (binding,) = of_kind(objects, "RoleBinding")
+    (binding,) = [b for b in of_kind(objects, "RoleBinding") if b["roleRef"]["name"] == "optiserve"]
     assert binding["metadata"]["namespace"] == NAMESPACE
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # The only other RoleBinding: the leader-election Lease's, in the same namespace.
+    assert {b["metadata"]["namespace"] for b in of_kind(objects, "RoleBinding")} == {NAMESPACE}
     assert _namespace_flags(objects) == [f"--namespace={NAMESPACE}"]
     # Listing pods: only where it works, never across the cluster.
     assert [r["kind"] for r in _pod_listers(objects)] == ["Role"]
@@ -78,7 +80,10 @@ def test_cluster_wide_is_an_explicit_choice() -> None:
     objects = template({"clusterWide": True})
     (role,) = _work_roles(objects)
     assert role["kind"] == "ClusterRole"
-    assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
+    # Nothing namespaced but the leader-election Lease's Role, in the release namespace.
+    assert [
+        (r["metadata"]["name"], r["metadata"]["namespace"]) for r in of_kind(objects, "Role")
+    ] == [("optiserve-leader-election", NAMESPACE)]
     assert _namespace_flags(objects) == []
     # The policy then guards every namespace.
     assert "matchResources" not in one(objects, "ValidatingAdmissionPolicyBinding")["spec"]

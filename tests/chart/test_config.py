@@ -62,6 +62,7 @@ def test_kustomize_builds_config() -> None:
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
+            "PodDisruptionBudget",
             "Service",
             "Deployment",
             "ConfigMap",

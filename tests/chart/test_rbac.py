@@ -14,7 +14,7 @@ import pytest
 
 from tests.chart import operator_permissions as op
 from tests.chart.config_manifests import committed_objects
-from tests.chart.helm import Manifest, of_kind, template
+from tests.chart.helm import NAMESPACE, Manifest, of_kind, one, template
 from tests.chart.operator_permissions import Permission
 
 FORBIDDEN_RESOURCES = {
@@ -73,45 +73,83 @@ def test_the_derivation_finds_the_calls_it_should() -> None:
     assert len(needed) >= 15
 
 
-def _check_cluster_wide(objects: list[Manifest], *, peered: bool) -> None:
+LEASE_ROLE = "optiserve-leader-election"
+
+
+def _work_roles(objects: list[Manifest]) -> list[Manifest]:
+    return [r for r in of_kind(objects, "Role") if r["metadata"]["name"] != LEASE_ROLE]
+
+
+def _check_leader_election(objects: list[Manifest], *, replicas: int) -> None:
+    """With several replicas: one Role in the release namespace with exactly what leader.py
+    does to its Lease, get and update limited to that Lease by name, bound to the operator's
+    ServiceAccount; with one replica none of it."""
+    roles = [r for r in of_kind(objects, "Role") if r["metadata"]["name"] == LEASE_ROLE]
+    bindings = [b for b in of_kind(objects, "RoleBinding") if b["metadata"]["name"] == LEASE_ROLE]
+    if replicas == 1:
+        assert roles == [] and bindings == []
+        return
+    (role,), (binding,) = roles, bindings
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
+    assert _rules(role) == op.leader_election_permissions()
+    args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    (lease,) = [a.split("=", 1)[1] for a in args if a.startswith("--leader-election-id=")]
+    for rule in role["rules"]:
+        # RBAC cannot limit create by name (the object does not exist yet); every other verb is.
+        expected = None if rule["verbs"] == ["create"] else [lease]
+        assert rule.get("resourceNames") == expected, rule
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": LEASE_ROLE,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "optiserve", "namespace": NAMESPACE}
+    ]
+
+
+def _check_cluster_wide(objects: list[Manifest], *, replicas: int) -> None:
     work = _role_named(objects, "ClusterRole", "optiserve")
     framework = _role_named(objects, "ClusterRole", "-framework")
-    kopf_cluster, kopf_namespaced = op.kopf_permissions(namespaced=False, peered=peered)
+    kopf_cluster, kopf_namespaced = op.kopf_permissions(namespaced=False)
     assert _rules(work) == op.operator_permissions() | kopf_namespaced
     assert _rules(framework) == kopf_cluster
+    assert _work_roles(objects) == []
+    _check_leader_election(objects, replicas=replicas)
 
 
-def _check_namespaced(objects: list[Manifest], namespaces: list[str], *, peered: bool) -> None:
-    kopf_cluster, kopf_namespaced = op.kopf_permissions(namespaced=True, peered=peered)
+def _check_namespaced(objects: list[Manifest], namespaces: list[str], *, replicas: int) -> None:
+    kopf_cluster, kopf_namespaced = op.kopf_permissions(namespaced=True)
     assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")] == [
         "optiserve-framework"
     ]
     assert _rules(of_kind(objects, "ClusterRole")[0]) == kopf_cluster
-    roles = of_kind(objects, "Role")
+    roles = _work_roles(objects)
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
     for role in roles:
         assert _rules(role) == op.operator_permissions() | kopf_namespaced
+    _check_leader_election(objects, replicas=replicas)
 
 
 def test_committed_config_grants_exactly_what_the_operator_uses() -> None:
-    # The chart's default: the release's own namespace.
-    _check_namespaced(committed_objects(), ["optiserve-system"], peered=False)
+    # The chart's default: the release's own namespace, two replicas.
+    _check_namespaced(committed_objects(), ["optiserve-system"], replicas=2)
 
 
 @pytest.mark.usefixtures("helm")
-def test_chart_cluster_wide_and_peered_grants_exactly_what_is_used() -> None:
-    _check_cluster_wide(template({"clusterWide": True}), peered=False)
-    _check_cluster_wide(template({"clusterWide": True, "replicaCount": 2}), peered=True)
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_chart_cluster_wide_grants_exactly_what_is_used(replicas: int) -> None:
+    _check_cluster_wide(
+        template({"clusterWide": True, "replicaCount": replicas}), replicas=replicas
+    )
 
 
 @pytest.mark.usefixtures("helm")
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_chart_namespaced_grants_exactly_what_is_used(replicas: int) -> None:
     objects = template({"watchNamespaces": ["ml", "research"], "replicaCount": replicas})
-    _check_namespaced(objects, ["ml", "research"], peered=replicas > 1)
-    _check_namespaced(
-        template({"replicaCount": replicas}), ["optiserve-system"], peered=replicas > 1
-    )
+    _check_namespaced(objects, ["ml", "research"], replicas=replicas)
+    _check_namespaced(template({"replicaCount": replicas}), ["optiserve-system"], replicas=replicas)
 
 
 def _all_rules(objects: list[Manifest]) -> list[dict[str, Any]]:
@@ -131,9 +169,12 @@ def _least_privilege(objects: list[Manifest]) -> None:
         assert not set(rule.get("resources", [])) & (FORBIDDEN_RESOURCES | {"*"}), rule
         assert not set(rule.get("verbs", [])) & FORBIDDEN_VERBS, rule
         assert not rule.get("nonResourceURLs"), rule
-        assert not rule.get("resourceNames"), rule  # none needed; keeps the table readable
-        if "update" in rule.get("verbs", []):  # only for blockOwnerDeletion on children
-            assert all(r.endswith("/finalizers") for r in rule["resources"]), rule
+        if rule.get("resourceNames"):  # only the leader-election Lease is named
+            assert rule["resources"] == ["leases"], rule
+        if "update" in rule.get("verbs", []):
+            # blockOwnerDeletion on children (finalizers), or renewing the one named Lease.
+            leases = rule["resources"] == ["leases"] and len(rule.get("resourceNames", [])) == 1
+            assert leases or all(r.endswith("/finalizers") for r in rule["resources"]), rule
     for obj in objects:
         assert "aggregationRule" not in obj
         if obj["kind"] in ("ClusterRoleBinding", "RoleBinding"):
@@ -151,11 +192,11 @@ def test_committed_config_is_least_privilege() -> None:
 def test_chart_is_least_privilege_in_every_mode() -> None:
     for values in (
         {},
-        {"replicaCount": 2},
+        {"replicaCount": 1},
         {"clusterWide": True},
-        {"clusterWide": True, "replicaCount": 2},
+        {"clusterWide": True, "replicaCount": 1},
         {"watchNamespaces": ["ml"]},
-        {"watchNamespaces": ["ml"], "replicaCount": 2},
+        {"watchNamespaces": ["ml"], "replicaCount": 1},
     ):
         _least_privilege(template(values))
 

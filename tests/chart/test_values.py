@@ -119,13 +119,12 @@ def test_chart_version_and_app_version_follow_the_package() -> None:
     assert chart["version"] == "0.1.0"
 
 
-def test_peering_crds_are_structural_and_kopfs() -> None:
-    crds = list(yaml.safe_load_all((CHART / "crds" / "kopf.dev_peerings.yaml").read_text()))
-    assert sorted(c["metadata"]["name"] for c in crds) == [
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
+def test_crds_are_optiserves_only() -> None:
+    """kopf's peering CRDs are no longer shipped: several replicas elect a leader on a Lease."""
+    names = [
+        doc["metadata"]["name"]
+        for path in sorted((CHART / "crds").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
     ]
-    for crd in crds:
-        assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
-        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-        assert schema == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    assert names and set(names) == {"optimizedmodels.optiserve.io"}, names

@@ -1,6 +1,8 @@
 """The operator run with the chart's ServiceAccount token, not admin: the RBAC the chart renders
 (tests/chart/operator_permissions.py derives it from the operator's code) is enough to reconcile
 an OptimizedModel to Ready, and the same credentials are refused what lies outside the role.
+The operator gets the chart's default leader-election flags (two replicas: --leader-elect on a
+Lease in the release namespace), so the chart's Lease Role is exercised too.
 
 The Job pods are still run by the harness's pod runner with admin rights: that is the stand-in
 for a kubelet, not the operator."""
@@ -35,12 +37,13 @@ class ServiceAccount:
     namespace: str
     name: str
     kubeconfig: Path  # authenticates with a token of this ServiceAccount, nothing else
+    leader_election_args: tuple[str, ...]  # the chart Deployment's --leader-elect flags
 
 
-def render_operator_rbac(release: str, namespace: str) -> str:
-    """``helm template`` of the chart's ServiceAccount, ClusterRoles and bindings, cluster-wide
-    (``clusterWide: true``: every namespace watched, so cluster-wide roles)."""
-    show_only = [f"--show-only={template}" for template in RBAC_TEMPLATES]
+def render_operator_rbac(release: str, namespace: str, templates: tuple[str, ...]) -> str:
+    """``helm template`` of the given templates, cluster-wide (``clusterWide: true``: every
+    namespace watched, so cluster-wide roles), otherwise the chart's defaults."""
+    show_only = [f"--show-only={template}" for template in templates]
     return run_helm(
         "template",
         release,
@@ -63,16 +66,23 @@ def chart_service_account(
     except HelmUnavailable as err:
         pytest.skip(str(err))
     release = namespace = f"sa-{uuid.uuid4().hex[:8]}"
-    rendered = render_operator_rbac(release, namespace)
+    rendered = render_operator_rbac(release, namespace, RBAC_TEMPLATES)
     kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
-    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}, kinds
+    # The Role and RoleBinding: the leader-election Lease's, in the release namespace.
+    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    (deployment,) = yaml.safe_load_all(
+        render_operator_rbac(release, namespace, ("templates/deployment.yaml",))
+    )
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    leader_election = tuple(a for a in args if a.startswith("--leader-elect"))
+    assert len(leader_election) == 3, args  # --leader-elect, its namespace and its id
     cluster.kubectl("create", "namespace", namespace, check=True)
     try:
         cluster.apply(rendered, namespace=namespace)
         name = f"{release}-optiserve"  # the chart's fullname
         directory = tmp_path_factory.mktemp("service-account")
         kubeconfig = service_account_kubeconfig(cluster, namespace, name, directory)
-        yield ServiceAccount(namespace, name, kubeconfig)
+        yield ServiceAccount(namespace, name, kubeconfig, leader_election)
     finally:
         cluster.kubectl(
             "delete",
@@ -92,7 +102,10 @@ def operator_as_service_account(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     process = OperatorProcess(
-        cluster, tmp_path_factory.mktemp("operator-sa"), kubeconfig=chart_service_account.kubeconfig
+        cluster,
+        tmp_path_factory.mktemp("operator-sa"),
+        kubeconfig=chart_service_account.kubeconfig,
+        extra_args=chart_service_account.leader_election_args,
     )
     process.start()
     yield process
@@ -110,7 +123,10 @@ def test_the_kubeconfig_is_the_service_account_not_admin(
 
 
 def test_operator_as_the_service_account_reconciles_an_example_to_ready(
-    cluster: LocalCluster, operator_as_service_account: OperatorProcess, e2e_namespace: str
+    cluster: LocalCluster,
+    chart_service_account: ServiceAccount,
+    operator_as_service_account: OperatorProcess,
+    e2e_namespace: str,
 ) -> None:
     ns = e2e_namespace
     cluster.apply([tiny("as-service-account")], namespace=ns)
@@ -129,6 +145,10 @@ def test_operator_as_the_service_account_reconciles_an_example_to_ready(
     )
     refusals = [line for line in logs.splitlines() if "forbidden" in line.lower()]
     assert refusals == [], "\n".join(refusals)
+    # It reconciled as the leader: it holds the chart's Lease, in the release namespace.
+    sa = chart_service_account
+    lease = get(cluster, sa.namespace, "lease", sa.name)
+    assert lease is not None and lease["spec"]["holderIdentity"], lease
 
 
 def _refused(cluster: LocalCluster, sa: ServiceAccount, *args: str, input: str | None) -> str:

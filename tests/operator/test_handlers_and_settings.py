@@ -95,7 +95,7 @@ def test_settings_from_the_command_line() -> None:
         ]
     )
     assert settings.namespaces == ("a", "b")
-    assert settings.standalone and settings.metrics_port == 9090
+    assert settings.metrics_port == 9090  # --standalone is accepted (and ignored)
     assert settings.liveness == "http://0.0.0.0:8080/healthz"
     assert (settings.log_format, settings.workers) == ("json", 2)
     assert parse_settings([]).namespaces == ()

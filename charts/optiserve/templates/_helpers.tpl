@@ -46,13 +46,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
-{{- define "optiserve.peeringName" -}}
-{{- default (include "optiserve.fullname" .) .Values.peering.name -}}
+{{/*
+true when more than one replica runs: the operator then runs with --leader-elect and only the
+holder of the Lease (named by optiserve.leaseName, in the release namespace) reconciles.
+*/}}
+{{- define "optiserve.leaderElect" -}}
+{{- if gt (int .Values.replicaCount) 1 -}}true{{- end -}}
 {{- end -}}
 
-{{/* true when more than one replica runs, so kopf peering decides which one is active. */}}
-{{- define "optiserve.peered" -}}
-{{- if gt (int .Values.replicaCount) 1 -}}true{{- end -}}
+{{/* The leader-election Lease: one per release, in the release namespace. */}}
+{{- define "optiserve.leaseName" -}}
+{{- include "optiserve.fullname" . -}}
 {{- end -}}
 
 {{/*

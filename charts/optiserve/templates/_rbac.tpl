@@ -82,14 +82,23 @@ change both together. No secrets, no wildcards.
   verbs: ["create"]
 {{- end -}}
 
-{{/* kopf peering in one namespace (replicaCount > 1 with watchNamespaces). */}}
-{{- define "optiserve.rules.namespacedPeering" -}}
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["list", "watch", "patch"]
+{{/*
+The leader-election Lease (--leader-elect, replicaCount > 1) in the release namespace: what
+operator/optiserve_operator/leader.py does to it. get and update (renew, take over, release)
+are limited to the one Lease by name; create cannot be (the name is not known to RBAC before
+the object exists), so it is allowed for leases of this namespace only.
+*/}}
+{{- define "optiserve.rules.leaderElection" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "optiserve.leaseName" . | quote }}]
+  verbs: ["get", "update"]
 {{- end -}}
 
-{{/* Cluster-scoped reads kopf needs in every mode, and cluster peering when peered. */}}
+{{/* Cluster-scoped reads kopf needs in every mode. */}}
 {{- define "optiserve.rules.framework" -}}
 # kopf watches CRDs to notice when the resources it serves appear or change.
 - apiGroups: ["apiextensions.k8s.io"]
@@ -100,10 +109,5 @@ change both together. No secrets, no wildcards.
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
-{{- else if include "optiserve.peered" . }}
-# kopf peering across the cluster (replicaCount > 1).
-- apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings"]
-  verbs: ["list", "watch", "patch"]
 {{- end }}
 {{- end -}}
