@@ -244,9 +244,9 @@ def narrow_student_steps(
         "learningRate": student.learning_rate,
         "dataset": _training_dataset(spec, student.dataset, "student", notes),
         "keepZeros": False,
+        # as a pruning candidate's distilling recover step: equal steps are tried once
+        **_temperature(spec, spec.accuracy.metric == "top1"),
     }
-    if "temperature" in student.model_fields_set:  # else the recover step's default, the same
-        recover["temperature"] = student.temperature
     return (
         Step(PRUNE, {"method": "structured", "sparsity": round(1.0 - student.width_factor, 6)}),
         Step(RECOVER, recover),
