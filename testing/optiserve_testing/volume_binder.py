@@ -84,6 +84,20 @@ class VolumeBinder:
             except ApiException as err:
                 if err.status != 409:  # 409: made in an earlier round, binding is under way
                     raise
+                self._release_stale(volume["metadata"]["name"], claim["metadata"]["uid"])
+
+    def _release_stale(self, volume_name: str, claim_uid: str) -> None:
+        """A volume of the same name bound to an earlier claim (the namespace was deleted and
+        made again, as e2e modules do): ours and stale, so delete it; the next round makes it
+        again for the new claim, over the same folder."""
+        existing = self.core.read_persistent_volume(volume_name)
+        ref = existing.spec.claim_ref if existing.spec else None
+        ours = (
+            (existing.metadata.annotations or {}).get(PROVISIONED_BY) if existing.metadata else None
+        )
+        if ours and ref is not None and ref.uid != claim_uid:
+            LOG.info("deleting volume %s of an earlier claim", volume_name)
+            self.core.delete_persistent_volume(volume_name)
 
     def claim_paths(self, pod: dict[str, Any]) -> dict[str, str]:
         """Claim name -> hostPath of its bound volume, for the claims the pod mounts."""
