@@ -7,7 +7,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from optiserve.api import formats
-from optiserve.api.base import ApiModel
+from optiserve.api.base import ApiModel, object_default
+from optiserve.api.rollout import RolloutSpec
 from optiserve.api.rules import CelRule
 from optiserve.api.serving import ServingSpec, StorageSpec
 from optiserve.api.spec import OptimizationSpec, SourceSpec
@@ -29,6 +30,7 @@ class OptimizedModelSpec(ApiModel):
     optimization: OptimizationSpec
     serving: ServingSpec = Field(default_factory=ServingSpec, json_schema_extra={"default": {}})
     storage: StorageSpec
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, json_schema_extra=object_default())
 
     # The optimizer trains only torch modules: an ONNX graph has no trainable form. A narrow
     # student is built from a TorchScript module, a shallow one from a transformer's layers.
