@@ -9,6 +9,7 @@ analysis; a failing check aborts it (see ``optiserve_operator.canary``).
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import Field
@@ -113,7 +114,7 @@ class RolloutSpec(ApiModel):
             cel=_weights_rise_cel(),
             message="canary step weights must rise from one step to the next",
             field=".steps",
-            check=lambda r: all(a.weight < b.weight for a, b in zip(r.steps, r.steps[1:])),
+            check=lambda r: all(a.weight < b.weight for a, b in pairwise(r.steps)),
         ),
     )
 
