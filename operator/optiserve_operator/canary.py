@@ -152,9 +152,11 @@ def plan_canary(
     canary_gone: bool,
     readings: Readings | None,
     readings_error: str = "",
+    analysis_configured: bool = True,
 ) -> Decision:
-    """What to do this pass. ``readings`` None with no ``readings_error``: no Prometheus is
-    configured, so the canary cannot be analysed and is not started (the stable serves)."""
+    """What to do this pass. Without a Prometheus to read (``analysis_configured`` False) a
+    canary cannot be analysed, so none is started and the stable keeps serving: a canary
+    promoted on readiness alone would be the rolling update the spec asked not to have."""
     full = budget.replicas
     if state is not None and state.canary_digest == candidate_digest:
         # While canary pods drain, the stable keeps the share it had, so the two together
@@ -169,7 +171,7 @@ def plan_canary(
                 return Decision("done", None, full, 0, stable_on_candidate=True)
             return Decision("finish", state, share, 0, True, state.message)
     if state is None or state.canary_digest != candidate_digest or state.phase == "Promoted":
-        if readings is None and not readings_error:
+        if not analysis_configured:
             message = (
                 "no Prometheus is configured (operator flag --prometheus-url, chart value "
                 "prometheus.url): the canary cannot be analysed, so it is not started; "
@@ -217,7 +219,11 @@ def plan_canary(
         waiting = _with(state, step_started=now, message="waiting for the canary pods")
         return Decision("hold", waiting, current.stable, current.canary, message=waiting.message)
     if readings is None:
-        reason = readings_error or "no Prometheus is configured"
+        reason = readings_error or (
+            "no Prometheus is configured (--prometheus-url)"
+            if not analysis_configured
+            else "no readings yet"
+        )
         held = _with(state, message=f"analysis cannot be read: {reason}")
         return Decision("hold", held, current.stable, current.canary, message=held.message)
     verdict = judge(rollout.analysis, readings)

@@ -150,7 +150,7 @@ def test_holds_without_evidence_and_waits_for_ready_pods() -> None:
 
 
 def test_no_prometheus_means_no_canary_and_the_stable_keeps_serving() -> None:
-    d = step(None, readings=None)
+    d = step(None, readings=None, analysis_configured=False)
     assert d.action == "hold" and d.failed_check == "unavailable" and d.state is None
     assert d.canary_replicas == 0 and d.stable_replicas == 3
     assert "--prometheus-url" in d.message

@@ -36,6 +36,15 @@ class OptimizedModelSpec(ApiModel):
     # student is built from a TorchScript module, a shallow one from a transformer's layers.
     rules = (
         CelRule(
+            cel="!has(self.rollout) || !has(self.rollout.strategy) || "
+            "self.rollout.strategy != 'canary' || !has(self.serving) || "
+            "!has(self.serving.autoscaling)",
+            message="a canary's weight is carried by replica counts, which an autoscaler would "
+            "change under it: remove serving.autoscaling or use rollout.strategy: rolling",
+            field=".rollout.strategy",
+            check=lambda s: s.rollout.strategy != "canary" or s.serving.autoscaling is None,
+        ),
+        CelRule(
             cel="!has(self.optimization.pruning) || self.optimization.pruning.method == 'none' || "
             "(has(self.source.format) && self.source.format in ['torchscript', 'huggingface']) || "
             "(has(self.optimization.recovery) && self.optimization.recovery.method == 'none')",
