@@ -7,7 +7,7 @@ from typing import Any
 
 from optiserve.api import OptimizedModel, OptimizedModelSpec
 from optiserve.api.status import OptimizedModelStatus
-from optiserve.render.job import job_name
+from optiserve.render.kubernetes import job_name
 from optiserve_operator.canary import Readings
 from optiserve_operator.canary_rollout import CanaryObserved
 from optiserve_operator.observe import DeploymentState
