@@ -1,0 +1,338 @@
+"""Canary rollouts on the real control plane: real Triton pods (the pod runner), a real
+Prometheus scraping them (pod discovery, the annotation-based pod job), the real operator.
+
+A good artifact goes through the step to 100% while load spreads over the Service's
+endpoints as kube-proxy would; the operator, killed mid-step, resumes at the same step with
+no duplicate objects. A bad artifact (a real optimizer artifact whose model is swapped, once
+written, for one with the same inputs and outputs that fails every inference in the backend)
+is aborted by the analysis on Triton's own failure counter while the stable's pod stays Ready.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from optiserve.api import OptimizedModel
+from optiserve.render.job import artifact_uri
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.prometheus import (
+    LocalPrometheus,
+    PodDiscovery,
+    find_prometheus,
+    pod_scrape_config,
+)
+from optiserve_testing.waiting import wait_until
+from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
+from tests.e2e.objects import condition, get, served_digest, tiny, wait_ready
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.triton, pytest.mark.timeout(1200)]
+
+NAMESPACE = "local-canary"  # kwok_config.RUN_LOCALLY_NAMESPACES: the pod runner runs its pods
+NAME = "zeta"
+PAUSE_S = 25
+ROLLOUT = {
+    "strategy": "canary",
+    "steps": [{"weight": 50, "pauseSeconds": PAUSE_S}],
+    "analysis": {
+        "maxErrorRate": 0.05,
+        "maxLatencyP99Ratio": 50,  # the shared CPU makes latency noisy; errors decide here
+        "minRequests": 10,
+        "intervalSeconds": 5,
+    },
+}
+
+
+def model(max_drop: float) -> dict[str, Any]:
+    obj = tiny(NAME, rollout=ROLLOUT)
+    obj["spec"]["serving"] = {"maxBatchSize": 8, "replicas": 1, "rolloutDeadlineSeconds": 120}
+    obj["spec"]["optimization"]["accuracy"]["maxDrop"] = max_drop
+    return obj
+
+
+@pytest.fixture(scope="module")
+def prometheus(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    find_prometheus()
+    state = tmp_path_factory.mktemp("prometheus")
+    targets = state / "pods.json"
+    with (
+        PodDiscovery(cluster.api_client(), targets),
+        LocalPrometheus(pod_scrape_config(targets), state) as server,
+    ):
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def canary_operator(
+    cluster: LocalCluster, crd: None, prometheus: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        cluster,
+        tmp_path_factory.mktemp("operator"),
+        extra_args=["--prometheus-url", prometheus],
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: LocalCluster) -> Iterator[str]:
+    prepare_model_namespace(cluster, NAMESPACE)
+    yield NAMESPACE
+    cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+
+
+class Load:
+    """Closed-loop requests, each to the next Ready endpoint of the model's Service (the
+    EndpointSlices), as kube-proxy spreads connections; counts answers by pod revision."""
+
+    def __init__(self, cluster: LocalCluster, ns: str, clients: int = 2) -> None:
+        self.discovery = client.DiscoveryV1Api(cluster.api_client())
+        self.ns = ns
+        self.by_revision: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.endpoints: list[tuple[str, str]] = []  # (ip, revision)
+        self._cycle = itertools.count()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        body = {"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "data": [0.1] * 8}]}
+        self._body = json.dumps(body).encode()
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        self._threads.append(threading.Thread(target=self._refresh, daemon=True))
+
+    def ready_endpoints(self) -> list[tuple[str, str]]:
+        slices = self.discovery.list_namespaced_endpoint_slice(
+            self.ns, label_selector=f"kubernetes.io/service-name={NAME}"
+        ).items
+        core = client.CoreV1Api(self.discovery.api_client)
+        found = []
+        for endpoint_slice in slices:
+            for endpoint in endpoint_slice.endpoints or []:
+                if not (endpoint.conditions and endpoint.conditions.ready):
+                    continue
+                ref = endpoint.target_ref
+                pod = core.read_namespaced_pod(ref.name, self.ns) if ref and ref.name else None
+                labels = (pod.metadata.labels or {}) if pod and pod.metadata else {}
+                found.append((endpoint.addresses[0], labels.get("optiserve.io/revision", "stable")))
+        return sorted(found)
+
+    def _refresh(self) -> None:
+        while not self._stop.is_set():
+            try:
+                endpoints = self.ready_endpoints()
+            except Exception:  # a slice read racing a delete: next round
+                endpoints = self.endpoints
+            with self._lock:
+                self.endpoints = endpoints
+            self._stop.wait(0.5)
+
+    def _client(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                target = (
+                    self.endpoints[next(self._cycle) % len(self.endpoints)]
+                    if self.endpoints
+                    else None
+                )
+            if target is None:
+                self._stop.wait(0.1)
+                continue
+            ip, revision = target
+            connection = http.client.HTTPConnection(ip, 8000, timeout=10)
+            try:
+                connection.request("POST", f"/v2/models/{NAME}/infer", self._body)
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+            finally:
+                connection.close()
+            with self._lock:
+                (self.by_revision if ok else self.errors)[revision] += 1
+            if not ok:
+                self._stop.wait(0.05)
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
+        with self._lock:
+            return dict(self.by_revision), dict(self.errors)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+
+def rollout_of(cluster: LocalCluster, ns: str) -> dict[str, Any]:
+    obj = get(cluster, ns, "om", NAME) or {}
+    return dict((obj.get("status") or {}).get("rollout") or {})
+
+
+def stable_ready(cluster: LocalCluster, ns: str) -> int:
+    deployment = get(cluster, ns, "deployment", NAME) or {}
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0)
+
+
+def failing_model(path: Path) -> None:
+    """The tiny classifier's inputs and outputs (x: [N, 8] -> y: [N, 4]), but every inference
+    fails in onnxruntime: a Gather whose index is out of range."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["x", "bad"], ["picked"], axis=1),
+            helper.make_node("MatMul", ["picked", "w"], ["y"]),
+        ],
+        "failing",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[
+            numpy_helper.from_array(np.array([100] * 8, dtype=np.int64), "bad"),
+            numpy_helper.from_array(np.ones((8, 4), dtype=np.float32), "w"),
+        ],
+    )
+    failing = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    failing.ir_version = 8
+    onnx.save(failing, str(path))
+
+
+def swap_when_written(folder: Path, stop: threading.Event) -> None:
+    while not stop.wait(0.05):
+        models = list(folder.glob("*/1/model.onnx"))
+        if models:
+            for path in models:
+                failing_model(path)
+            return
+
+
+def test_canary_promoted_resumed_after_a_kill_then_a_failing_one_aborted(
+    cluster: LocalCluster, canary_operator: OperatorProcess, namespace: str
+) -> None:
+    ns = namespace
+    cluster.apply([model(0.05)], namespace=ns)
+    first = wait_ready(cluster, canary_operator, ns, NAME)
+    stable_digest = first["status"]["recipeDigest"]
+    assert "rollout" not in first["status"]  # the first artifact rolls: nothing to compare
+    stable_seen: list[int] = []
+
+    with Load(cluster, ns) as load:
+        cluster.apply([model(0.04)], namespace=ns)
+
+        def in_step() -> bool:
+            stable_seen.append(stable_ready(cluster, ns))
+            return (
+                rollout_of(cluster, ns).get("phase") == "Canary"
+                and len(load.ready_endpoints()) == 2
+            )
+
+        try:
+            wait_until("the canary serving beside the stable", in_step, timeout_s=300)
+        except AssertionError:
+            described = cluster.kubectl("describe", "-n", ns, "om,deploy,pod").stdout
+            pytest.fail(f"no canary\n{described[-6000:]}\n{canary_operator.logs()}")
+        rollout = rollout_of(cluster, ns)
+        canary_digest = rollout["canaryDigest"]
+        assert rollout["stableDigest"] == stable_digest and canary_digest != stable_digest
+        assert rollout["weight"] == 50 and rollout["step"] == 0
+        # The Service's EndpointSlices carry one stable and one canary endpoint: 50%.
+        assert sorted(r for _, r in load.ready_endpoints()) == ["canary", "stable"]
+        printed = cluster.kubectl("get", "om", NAME, "-n", ns, "--no-headers").stdout.split()
+        assert canary_digest[:12] in printed and stable_digest[:12] in printed
+
+        # Killed mid-step: the restarted operator resumes the same step, creates nothing twice.
+        time.sleep(3)  # the pass that saw the canary pods Ready has written stepStarted
+        before = rollout_of(cluster, ns)
+        canary_operator.kill()
+        canary_operator.start()
+        time.sleep(8)  # several passes (--poll-seconds 1), still inside the step's pause
+        after = rollout_of(cluster, ns)
+        assert (after["step"], after["stepStarted"]) == (before["step"], before["stepStarted"])
+        deployments = get(cluster, ns, "deployment", "-l", f"optiserve.io/model={NAME}")
+        assert sorted(d["metadata"]["name"] for d in deployments["items"]) == [
+            NAME,
+            f"{NAME}-canary",
+        ]
+        replica_sets = get(cluster, ns, "rs", "-l", "optiserve.io/revision=canary")
+        assert len(replica_sets["items"]) == 1
+
+        promoted = wait_ready(cluster, canary_operator, ns, NAME)
+        assert promoted["status"]["recipeDigest"] == canary_digest
+        assert "rollout" not in promoted["status"]
+        assert served_digest(cluster, ns, NAME) == canary_digest
+        wait_until(
+            "the canary Deployment deleted",
+            lambda: get(cluster, ns, "deployment", f"{NAME}-canary") is None,
+            timeout_s=60,
+        )
+        served, errors = load.snapshot()
+    assert min(stable_seen) >= 1, "the stable's pod left service during the canary"
+    assert served.get("canary", 0) > 0 and served.get("stable", 0) > 0
+    share = served["canary"] / (served["canary"] + served["stable"])
+    events = cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout
+    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    assert {"CanaryStarted", "CanaryPromoting", "CanaryPromoted"} <= reasons, reasons
+    # While both served (1 pod each, round-robin over endpoints) about half went each way;
+    # after promotion the stable serves the candidate too, which raises the "stable" count.
+    assert 0.15 < share < 0.85, (served, errors)
+
+    # A bad artifact: aborted by the analysis, the stable keeps serving.
+    bad = model(0.03)
+    cluster.apply([bad], namespace=ns)
+    wait_until(
+        "the bad recipe digest",
+        lambda: get(cluster, ns, "om", NAME)["status"].get("recipeDigest") != canary_digest,
+        timeout_s=60,
+        every_s=0.1,
+    )
+    bad_digest = get(cluster, ns, "om", NAME)["status"]["recipeDigest"]
+    parsed = OptimizedModel.model_validate(bad)
+    folder = cluster.claim_path(ns, artifact_uri(parsed.spec, bad_digest, namespace=ns, name=NAME))
+    stop = threading.Event()
+    swap = threading.Thread(target=swap_when_written, args=(folder, stop), daemon=True)
+    swap.start()
+    stable_seen.clear()
+    try:
+        with Load(cluster, ns):
+
+            def aborted() -> bool:
+                stable_seen.append(stable_ready(cluster, ns))
+                return condition(get(cluster, ns, "om", NAME), "Degraded").get("reason") == (
+                    "CanaryAborted"
+                )
+
+            wait_until("the failing canary aborted", aborted, timeout_s=400)
+    except AssertionError:
+        described = cluster.kubectl("describe", "-n", ns, "om,deploy,pod").stdout
+        pytest.fail(f"never aborted\n{described[-6000:]}\n{canary_operator.logs()}")
+    finally:
+        stop.set()
+    obj = get(cluster, ns, "om", NAME)
+    degraded = condition(obj, "Degraded")
+    assert "errorRate" in degraded["message"] and "requests failed" in degraded["message"]
+    assert obj["status"]["rollout"]["phase"] == "Aborted"
+    assert obj["status"]["rollout"]["canaryDigest"] == bad_digest
+    assert served_digest(cluster, ns, NAME) == canary_digest  # the promoted one still serves
+    assert min(stable_seen) >= 1
+    wait_until(
+        "the aborted canary deleted",
+        lambda: get(cluster, ns, "deployment", f"{NAME}-canary") is None,
+        timeout_s=60,
+    )
