@@ -268,7 +268,7 @@ def test_canary_promoted_resumed_after_a_kill_then_a_failing_one_aborted(
         canary_operator.start()
         time.sleep(8)  # several passes (--poll-seconds 1), still inside the step's pause
         after = rollout_of(cluster, ns)
-        in_step, _ = load.snapshot()
+        mid_step, _ = load.snapshot()
         assert (after["step"], after["stepStarted"]) == (before["step"], before["stepStarted"])
         deployments = get(cluster, ns, "deployment", "-l", f"optiserve.io/model={NAME}")
         assert sorted(d["metadata"]["name"] for d in deployments["items"]) == [
@@ -292,7 +292,7 @@ def test_canary_promoted_resumed_after_a_kill_then_a_failing_one_aborted(
     assert after["phase"] == "Canary", "the step ended before the share was measured"
     # Over the 11 s inside the step (operator killed and restarted meanwhile: the pods serve
     # on), answers by revision: one endpoint each, so half each, within +-15 points.
-    window = {r: in_step.get(r, 0) - step_began.get(r, 0) for r in ("canary", "stable")}
+    window = {r: mid_step.get(r, 0) - step_began.get(r, 0) for r in ("canary", "stable")}
     share = window["canary"] / max(1, window["canary"] + window["stable"])
     events = cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout
     reasons = {e["reason"] for e in json.loads(events)["items"]}
