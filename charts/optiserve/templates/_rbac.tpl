@@ -40,10 +40,11 @@ change both together. No secrets, no wildcards.
   resources: ["pods/log"]
   verbs: ["get"]
 # Triton's Deployment (watched, read) and Service: server-side apply, which is a patch, and a
-# create when the object does not exist yet.
+# create when the object does not exist yet. Deployments are deleted too: the canary
+# Deployment (<name>-canary) once a canary rollout is promoted or aborted.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch"]
