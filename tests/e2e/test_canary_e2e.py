@@ -193,23 +193,27 @@ def stable_ready(cluster: LocalCluster, ns: str) -> int:
 
 
 def failing_model(path: Path) -> None:
-    """The tiny classifier's inputs and outputs (x: [N, 8] -> y: [N, 4]), but every inference
-    fails in onnxruntime: a Gather whose index is out of range."""
+    """The tiny classifier's inputs and outputs (x: [N, 8] -> y: [N, 4]), but an inference on
+    any input other than zeros fails in onnxruntime: x scaled to an index out of a Gather's
+    range. Zeros pass, so the model loads (Triton's warmup sends zeros) and the pod is Ready."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
         [
-            helper.make_node("Gather", ["x", "bad"], ["picked"], axis=1),
-            helper.make_node("MatMul", ["picked", "w"], ["y"]),
+            helper.make_node("Mul", ["x", "scale"], ["scaled"]),
+            helper.make_node("Cast", ["scaled"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["rows"], axis=0),  # [N, 8, 4]
+            helper.make_node("ReduceSum", ["rows", "axes"], ["y"], keepdims=0),
         ],
         "failing",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
         initializer=[
-            numpy_helper.from_array(np.array([100] * 8, dtype=np.int64), "bad"),
-            numpy_helper.from_array(np.ones((8, 4), dtype=np.float32), "w"),
+            numpy_helper.from_array(np.array(1000.0, dtype=np.float32), "scale"),
+            numpy_helper.from_array(np.ones((8, 4), dtype=np.float32), "table"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
         ],
     )
     failing = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
