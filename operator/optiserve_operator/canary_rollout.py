@@ -30,7 +30,8 @@ _EVENTS: dict[str, tuple[Literal["Normal", "Warning"], str]] = {
     "next": ("Normal", "CanaryStep"),
     "promote": ("Normal", "CanaryPromoting"),
     "finish": ("Normal", "CanaryPromoted"),
-    "abort": ("Warning", REASON_ABORTED),
+    # An abort needs none of its own: Degraded turning True (reason CanaryAborted) is the
+    # Warning event reconcile emits for every condition transition.
 }
 
 

@@ -170,7 +170,9 @@ def test_a_failing_canary_is_aborted_and_the_stable_keeps_serving() -> None:
     degraded = condition(aborted, "Degraded")
     assert degraded[:2] == ("True", "CanaryAborted")
     assert "errorRate" in degraded[2] and "50 of 200" in degraded[2]
-    assert "CanaryAborted" in [(e.reason) for e in aborted.events if e.type == "Warning"]
+    warnings = [e for e in aborted.events if e.type == "Warning"]
+    assert [e.reason for e in warnings] == ["CanaryAborted"]  # once, with the numbers
+    assert "50 of 200" in warnings[0].message
     # Remembered: the next passes do not start it again.
     later = step(
         aborted.status,
