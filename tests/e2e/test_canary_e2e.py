@@ -4,8 +4,13 @@ Prometheus scraping them (pod discovery, the annotation-based pod job), the real
 A good artifact goes through the step to 100% while load spreads over the Service's
 endpoints as kube-proxy would; the operator, killed mid-step, resumes at the same step with
 no duplicate objects. A bad artifact (a real optimizer artifact whose model is swapped, once
-written, for one with the same inputs and outputs that fails every inference in the backend)
-is aborted by the analysis on Triton's own failure counter while the stable's pod stays Ready.
+written, for one with the same inputs and outputs that answers ~100x slower) is aborted by
+the analysis on Triton's own p99 while the stable's pod stays Ready.
+
+An artifact that answers with errors is not run here: this tritonserver build's python
+backend crashes (SIGSEGV, boost lock_exception) after onnxruntime errors under concurrent
+requests, so the pod crash-loops instead of counting failures; the error-rate check is
+covered by tests/operator/test_canary_plan.py and test_canary_reconcile.py.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ ROLLOUT = {
     "steps": [{"weight": 50, "pauseSeconds": PAUSE_S}],
     "analysis": {
         "maxErrorRate": 0.05,
-        "maxLatencyP99Ratio": 50,  # the shared CPU makes latency noisy; errors decide here
+        # Loose: the two revisions share 2 busy CPUs; the slow artifact is ~100x slower.
+        "maxLatencyP99Ratio": 10,
         "minRequests": 10,
         "intervalSeconds": 5,
     },
@@ -192,33 +198,44 @@ def stable_ready(cluster: LocalCluster, ns: str) -> int:
     return int((deployment.get("status") or {}).get("readyReplicas") or 0)
 
 
-def failing_model(path: Path) -> None:
-    """The tiny classifier's inputs and outputs (x: [N, 8] -> y: [N, 4]), but an inference on
-    any input other than zeros fails in onnxruntime: x scaled to an index out of a Gather's
-    range. Zeros pass, so the model loads (Triton's warmup sends zeros) and the pod is Ready."""
+SLOW_LAYERS, SLOW_WIDTH = 80, 2048
+
+
+def slow_model(path: Path) -> None:
+    """The tiny classifier's inputs and outputs (x: [N, 8] -> y: [N, 4]), answering correctly
+    shaped probabilities, but through 80 extra 2048x2048 matrix products whose result is
+    multiplied by zero: a model that loads and answers, only far slower than the stable."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    nodes = [helper.make_node("MatMul", ["x", "widen"], ["h0"])]
+    for layer in range(SLOW_LAYERS):
+        nodes.append(helper.make_node("MatMul", [f"h{layer}", "square"], [f"h{layer + 1}"]))
+    nodes += [
+        helper.make_node("MatMul", [f"h{SLOW_LAYERS}", "narrow"], ["slow"]),
+        helper.make_node("Mul", ["slow", "zero"], ["nothing"]),
+        helper.make_node("MatMul", ["x", "classify"], ["logits"]),
+        helper.make_node("Add", ["logits", "nothing"], ["summed"]),
+        helper.make_node("Softmax", ["summed"], ["y"], axis=-1),
+    ]
+    rng = np.random.default_rng(1)
     graph = helper.make_graph(
-        [
-            helper.make_node("Mul", ["x", "scale"], ["scaled"]),
-            helper.make_node("Cast", ["scaled"], ["index"], to=TensorProto.INT64),
-            helper.make_node("Gather", ["table", "index"], ["rows"], axis=0),  # [N, 8, 4]
-            helper.make_node("ReduceSum", ["rows", "axes"], ["y"], keepdims=0),
-        ],
-        "failing",
+        nodes,
+        "slow",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
         initializer=[
-            numpy_helper.from_array(np.array(1000.0, dtype=np.float32), "scale"),
-            numpy_helper.from_array(np.ones((8, 4), dtype=np.float32), "table"),
-            numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+            numpy_helper.from_array(np.full((8, SLOW_WIDTH), 1e-3, np.float32), "widen"),
+            numpy_helper.from_array(np.full((SLOW_WIDTH, SLOW_WIDTH), 1e-4, np.float32), "square"),
+            numpy_helper.from_array(np.full((SLOW_WIDTH, 4), 1e-3, np.float32), "narrow"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+            numpy_helper.from_array(rng.normal(size=(8, 4)).astype(np.float32), "classify"),
         ],
     )
-    failing = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    failing.ir_version = 8
-    onnx.save(failing, str(path))
+    slow = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    slow.ir_version = 8
+    onnx.save(slow, str(path))
 
 
 def swap_when_written(folder: Path, stop: threading.Event) -> None:
@@ -226,11 +243,11 @@ def swap_when_written(folder: Path, stop: threading.Event) -> None:
         models = list(folder.glob("*/1/model.onnx"))
         if models:
             for path in models:
-                failing_model(path)
+                slow_model(path)
             return
 
 
-def test_canary_promoted_resumed_after_a_kill_then_a_failing_one_aborted(
+def test_canary_promoted_resumed_after_a_kill_then_a_slow_one_aborted(
     cluster: LocalCluster, canary_operator: OperatorProcess, namespace: str
 ) -> None:
     ns = namespace
@@ -304,7 +321,7 @@ def test_canary_promoted_resumed_after_a_kill_then_a_failing_one_aborted(
     assert 0.35 <= share <= 0.65, (window, served, errors)
     assert sum(window.values()) >= 20, window
 
-    # A bad artifact: aborted by the analysis, the stable keeps serving.
+    # A bad artifact, far slower than the stable: aborted by the analysis on Triton's p99.
     bad = model(0.03)
     cluster.apply([bad], namespace=ns)
     wait_until(
@@ -329,7 +346,7 @@ def test_canary_promoted_resumed_after_a_kill_then_a_failing_one_aborted(
                     "CanaryAborted"
                 )
 
-            wait_until("the failing canary aborted", aborted, timeout_s=400)
+            wait_until("the slow canary aborted", aborted, timeout_s=400)
     except AssertionError:
         described = cluster.kubectl("describe", "-n", ns, "om,deploy,pod").stdout
         pytest.fail(f"never aborted\n{described[-6000:]}\n{canary_operator.logs()}")
@@ -337,7 +354,8 @@ def test_canary_promoted_resumed_after_a_kill_then_a_failing_one_aborted(
         stop.set()
     obj = get(cluster, ns, "om", NAME)
     degraded = condition(obj, "Degraded")
-    assert "errorRate" in degraded["message"] and "requests failed" in degraded["message"]
+    assert "latencyP99Ratio" in degraded["message"], degraded
+    assert "above maxLatencyP99Ratio 10" in degraded["message"]
     assert obj["status"]["rollout"]["phase"] == "Aborted"
     assert obj["status"]["rollout"]["canaryDigest"] == bad_digest
     assert served_digest(cluster, ns, NAME) == canary_digest  # the promoted one still serves
