@@ -218,8 +218,9 @@ def test_without_service_account_creation_a_name_is_required() -> None:
         COMBINATION,
         {"verbose": True, "logFormat": "json", "optimizer.serviceAccountName": "optimizer"},
         {"metrics.enabled": False, "extraArgs": ["--resync-seconds=600"]},
+        {"prometheus.url": "http://prometheus.monitoring.svc:9090"},
     ],
-    ids=["defaults", "combination", "logging", "no-metrics"],
+    ids=["defaults", "combination", "logging", "no-metrics", "prometheus"],
 )
 def test_the_operator_parses_every_flag_the_chart_passes(values: dict[str, Any]) -> None:
     from optiserve_operator.settings import parse_settings
@@ -244,6 +245,7 @@ def test_the_operator_parses_every_flag_the_chart_passes(values: dict[str, Any])
         assert settings.peering == "optiserve" and settings.priority == 7
     if "extraArgs" in values:
         assert settings.resync_seconds == 600
+    assert settings.prometheus_url == values.get("prometheus.url")  # canary analysis
 
 
 def test_triton_pod_monitor_selects_the_pods_optiserve_renders() -> None:
@@ -256,6 +258,8 @@ def test_triton_pod_monitor_selects_the_pods_optiserve_renders() -> None:
     )
     monitor = one(objects, "PodMonitor")
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    # Canary analysis tells the revisions apart by these pod labels on the series.
+    assert monitor["spec"]["podTargetLabels"] == ["optiserve.io/model", "optiserve.io/revision"]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == (
         "metrics",
