@@ -90,6 +90,8 @@ _.daemon_threads  # read by socketserver.ThreadingMixIn
 section_name  # src/optiserve/api/exposure.py: parentRefs[].sectionName
 spec_throughput_rps  # src/optiserve/api/tuning.py: status.serving.tuning
 spec_p99_ms
+stable_revision  # src/optiserve/api/rollout.py: status.rollout, read by the printer columns
+canary_revision
 
 # The harness is used by tests, which vulture does not scan.
 uninstall_gateway_api  # testing/optiserve_testing/gateway_api.py: tests/e2e/test_exposure_e2e.py

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from optiserve.api import API_VERSION, KIND, OptimizedModelSpec
 from optiserve.api.status import STALLED, OptimizedModelStatus
 from optiserve.render.autoscaling import KEDA_API_VERSION
+from optiserve.render.canary import canary_name
 from optiserve.render.job import cleanup_job_name
 from optiserve.render.kubernetes import (
     Owner,
@@ -26,6 +28,7 @@ from optiserve.render.kubernetes import (
 from optiserve_operator import conditions as c
 from optiserve_operator import metrics
 from optiserve_operator.applied import stamped, unchanged
+from optiserve_operator.canary_reading import read_canary
 from optiserve_operator.deletion import (
     FINALIZER,
     plan_deletion,
@@ -83,7 +86,11 @@ class Controller:
         self.own_writes = own_writes  # status writes whose watch events are echoes
 
     def observe(self, obj: Obj, spec: OptimizedModelSpec) -> Observed:
-        return read_observed(self.kube, obj, spec)
+        observed = read_observed(self.kube, obj, spec)
+        canary = read_canary(
+            self.kube, observed.model, self.config.prometheus_url, datetime.now(UTC)
+        )
+        return replace(observed, canary=canary)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """One pass; returns when to look again (seconds), None when the object is gone."""
@@ -253,6 +260,11 @@ class Controller:
             with _doing(f"delete {kind} {serving_name(meta['name'])}"):
                 delete_exposure(self.kube, namespace, serving_name(meta["name"]), kind)
             metrics.CHILD_OPERATIONS.labels(kind, "delete").inc()
+        if result.delete_canary:
+            canary = canary_name(meta["name"])
+            with _doing(f"delete Deployment {canary}"):
+                self.kube.delete("apps/v1", "Deployment", namespace, canary)
+            metrics.CHILD_OPERATIONS.labels("Deployment", "delete").inc()
         for manifest in result.dry_run:
             with _doing(f"check {manifest['kind']} {manifest['metadata']['name']}"):
                 self.kube.apply(manifest, dry_run=True)

@@ -130,6 +130,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         poll_seconds=ops.poll_seconds,
         resync_seconds=ops.resync_seconds,
         policy=policy,
+        prometheus_url=ops.prometheus_url,
     )
     controller = Controller(kube, config, rt.own_writes)
     rt.tasks = [

@@ -39,6 +39,13 @@ from optiserve.render.kubernetes import (
 from optiserve.render.serving_config import rollout_settings, settings_fingerprint
 from optiserve_operator import conditions as c
 from optiserve_operator import exposure as exposing
+from optiserve_operator.canary_rollout import (
+    CanaryObserved,
+    CanaryPass,
+    plan_canary_pass,
+    stable_deployment,
+    wants_canary,
+)
 from optiserve_operator.children import Refused, rendered, serving_manifests
 from optiserve_operator.failures import (
     REASON_INVALID_NAME,
@@ -61,6 +68,7 @@ class Config:
     poll_seconds: float = POLL_SECONDS
     resync_seconds: float = RESYNC_SECONDS
     policy: Policy | None = None  # the administrator's (optiserve.policy); None: structural only
+    prometheus_url: str | None = None  # where canary analysis reads Triton's metrics
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ class Observed:
     network_policy: bool = False  # our NetworkPolicy exists
     config_maps: tuple[SpecConfigMap, ...] = ()  # the Jobs' spec ConfigMaps
     exposure: exposing.ExposureState = field(default_factory=exposing.ExposureState)
+    canary: CanaryObserved = field(default_factory=CanaryObserved)  # the canary Deployment
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,7 @@ class Plan:
     delete_network_policy: bool = False  # the spec switched it off
     delete_exposure: tuple[str, ...] = ()  # HTTPRoute / Ingress no longer asked for
     delete_config_maps: tuple[str, ...] = ()  # spec ConfigMaps of superseded Jobs
+    delete_canary: bool = False  # the canary Deployment (aborted, promoted, or not wanted)
     events: tuple[Event, ...] = ()
     requeue_after: float | None = 300.0  # None: only a watch event (a spec change) brings it back
 
@@ -331,8 +341,16 @@ def _plan(
     events += [Event("Normal", "JobSuperseded", f"deleting Job {name}") for name in delete]
 
     candidate = opt.artifact if opt.state == "done" else status.artifact
-    rollout = _rollout(obs, candidate, status.last_good_artifact, retry)
+    canary: CanaryPass | None = None
+    if wants_canary(spec, candidate, status.last_good_artifact, status.rollout):
+        assert candidate is not None and status.last_good_artifact is not None
+        canary = _canary_pass(obs, config, candidate, status.last_good_artifact, now)
+    if canary is not None and canary.phase is not None:
+        rollout = Rollout("rolling", serve=canary.stable_artifact, message=canary.decision.message)
+    else:
+        rollout = _rollout(obs, candidate, status.last_good_artifact, retry)
     events += rollout.events
+    events += [Event(*e) for e in canary.events] if canary else []
     apply: list[Manifest] = []
     refused: Failure | None = None
     if rollout.serve is not None:
@@ -348,18 +366,28 @@ def _plan(
             if rollout.failed_marker:
                 annotations = apply[0]["metadata"].setdefault("annotations", {})
                 annotations[ANNOTATION_FAILED_ROLLOUT] = rollout.failed_marker
+            if spec.rollout.strategy == "canary":
+                apply[0] = stable_deployment(apply[0], canary, spec.serving.replicas)
+            if canary is not None and canary.canary_manifest is not None:
+                apply.append(canary.canary_manifest)
             apply += [exposed.manifest] if exposed.manifest else []
     autoscaling = spec.serving.autoscaling
     wanted_kind = _autoscaler_kind(autoscaling.provider) if autoscaling is not None else None
     stale = tuple(k for k in AUTOSCALER_KINDS if k in obs.autoscalers and k != wanted_kind)
 
     outcome = _outcome(opt, rollout)
+    if canary is not None and canary.phase is not None and opt.state == "done":
+        outcome = replace(
+            outcome, phase=canary.phase, reason=canary.reason, message=canary.decision.message
+        )
     outcome = replace(outcome, message=redact(outcome.message))
     wanted = [replace(w, message=redact(w.message)) for w in c.conditions_for(outcome)]
     wanted += tuning_conditions(candidate, status.conditions)  # serving.tuning's verdict
     last_good = status.last_good_artifact
     if rollout.state == "ready" and rollout.serve is not None:
         last_good = rollout.serve
+    if canary is not None and canary.decision.action in ("finish", "done"):
+        last_good = candidate  # the stable serves it, rolled out: promoted
     summary = opt.summary
     dep = obs.deployment
     new_status = OptimizedModelStatus(
@@ -382,6 +410,7 @@ def _plan(
         replicas=dep.ready_replicas if dep else 0,
         selector=selector_string(owner.name),
         serving=serving_status(spec, rollout.serve) if apply and rollout.serve else status.serving,
+        rollout=canary.rollout_status if canary is not None else None,
     )
     new_status = exposing.exposed_status(
         new_status, spec.serving.exposure, obs.exposure, exposed, applied=bool(apply), now=now
@@ -393,6 +422,10 @@ def _plan(
         Event(*e) for e in exposing.exposure_events(status.conditions, new_status.conditions)
     ]
     settled = outcome.phase in ("Ready", "Failed")
+    canary_wanted = canary is not None and canary.canary_manifest is not None
+    poll = config.poll_seconds
+    if canary is not None and canary.phase == "Deploying":
+        poll = min(poll, float(spec.rollout.analysis.interval_seconds))
     return Plan(
         status=new_status,
         create=tuple(create),
@@ -409,9 +442,26 @@ def _plan(
             active_jobs=(j.name for j in obs.jobs if j.phase == "active"),
         ),
         events=tuple(replace(e, message=redact(e.message)) for e in events),
-        requeue_after=None
-        if refused is not None
-        else (config.resync_seconds if settled else config.poll_seconds),
+        requeue_after=None if refused is not None else (config.resync_seconds if settled else poll),
+        delete_canary=obs.canary.deployment is not None and not canary_wanted,
+    )
+
+
+def _canary_pass(
+    obs: Observed, config: Config, candidate: Artifact, last_good: Artifact, now: str
+) -> CanaryPass:
+    model = obs.model
+    return plan_canary_pass(
+        model.owner,
+        model.spec,
+        candidate=candidate,
+        last_good=last_good,
+        state=model.status.rollout,
+        stable=obs.deployment,
+        observed=obs.canary,
+        generation=model.generation,
+        now=now,
+        image=config.optimizer_image,
     )
 
 

@@ -28,6 +28,7 @@ class OperatorSettings:
     optimizer_image: str = DEFAULT_OPTIMIZER_IMAGE
     job_service_account: str | None = None
     policy_dir: str | None = None  # the policy ConfigMap, mounted; None: structural rules only
+    prometheus_url: str | None = None  # canary analysis reads Triton's metrics here
     workers: int = 4
     poll_seconds: float = POLL_SECONDS
     resync_seconds: float = RESYNC_SECONDS
@@ -95,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         "specs that break it are refused (Stalled, PolicyDenied) before anything is rendered",
     )
     parser.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        default=env("OPTISERVE_PROMETHEUS_URL") or None,
+        help="Prometheus that scrapes the Triton pods (http://prometheus.monitoring:9090); "
+        "canary rollouts read their analysis there, and without it no canary is started",
+    )
+    parser.add_argument(
         "--workers", type=int, default=4, help="OptimizedModels reconciled at the same time"
     )
     parser.add_argument(
@@ -154,6 +162,7 @@ def parse_settings(argv: Sequence[str]) -> OperatorSettings:
         optimizer_image=args.optimizer_image,
         job_service_account=args.job_service_account,
         policy_dir=args.policy_dir,
+        prometheus_url=args.prometheus_url,
         workers=args.workers,
         poll_seconds=args.poll_seconds,
         resync_seconds=args.resync_seconds,

@@ -64,6 +64,13 @@ def _run_serve(argv: list[str]) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--startup-timeout", type=float, default=120.0, metavar="SECONDS")
+    parser.add_argument(
+        "--metrics-config",
+        action="append",
+        default=[],
+        metavar="SETTING",
+        help="passed to tritonserver's --metrics-config (repeatable), e.g. summary_latencies=true",
+    )
     args = parser.parse_args(argv)
     from optiserve.serve.command import serve
 
@@ -72,6 +79,7 @@ def _run_serve(argv: list[str]) -> int:
         ports=(args.http_port, args.grpc_port, args.metrics_port),
         host=args.host,
         startup_timeout_s=args.startup_timeout,
+        metrics_config=args.metrics_config,
     )
 
 

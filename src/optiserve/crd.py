@@ -185,6 +185,24 @@ PRINTER_COLUMNS = [
         "type": "string",
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
     },
+    {
+        "name": "Stable",
+        "type": "string",
+        "jsonPath": ".status.rollout.stableRevision",
+        "description": "During a canary: the artifact the stable Deployment serves.",
+    },
+    {
+        "name": "Canary",
+        "type": "string",
+        "jsonPath": ".status.rollout.canaryRevision",
+        "description": "During a canary: the artifact under test.",
+    },
+    {
+        "name": "Weight",
+        "type": "integer",
+        "jsonPath": ".status.rollout.weight",
+        "description": "During a canary: percent of the serving pods on the canary.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

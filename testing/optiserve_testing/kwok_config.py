@@ -19,7 +19,7 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 RUN_LOCALLY_LABEL = "optiserve.io/run-locally"
 # Every pod in these namespaces runs locally too: the way to have pods that someone else
 # renders (the operator's Triton Deployments) run for real, e.g. to see a rollout fail.
-RUN_LOCALLY_NAMESPACES = ("local-pods",)
+RUN_LOCALLY_NAMESPACES = ("local-pods", "local-canary")
 
 NODE_STAGE_FILES = ("node-initialize.yaml", "node-heartbeat-with-lease.yaml")
 POD_STAGE_FILES = ("pod-ready.yaml", "pod-complete.yaml", "pod-delete.yaml")

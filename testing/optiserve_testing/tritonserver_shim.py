@@ -27,6 +27,8 @@ def serve_arguments(argv: list[str], host: str) -> list[str]:
     parser.add_argument("--http-port", default="8000")
     parser.add_argument("--grpc-port", default="8001")
     parser.add_argument("--metrics-port", default="8002")
+    # Metrics settings reach the real tritonserver under optiserve serve (latency summaries).
+    parser.add_argument("--metrics-config", action="append", default=[])
     known, _ignored = parser.parse_known_args(argv)
     return [
         "serve",
@@ -35,6 +37,7 @@ def serve_arguments(argv: list[str], host: str) -> list[str]:
         f"--http-port={known.http_port}",
         f"--grpc-port={known.grpc_port}",
         f"--metrics-port={known.metrics_port}",
+        *(f"--metrics-config={setting}" for setting in known.metrics_config),
     ]
 
 

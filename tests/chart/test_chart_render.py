@@ -203,8 +203,9 @@ def test_without_service_account_creation_a_name_is_required() -> None:
         {"verbose": True, "logFormat": "json", "optimizer.serviceAccountName": "optimizer"},
         {"metrics.enabled": False, "extraArgs": ["--resync-seconds=600"]},
         {"replicaCount": 1},
+        {"prometheus.url": "http://prometheus.monitoring.svc:9090"},
     ],
-    ids=["defaults", "combination", "logging", "no-metrics", "one-replica"],
+    ids=["defaults", "combination", "logging", "no-metrics", "one-replica", "prometheus"],
 )
 def test_the_operator_parses_every_flag_the_chart_passes(values: dict[str, Any]) -> None:
     from optiserve_operator.settings import parse_settings
@@ -225,6 +226,7 @@ def test_the_operator_parses_every_flag_the_chart_passes(values: dict[str, Any])
     assert settings.log_format == values.get("logFormat", "full")
     if "extraArgs" in values:
         assert settings.resync_seconds == 600
+    assert settings.prometheus_url == values.get("prometheus.url")  # canary analysis
 
 
 def test_triton_pod_monitor_selects_the_pods_optiserve_renders() -> None:
@@ -237,6 +239,8 @@ def test_triton_pod_monitor_selects_the_pods_optiserve_renders() -> None:
     )
     monitor = one(objects, "PodMonitor")
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    # Canary analysis tells the revisions apart by these pod labels on the series.
+    assert monitor["spec"]["podTargetLabels"] == ["optiserve.io/model", "optiserve.io/revision"]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == (
         "metrics",

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from optiserve.api.status import OPTIMIZED, Artifact, OptimizedModelStatus, Phase
 from optiserve_operator import conditions as c
+from optiserve_operator.canary_rollout import REASON_ABORTED, REASON_CANARY
 
 NOW = "2026-11-26T05:00:00Z"
 EARLIER = "2026-11-26T04:00:00Z"
@@ -86,6 +87,26 @@ CASES: tuple[Case, ...] = (
         "Failed",
         c.REASON_ROLLED_BACK,
         "artifact 3f5a9c0e7b1d was not Ready within 600s; rolling back to 0a1b2c3d4e5f",
+        True,
+        "Degraded",
+        "Failed",
+    ),
+    # A canary rollout (optiserve_operator.canary_rollout): in a step, and aborted.
+    Case(
+        "canary in a step",
+        "Deploying",
+        REASON_CANARY,
+        "step 1 of 2 at 25%: 40 requests, error rate 0.000, 20s of 60s",
+        True,
+        "Progressing",
+        "InProgress",
+    ),
+    Case(
+        "canary aborted",
+        "Failed",
+        REASON_ABORTED,
+        "canary 3f5a9c0e7b1d aborted at step 1: errorRate: error rate 0.250 (50 of 200 "
+        "requests failed) is above maxErrorRate 0.05",
         True,
         "Degraded",
         "Failed",

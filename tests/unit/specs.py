@@ -242,6 +242,31 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         _two_four_on_cpu(),
         "pruning.method",
     ),
+    # spec.rollout (issue 19): a canary has rising steps and no autoscaler.
+    ("canary without steps", with_change("rollout", {"strategy": "canary"}), "steps"),
+    (
+        "canary weights falling",
+        with_change("rollout", {"strategy": "canary", "steps": [{"weight": 50}, {"weight": 10}]}),
+        "steps",
+    ),
+    (
+        "canary step at 100%",
+        with_change("rollout", {"strategy": "canary", "steps": [{"weight": 100}]}),
+        "weight",
+    ),
+    ("unknown rollout strategy", with_change("rollout.strategy", "blue-green"), "strategy"),
+    ("maxSurgeGPUs negative", with_change("rollout.maxSurgeGPUs", -1), "maxSurgeGPUs"),
+    (
+        "canary with an autoscaler",
+        {
+            **with_change("rollout", {"strategy": "canary", "steps": [{"weight": 10}]}),
+            "spec": {
+                **with_change("rollout", {"strategy": "canary", "steps": [{"weight": 10}]})["spec"],
+                "serving": {"autoscaling": {"maxReplicas": 3}},
+            },
+        },
+        "rollout.strategy",
+    ),
     # serving.exposure (issue 24): one way out, to a DNS name.
     (
         "both an HTTPRoute and an Ingress",

@@ -56,7 +56,18 @@ def test_crd_has_status_scale_and_printer_columns() -> None:
     assert "status" in version["subresources"]
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.serving.replicas"
     names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert names == ["Phase", "Precision", "Speedup", "Baseline", "URL", "Ready", "Age"]
+    assert names == [
+        "Phase",
+        "Precision",
+        "Speedup",
+        "Baseline",
+        "URL",
+        "Ready",
+        "Stable",
+        "Canary",
+        "Weight",
+        "Age",
+    ]
     assert crd()["spec"]["names"]["shortNames"] == ["om"]
 
 

@@ -139,6 +139,19 @@ serving = optional(
     ),
 )
 # One unknown key now and then, as a typo would be.
+rollout = optional(
+    strategy=st.sampled_from(["rolling", "canary", "blue-green"]),
+    steps=st.lists(
+        optional(weight=st.sampled_from([0, 10, 50, 99, 100]), pauseSeconds=ints), max_size=3
+    ),
+    analysis=optional(
+        maxErrorRate=st.sampled_from([0.0, 0.01, 1.5, -1]),
+        maxLatencyP99Ratio=st.sampled_from([0.5, 1.0, 2]),
+        minRequests=ints,
+        intervalSeconds=ints,
+    ),
+    maxSurgeGPUs=ints,
+)
 metadata_extra = st.sampled_from([{}, {}, {}, {}, {"colour": "blue"}])
 metadata = st.fixed_dictionaries(
     {"name": names},
@@ -174,7 +187,7 @@ objects = st.fixed_dictionaries(
                     },
                 ),
             },
-            optional={"serving": serving},
+            optional={"serving": serving, "rollout": rollout},
         ),
     },
     optional={

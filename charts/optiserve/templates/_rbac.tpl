@@ -42,9 +42,11 @@ change both together. No secrets, no wildcards.
 # Triton's Deployment (watched, read) and Service: server-side apply, which is a patch, and a
 # create when the object does not exist yet. Every applied child is read first: an apply that
 # would change nothing is not sent (optiserve_operator/applied.py).
+# Deployments are deleted too: the canary Deployment (<name>-canary) once a canary rollout is
+# promoted or aborted.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]

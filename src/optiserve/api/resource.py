@@ -7,8 +7,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from optiserve.api import formats
-from optiserve.api.base import ApiModel
+from optiserve.api.base import ApiModel, object_default
 from optiserve.api.objectstore import PIN_RULES, ObjectStoreSpec
+from optiserve.api.rollout import RolloutSpec
 from optiserve.api.rules import CelRule
 from optiserve.api.serving import ServingSpec, StorageSpec
 from optiserve.api.spec import OptimizationSpec, SourceSpec
@@ -31,10 +32,20 @@ class OptimizedModelSpec(ApiModel):
     serving: ServingSpec = Field(default_factory=ServingSpec, json_schema_extra={"default": {}})
     storage: StorageSpec
     object_store: ObjectStoreSpec | None = Field(None, description=ObjectStoreSpec.__doc__)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, json_schema_extra=object_default())
 
     # The optimizer trains only torch modules: an ONNX graph has no trainable form. A narrow
     # student is built from a TorchScript module, a shallow one from a transformer's layers.
     rules = (
+        CelRule(
+            cel="!has(self.rollout) || !has(self.rollout.strategy) || "
+            "self.rollout.strategy != 'canary' || !has(self.serving) || "
+            "!has(self.serving.autoscaling)",
+            message="a canary's weight is carried by replica counts, which an autoscaler would "
+            "change under it: remove serving.autoscaling or use rollout.strategy: rolling",
+            field=".rollout.strategy",
+            check=lambda s: s.rollout.strategy != "canary" or s.serving.autoscaling is None,
+        ),
         CelRule(
             cel="!has(self.optimization.pruning) || self.optimization.pruning.method == 'none' || "
             "(has(self.source.format) && self.source.format in ['torchscript', 'huggingface']) || "

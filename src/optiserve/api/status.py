@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from optiserve.api.base import ApiModel
+from optiserve.api.rollout import RolloutStatus
 from optiserve.api.tuning import TuningSummary
 
 Phase = Literal["Pending", "Optimizing", "Deploying", "Ready", "Failed"]
@@ -235,3 +236,4 @@ class OptimizedModelStatus(ApiModel):
     replicas: int | None = Field(None, description="Ready Triton pods (scale subresource).")
     selector: str | None = Field(None, description="Label selector of the Triton pods.")
     serving: ServingStatus | None = None
+    rollout: RolloutStatus | None = Field(None, description="The canary rollout, while one runs.")

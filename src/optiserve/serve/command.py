@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -35,6 +36,7 @@ def serve(
     ports: tuple[int, int, int] = DEFAULT_PORTS,
     host: str = "127.0.0.1",
     startup_timeout_s: float = 120.0,
+    metrics_config: Sequence[str] = (),
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -50,7 +52,11 @@ def serve(
     try:
         repository = find_repository(directory)
         with LocalTriton(
-            repository, ports=ports, host=host, startup_timeout_s=startup_timeout_s
+            repository,
+            ports=ports,
+            host=host,
+            startup_timeout_s=startup_timeout_s,
+            metrics_config=metrics_config,
         ) as triton:
             print(f"serving {', '.join(triton.models)} from {repository}", file=out)
             print(f"  http    {triton.http_url}", file=out)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -60,6 +61,7 @@ class LocalTriton:
         log_verbose: int = 0,
         install: TritonInstall | None = None,
         model_control_mode: ModelControlMode = "none",
+        metrics_config: Sequence[str] = (),
     ) -> None:
         self.repository = repository
         self.serving = serving
@@ -73,6 +75,8 @@ class LocalTriton:
         # "explicit": every model is loaded at start; a caller may then edit the local copy's
         # config.pbtxt and load it again (the tuning search measures config variants so).
         self.model_control_mode = model_control_mode
+        # Triton's --metrics-config settings, e.g. summary_latencies=true (canary analysis).
+        self.metrics_config = tuple(metrics_config)
         self.models: list[str] = []
         self.http_port = self.grpc_port = self.metrics_port = 0
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -195,6 +199,7 @@ class LocalTriton:
             f"--grpc-address={self.host}",
             f"--metrics-address={self.host}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            *(f"--metrics-config={setting}" for setting in self.metrics_config),
         ]
         self._log_path = log
         with log.open("wb") as log_file:

@@ -1,0 +1,367 @@
+"""Canary rollouts on the real control plane: real Triton pods (the pod runner), a real
+Prometheus scraping them (pod discovery, the annotation-based pod job), the real operator.
+
+A good artifact goes through the step to 100% while load spreads over the Service's
+endpoints as kube-proxy would; the operator, killed mid-step, resumes at the same step with
+no duplicate objects. A bad artifact (a real optimizer artifact whose model is swapped, once
+written, for one with the same inputs and outputs that answers ~100x slower) is aborted by
+the analysis on Triton's own p99 while the stable's pod stays Ready.
+
+An artifact that answers with errors is not run here: this tritonserver build's python
+backend crashes (SIGSEGV, boost lock_exception) after onnxruntime errors under concurrent
+requests, so the pod crash-loops instead of counting failures; the error-rate check is
+covered by tests/operator/test_canary_plan.py and test_canary_reconcile.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from optiserve.api import OptimizedModel
+from optiserve.render.job import artifact_uri
+from optiserve_testing.cluster import LocalCluster
+from optiserve_testing.prometheus import (
+    LocalPrometheus,
+    PodDiscovery,
+    find_prometheus,
+    pod_scrape_config,
+)
+from optiserve_testing.waiting import wait_until
+from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
+from tests.e2e.objects import condition, get, served_digest, tiny, wait_ready
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.triton, pytest.mark.timeout(1200)]
+
+NAMESPACE = "local-canary"  # kwok_config.RUN_LOCALLY_NAMESPACES: the pod runner runs its pods
+NAME = "zeta"
+PAUSE_S = 25
+ROLLOUT = {
+    "strategy": "canary",
+    "steps": [{"weight": 50, "pauseSeconds": PAUSE_S}],
+    "analysis": {
+        "maxErrorRate": 0.05,
+        # Loose: the two revisions share 2 busy CPUs; the slow artifact is ~100x slower.
+        "maxLatencyP99Ratio": 10,
+        "minRequests": 10,
+        "intervalSeconds": 5,
+    },
+}
+
+
+def model(max_drop: float) -> dict[str, Any]:
+    obj = tiny(NAME, rollout=ROLLOUT)
+    obj["spec"]["serving"] = {"maxBatchSize": 8, "replicas": 1, "rolloutDeadlineSeconds": 120}
+    obj["spec"]["optimization"]["accuracy"]["maxDrop"] = max_drop
+    return obj
+
+
+@pytest.fixture(scope="module")
+def prometheus(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    find_prometheus()
+    state = tmp_path_factory.mktemp("prometheus")
+    targets = state / "pods.json"
+    with (
+        PodDiscovery(cluster.api_client(), targets),
+        LocalPrometheus(pod_scrape_config(targets), state) as server,
+    ):
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def canary_operator(
+    cluster: LocalCluster, crd: None, prometheus: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        cluster,
+        tmp_path_factory.mktemp("operator"),
+        extra_args=["--prometheus-url", prometheus],
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: LocalCluster) -> Iterator[str]:
+    prepare_model_namespace(cluster, NAMESPACE)
+    yield NAMESPACE
+    cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+
+
+class Load:
+    """Closed-loop requests, each to the next endpoint of the model's Service, as kube-proxy
+    spreads connections; counts answers by the revision of the pod that gave them.
+
+    The endpoints are what the EndpointSlice controller would publish: the Ready pods the
+    Service's selector matches. (It cannot publish them here: the pod runner gives each pod a
+    loopback address, and the API server refuses loopback addresses in EndpointSlices.)
+    """
+
+    def __init__(self, cluster: LocalCluster, ns: str, clients: int = 2) -> None:
+        self.core = client.CoreV1Api(cluster.api_client())
+        self.ns = ns
+        self.by_revision: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.endpoints: list[tuple[str, str]] = []  # (ip, revision)
+        self._cycle = itertools.count()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        body = {"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "data": [0.1] * 8}]}
+        self._body = json.dumps(body).encode()
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        self._threads.append(threading.Thread(target=self._refresh, daemon=True))
+
+    def ready_endpoints(self) -> list[tuple[str, str]]:
+        service = self.core.read_namespaced_service(NAME, self.ns)
+        wanted = service.spec.selector if service.spec else None
+        selector = ",".join(f"{k}={v}" for k, v in (wanted or {}).items())
+        found = []
+        for pod in self.core.list_namespaced_pod(self.ns, label_selector=selector).items:
+            meta, status = pod.metadata, pod.status
+            if meta is None or status is None or meta.deletion_timestamp or not status.pod_ip:
+                continue
+            if any(c.type == "Ready" and c.status == "True" for c in status.conditions or []):
+                revision = (meta.labels or {}).get("optiserve.io/revision", "stable")
+                found.append((str(status.pod_ip), revision))
+        return sorted(found)
+
+    def _refresh(self) -> None:
+        while not self._stop.is_set():
+            try:
+                endpoints = self.ready_endpoints()
+            except Exception:  # a slice read racing a delete: next round
+                endpoints = self.endpoints
+            with self._lock:
+                self.endpoints = endpoints
+            self._stop.wait(0.5)
+
+    def _client(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                target = (
+                    self.endpoints[next(self._cycle) % len(self.endpoints)]
+                    if self.endpoints
+                    else None
+                )
+            if target is None:
+                self._stop.wait(0.1)
+                continue
+            ip, revision = target
+            connection = http.client.HTTPConnection(ip, 8000, timeout=10)
+            try:
+                connection.request("POST", f"/v2/models/{NAME}/infer", self._body)
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+            finally:
+                connection.close()
+            with self._lock:
+                (self.by_revision if ok else self.errors)[revision] += 1
+            if not ok:
+                self._stop.wait(0.05)
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
+        with self._lock:
+            return dict(self.by_revision), dict(self.errors)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+
+def rollout_of(cluster: LocalCluster, ns: str) -> dict[str, Any]:
+    obj = get(cluster, ns, "om", NAME) or {}
+    return dict((obj.get("status") or {}).get("rollout") or {})
+
+
+def stable_ready(cluster: LocalCluster, ns: str) -> int:
+    deployment = get(cluster, ns, "deployment", NAME) or {}
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0)
+
+
+SLOW_LAYERS, SLOW_WIDTH = 80, 2048
+
+
+def slow_model(path: Path) -> None:
+    """The tiny classifier's inputs and outputs (x: [N, 8] -> y: [N, 4]), answering correctly
+    shaped probabilities, but through 80 extra 2048x2048 matrix products whose result is
+    multiplied by zero: a model that loads and answers, only far slower than the stable."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("MatMul", ["x", "widen"], ["h0"])]
+    for layer in range(SLOW_LAYERS):
+        nodes.append(helper.make_node("MatMul", [f"h{layer}", "square"], [f"h{layer + 1}"]))
+    nodes += [
+        helper.make_node("MatMul", [f"h{SLOW_LAYERS}", "narrow"], ["slow"]),
+        helper.make_node("Mul", ["slow", "zero"], ["nothing"]),
+        helper.make_node("MatMul", ["x", "classify"], ["logits"]),
+        helper.make_node("Add", ["logits", "nothing"], ["summed"]),
+        helper.make_node("Softmax", ["summed"], ["y"], axis=-1),
+    ]
+    rng = np.random.default_rng(1)
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[
+            numpy_helper.from_array(np.full((8, SLOW_WIDTH), 1e-3, np.float32), "widen"),
+            numpy_helper.from_array(np.full((SLOW_WIDTH, SLOW_WIDTH), 1e-4, np.float32), "square"),
+            numpy_helper.from_array(np.full((SLOW_WIDTH, 4), 1e-3, np.float32), "narrow"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+            numpy_helper.from_array(rng.normal(size=(8, 4)).astype(np.float32), "classify"),
+        ],
+    )
+    slow = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    slow.ir_version = 8
+    onnx.save(slow, str(path))
+
+
+def swap_when_written(folder: Path, stop: threading.Event) -> None:
+    while not stop.wait(0.05):
+        models = list(folder.glob("*/1/model.onnx"))
+        if models:
+            for path in models:
+                slow_model(path)
+            return
+
+
+def test_canary_promoted_resumed_after_a_kill_then_a_slow_one_aborted(
+    cluster: LocalCluster, canary_operator: OperatorProcess, namespace: str
+) -> None:
+    ns = namespace
+    cluster.apply([model(0.05)], namespace=ns)
+    first = wait_ready(cluster, canary_operator, ns, NAME)
+    stable_digest = first["status"]["recipeDigest"]
+    assert "rollout" not in first["status"]  # the first artifact rolls: nothing to compare
+    stable_seen: list[int] = []
+
+    with Load(cluster, ns) as load:
+        cluster.apply([model(0.04)], namespace=ns)
+
+        def in_step() -> bool:
+            stable_seen.append(stable_ready(cluster, ns))
+            return (
+                rollout_of(cluster, ns).get("phase") == "Canary"
+                and len(load.ready_endpoints()) == 2
+            )
+
+        try:
+            wait_until("the canary serving beside the stable", in_step, timeout_s=300)
+        except AssertionError:
+            described = cluster.kubectl("describe", "-n", ns, "om,deploy,pod").stdout
+            pytest.fail(f"no canary\n{described[-6000:]}\n{canary_operator.logs()}")
+        rollout = rollout_of(cluster, ns)
+        canary_digest = rollout["canaryDigest"]
+        assert rollout["stableDigest"] == stable_digest and canary_digest != stable_digest
+        assert rollout["weight"] == 50 and rollout["step"] == 0
+        # The Service's endpoints are one stable and one canary pod: 50%.
+        assert sorted(r for _, r in load.ready_endpoints()) == ["canary", "stable"]
+        printed = cluster.kubectl("get", "om", NAME, "-n", ns, "--no-headers").stdout.split()
+        assert canary_digest[:12] in printed and stable_digest[:12] in printed
+
+        # Killed mid-step: the restarted operator resumes the same step, creates nothing twice.
+        time.sleep(3)  # the pass that saw the canary pods Ready has written stepStarted
+        step_began, _ = load.snapshot()
+        before = rollout_of(cluster, ns)
+        canary_operator.kill()
+        canary_operator.start()
+        time.sleep(8)  # several passes (--poll-seconds 1), still inside the step's pause
+        after = rollout_of(cluster, ns)
+        mid_step, _ = load.snapshot()
+        assert (after["step"], after["stepStarted"]) == (before["step"], before["stepStarted"])
+        deployments = get(cluster, ns, "deployment", "-l", f"optiserve.io/model={NAME}")
+        assert sorted(d["metadata"]["name"] for d in deployments["items"]) == [
+            NAME,
+            f"{NAME}-canary",
+        ]
+        replica_sets = get(cluster, ns, "rs", "-l", "optiserve.io/revision=canary")
+        assert len(replica_sets["items"]) == 1
+
+        promoted = wait_ready(cluster, canary_operator, ns, NAME)
+        assert promoted["status"]["recipeDigest"] == canary_digest
+        assert "rollout" not in promoted["status"]
+        assert served_digest(cluster, ns, NAME) == canary_digest
+        wait_until(
+            "the canary Deployment deleted",
+            lambda: get(cluster, ns, "deployment", f"{NAME}-canary") is None,
+            timeout_s=60,
+        )
+        served, errors = load.snapshot()
+    assert min(stable_seen) >= 1, "the stable's pod left service during the canary"
+    assert after["phase"] == "Canary", "the step ended before the share was measured"
+    # Over the 11 s inside the step (operator killed and restarted meanwhile: the pods serve
+    # on), answers by revision: one endpoint each, so half each, within +-15 points.
+    window = {r: mid_step.get(r, 0) - step_began.get(r, 0) for r in ("canary", "stable")}
+    share = window["canary"] / max(1, window["canary"] + window["stable"])
+    events = cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout
+    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    assert {"CanaryStarted", "CanaryPromoting", "CanaryPromoted"} <= reasons, reasons
+    assert 0.35 <= share <= 0.65, (window, served, errors)
+    assert sum(window.values()) >= 20, window
+
+    # A bad artifact, far slower than the stable: aborted by the analysis on Triton's p99.
+    bad = model(0.03)
+    cluster.apply([bad], namespace=ns)
+    wait_until(
+        "the bad recipe digest",
+        lambda: get(cluster, ns, "om", NAME)["status"].get("recipeDigest") != canary_digest,
+        timeout_s=60,
+        every_s=0.1,
+    )
+    bad_digest = get(cluster, ns, "om", NAME)["status"]["recipeDigest"]
+    parsed = OptimizedModel.model_validate(bad)
+    folder = cluster.claim_path(ns, artifact_uri(parsed.spec, bad_digest, namespace=ns, name=NAME))
+    stop = threading.Event()
+    swap = threading.Thread(target=swap_when_written, args=(folder, stop), daemon=True)
+    swap.start()
+    stable_seen.clear()
+    try:
+        with Load(cluster, ns):
+
+            def aborted() -> bool:
+                stable_seen.append(stable_ready(cluster, ns))
+                return condition(get(cluster, ns, "om", NAME), "Degraded").get("reason") == (
+                    "CanaryAborted"
+                )
+
+            wait_until("the slow canary aborted", aborted, timeout_s=400)
+    except AssertionError:
+        described = cluster.kubectl("describe", "-n", ns, "om,deploy,pod").stdout
+        pytest.fail(f"never aborted\n{described[-6000:]}\n{canary_operator.logs()}")
+    finally:
+        stop.set()
+    obj = get(cluster, ns, "om", NAME)
+    degraded = condition(obj, "Degraded")
+    assert "latencyP99Ratio" in degraded["message"], degraded
+    assert "above maxLatencyP99Ratio 10" in degraded["message"]
+    assert obj["status"]["rollout"]["phase"] == "Aborted"
+    assert obj["status"]["rollout"]["canaryDigest"] == bad_digest
+    assert served_digest(cluster, ns, NAME) == canary_digest  # the promoted one still serves
+    assert min(stable_seen) >= 1
+    wait_until(
+        "the aborted canary deleted",
+        lambda: get(cluster, ns, "deployment", f"{NAME}-canary") is None,
+        timeout_s=60,
+    )
