@@ -40,6 +40,7 @@ TOKENIZER_FILES = (
     "config.json",
 )
 DEFAULT_MAX_LENGTH = 512
+PASS_NAME = "package"
 # transformers' "no limit" placeholder for model_max_length is about 1e30.
 _UNSET_MAX_LENGTH = 1_000_000
 
@@ -66,17 +67,24 @@ def max_length(source: Path) -> int:
     return min(limits)
 
 
+def tokenizer_files(source: Path) -> list[Path]:
+    """The files of the source's tokenizer to copy; a typed error when it has none (checked
+    before any work too, so a run does not end on it)."""
+    files = [source / f for f in TOKENIZER_FILES if (source / f).is_file()]
+    if not any(f.name != "config.json" for f in files):
+        raise TokenizerPackagingError(
+            PASS_NAME,
+            f"serving.tokenizer: {source} holds no tokenizer files "
+            "(tokenizer.json, vocab.txt, ...): save the tokenizer with save_pretrained there",
+        )
+    return files
+
+
 def write_text_models(
     repository: Path, name: str, source: Path, signature: ModelSignature, max_batch_size: int
 ) -> list[str]:
     """``repository/<name>-tokenizer`` and ``repository/<name>-text``; returns their names."""
-    files = [source / f for f in TOKENIZER_FILES if (source / f).is_file()]
-    if not any(f.name != "config.json" for f in files):
-        raise TokenizerPackagingError(
-            "package",
-            f"serving.tokenizer: {source} holds no tokenizer files "
-            "(tokenizer.json, vocab.txt, ...): save the tokenizer with save_pretrained there",
-        )
+    files = tokenizer_files(source)
     tokenizer = repository / tokenizer_model_name(name)
     folder = tokenizer / "1" / TOKENIZER_FOLDER
     folder.mkdir(parents=True)
