@@ -9,6 +9,10 @@ models) of a tiny encoder exported by the huggingface pass's exporter, served as
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,10 +25,13 @@ from optiserve.model_io import ModelSignature, TensorSpec
 from optiserve.render.serving_config import serving_settings
 from optiserve.serve import LocalTriton
 from optiserve.serve.assemble import main as assemble
+from optiserve.serve.command import EXAMPLE_TEXT
+from optiserve.serve.local import _free_ports
 from optiserve.serve.repository import onnx_signature
 from optiserve_optimizer import package
 from optiserve_optimizer.text_models import TokenizerPackagingError, write_text_models
 from tests.optimizer import hf_encoders
+from tests.triton.test_command import ROOT, SERVE
 
 pytestmark = [pytest.mark.triton, pytest.mark.models, pytest.mark.timeout(900)]
 NAME = "enc"
@@ -123,9 +130,44 @@ def test_embeddings_of_plain_strings_from_the_assembled_repository(tmp_path: Pat
     np.testing.assert_allclose(alone[0], expected[2], atol=1e-4)
 
 
-def test_logits_of_plain_strings_from_the_artifact_as_optiserve_serve_serves_it(
+def test_optiserve_serve_prints_a_curl_request_that_returns_transformers_logits(
     tmp_path: Path,
 ) -> None:
+    """``optiserve serve`` on the artifact folder; the ``text`` line it prints is run as is."""
+    source, artifact = packaged(tmp_path, "sequence-classification")
+    http, grpc, metrics = _free_ports(3)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE, str(artifact.parent), str(http), str(grpc), str(metrics)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("  text"):
+            line = process.stdout.readline()
+            assert line, process.communicate()  # serve exited before printing its requests
+            lines.append(line)
+        command = lines[-1].removeprefix("  text").strip()
+        answer = json.loads(
+            subprocess.run(command, shell=True, check=True, capture_output=True, text=True).stdout
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert f"/v2/models/{NAME}-text/infer" in command
+    (out,) = [o for o in answer["outputs"] if o["name"] == "logits"]
+    logits = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+    expected = transformers_reference(source, "sequence-classification", [EXAMPLE_TEXT])
+    assert logits.shape == expected.shape == (1, 3)
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+
+
+def test_logits_of_plain_strings_from_the_artifact(tmp_path: Path) -> None:
     source, artifact = packaged(tmp_path, "sequence-classification")
     with LocalTriton(artifact, startup_timeout_s=180) as triton:
         logits = infer_text(triton, TEXTS, "logits")
