@@ -41,6 +41,7 @@ TOKENIZER_FILES = (
 )
 DEFAULT_MAX_LENGTH = 512
 PASS_NAME = "package"
+OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert"})
 # transformers' "no limit" placeholder for model_max_length is about 1e30.
 _UNSET_MAX_LENGTH = 1_000_000
 
@@ -56,9 +57,12 @@ def max_length(source: Path) -> int:
     limits = [DEFAULT_MAX_LENGTH]
     config = source / "config.json"
     if config.is_file():
-        positions = json.loads(config.read_text()).get("max_position_embeddings")
+        fields = json.loads(config.read_text())
+        positions = fields.get("max_position_embeddings")
         if isinstance(positions, int) and positions > 0:
-            limits = [positions]
+            # RoBERTa-type position ids start after the padding index: two fewer tokens fit.
+            offset = 2 if fields.get("model_type") in OFFSET_POSITIONS else 0
+            limits = [positions - offset]
     tokenizer_config = source / "tokenizer_config.json"
     if tokenizer_config.is_file():
         declared = json.loads(tokenizer_config.read_text()).get("model_max_length")

@@ -4,12 +4,15 @@ tokenizer model and the text ensemble; a folder without tokenizer files fails be
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from optiserve_optimizer.text_models import max_length
 from tests.optimizer import hf_encoders
 from tests.optimizer.runs import QUICK_BENCHMARK, OptimizerRunner
 
@@ -65,3 +68,21 @@ def test_a_folder_without_tokenizer_files_exits_2_before_any_work(
     assert error["pass"] == "package"
     assert "no tokenizer files" in error["message"]
     assert not optimizer.out.exists() or list(optimizer.out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("config", "tokenizer_config", "expected"),
+    [
+        ({"model_type": "bert", "max_position_embeddings": 512}, {}, 512),
+        ({"model_type": "bert", "max_position_embeddings": 512}, {"model_max_length": 128}, 128),
+        ({"model_type": "roberta", "max_position_embeddings": 514}, {}, 512),
+        ({"model_type": "bert", "max_position_embeddings": 64}, {"model_max_length": 1e30}, 64),
+        ({"model_type": "bert"}, {}, 512),
+    ],
+)
+def test_max_length_is_what_the_model_takes(
+    tmp_path: Path, config: dict[str, Any], tokenizer_config: dict[str, Any], expected: int
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    assert max_length(tmp_path) == expected
