@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from optiserve_optimizer.outcome import Outcome, candidate_row, decide, named_me
 from optiserve_optimizer.plan import Plan, describe_plan
 from optiserve_optimizer.progress import Progress, candidates_table
 from optiserve_optimizer.runners import BASELINES, ORT_BASELINE
+from optiserve_optimizer.text_models import write_text_models
 from optiserve_optimizer.tuning import tune_packaged
 
 if TYPE_CHECKING:
@@ -138,9 +140,21 @@ def finish(run: Finished, out_dir: Path, progress: Progress) -> RunResult:
         report,
         facts_text=facts,
         extra_files=tuned.files,
+        add_models=_text_models(run, tuned.serving.max_batch_size),
     )
     progress.line(f"wrote {final}")
     return RunResult(final, report, reused=False)
+
+
+def _text_models(run: Finished, max_batch_size: int) -> Callable[[Path], object] | None:
+    """``serving.tokenizer``: the tokenizer and the text ensemble, written beside the model."""
+    source = run.request.source
+    if not run.request.serving.tokenizer or source.format != "huggingface":
+        return None
+    folder = local_path(source.uri)
+    return lambda repository: write_text_models(
+        repository, run.request.name, folder, run.sig, max_batch_size
+    )
 
 
 def _report(run: Finished, choice: _Choice, progress: Progress) -> dict[str, Any]:

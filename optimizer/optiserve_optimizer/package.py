@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -98,8 +98,11 @@ def write_repository(
     report: dict[str, Any],
     facts_text: str | None = None,
     extra_files: Mapping[str, bytes] | None = None,
+    add_models: Callable[[Path], object] | None = None,
 ) -> Path:
-    """Writes ``<out>/<digest>/`` atomically; returns it. A concurrent winner is kept."""
+    """Writes ``<out>/<digest>/`` atomically; returns it. A concurrent winner is kept.
+    ``add_models`` writes more models into the repository folder before the rename (the
+    tokenizer and the text ensemble of ``serving.tokenizer``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / digest
     temp = out_dir / f".tmp-{digest}-{os.getpid()}"
@@ -114,6 +117,8 @@ def write_repository(
             (temp / REPOSITORY / model_name / ARTIFACT_FACTS_FILE).write_text(facts_text)
         (temp / REPORT).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
         (temp / REPORT_PAGE).write_text(render_report_page(report), encoding="utf-8")
+        if add_models is not None:
+            add_models(temp / REPOSITORY)
         for file_name, content in (extra_files or {}).items():  # e.g. tuning.png
             (temp / file_name).write_bytes(content)
         try:

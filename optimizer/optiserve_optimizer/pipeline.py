@@ -38,6 +38,7 @@ from optiserve_optimizer.plan import TENSORRT, CandidatePlan, Plan, build_plan, 
 from optiserve_optimizer.progress import Progress
 from optiserve_optimizer.registry import pass_for
 from optiserve_optimizer.runners import baseline_runners, run_all, runner_for
+from optiserve_optimizer.text_models import tokenizer_files
 
 EVAL_BATCH = 64
 
@@ -77,6 +78,8 @@ class Pipeline:
         spec = self.request.optimization
         eval_path = local_path(spec.accuracy.dataset)
         data.describe(eval_path, "accuracy")  # fail before any work when it is missing
+        if self.request.serving.tokenizer:  # likewise the tokenizer serving.tokenizer packages
+            tokenizer_files(local_path(self.request.source.uri))
         if any(c.engine == "tensorrt_plan" for c in self.plan.candidates):
             from optiserve_optimizer.passes.tensorrt_build import preflight
 

@@ -26,6 +26,10 @@ def optiserve_version() -> str:
 # autoscaling and resources only change the Deployment too. ``serving.tuning`` is part of the
 # recipe: the Job runs the search, and what it chose travels with the artifact.
 MODEL_CONFIG_FIELDS = frozenset({"max_batch_size", "tuning"})
+# ``serving.tokenizer`` is part of the recipe too: with it the Job packages two more models
+# (the tokenizer and the text ensemble) into the artifact. It enters the digest only when true,
+# so every artifact made before the field existed keeps its digest.
+TOKENIZER_FIELD = "tokenizer"
 
 
 def recipe_digest(
@@ -81,6 +85,7 @@ def spec_recipe_digest(
             **serving.model_dump(
                 by_alias=True, exclude_none=True, include=set(MODEL_CONFIG_FIELDS), mode="json"
             ),
+            **({TOKENIZER_FIELD: True} if getattr(serving, TOKENIZER_FIELD, False) else {}),
         },
         getattr(source, "task", None),
     )

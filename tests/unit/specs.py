@@ -72,6 +72,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("bad uri", with_change("source.uri", "models/m.onnx"), "source.uri"),
     ("bad sha256", with_change("source.sha256", "abc"), "sha256"),
     ("task without huggingface", with_change("source.task", "feature-extraction"), "task"),
+    ("tokenizer without huggingface", with_change("serving.tokenizer", True), "serving.tokenizer"),
     (
         "unknown task",
         with_change("source", {"uri": "/m", "format": "huggingface", "task": "qa"}),

@@ -14,6 +14,7 @@ from optiserve.api.rules import CelRule
 from optiserve.api.serving import ServingSpec, StorageSpec
 from optiserve.api.spec import OptimizationSpec, SourceSpec
 from optiserve.api.status import OptimizedModelStatus
+from optiserve.api.text_serving import TOKENIZER_RULE
 
 GROUP = "optiserve.io"
 VERSION = "v1alpha1"
@@ -90,6 +91,7 @@ class OptimizedModelSpec(ApiModel):
                 in (("torchscript", "narrow"), ("huggingface", "shallow"))
             ),
         ),
+        TOKENIZER_RULE,
         *PIN_RULES,
     )
 

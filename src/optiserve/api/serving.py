@@ -13,6 +13,7 @@ from optiserve.api.network import NetworkPolicySpec
 from optiserve.api.retention import RetentionSpec
 from optiserve.api.rules import CelRule
 from optiserve.api.spec import LabelValue, ResourceRequirements, Toleration, node_selector_rule
+from optiserve.api.text_serving import TOKENIZER_HELP
 from optiserve.api.tuning import TuningSpec
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
@@ -189,6 +190,7 @@ class ServingSpec(ApiModel):
         default_factory=NetworkPolicySpec, json_schema_extra=object_default()
     )
     exposure: ExposureSpec | None = Field(None, description="Unset: reachable in the cluster only.")
+    tokenizer: bool = Field(False, description=TOKENIZER_HELP)
 
     rules = (
         CelRule(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -10,13 +11,20 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from optiserve.render.text_ensemble import TEXT_INPUT
 from optiserve.serve.errors import RepositoryError, ServeError
 from optiserve.serve.local import LocalTriton
-from optiserve.serve.repository import CONFIG_FILE
+from optiserve.serve.repository import (
+    CONFIG_FILE,
+    ENSEMBLE_PLATFORM,
+    model_directories,
+    read_config,
+)
 
 # Where a repository may sit inside an optimizer output folder, besides the folder itself.
 REPOSITORY_SUBDIRS = ("model_repository", "repository", "triton")
 DEFAULT_PORTS = (8000, 8001, 8002)
+EXAMPLE_TEXT = "Serving text, not token ids."
 
 
 def find_repository(directory: Path) -> Path:
@@ -28,6 +36,23 @@ def find_repository(directory: Path) -> Path:
         f"no Triton model repository (<model>/{CONFIG_FILE}) in {directory} "
         f"or its {', '.join(REPOSITORY_SUBDIRS)} subfolders"
     )
+
+
+def text_models(repository: Path) -> list[tuple[str, bool]]:
+    """(name, batched) of the ensembles that take strings (``serving.tokenizer``)."""
+    found = []
+    for model_dir in model_directories(repository):
+        config = read_config(model_dir / CONFIG_FILE)
+        if config.platform == ENSEMBLE_PLATFORM and [t.name for t in config.input] == [TEXT_INPUT]:
+            found.append((config.name or model_dir.name, config.max_batch_size > 0))
+    return found
+
+
+def text_request_example(http_url: str, model: str, batched: bool) -> str:
+    """A plain HTTP request for a text ensemble: one string (a batch of one when batched)."""
+    tensor = {"name": TEXT_INPUT, "shape": [1, 1] if batched else [1], "datatype": "BYTES"}
+    body = json.dumps({"inputs": [{**tensor, "data": [EXAMPLE_TEXT]}]}, separators=(",", ":"))
+    return f"curl -s {http_url}/v2/models/{model}/infer -d '{body}'"
 
 
 def serve(
@@ -61,7 +86,12 @@ def serve(
             print(f"serving {', '.join(triton.models)} from {repository}", file=out)
             print(f"  http    {triton.http_url}", file=out)
             print(f"  grpc    {triton.grpc_url}", file=out)
-            print(f"  metrics {triton.metrics_url}", file=out, flush=True)
+            print(f"  metrics {triton.metrics_url}", file=out)
+            for model, batched in text_models(repository):  # serving.tokenizer's ensembles
+                print(
+                    f"  text    {text_request_example(triton.http_url, model, batched)}", file=out
+                )
+            out.flush()
             while triton.running:
                 time.sleep(0.5)
             print(f"tritonserver exited:\n{triton.log_tail()}", file=err)

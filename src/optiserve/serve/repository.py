@@ -20,6 +20,7 @@ from optiserve.serve.errors import RepositoryError
 
 CONFIG_FILE = "config.pbtxt"
 ONNX_PLATFORM: Final = "onnxruntime_onnx"
+ENSEMBLE_PLATFORM: Final = "ensemble"
 MODEL_FILE = "model.onnx"
 # The python-backend model copied into every local version folder as model.py. A template,
 # not a module of this package: it imports onnxruntime, which the core package must not
@@ -122,7 +123,8 @@ def localize_repository(
     names = []
     for model_dir in model_directories(source):
         config = read_config(model_dir / CONFIG_FILE)
-        if config.backend == "python":
+        if config.backend == "python" or config.platform == ENSEMBLE_PLATFORM:
+            # Runs here as it is: a python model, or an ensemble of the repository's models.
             (target / model_dir.name).symlink_to(model_dir.resolve(), target_is_directory=True)
         elif config.platform == ONNX_PLATFORM or config.backend == "onnxruntime":
             _localize_onnx(model_dir, target / model_dir.name, config, threads_per_instance)
@@ -131,7 +133,7 @@ def localize_repository(
             kind = config.platform or config.backend or "unknown"
             raise RepositoryError(
                 f"model {model_dir.name}: {kind} needs the GPU Triton image; the local runner "
-                "serves ONNX (through onnxruntime) and python-backend models"
+                "serves ONNX (through onnxruntime), python-backend and ensemble models"
             )
         names.append(config.name or model_dir.name)
     return names
