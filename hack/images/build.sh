@@ -68,8 +68,22 @@ inputs_hash() {
       | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-16
 }
-# The base's recipe: base.env and how this script runs mmdebstrap (so, this script).
-base_hash() { cat "${here}/base.env" "${here}/build.sh" | sha256sum | cut -c1-16; }
+# The base's recipe: base.env and make_base (how this script runs mmdebstrap), not the rest of
+# this script, so an edit elsewhere here keeps the base and the dependency layers built on it.
+base_hash() { { cat "${here}/base.env"; declare -f make_base; } | sha256sum | cut -c1-16; }
+make_base() { # <output tar>
+  # No docs, man pages or translations: nothing in the images reads them.
+  # merged-usr hook: /usr merged by the hook, not by the usrmerge package (which pulls in perl).
+  mmdebstrap --variant=minbase --format=tar --include="${BASE_PACKAGES}" \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    --aptopt='Acquire::Check-Valid-Until "false"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' \
+    "${BASE_SUITE}" "$1" \
+    "deb ${BASE_MIRROR} ${BASE_SUITE} main" \
+    "deb ${BASE_SECURITY_MIRROR} ${BASE_SUITE}-security main"
+}
 
 key="$(inputs_hash)"
 out="${cache_root}/${key}"
@@ -125,17 +139,7 @@ base_tar="${cache_root}/bases/debian-${BASE_SUITE}-$(base_hash).tar"
 if [[ ! -f "${base_tar}" ]]; then
   say "making the base with mmdebstrap (${BASE_SUITE}: ${BASE_PACKAGES})"
   mkdir -p "${cache_root}/bases"
-  # No docs, man pages or translations: nothing in the images reads them.
-  # merged-usr hook: /usr merged by the hook, not by the usrmerge package (which pulls in perl).
-  mmdebstrap --variant=minbase --format=tar --include="${BASE_PACKAGES}" \
-    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-    --aptopt='Acquire::Check-Valid-Until "false"' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --dpkgopt='path-exclude=/usr/share/info/*' \
-    "${BASE_SUITE}" "${base_tar}.part" \
-    "deb ${BASE_MIRROR} ${BASE_SUITE} main" \
-    "deb ${BASE_SECURITY_MIRROR} ${BASE_SUITE}-security main"
+  make_base "${base_tar}.part"
   mv "${base_tar}.part" "${base_tar}"
 fi
 if ! "${bah[@]}" inspect --type image "${base_ref}" >/dev/null 2>&1; then
@@ -173,6 +177,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The build context, copied with fixed mtimes and modes: buildah's layer cache keys a COPY on
+# the copied files' metadata as well as their contents, so the checkout itself (a fresh clone,
+# a `git checkout` that rewrote a file) would never find the dependency layers again.
+context="${tmp}/context"
+mkdir -p "${context}"
+(cd "${repo}" && find Dockerfile .dockerignore pyproject.toml README.md .ci/constraints.txt \
+  hack/images/deps src operator optimizer -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
+  ! -path '*.egg-info/*' -print0 | tar --null -T - -cf -) | tar -xf - -C "${context}"
+chmod -R u=rwX,go=rX "${context}"
+find "${context}" -exec touch -h -d @0 {} +
 bud=("${bah[@]}" bud --layers --isolation chroot --pull=never
   --build-arg "OPERATOR_BASE=${base_ref}" --build-arg "OPTIMIZER_BASE=${base_ref}"
   --build-arg "OPTIMIZER_EXTRAS=${extras}" "${secret[@]}"
@@ -183,11 +197,11 @@ for image in "${images[@]}"; do
   # is what survives the prune below, so the next build finds it in the layer cache.
   say "building ${image}-deps (reused when the base, the lists and the constraints are unchanged)"
   start=${SECONDS}
-  "${bud[@]}" --target "${image}-deps" -t "localhost/optiserve/${image}-deps:cache" "${repo}"
+  "${bud[@]}" --target "${image}-deps" -t "localhost/optiserve/${image}-deps:cache" "${context}"
   say "built ${image}-deps in $((SECONDS - start)) s"
   say "building ${image} (${ref})"
   start=${SECONDS}
-  "${bud[@]}" --target "${image}" --label "io.optiserve.inputs=${key}" -t "${ref}" "${repo}"
+  "${bud[@]}" --target "${image}" --label "io.optiserve.inputs=${key}" -t "${ref}" "${context}"
   say "built ${image} in $((SECONDS - start)) s"
 
   # What the build installed, read from the image itself (as its own user, like a pod).
@@ -223,6 +237,7 @@ done
   | grep -vxF "${base_ref}" | xargs -r "${bah[@]}" rmi >/dev/null 2>&1 || true
 "${bah[@]}" rmi --prune >/dev/null 2>&1 || true
 
+rm -rf "${context}"
 touch "${tmp}/.complete"
 rm -rf "${out}"
 mv "${tmp}" "${out}"
