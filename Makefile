@@ -14,7 +14,7 @@ EXTRAS := operator,optimizer,serve,models,dev
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv tensorrt images lint typecheck test test-fast test-triton bench-triton crd manifests demo cluster clean
+.PHONY: help venv tensorrt images images-deps lint typecheck test test-fast test-triton bench-triton crd manifests demo cluster clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ tensorrt: venv ## TensorRT 11 in the venv: NVIDIA's libraries (Maven Central) + 
 
 images: ## build the operator and optimizer images (buildah, no Docker), OCI archives + SBOMs, cached
 	bash hack/images/build.sh
+
+images-deps: ## regenerate hack/images/deps/ (the images' dependency lists) from pyproject.toml + constraints
+	python3 hack/images/deps.py
 
 lint: venv ## ruff, the layering contracts (the operator never imports torch), dead code (vulture)
 	$(VENV)/bin/ruff check .

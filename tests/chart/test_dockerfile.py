@@ -74,6 +74,14 @@ def stages() -> dict[str, Stage]:
     return {s.name: s for s in parse(DOCKERFILE.read_text())[1]}
 
 
+def root_base(stage: Stage) -> str:
+    """The image a stage starts from, through the earlier stages it is built FROM."""
+    named = stages()
+    while stage.base in named:
+        stage = named[stage.base]
+    return stage.base
+
+
 def test_hadolint_finds_nothing() -> None:
     hadolint = shutil.which("hadolint") or shutil.which(
         "hadolint", path=str(Path(sys.executable).parent)
@@ -117,13 +125,37 @@ def test_each_image_has_its_exec_form_entrypoint(image: str, entrypoint: list[st
 
 @pytest.mark.parametrize(("image", "extras"), sorted(EXTRAS.items()))
 def test_each_image_installs_only_its_extras(image: str, extras: str) -> None:
+    """The `-deps` stage installs the lists of the base dependencies and of exactly these extras;
+    the `-build` stage builds our wheel with the same extras; the image is the `-deps` stage with
+    that wheel on top (so a source change reuses the dependency layer)."""
     defaults, _ = parse(DOCKERFILE.read_text())
-    build = stages()[f"{image}-build"]
-    runs = " ".join(arg for ins, arg in build.instructions if ins == "RUN")
-    runs = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], runs)  # build args' defaults
-    installed = set(re.findall(r'"\.(\[[a-z,]+\])"', runs))
-    assert installed == {extras}
-    assert "-c .ci/constraints.txt" in runs  # the versions CI tests with
+
+    def runs(stage: str) -> str:
+        text = " ".join(arg for ins, arg in stages()[stage].instructions if ins == "RUN")
+        return re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m[1], m[0]), text)  # build args
+
+    built = set(re.findall(r'"\.(\[[a-z,]+\])"', runs(f"{image}-build")))
+    assert built == {extras}
+    assert "-c .ci/constraints.txt" in runs(f"{image}-build")  # the versions CI tests with
+    assert "--no-deps" in runs(f"{image}-build")  # the dependencies come from the lists
+    lists = {
+        Path(source).stem
+        for ins, arg in stages()[f"{image}-deps"].instructions
+        if ins == "COPY"
+        for source in arg.split()[:-1]
+        if source.startswith("hack/images/deps/")
+    }
+    assert lists == {"base", *extras.strip("[]").split(",")}
+    deps_run = runs(f"{image}-deps")
+    assert "constraints.txt" in deps_run and "-r" in deps_run
+    assert not any(
+        ins == "COPY" and not arg.startswith("--from") and "hack/images/deps/" not in arg
+        for ins, arg in stages()[f"{image}-deps"].instructions
+        if ".ci/constraints.txt" not in arg
+    ), "the dependency stage copies only the lists and the constraints: no source"
+    assert stages()[image].base == f"{image}-deps"
+    install = runs(image)
+    assert f"from={image}-build" in install and "--no-deps --no-index" in install
 
 
 def test_pip_gets_its_ca_bundle_only_as_a_build_secret() -> None:
@@ -141,7 +173,8 @@ def test_both_images_build_on_python_slim_by_default() -> None:
     """CUDA comes from torch's pinned cu13 wheels, so the optimizer needs no CUDA base (a second
     copy of the CUDA libraries); the NVIDIA runtime adds the driver on a GPU node."""
     for image in IMAGES:
-        assert re.match(r"python:3\.11\.\d+-slim", stages()[image].base), stages()[image].base
+        base = root_base(stages()[image])
+        assert re.match(r"python:3\.11\.\d+-slim", base), base
     optimizer_env = " ".join(a for i, a in stages()["optimizer"].instructions if i == "ENV")
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in optimizer_env
 
@@ -158,7 +191,10 @@ def test_dockerignore_lets_in_what_the_builds_copy() -> None:
             if instruction != "COPY" or arg.startswith("--from"):
                 continue
             for source in arg.split()[:-1]:
-                assert source.rstrip("/") in allowed, f"COPY {source} is excluded by .dockerignore"
+                folders = [str(p) for p in Path(source.rstrip("/")).parents][:-1]
+                assert {source.rstrip("/"), *folders} & allowed, (
+                    f"COPY {source} is excluded by .dockerignore"
+                )
 
 
 # Imported by the operator here only because they happen to be installed: aiohttp tries

@@ -63,7 +63,12 @@ def test_the_cache_key_follows_the_inputs_and_only_them(checkout: Path, tmp_path
     (checkout / "src/optiserve/__pycache__").mkdir(exist_ok=True)
     (checkout / "src/optiserve/__pycache__/x.pyc").write_bytes(b"\0")  # .dockerignore'd
     assert key_dir(checkout, cache) == first
-    for changed in ("src/optiserve/__init__.py", ".ci/constraints.txt", "Dockerfile"):
+    for changed in (
+        "src/optiserve/__init__.py",
+        ".ci/constraints.txt",
+        "Dockerfile",
+        "hack/images/deps/optimizer.txt",
+    ):
         path = checkout / changed
         original = path.read_text()
         path.write_text(original + "\n# changed\n")
@@ -72,6 +77,44 @@ def test_the_cache_key_follows_the_inputs_and_only_them(checkout: Path, tmp_path
     (checkout / "operator/new_module.py").write_text("")
     assert key_dir(checkout, cache) != first  # a new source file
     assert not (cache / "images").exists()  # --print-dir builds nothing
+
+
+def deps_check(repo: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["python3", str(repo / "hack/images/deps.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_the_committed_dependency_lists_match_pyproject_and_the_constraints() -> None:
+    """The Dockerfile installs the third-party dependencies from hack/images/deps/: a change to
+    pyproject.toml or the constraints that was not regenerated there fails here."""
+    result = deps_check(REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_dependency_lists_follow_pyproject_and_the_constraints(checkout: Path) -> None:
+    optimizer = checkout / "hack/images/deps/optimizer.txt"
+    assert "torch==2.13.0\n" in optimizer.read_text()
+    assert "onnx==" in optimizer.read_text()  # `onnx>=1.16`, pinned by the constraints
+    constraints = checkout / ".ci/constraints.txt"
+    constraints.write_text(constraints.read_text().replace("\nonnx==", "\nonnx==9.9.9\n#onnx=="))
+    stale = deps_check(checkout)
+    assert stale.returncode == 1
+    assert "optimizer.txt" in stale.stderr and "make images-deps" in stale.stderr
+    assert "operator.txt" not in stale.stderr  # only the list that changed
+    pyproject = checkout / "pyproject.toml"
+    unpinned = '"kopf>=1.37", "not-in-the-constraints>=1",'
+    pyproject.write_text(pyproject.read_text().replace('"kopf>=1.37",', unpinned))
+    assert "operator.txt" in deps_check(checkout).stderr
+    subprocess.run(["python3", str(checkout / "hack/images/deps.py")], check=True, timeout=60)
+    assert deps_check(checkout).returncode == 0
+    assert "onnx==9.9.9\n" in optimizer.read_text()
+    operator = (checkout / "hack/images/deps/operator.txt").read_text()
+    assert "\nnot-in-the-constraints>=1\n" in operator  # not pinned: as pyproject writes it
 
 
 def layer(*entries: tuple[str, bytes | str | None]) -> io.BytesIO:
