@@ -187,6 +187,7 @@ def test_cluster_wide_service_account_may_do_its_work_and_nothing_more(
         ("create", "configmaps", f"--namespace={other}"),
         ("list", "pods", f"--namespace={other}"),
         ("patch", "deployments.apps", f"--namespace={other}"),
+        ("delete", "deployments.apps", f"--namespace={other}"),  # a canary's, once it ends
         ("create", "services", f"--namespace={other}"),
         ("delete", "horizontalpodautoscalers.autoscaling", f"--namespace={other}"),
         ("create", "events", f"--namespace={other}"),
@@ -201,7 +202,6 @@ def test_cluster_wide_service_account_may_do_its_work_and_nothing_more(
         ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
         ("create", "optimizedmodels.optiserve.io", f"--namespace={other}"),  # users' objects
         ("delete", "optimizedmodels.optiserve.io", f"--namespace={other}"),
-        ("delete", "deployments.apps", f"--namespace={other}"),
         ("get", "pods", f"--namespace={other}"),  # lists the Job's pods, nothing more
         ("create", "pods", "--subresource=exec", f"--namespace={other}"),
         ("create", "serviceaccounts", "--subresource=token", f"--namespace={other}"),
