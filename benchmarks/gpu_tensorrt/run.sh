@@ -61,6 +61,10 @@ mkdir -p "${site}/tensorrt" "${site}/tensorrt_libs"
 cp hack/tensorrt/shim/tensorrt.py "${site}/tensorrt/__init__.py"
 cp hack/tensorrt/shim/tensorrt_libs.py "${site}/tensorrt_libs/__init__.py"
 export OPTISERVE_TENSORRT_LIBS="${libs}/lib"
+# NVRTC opens its builtins library, and TensorRT may open cuDNN / cuBLAS, by soname: let the
+# loader find the CUDA wheels PyTorch brings (the shim preloads NVRTC itself; this covers the rest).
+nvidia_libs="$("${py}" -c 'import glob, sys; print(":".join(sorted({d for p in sys.path for d in glob.glob(p + "/nvidia/*/lib")})))' 2>/dev/null || true)"
+export LD_LIBRARY_PATH="${nvidia_libs}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
 say "import tensorrt -> $("${py}" -c 'import tensorrt, tensorrt_libs; print(tensorrt.__version__, "from", tensorrt_libs.LIB_DIR)' 2>&1 | tail -1)"
 
 set +e
