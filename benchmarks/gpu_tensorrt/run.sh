@@ -57,6 +57,22 @@ if [[ ! -f "${libs}/.complete" ]]; then
 fi
 say "libraries in ${libs}/lib: $(du -sh "${libs}/lib" | cut -f1) ($((SECONDS - start)) s)"
 
+# TensorRT 10+ builders open a per-architecture kernel library, libnvinfer_builder_resource_sm<NN>,
+# that NVIDIA's own packages ship and the Maven Central redist does not (it holds only the _ptx
+# one, whose kernel libraries are named per architecture too). Without it createInferBuilder fails
+# ("Unable to load library: libnvinfer_builder_resource_sm90..."). Where it is missing, point that
+# name at the _ptx library, and say so: engines built this way may lack tactics that NVIDIA's
+# full library has, so figures from them are a lower bound for TensorRT on this card.
+cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')"
+ptx_resource="$(ls "${libs}"/lib/libnvinfer_builder_resource_ptx.so.* 2>/dev/null | head -1)"
+if [[ -n "${cc}" && -n "${ptx_resource}" ]]; then
+  sm_resource="${ptx_resource/_ptx./_sm${cc}.}"
+  if [[ ! -e "${sm_resource}" ]]; then
+    ln -s "$(basename "${ptx_resource}")" "${sm_resource}"
+    say "builder resource for sm${cc} missing from the redist: $(basename "${sm_resource}") -> $(basename "${ptx_resource}")"
+  fi
+fi
+
 mkdir -p "${site}/tensorrt" "${site}/tensorrt_libs"
 cp hack/tensorrt/shim/tensorrt.py "${site}/tensorrt/__init__.py"
 cp hack/tensorrt/shim/tensorrt_libs.py "${site}/tensorrt_libs/__init__.py"
