@@ -138,6 +138,17 @@ def activation_zero_points(path: Path) -> list[Any]:
     ]
 
 
+def int32_dequantized(path: Path) -> list[str]:
+    """Initializers of type int32 that a DequantizeLinear reads (ORT's quantized biases)."""
+    model = onnx.load(str(path))
+    int32 = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT32}
+    return [
+        n.input[0]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in int32
+    ]
+
+
 @pytest.mark.parametrize("device", ["gpu", "cpu"])
 def test_before_tensorrt_activations_are_symmetric_signed_and_unmeasured(
     tmp_path: Path, conv_model: tuple[Path, Path], device: str
@@ -154,10 +165,13 @@ def test_before_tensorrt_activations_are_symmetric_signed_and_unmeasured(
     assert "trials" not in types
     zero_points = activation_zero_points(result.artifact.onnx)
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    # Biases stay float: TensorRT's parser refuses an int32 DequantizeLinear.
+    assert int32_dequantized(result.artifact.onnx) == []
     if device == "gpu":  # without it, post-ReLU ranges get a nonzero zero-point: what it fixes
         ctx.step_label = "asymmetric"
         plain = Quantize().run(ModelArtifact(onnx=model), config, ctx)
         assert any(z.any() for z in activation_zero_points(plain.artifact.onnx))
+        assert int32_dequantized(plain.artifact.onnx)  # ORT's own default: what is switched off
 
 
 def test_pick_prefers_speed_only_among_faithful_types() -> None:

@@ -17,6 +17,7 @@ from optiserve_optimizer.passes.shapes import derive_profiles
 from optiserve_optimizer.passes.tensorrt_config import (
     ShapeRange,
     build_settings,
+    builder_failure_message,
     builder_failure_reason,
     check_graph_precision,
     decode_timing_cache,
@@ -194,3 +195,23 @@ def test_builder_failure_reason_quotes_the_cuda_error() -> None:
     )
     assert builder_failure_reason(["Error Code 2: out of memory"]) == "Error Code 2: out of memory"
     assert builder_failure_reason([]) == "TensorRT logged no reason"
+
+
+def test_a_missing_builder_library_is_an_incomplete_install_not_a_missing_gpu() -> None:
+    # What TensorRT 11.2 from the Maven Central redist logged on a lent H100 (2026-11-27): the
+    # redist leaves out the per-architecture builder library.
+    logged = [
+        "createInferBuilder: Error Code 6: API Usage Error (Unable to load library: "
+        "libnvinfer_builder_resource_sm90.so.11.2.1: libnvinfer_builder_resource_sm90.so.11.2.1: "
+        "cannot open shared object file: No such file or directory In Impl at "
+        "/_src/runtime/dispatch/libLoader.cpp:305)"
+    ]
+    message = builder_failure_message("11.2.1.2", logged)
+    assert message.startswith("incomplete TensorRT install: TensorRT 11.2.1.2 could not load ")
+    assert "libnvinfer_builder_resource_sm90.so.11.2.1, which its builder needs" in message
+    assert "no usable CUDA GPU" not in message
+    cuda = ["(cudaError 35: CUDA driver version is insufficient for CUDA runtime version)"]
+    assert builder_failure_message("11.2.1.2", cuda) == (
+        "no usable CUDA GPU: TensorRT 11.2.1.2 could not create a builder (CUDA error 35: CUDA "
+        "driver version is insufficient for CUDA runtime version)"
+    )

@@ -121,7 +121,10 @@ def _quantize_static(
 ) -> None:
     """``cache``: calibration ranges saved by the first call and read by the next ones (float
     min/max per tensor, whatever the integer types), so the calibration data is run once.
-    ``symmetric``: activations with zero-point 0 (TensorRT's Q/DQ); weights always are."""
+    ``symmetric``: activations with zero-point 0 (TensorRT's Q/DQ); weights always are. It also
+    keeps biases in float: TensorRT's ONNX parser refuses a DequantizeLinear of int32 (seen on
+    a lent H100: "conv1.bias_DequantizeLinear: input has type Int32 but must have type ... Int8")
+    and fuses the float bias into the int8 kernel itself."""
     from onnxruntime.quantization import QuantType, quantize_static
     from onnxruntime.quantization.quant_utils import QuantFormat
 
@@ -137,7 +140,11 @@ def _quantize_static(
             per_channel=choice.per_channel,
             calibrate_method=calibrate,
             op_types_to_quantize=sorted(INT8_STATIC_OPS),
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+            extra_options={
+                "ActivationSymmetric": symmetric,
+                "WeightSymmetric": True,
+                "QuantizeBias": not symmetric,
+            },
             calibration_cache_path=cache,
         )
     except Exception as exc:  # onnxruntime raises bare exceptions for unsupported graphs

@@ -26,6 +26,7 @@ from optiserve_optimizer.passes.tensorrt_config import (
     BuildSettings,
     ProfilePlan,
     build_settings,
+    builder_failure_message,
     builder_failure_reason,
     check_graph_precision,
     plan_profile,
@@ -83,9 +84,7 @@ def create_builder(logger: _Logger, pass_name: str = NAME) -> trt.Builder:
         return tensorrt.Builder(logger.trt_logger)
     except TypeError as exc:  # pybind11: "factory function returned nullptr"; the log says why
         raise MissingDependencyError(
-            pass_name,
-            f"no usable CUDA GPU: TensorRT {tensorrt.__version__} could not create a builder "
-            f"({builder_failure_reason(logger.errors)})",
+            pass_name, builder_failure_message(tensorrt.__version__, logger.errors)
         ) from exc
 
 

@@ -216,6 +216,31 @@ def write_timing_cache(path: Path, payload: bytes, tensorrt_version: str, capabi
 _CUDA_ERROR = re.compile(r"cudaError (\d+): ([^)]+)")
 
 
+_MISSING_LIBRARY = re.compile(r"Unable to load library: ([\w.+-]+)")
+
+
+def builder_failure_message(tensorrt_version: str, messages: Sequence[str]) -> str:
+    """Why TensorRT could not create a builder, from what it logged.
+
+    A library TensorRT could not load is an incomplete install, not a missing GPU: TensorRT 10+
+    opens a per-architecture kernel library (libnvinfer_builder_resource_sm90 on an H100) that
+    NVIDIA's packages ship and some redistributions leave out; seen on a lent H100 with the
+    Maven Central redist. Anything else is reported as the GPU being unusable, with the cause.
+    """
+    for message in reversed(messages):
+        missing = _MISSING_LIBRARY.search(message)
+        if missing:
+            return (
+                f"incomplete TensorRT install: TensorRT {tensorrt_version} could not load "
+                f"{missing.group(1)}, which its builder needs for this GPU (NVIDIA's "
+                "tensorrt-cu13-libs package ships it)"
+            )
+    return (
+        f"no usable CUDA GPU: TensorRT {tensorrt_version} could not create a builder "
+        f"({builder_failure_reason(messages)})"
+    )
+
+
 def builder_failure_reason(messages: Sequence[str]) -> str:
     """What TensorRT logged when it could not create a builder, in one short clause."""
     for message in reversed(messages):
