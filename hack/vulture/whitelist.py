@@ -121,3 +121,7 @@ _.site_packages
 images_by_reference
 pip_ca_bundle
 require_built_images
+
+# Triton's python backend calls these by name (benchmarks/gpu_triton/model.py).
+TritonPythonModel
+_.initialize
