@@ -58,7 +58,7 @@ from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentStat
 from optiserve_operator.retention import SpecConfigMap, config_maps_to_delete, kept_digests
 from optiserve_operator.settings import POLL_SECONDS, RESYNC_SECONDS
 from optiserve_operator.summary import Summary, SummaryError, parse_summary, redact
-from optiserve_operator.tuning_condition import tuning_conditions
+from optiserve_operator.tuning_condition import tuning_conditions, tuning_events
 
 
 @dataclass(frozen=True)
@@ -421,6 +421,7 @@ def _plan(
     events += [
         Event(*e) for e in exposing.exposure_events(status.conditions, new_status.conditions)
     ]
+    events += [Event(*e) for e in tuning_events(status.conditions, new_status.conditions)]
     settled = outcome.phase in ("Ready", "Failed")
     canary_wanted = canary is not None and canary.canary_manifest is not None
     poll = config.poll_seconds
