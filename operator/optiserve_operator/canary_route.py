@@ -20,7 +20,7 @@ from optiserve.api import OptimizedModelSpec
 from optiserve.render.canary import canary_name
 from optiserve.render.canary_route import (
     STABLE,
-    render_canary_service,
+    as_canary_service,
     stable_only,
     weighted_route,
 )
@@ -85,13 +85,15 @@ def plan_canary_route(
     narrow = routed and (wanted or observed.deployment is not None)
     out: list[Manifest] = []
     name = serving_name(owner.name)
+    canary_service: Manifest | None = None
     for manifest in manifests:
         kind = manifest["kind"]
-        if kind == "Service" and manifest["metadata"]["name"] == name and narrow:
-            manifest = stable_only(manifest)
+        if kind == "Service" and manifest["metadata"]["name"] == name:
+            canary_service = as_canary_service(manifest)
+            manifest = stable_only(manifest) if narrow else manifest
         if kind == "HTTPRoute":
-            if service_wanted:
-                out.append(render_canary_service(owner))  # before the route that sends to it
+            if service_wanted and canary_service is not None:
+                out.append(canary_service)  # before the route that sends to it
             if weight is not None:
                 manifest = weighted_route(manifest, weight)
         out.append(manifest)

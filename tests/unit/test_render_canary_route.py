@@ -10,8 +10,8 @@ import pytest
 from optiserve.api.exposure import ExposureSpec
 from optiserve.render.canary import as_canary
 from optiserve.render.canary_route import (
+    as_canary_service,
     canary_backend_weight,
-    render_canary_service,
     stable_only,
     weighted_route,
     with_stable_revision,
@@ -35,7 +35,8 @@ def route() -> Manifest:
 
 
 def selects(service: Manifest, pod_labels: dict[str, str]) -> bool:
-    return service["spec"]["selector"].items() <= pod_labels.items()
+    selector: dict[str, str] = service["spec"]["selector"]
+    return selector.items() <= pod_labels.items()
 
 
 def pod_labels(deployment: Manifest) -> dict[str, str]:
@@ -48,7 +49,7 @@ def test_weighted_route_matches_golden() -> None:
 
 
 def test_canary_service_matches_golden() -> None:
-    check_golden_manifest(GOLDEN / "service-canary.yaml", render_canary_service(OWNER))
+    check_golden_manifest(GOLDEN / "service-canary.yaml", as_canary_service(render_service(OWNER)))
 
 
 @pytest.mark.parametrize("weight", [1, 25, 50, 99, 100, 0])
@@ -84,7 +85,7 @@ def test_each_backend_selects_only_its_revisions_pods() -> None:
     canary_pods = pod_labels(as_canary(rendered, 1))
     service = render_service(OWNER)
     narrowed = stable_only(service)
-    canary_service = render_canary_service(OWNER)
+    canary_service = as_canary_service(render_service(OWNER))
     assert selects(service, stable_pods) and selects(service, canary_pods)  # no canary running
     assert selects(narrowed, stable_pods) and not selects(narrowed, canary_pods)
     assert selects(canary_service, canary_pods) and not selects(canary_service, stable_pods)
@@ -94,7 +95,7 @@ def test_each_backend_selects_only_its_revisions_pods() -> None:
 
 
 def test_the_canary_service_is_the_models_service_but_for_name_selector_and_label() -> None:
-    service, canary = render_service(OWNER), render_canary_service(OWNER)
+    service, canary = render_service(OWNER), as_canary_service(render_service(OWNER))
     assert canary["metadata"]["name"] == "digits-canary"
     assert canary["spec"]["ports"] == service["spec"]["ports"]
     assert canary["metadata"]["ownerReferences"] == service["metadata"]["ownerReferences"]

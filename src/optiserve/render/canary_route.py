@@ -22,8 +22,7 @@ from __future__ import annotations
 import copy
 
 from optiserve.render.canary import CANARY, LABEL_REVISION, canary_name
-from optiserve.render.deployment import render_service
-from optiserve.render.kubernetes import Manifest, Owner
+from optiserve.render.kubernetes import Manifest
 
 STABLE = "stable"
 
@@ -43,9 +42,10 @@ def stable_only(service: Manifest) -> Manifest:
     return out
 
 
-def render_canary_service(owner: Owner) -> Manifest:
-    """``<name>-canary``: the model's Service, selecting only the canary pods."""
-    out = render_service(owner)
+def as_canary_service(service: Manifest) -> Manifest:
+    """``<name>-canary`` from the model's Service (``render_service``): the same ports and
+    owner, selecting only the canary pods."""
+    out = copy.deepcopy(service)
     meta = out["metadata"]
     meta["name"] = canary_name(meta["name"])
     meta["labels"] = {**meta["labels"], LABEL_REVISION: CANARY}
