@@ -3,9 +3,9 @@
 A canary serves the candidate artifact from a second Deployment beside the stable one, behind
 the one Service; the weight of a step is carried by replica counts (no mesh needed), or, when
 the model is exposed through an HTTPRoute, by the route's backend weights exactly
-(``exact_weights``; ``canary_route`` decides when). Every
-decision is made again from ``status.rollout`` and the readings of this pass, so a restarted
-operator resumes at the same step. The steps:
+(``exact_weights``; ``canary_route`` decides when). Every decision is made again from
+``status.rollout`` and the readings of this pass, so a restarted operator resumes at the same
+step. The steps:
 
 - ``Canary``: the canary holds at the step's weight until ``pauseSeconds`` have passed with at
   least ``minRequests`` served and both checks passing; then the next step, or ``Promoting``.

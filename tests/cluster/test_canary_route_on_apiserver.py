@@ -3,9 +3,10 @@ API standard-channel CRDs at the pinned version).
 
 Each pass is ``reconcile.plan`` carried out by ``Controller.execute`` (server-side apply, field
 manager optiserve; deletes): the route and the Services are the API server's, read back after
-every pass and read by the operator's own ``read_exposure`` for the next one. The pods are not
-(the Deployments' and the analysis' states are given, as in tests/operator/test_canary_route.py),
-so this checks what the API server accepts and stores, step by step and back.
+every pass and read by the operator's own ``read_exposure`` and ``read_canary`` for the next
+one. The pods are not (the Deployments' and the analysis' states are given, as in
+tests/operator/test_canary_route.py), so this checks what the API server accepts and stores,
+step by step and back.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from optiserve.api import API_VERSION, KIND, OptimizedModelSpec
 from optiserve.render.kubernetes import Owner
+from optiserve_operator.canary_reading import read_canary
 from optiserve_operator.canary_rollout import CanaryObserved
 from optiserve_operator.controller import Controller
 from optiserve_operator.exposure import read_exposure
 from optiserve_operator.kube import Kube
-from optiserve_operator.reconcile import Plan
+from optiserve_operator.reconcile import ModelState, Plan
 from optiserve_testing.cluster import LocalCluster, install_crd
 from optiserve_testing.gateway_api import GatewayApiUnavailable, install_gateway_api
 from tests.operator.test_canary_route import CONFIG, Model, canary_object, stable
@@ -55,8 +58,10 @@ class LiveModel(Model):
         if live:
             observed["exposure"] = read_exposure(self.kube, self.owner)
             canary = observed.get("canary") or CanaryObserved(configured=True)
-            found = self.kube.get("v1", "Service", self.owner.namespace, "digits-canary")
-            observed["canary"] = replace(canary, service=found is not None)
+            # The canary Service as the operator reads it (the pods' state stays given).
+            state = ModelState(self.owner, self.generation, {}, spec, self.status)
+            read = read_canary(self.kube, state, None, datetime.now(UTC))
+            observed["canary"] = replace(canary, service=read.service)
         result = super().pass_(spec, now, **observed)
         if live:
             obj = self.kube.get(API_VERSION, KIND, self.owner.namespace, self.owner.name)
