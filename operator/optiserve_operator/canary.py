@@ -1,9 +1,11 @@
 """The canary rollout as a pure function: where it stands and what it reads in, what to do out.
 
 A canary serves the candidate artifact from a second Deployment beside the stable one, behind
-the one Service; the weight of a step is carried by replica counts (no mesh needed). Every
-decision is made again from ``status.rollout`` and the readings of this pass, so a restarted
-operator resumes at the same step. The steps:
+the one Service; the weight of a step is carried by replica counts (no mesh needed), or, when
+the model is exposed through an HTTPRoute, by the route's backend weights exactly
+(``exact_weights``; ``canary_route`` decides when). Every decision is made again from
+``status.rollout`` and the readings of this pass, so a restarted operator resumes at the same
+step. The steps:
 
 - ``Canary``: the canary holds at the step's weight until ``pauseSeconds`` have passed with at
   least ``minRequests`` served and both checks passing; then the next step, or ``Promoting``.
@@ -153,11 +155,18 @@ def plan_canary(
     readings: Readings | None,
     readings_error: str = "",
     analysis_configured: bool = True,
+    exact_weights: bool = False,
 ) -> Decision:
     """What to do this pass. Without a Prometheus to read (``analysis_configured`` False) a
     canary cannot be analysed, so none is started and the stable keeps serving: a canary
-    promoted on readiness alone would be the rolling update the spec asked not to have."""
+    promoted on readiness alone would be the rolling update the spec asked not to have.
+    ``exact_weights``: the traffic weight is the step's own (an HTTPRoute carries it), not
+    the share of pods the replica counts give."""
     full = budget.replicas
+
+    def weight(at: Split, step: int) -> int:
+        return rollout.steps[step].weight if exact_weights else at.weight
+
     if state is not None and state.canary_digest == candidate_digest:
         # While canary pods drain, the stable keeps the share it had, so the two together
         # never hold more GPUs than the budget; once they are gone it returns to full.
@@ -193,10 +202,10 @@ def plan_canary(
             stable_revision=_short(stable_digest),
             canary_revision=_short(candidate_digest),
             step=0,
-            weight=first.weight,
+            weight=weight(first, 0),
             step_started=now,
             generation=generation,
-            message=f"step 1 of {len(rollout.steps)}: canary at {first.weight}%",
+            message=f"step 1 of {len(rollout.steps)}: canary at {weight(first, 0)}%",
         )
         return Decision("start", started, first.stable, first.canary, message=started.message)
     step = min(state.step, len(rollout.steps) - 1)
@@ -249,9 +258,9 @@ def plan_canary(
         moved = _with(
             state,
             step=step + 1,
-            weight=nxt.weight,
+            weight=weight(nxt, step + 1),
             step_started=now,
-            message=f"step {step + 2} of {len(rollout.steps)}: canary at {nxt.weight}% "
+            message=f"step {step + 2} of {len(rollout.steps)}: canary at {weight(nxt, step + 1)}% "
             f"(step {step + 1} passed: {verdict.message})",
         )
         return Decision("next", moved, nxt.stable, nxt.canary, message=moved.message)

@@ -29,10 +29,12 @@ def read_canary(
     owner = model.owner
     raw = kube.get("apps/v1", "Deployment", owner.namespace, canary_name(owner.name))
     deployment = deployment_state(raw) if raw is not None and owned_by(raw, owner.uid) else None
+    service = kube.get("v1", "Service", owner.namespace, canary_name(owner.name))
+    has_service = service is not None and owned_by(service, owner.uid)
     configured = bool(prometheus_url)
     state = model.status.rollout
     if not prometheus_url or deployment is None or state is None or state.phase != "Canary":
-        return CanaryObserved(deployment=deployment, configured=configured)
+        return CanaryObserved(deployment=deployment, configured=configured, service=has_service)
     # The step's window: since the canary served at this weight, at least one interval.
     window = max(
         _elapsed(state.step_started, now), float(model.spec.rollout.analysis.interval_seconds)
@@ -43,5 +45,9 @@ def read_canary(
         )
     except PromQLError as err:
         LOG.warning("%s/%s: canary analysis unreadable: %s", owner.namespace, owner.name, err)
-        return CanaryObserved(deployment=deployment, configured=True, error=str(err))
-    return CanaryObserved(deployment=deployment, configured=True, readings=readings)
+        return CanaryObserved(
+            deployment=deployment, configured=True, error=str(err), service=has_service
+        )
+    return CanaryObserved(
+        deployment=deployment, configured=True, readings=readings, service=has_service
+    )

@@ -14,6 +14,7 @@ from optiserve.api import OptimizedModelSpec
 from optiserve.api.rollout import RolloutStatus
 from optiserve.api.status import Artifact
 from optiserve.render.canary import as_canary, as_stable, gpus_per_pod, with_latency_summaries
+from optiserve.render.canary_route import with_stable_revision
 from optiserve.render.deployment import render_deployment
 from optiserve.render.kubernetes import Manifest, Owner
 from optiserve_operator.canary import Budget, Decision, Readings, plan_canary
@@ -43,6 +44,7 @@ class CanaryObserved:
     configured: bool = False  # a Prometheus URL is set
     readings: Readings | None = None
     error: str = ""  # why the readings could not be read
+    service: bool = False  # the canary Service (an HTTPRoute's canary backend) exists
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class CanaryPass:
     phase: Literal["Deploying", "Failed"] | None  # None: the ordinary rollout decides
     reason: str = ""
     events: tuple[tuple[Literal["Normal", "Warning"], str, str], ...] = field(default=())
+    canary_ready: bool = False  # the canary pods run the candidate and serve
 
     @property
     def rollout_status(self) -> RolloutStatus | None:
@@ -97,6 +100,7 @@ def plan_canary_pass(
     generation: int,
     now: str,
     image: str,
+    exact_weights: bool = False,
 ) -> CanaryPass:
     stable_artifact = _stable_artifact(candidate, last_good, state)
     candidate_deployment = rendered(
@@ -133,6 +137,7 @@ def plan_canary_pass(
         readings=observed.readings,
         readings_error=observed.error,
         analysis_configured=observed.configured,
+        exact_weights=exact_weights,
     )
     manifest = (
         as_canary(with_latency_summaries(candidate_deployment), decision.canary_replicas)
@@ -153,14 +158,15 @@ def plan_canary_pass(
         phase, reason = "Failed", REASON_BUDGET
     else:
         phase, reason = "Deploying", REASON_CANARY
-    return CanaryPass(decision, served, manifest, phase, reason, events)
+    return CanaryPass(decision, served, manifest, phase, reason, events, canary_ready)
 
 
 def stable_deployment(deployment: Manifest, canary: CanaryPass | None, replicas: int) -> Manifest:
     """The stable Deployment under ``strategy: canary``: Triton's latency summaries always on
-    (the analysis compares the canary's p99 with it), and during a canary its share of the
-    replicas, replaced in place while it takes the promoted artifact."""
-    summarised = with_latency_summaries(deployment)
+    (the analysis compares the canary's p99 with it), its pods labelled as the stable (what
+    the model's Service selects while an HTTPRoute weighs a canary), and during a canary its
+    share of the replicas, replaced in place while it takes the promoted artifact."""
+    summarised = with_stable_revision(with_latency_summaries(deployment))
     if canary is None or canary.phase is None:
         return summarised
     promoting = canary.decision.state is not None and canary.decision.state.phase == "Promoting"

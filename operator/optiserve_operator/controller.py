@@ -265,6 +265,11 @@ class Controller:
             with _doing(f"delete Deployment {canary}"):
                 self.kube.delete("apps/v1", "Deployment", namespace, canary)
             metrics.CHILD_OPERATIONS.labels("Deployment", "delete").inc()
+        if result.delete_canary_service:
+            canary = canary_name(meta["name"])
+            with _doing(f"delete Service {canary}"):
+                self.kube.delete("v1", "Service", namespace, canary)
+            metrics.CHILD_OPERATIONS.labels("Service", "delete").inc()
         for manifest in result.dry_run:
             with _doing(f"check {manifest['kind']} {manifest['metadata']['name']}"):
                 self.kube.apply(manifest, dry_run=True)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from optiserve.api.exposure import ExposureSpec
 from optiserve.api.status import Condition, OptimizedModelStatus
+from optiserve.render.canary_route import canary_backend_weight
 from optiserve.render.exposure import (
     EXPOSURE_KINDS,
     GATEWAY_API_VERSION,
@@ -46,6 +47,7 @@ class ExposureState:
     gateway_api: bool = True  # the API server serves HTTPRoute (false: the CRDs are missing)
     present: frozenset[str] = frozenset()  # kinds (HTTPRoute, Ingress) of ours that exist
     refusals: tuple[str, ...] = ()  # parents whose Accepted condition is False, and why
+    canary_weight: int | None = None  # the live route's weight to the canary Service, if any
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ def read_exposure(kube: Kube, owner: Owner) -> ExposureState:
         if found is not None
     }
     refusals = route_refusals(route, owner.namespace) if route is not None else ()
-    return ExposureState(gateway_api, frozenset(present), refusals)
+    weight = canary_backend_weight(route, name) if route is not None else None
+    return ExposureState(gateway_api, frozenset(present), refusals, weight)
 
 
 def _ours(found: Sequence[Obj], name: str, uid: str) -> Obj | None:

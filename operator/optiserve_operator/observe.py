@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from optiserve.render.canary import LABEL_REVISION
 from optiserve.render.kubernetes import ANNOTATION_ARTIFACT, ANNOTATION_DIGEST, ANNOTATION_RETRY
 from optiserve.render.serving_config import ANNOTATION_SERVING_CONFIG
 from optiserve_operator.summary import failure_text, redact
@@ -51,6 +52,7 @@ class DeploymentState:
     available_replicas: int
     deadline_exceeded: bool
     serving_config: str | None = None  # the template's serving settings (their fingerprint)
+    revision: str | None = None  # the template's optiserve.io/revision label (canary_route)
 
     @property
     def observed(self) -> bool:
@@ -196,9 +198,8 @@ def deployment_state(deployment: Obj) -> DeploymentState:
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
-    template_annotations = ((spec.get("template") or {}).get("metadata") or {}).get(
-        "annotations"
-    ) or {}
+    template_meta = (spec.get("template") or {}).get("metadata") or {}
+    template_annotations = template_meta.get("annotations") or {}
     progressing = _conditions(deployment).get("Progressing") or {}
     return DeploymentState(
         artifact_digest=template_annotations.get(ANNOTATION_ARTIFACT),
@@ -213,4 +214,5 @@ def deployment_state(deployment: Obj) -> DeploymentState:
         deadline_exceeded=progressing.get("status") == "False"
         and progressing.get("reason") == "ProgressDeadlineExceeded",
         serving_config=template_annotations.get(ANNOTATION_SERVING_CONFIG),
+        revision=(template_meta.get("labels") or {}).get(LABEL_REVISION),
     )

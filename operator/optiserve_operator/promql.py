@@ -2,7 +2,9 @@
 
 Triton's own counters and latency summaries, per revision. The pod scrape job maps pod labels
 to series labels (``optiserve.io/revision`` -> ``optiserve_io_revision``), so the canary's
-series carry ``optiserve_io_revision="canary"`` and the stable's have none.
+series carry ``optiserve_io_revision="canary"``; the stable's carry ``"stable"`` (pods rolled
+since ``render.canary_route`` labels them) or none (older pods), so they are selected as "not
+the canary".
 """
 
 from __future__ import annotations
@@ -50,10 +52,10 @@ class Revisions:
     model: str
 
     def matchers(self, canary: bool) -> str:
-        revision = "canary" if canary else ""
+        revision = '="canary"' if canary else '!="canary"'
         return (
             f'namespace="{self.namespace}",optiserve_io_model="{self.model}",'
-            f'optiserve_io_revision="{revision}"'
+            f"optiserve_io_revision{revision}"
         )
 
     def increase(self, series: str, canary: bool, window_seconds: int) -> str:

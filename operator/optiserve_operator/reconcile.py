@@ -46,6 +46,7 @@ from optiserve_operator.canary_rollout import (
     stable_deployment,
     wants_canary,
 )
+from optiserve_operator.canary_route import plan_canary_route, routes_canary
 from optiserve_operator.children import Refused, rendered, serving_manifests
 from optiserve_operator.failures import (
     REASON_INVALID_NAME,
@@ -58,7 +59,7 @@ from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentStat
 from optiserve_operator.retention import SpecConfigMap, config_maps_to_delete, kept_digests
 from optiserve_operator.settings import POLL_SECONDS, RESYNC_SECONDS
 from optiserve_operator.summary import Summary, SummaryError, parse_summary, redact
-from optiserve_operator.tuning_condition import tuning_conditions
+from optiserve_operator.tuning_condition import tuning_conditions, tuning_events
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Plan:
     delete_exposure: tuple[str, ...] = ()  # HTTPRoute / Ingress no longer asked for
     delete_config_maps: tuple[str, ...] = ()  # spec ConfigMaps of superseded Jobs
     delete_canary: bool = False  # the canary Deployment (aborted, promoted, or not wanted)
+    delete_canary_service: bool = False  # the canary Service (an HTTPRoute's canary backend)
     events: tuple[Event, ...] = ()
     requeue_after: float | None = 300.0  # None: only a watch event (a spec change) brings it back
 
@@ -342,9 +344,10 @@ def _plan(
 
     candidate = opt.artifact if opt.state == "done" else status.artifact
     canary: CanaryPass | None = None
+    routed = routes_canary(owner, spec, exposed, obs.deployment, obs.exposure)  # canary_route
     if wants_canary(spec, candidate, status.last_good_artifact, status.rollout):
         assert candidate is not None and status.last_good_artifact is not None
-        canary = _canary_pass(obs, config, candidate, status.last_good_artifact, now)
+        canary = _canary_pass(obs, config, candidate, status.last_good_artifact, now, routed)
     if canary is not None and canary.phase is not None:
         rollout = Rollout("rolling", serve=canary.stable_artifact, message=canary.decision.message)
     else:
@@ -371,6 +374,9 @@ def _plan(
             if canary is not None and canary.canary_manifest is not None:
                 apply.append(canary.canary_manifest)
             apply += [exposed.manifest] if exposed.manifest else []
+    route = plan_canary_route(
+        owner, spec, apply, canary, routed=routed, live=obs.exposure, observed=obs.canary
+    )
     autoscaling = spec.serving.autoscaling
     wanted_kind = _autoscaler_kind(autoscaling.provider) if autoscaling is not None else None
     stale = tuple(k for k in AUTOSCALER_KINDS if k in obs.autoscalers and k != wanted_kind)
@@ -421,16 +427,18 @@ def _plan(
     events += [
         Event(*e) for e in exposing.exposure_events(status.conditions, new_status.conditions)
     ]
+    events += [Event(*e) for e in tuning_events(status.conditions, new_status.conditions)]
     settled = outcome.phase in ("Ready", "Failed")
     canary_wanted = canary is not None and canary.canary_manifest is not None
     poll = config.poll_seconds
-    if canary is not None and canary.phase == "Deploying":
+    if (canary is not None and canary.phase == "Deploying") or route.pending:
         poll = min(poll, float(spec.rollout.analysis.interval_seconds))
+    settled = settled and not route.pending
     return Plan(
         status=new_status,
         create=tuple(create),
         dry_run=tuple(dry_run),
-        apply=tuple(apply),
+        apply=route.apply,
         delete_jobs=delete,
         delete_autoscalers=stale,
         delete_network_policy=obs.network_policy and not spec.serving.network_policy.enabled,
@@ -443,12 +451,20 @@ def _plan(
         ),
         events=tuple(replace(e, message=redact(e.message)) for e in events),
         requeue_after=None if refused is not None else (config.resync_seconds if settled else poll),
-        delete_canary=obs.canary.deployment is not None and not canary_wanted,
+        delete_canary=obs.canary.deployment is not None
+        and not canary_wanted
+        and not route.keep_deployment,
+        delete_canary_service=route.delete_service,
     )
 
 
 def _canary_pass(
-    obs: Observed, config: Config, candidate: Artifact, last_good: Artifact, now: str
+    obs: Observed,
+    config: Config,
+    candidate: Artifact,
+    last_good: Artifact,
+    now: str,
+    exact_weights: bool,
 ) -> CanaryPass:
     model = obs.model
     return plan_canary_pass(
@@ -462,6 +478,7 @@ def _canary_pass(
         generation=model.generation,
         now=now,
         image=config.optimizer_image,
+        exact_weights=exact_weights,
     )
 
 

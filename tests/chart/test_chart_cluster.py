@@ -189,6 +189,7 @@ def test_cluster_wide_service_account_may_do_its_work_and_nothing_more(
         ("patch", "deployments.apps", f"--namespace={other}"),
         ("delete", "deployments.apps", f"--namespace={other}"),  # a canary's, once it ends
         ("create", "services", f"--namespace={other}"),
+        ("delete", "services", f"--namespace={other}"),  # a canary's, once the route leaves it
         ("delete", "horizontalpodautoscalers.autoscaling", f"--namespace={other}"),
         ("create", "events", f"--namespace={other}"),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io"),

@@ -20,7 +20,8 @@ def test_queries_select_each_revision_by_the_mapped_pod_labels() -> None:
     model_label, revision_label = _label_name(LABEL_MODEL), _label_name(LABEL_REVISION)
     assert f'{model_label}="digits"' in canary and f'{revision_label}="canary"' in canary
     assert "[60s]" in canary and canary.startswith("sum(increase(nv_inference_request_failure{")
-    assert f'{revision_label}=""' in stable and 'quantile="0.99"' in stable
+    # The stable's pods carry revision "stable" (or, rolled before that label, none).
+    assert f'{revision_label}!="canary"' in stable and 'quantile="0.99"' in stable
     assert stable.startswith("max(nv_inference_request_summary_us{") and stable.endswith("/ 1000")
 
 

@@ -86,3 +86,51 @@ def test_no_tuning_no_condition_and_an_old_verdict_does_not_linger() -> None:
     later = run(model(changed, tuned.status, generation=2), jobs=(done,))
     assert later.status.artifact is not None and later.status.artifact.digest == digest
     assert condition(later, "ServingTuned") == ("False", "NotRequested")
+
+
+def tuned_events(result: Any) -> list[tuple[str, str, str]]:
+    reasons = {"WithinBudget", "BudgetMissed", "NotTuned", "NotRequested"}
+    return [(e.type, e.reason, e.message) for e in result.events if e.reason in reasons]
+
+
+def test_each_change_of_the_verdict_is_one_event_and_a_repeated_pass_none() -> None:
+    met = deploy(lambda d: tuned_message(d, outcome="tuned", settings=SETTINGS, message="fast"))
+    assert tuned_events(met) == [("Normal", "WithinBudget", "fast")]
+    # The same verdict found again (the next pass, a resync): no second event.
+    again = run(model(spec(), met.status), dep=None, now="2026-01-01T00:06:00Z")
+    assert condition(again, "ServingTuned") == ("True", "WithinBudget")
+    assert tuned_events(again) == []
+
+
+def test_a_missed_budget_or_a_search_that_could_not_run_is_a_warning_without_secrets() -> None:
+    missed = deploy(lambda d: tuned_message(d, outcome="bestEffort", message="p99 61 ms"))
+    assert tuned_events(missed) == [("Warning", "BudgetMissed", "p99 61 ms")]
+    why = "TritonNotFoundError at https://u:tok@host/x"
+    untuned = deploy(lambda d: tuned_message(d, outcome="untuned", message=why))
+    [(kind, reason, message)] = tuned_events(untuned)
+    assert (kind, reason) == ("Warning", "NotTuned")
+    assert "TritonNotFoundError" in message and "tok" not in message
+
+
+def test_a_new_verdict_says_so_once_and_tuning_taken_out_is_a_normal_event() -> None:
+    tuned = deploy(lambda d: tuned_message(d, outcome="tuned", settings=SETTINGS, message="ok"))
+    changed = spec(precision="int8", method="dynamic")
+    digest = recipe_digest(OWNER.name, changed)
+    # A newly tuned artifact within budget again, with new numbers: one event with them.
+    retuned = job(
+        job_name("digits", digest),
+        digest,
+        "succeeded",
+        tuned_message(digest, outcome="tuned", settings=SETTINGS, message="faster"),
+    )
+    later = run(model(changed, tuned.status, generation=2), jobs=(retuned,))
+    assert tuned_events(later) == [("Normal", "WithinBudget", "faster")]
+    # Then an artifact nobody tuned: the old verdict goes, said once, as a Normal event.
+    plain = spec(precision="fp32")
+    plain_digest = recipe_digest(OWNER.name, plain)
+    done = job(
+        job_name("digits", plain_digest), plain_digest, "succeeded", summary_message(plain_digest)
+    )
+    untuned = run(model(plain, later.status, generation=3), jobs=(done,))
+    assert tuned_events(untuned) == [("Normal", "NotRequested", "serving.tuning is not set")]
+    assert tuned_events(run(model(plain, untuned.status, generation=3), jobs=(done,))) == []

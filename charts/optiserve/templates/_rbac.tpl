@@ -43,13 +43,14 @@ change both together. No secrets, no wildcards.
 # create when the object does not exist yet. Every applied child is read first: an apply that
 # would change nothing is not sent (optiserve_operator/applied.py).
 # Deployments are deleted too: the canary Deployment (<name>-canary) once a canary rollout is
-# promoted or aborted.
+# promoted or aborted; and Services: the canary's (<name>-canary, an HTTPRoute's canary
+# backend) once the route no longer sends to it.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Triton's PodDisruptionBudget: read, server-side applied (patch, and create when it does not
 # exist yet).
 - apiGroups: ["policy"]

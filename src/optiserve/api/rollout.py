@@ -2,9 +2,10 @@
 
 ``rolling`` (the default) is the Deployment's own rolling update, rolled back only when the
 new pods never become Ready. ``canary`` serves the new artifact from a second Deployment
-beside the stable one, behind the same Service, at the weight of each step (carried by
-replica counts), and promotes it only while Triton's own metrics of the canary pass the
-analysis; a failing check aborts it (see ``optiserve_operator.canary``).
+beside the stable one, at the weight of each step (carried by replica counts behind the one
+Service, or exactly by the backend weights of the model's HTTPRoute when it is exposed through
+one), and promotes it only while Triton's own metrics of the canary pass the analysis; a
+failing check aborts it (see ``optiserve_operator.canary`` and ``canary_route``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class RolloutStep(ApiModel):
     weight: int = Field(
         ge=1,
         le=99,
-        description="Percent of the serving pods (so of the traffic the Service spreads "
-        "over them) that run the canary; rounded to whole pods.",
+        description="Percent of the traffic on the canary: exactly, as the backend weights "
+        "of the model's HTTPRoute (serving.exposure.httpRoute); otherwise as the share of "
+        "the serving pods that run the canary, rounded to whole pods.",
     )
     pause_seconds: int = Field(
         60,
@@ -135,7 +137,13 @@ class RolloutStatus(ApiModel):
     stable_revision: str = Field("", max_length=12, description="stableDigest, shortened.")
     canary_revision: str = Field("", max_length=12, description="canaryDigest, shortened.")
     step: int = Field(0, ge=0, description="Index of the current step in spec.rollout.steps.")
-    weight: int = Field(0, ge=0, le=100, description="Percent of serving pods on the canary.")
+    weight: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Percent of the traffic on the canary: the step's weight on the "
+        "HTTPRoute, or the share of serving pods it has.",
+    )
     step_started: str = Field("", description="RFC 3339 time the current step began.")
     generation: int = Field(0, ge=0, description="The spec generation the canary belongs to.")
     message: str = Field("", max_length=1024, description="The last analysis, for a person.")

@@ -5,6 +5,8 @@ selector labels the Service selects on, so both revisions serve behind the one S
 revision label besides, which its own (immutable) selector adds so the two Deployments never
 claim each other's pods, and by which Prometheus tells the revisions' metrics apart (the pod
 scrape job maps pod labels to series labels: ``optiserve_io_revision="canary"``).
+Behind an HTTPRoute the route's backend weights carry the traffic instead, to a Service per
+revision (``canary_route``).
 
 With ``spec.rollout.strategy: canary`` both Deployments run Triton with latency summaries
 (``--metrics-config=summary_latencies=true``), which is where the analysis reads each
