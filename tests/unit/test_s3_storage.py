@@ -84,7 +84,7 @@ def test_a_bad_s3_prefix_is_refused(prefix: str) -> None:
     "storage", [{"pvc": "model-store", "s3": "s3://bucket/x"}, {"subPath": "optiserve"}]
 )
 def test_storage_needs_exactly_one_place(storage: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError, match="exactly one place: pvc .* or s3"):
+    with pytest.raises(ValidationError, match=r"exactly one place: pvc .* or s3"):
         parse(s3_storage(**storage))
 
 
