@@ -148,7 +148,7 @@ def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
     try:
         from optiserve.digest import optiserve_version, spec_recipe_digest
         from optiserve.render.job import EXPECTED_DIGEST_ENV
-        from optiserve_optimizer.artifact_store import ArtifactStore
+        from optiserve_optimizer.artifact_store import ArtifactStore, prune_store
         from optiserve_optimizer.package import existing_report
         from optiserve_optimizer.pipeline import run_request
         from optiserve_optimizer.remote_inputs import stage_remote_inputs
@@ -167,6 +167,8 @@ def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
         retention = retention_from_env(os.environ, digest)
         if retention is not None:
             prune(Path(out_dir), retention, time.time(), progress.line)
+            if store is not None:
+                prune_store(store, retention, time.time(), progress.line)
         result = run_request(request, Path(out_dir), progress)
         if store is not None:
             store.upload(result.folder, digest, progress.line)

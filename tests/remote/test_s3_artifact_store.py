@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from optiserve.remote import artifact_cli
 from optiserve.remote.artifacts import MARKER, IncompleteArtifactError, is_complete, pull_folder
 from optiserve.remote.fetch import FetchSettings
 from optiserve.remote.s3 import S3Client
-from optiserve_optimizer.artifact_store import ArtifactStore, StoreTransferError
+from optiserve_optimizer.artifact_store import ArtifactStore, StoreTransferError, prune_store
 from optiserve_optimizer.main import run_optimize
+from optiserve_optimizer.retention import Retention
 from optiserve_testing.binaries import BinariesUnavailable
 from optiserve_testing.s3server import S3Server, start_s3
 from tests.optimizer.conftest import make_mlp, make_npz
@@ -232,6 +234,11 @@ def test_optimize_uploads_the_artifact_and_a_retried_job_reuses_it(
     for key, value in s3.env(s3.admin).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("OPTISERVE_ARTIFACT_STORE", "s3://store/prod/ns/mlp")
+    # As the operator renders it: keep no superseded artifact (storage.retention).
+    monkeypatch.setenv("OPTISERVE_KEEP_SUPERSEDED", "0")
+    monkeypatch.setenv("OPTISERVE_STALE_WORK_SECONDS", "3600")
+    superseded = "9" * 64
+    store_of(s3.client(), "prod/ns/mlp").upload(artifact(tmp_path / "old"), superseded, print)
     spec = write_spec(tmp_path)
     assert run_optimize(spec, tmp_path / "job1") == 0
     summary = json.loads(clean_env.read_text())
@@ -239,6 +246,7 @@ def test_optimize_uploads_the_artifact_and_a_retried_job_reuses_it(
     assert summary["ok"] is True and summary["reused"] is False
     prefix = f"prod/ns/mlp/{digest}"
     assert is_complete(s3.client(), BUCKET, prefix)
+    assert list(s3.client().list(BUCKET, f"prod/ns/mlp/{superseded}/")) == []
     pulled = pull_folder(s3.client(s3.reader), BUCKET, prefix, tmp_path / "pulled", quick(), print)
     assert tree(pulled) == tree(tmp_path / "job1" / digest)
     assert (pulled / "model_repository").is_dir()
@@ -250,3 +258,18 @@ def test_optimize_uploads_the_artifact_and_a_retried_job_reuses_it(
     assert tree(tmp_path / "job2" / digest) == tree(pulled)
     printed = capsys.readouterr()
     assert s3.admin.secret_key not in printed.out + printed.err + clean_env.read_text()
+
+
+def test_retention_prunes_the_prefix_marker_first(s3: S3Server, tmp_path: Path) -> None:
+    old, served, building = "1" * 64, "2" * 64, "3" * 64
+    for digest in (old, served):
+        store_of(s3.client(), "prod/ns/m7").upload(artifact(tmp_path / digest), digest, print)
+    s3.put(BUCKET, "prod/ns/m7/unrelated.txt", b"left alone")
+    client = RecordingClient(s3)
+    retention = Retention(frozenset({served, building}), keep_superseded=0, stale_after=3600)
+    lines: list[str] = []
+    assert prune_store(store_of(client, "prod/ns/m7"), retention, time.time(), lines.append) == 1
+    assert client.deletes[0] == f"prod/ns/m7/{old}/{MARKER}" and len(client.deletes) == 5
+    left = {o.key.split("/")[3] for o in s3.client().list(BUCKET, "prod/ns/m7/")}
+    assert left == {served, "unrelated.txt"}
+    assert any(f"removed s3://store/prod/ns/m7/{old}/ (superseded" in line for line in lines)
