@@ -108,6 +108,13 @@ def test_the_job_builds_in_an_emptydir_and_uploads_to_the_models_prefix() -> Non
     assert claims == ["models"]  # the input claim only: no storage claim, no RWX volume
 
 
+def test_the_jobs_artifact_emptydir_is_bounded_by_its_ephemeral_storage_limit() -> None:
+    obj = s3_storage()
+    obj["spec"]["optimization"]["job"] = {"resources": {"limits": {"ephemeral-storage": "80Gi"}}}
+    volumes = {v["name"]: v for v in pod_of(rendered(obj)["Job"])["volumes"]}
+    assert volumes["artifacts"]["emptyDir"] == {"sizeLimit": "80Gi"}
+
+
 def test_the_triton_pod_pulls_the_artifact_and_only_the_pull_has_credentials() -> None:
     deployment = rendered(s3_storage())["Deployment"]
     pod = pod_of(deployment)

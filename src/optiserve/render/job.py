@@ -136,13 +136,13 @@ def input_claims(spec: OptimizedModelSpec) -> list[str]:
 
 
 def artifacts_volume(
-    owner: Owner, spec: OptimizedModelSpec
+    owner: Owner, spec: OptimizedModelSpec, size_limit: str = ARTIFACT_SIZE_LIMIT
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's own folder of the storage claim, writable, at :func:`storage_root` (an
     emptyDir there with ``storage.s3``)."""
     if spec.storage.pvc is None:
         return (
-            {"name": ARTIFACTS_VOLUME, "emptyDir": {"sizeLimit": ARTIFACT_SIZE_LIMIT}},
+            {"name": ARTIFACTS_VOLUME, "emptyDir": {"sizeLimit": size_limit}},
             {"name": ARTIFACTS_VOLUME, "mountPath": JOB_ARTIFACTS_PATH},
         )
     return folder_volume(
@@ -206,9 +206,10 @@ def render_job(
 
     # Inputs read-only, whole claims; of the storage claim only the model's own folder.
     claim_vols, claim_mounts = claim_volumes(input_claims(spec))
-    store_vol, store_mount = artifacts_volume(owner, spec)
     sizing = job_sizing(job_spec.resources.requests, job_spec.resources.limits)
     tmp_limit = sizing.limits.get("ephemeral-storage")
+    # storage.s3: the artifact is built on the pod's disk, bounded as the pod is.
+    store_vol, store_mount = artifacts_volume(owner, spec, str(tmp_limit or ARTIFACT_SIZE_LIMIT))
     tmp_vol, tmp_mount = tmp_volume(str(tmp_limit) if tmp_limit is not None else None)
     spec_vol = {"name": "spec", "configMap": {"name": name}}
     spec_mount = {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}
