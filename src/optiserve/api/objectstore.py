@@ -5,7 +5,7 @@ The optimization Job (and, with ``storage.s3``, the pods that pull or delete art
 these as the standard AWS variables (``AWS_ENDPOINT_URL_S3``,
 ``AWS_REGION``, and the keys of ``credentialsSecret`` through ``secretKeyRef``), so the same
 spec runs on a laptop with the variables set by hand. The operator only names the Secret in the
-Job it renders; it never reads it.
+pods it renders; it never reads it.
 """
 
 from __future__ import annotations

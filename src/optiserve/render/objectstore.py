@@ -1,7 +1,9 @@
 """The pods' environment for ``spec.objectStore``, and the pieces of ``storage.s3``. Pure.
 
-The Secret is referenced, never read: its values reach only the Job's container, through
-``secretKeyRef``, under the variable names every AWS SDK (and optiserve.remote.s3) reads.
+The Secret is referenced, never read: its values reach only the containers that talk to the
+store (the optimization Job's; with ``storage.s3`` also the Triton pod's ``artifact-pull``
+init container and the cleanup Job's, never Triton's), through ``secretKeyRef``, under the
+variable names every AWS SDK (and optiserve.remote.s3) reads.
 """
 
 from __future__ import annotations
@@ -15,6 +17,18 @@ from optiserve.api.objectstore import ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_
 from optiserve.remote.s3 import ADDRESSING_ENV
 
 MODEL_REPOSITORY = "model_repository"
+# storage.s3: where the pods keep the artifact locally, and the env var naming the store.
+ARTIFACT_STORE_ENV = "OPTISERVE_ARTIFACT_STORE"  # the model's s3:// prefix, for the Job
+JOB_ARTIFACTS_PATH = "/mnt/artifacts"  # the Job's emptyDir: artifacts built, then uploaded
+PULLED_PATH = "/mnt/artifact-store"  # the Triton pod's emptyDir, as the pull writes it
+SERVED_ARTIFACT_PATH = "/mnt/artifact"  # the artifact's model repository, as Triton reads it
+# An artifact is at most this large on a pod's disk (the Job's default ephemeral-storage
+# limit, which bounds what it can build).
+ARTIFACT_SIZE_LIMIT = "20Gi"
+PULL_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "1Gi"},
+    "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": ARTIFACT_SIZE_LIMIT},
+}
 
 
 def object_store_env(spec: OptimizedModelSpec) -> list[dict[str, Any]]:
@@ -40,20 +54,6 @@ def object_store_env(spec: OptimizedModelSpec) -> list[dict[str, Any]]:
                 ref["optional"] = True
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     return env
-
-
-# storage.s3: where the pods keep the artifact locally, and the env var naming the store.
-ARTIFACT_STORE_ENV = "OPTISERVE_ARTIFACT_STORE"  # the model's s3:// prefix, for the Job
-JOB_ARTIFACTS_PATH = "/mnt/artifacts"  # the Job's emptyDir: artifacts built, then uploaded
-PULLED_PATH = "/mnt/artifact-store"  # the Triton pod's emptyDir, as the pull writes it
-SERVED_ARTIFACT_PATH = "/mnt/artifact"  # the artifact's model repository, as Triton reads it
-# An artifact is at most this large on a pod's disk (the Job's default ephemeral-storage
-# limit, which bounds what it can build).
-ARTIFACT_SIZE_LIMIT = "20Gi"
-PULL_RESOURCES = {
-    "requests": {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "1Gi"},
-    "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": ARTIFACT_SIZE_LIMIT},
-}
 
 
 def uses_s3(spec: OptimizedModelSpec) -> bool:
