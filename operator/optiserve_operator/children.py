@@ -19,6 +19,7 @@ from optiserve.render.deployment import (
     render_service,
 )
 from optiserve.render.kubernetes import Manifest, Owner
+from optiserve.render.objectstore import s3_egress
 from optiserve_operator.failures import RENDER_ERRORS, Failure, render_failure
 
 
@@ -64,7 +65,7 @@ def serving_manifests(
     ]
     policy = rendered(
         "render the NetworkPolicy",
-        lambda: render_network_policy(owner, spec.serving.network_policy),
+        lambda: render_network_policy(owner, spec.serving.network_policy, s3_egress(spec)),
     )
     autoscaler = rendered(
         "render the autoscaler", lambda: render_autoscaler(owner, spec.serving.autoscaling)

@@ -220,9 +220,10 @@ class Controller:
             if other_meta["uid"] == meta["uid"] or other_meta.get("deletionTimestamp"):
                 continue
             storage = (other.get("spec") or {}).get("storage") or {}
-            same_folder = storage.get("pvc") == spec.storage.pvc and (
-                storage.get("subPath", "optiserve") == spec.storage.sub_path
-            )
+            same_folder = (storage.get("pvc"), storage.get("s3")) == (
+                spec.storage.pvc,
+                spec.storage.s3,
+            ) and (storage.get("subPath", "optiserve") == spec.storage.sub_path)
             if same_folder:
                 status = status_of(other)
                 in_use |= {

@@ -1,9 +1,10 @@
 """Deleting an OptimizedModel whose artifacts must go too (``keepArtifactsOnDelete: false``).
 
-Children go by ownerReferences either way. Artifacts live on a PVC the operator cannot read,
-so a small Job removes their folders while the model waits on the operator's finalizer; the
-finalizer is released when that Job has finished (or failed: a deletion must not hang forever
-on a cleanup, so a failure is reported as a Warning event instead). Pure.
+Children go by ownerReferences either way. Artifacts live on a PVC the operator cannot read
+(or under an S3 prefix whose credentials only pods get), so a small Job removes them (the
+S3 objects marker first) while the model waits on the operator's finalizer; the finalizer is
+released when that Job has finished (or failed: a deletion must not hang forever on a
+cleanup, so a failure is reported as a Warning event instead). Pure.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def plan_deletion(
         return DeletionPlan(release=True)
     if cleanup is None:
         job = render_cleanup_job(model.owner, model.spec, digests, image=config.optimizer_image)
-        message = f"removing {len(digests)} artifact folder(s) from {model.spec.storage.pvc}"
+        where = model.spec.storage.pvc or model.spec.storage.s3
+        message = f"removing {len(digests)} artifact folder(s) from {where}"
         return DeletionPlan(create=(job,), events=(Event("Normal", "ArtifactCleanup", message),))
     if cleanup.phase == "succeeded":
         return DeletionPlan(release=True)

@@ -141,12 +141,14 @@ def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
 
     Before any work: the operator's expected digest is checked, remote (s3://, https://)
     inputs are fetched, then the model's storage folder is pruned as ``storage.retention``
-    says (only when the operator asks for it).
+    says (only when the operator asks for it). With ``storage.s3`` the finished artifact is
+    uploaded (``artifact_store``) before the summary is written.
     """
     progress = Progress()
     try:
         from optiserve.digest import optiserve_version, spec_recipe_digest
         from optiserve.render.job import EXPECTED_DIGEST_ENV
+        from optiserve_optimizer.artifact_store import ArtifactStore, prune_store
         from optiserve_optimizer.package import existing_report
         from optiserve_optimizer.pipeline import run_request
         from optiserve_optimizer.remote_inputs import stage_remote_inputs
@@ -157,12 +159,19 @@ def run_optimize(spec_file: Path | str, out_dir: Path | str) -> int:
             request.name, request.source, request.optimization, request.serving
         )
         check_expected_digest(os.environ.get(EXPECTED_DIGEST_ENV), digest, optiserve_version())
+        store = ArtifactStore.from_env(os.environ)  # storage.s3: build here, then upload
+        if store is not None:
+            store.restore(Path(out_dir), digest, progress.line)
         if existing_report(Path(out_dir), digest) is None:  # a reused artifact needs no inputs
             stage_remote_inputs(request, progress.line)
         retention = retention_from_env(os.environ, digest)
         if retention is not None:
             prune(Path(out_dir), retention, time.time(), progress.line)
+            if store is not None:
+                prune_store(store, retention, time.time(), progress.line)
         result = run_request(request, Path(out_dir), progress)
+        if store is not None:
+            store.upload(result.folder, digest, progress.line)
     except OptimizerError as exc:
         progress.line(f"FAILED {exc}")
         write_termination(

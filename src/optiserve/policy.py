@@ -322,7 +322,9 @@ def _claims(spec: OptimizedModelSpec, policy: Policy) -> Iterator[Violation]:
         parsed = _pvc(uri)
         if parsed is not None and not _claim_allowed(parsed[0], policy.allowed_source_claims):
             yield Violation(field, f"claim {parsed[0]!r} is not an allowed source claim")
-    if not _claim_allowed(spec.storage.pvc, policy.allowed_storage_claims):
+    if spec.storage.pvc is not None and not _claim_allowed(
+        spec.storage.pvc, policy.allowed_storage_claims
+    ):
         yield Violation(
             "spec.storage.pvc", f"claim {spec.storage.pvc!r} is not an allowed storage claim"
         )

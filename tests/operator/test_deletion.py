@@ -52,3 +52,19 @@ def test_release_waits_for_the_cleanup_job_and_survives_its_failure() -> None:
 def test_nothing_to_remove_when_every_artifact_is_shared() -> None:
     result = plan_deletion(doomed(), None, in_use=[OLD, NEW], config=CONFIG)
     assert result.release and result.create == ()
+
+
+def test_with_s3_storage_the_cleanup_job_deletes_the_objects_with_the_store_credentials() -> None:
+    state = doomed()
+    storage = state.spec.storage.model_copy(update={"pvc": None, "s3": "s3://bucket/optiserve"})
+    store = {"endpoint": "http://s3.storage:8333", "credentialsSecret": "writer"}
+    the_spec = type(state.spec).model_validate(
+        {**state.spec.to_wire(), "storage": storage.to_wire(), "objectStore": store}
+    )
+    result = plan_deletion(model(the_spec, state.status), None, in_use=[OLD], config=CONFIG)
+    (cleanup,) = result.create
+    container = cleanup["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][-2:] == ["s3://bucket/optiserve/ml/digits", NEW]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {"writer"}
+    assert "s3://bucket/optiserve" in result.events[0].message

@@ -186,6 +186,13 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("image with spaces", with_change("optimization.job.image", "my image"), "job.image"),
     ("subPath with ..", with_change("storage.subPath", "models/../../etc"), "subPath"),
     ("absolute subPath", with_change("storage.subPath", "/etc"), "subPath"),
+    ("storage in two places", with_change("storage.s3", "s3://bucket/x"), "storage.pvc"),
+    ("storage nowhere", with_change("storage", {"subPath": "optiserve"}), "storage.pvc"),
+    (
+        "s3 storage with ..",
+        with_change("storage", {"s3": "s3://bucket/a/../b"}),
+        "storage.s3",
+    ),
     ("autoscaling target fast", with_change("serving.autoscaling", {"target": "fast"}), "target"),
     (
         "duration target for pending requests",

@@ -1,10 +1,11 @@
 """``spec.objectStore``: how the model's ``s3://`` URIs are reached, and the pin rule for
 ``https://`` inputs.
 
-The optimization Job reads these as the standard AWS variables (``AWS_ENDPOINT_URL_S3``,
+The optimization Job (and, with ``storage.s3``, the pods that pull or delete artifacts) reads
+these as the standard AWS variables (``AWS_ENDPOINT_URL_S3``,
 ``AWS_REGION``, and the keys of ``credentialsSecret`` through ``secretKeyRef``), so the same
 spec runs on a laptop with the variables set by hand. The operator only names the Secret in the
-Job it renders; it never reads it.
+pods it renders; it never reads it.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class ObjectStoreSpec(ApiModel):
         pattern=formats.DNS1123_SUBDOMAIN,
         description=f"A Secret in the model's namespace with the keys {ACCESS_KEY_ID} and "
         f"{SECRET_ACCESS_KEY} ({SESSION_TOKEN} optional). Only the optimization Job gets "
-        "it, as environment variables; the operator never reads it. Unset: the pod's own "
-        "identity (IRSA, EKS Pod Identity) or anonymous access.",
+        "it, as environment variables (with storage.s3 also the Triton pod's artifact-pull "
+        "init container and the cleanup Job; never Triton); the operator never reads it. "
+        "Unset: the pod's own identity (IRSA, EKS Pod Identity) or anonymous access.",
     )
 
 

@@ -7,6 +7,12 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from optiserve.api import formats
+from optiserve.api.artifact_store import (
+    ONE_LOCATION_RULE,
+    S3_HELP,
+    S3_PREFIX_MAX,
+    S3_PREFIX_PATTERN,
+)
 from optiserve.api.base import INT32_MAX, ApiModel, object_default
 from optiserve.api.exposure import ExposureSpec
 from optiserve.api.network import NetworkPolicySpec
@@ -216,16 +222,20 @@ class ServingSpec(ApiModel):
 class StorageSpec(ApiModel):
     """Where artifacts (Triton model repositories) are kept."""
 
-    pvc: str = Field(
+    pvc: str | None = Field(
+        None,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         max_length=253,
-        description="PersistentVolumeClaim in the same namespace.",
+        description="PersistentVolumeClaim in the same namespace (or set s3).",
+    )
+    s3: str | None = Field(
+        None, max_length=S3_PREFIX_MAX, pattern=S3_PREFIX_PATTERN, description=S3_HELP
     )
     sub_path: str = Field(
         "optiserve",
         max_length=1024,
         pattern=formats.RELATIVE_PATH,
-        description="Folder inside the claim: a relative path without '..'.",
+        description="Folder inside the claim: a relative path without '..' (pvc only).",
     )
     keep_artifacts_on_delete: bool = Field(
         True, description="Leave artifacts in storage when the OptimizedModel is deleted."
@@ -237,6 +247,7 @@ class StorageSpec(ApiModel):
     )
 
     rules = (
+        ONE_LOCATION_RULE,
         CelRule(
             cel="!has(self.subPath) || !self.subPath.matches('" + formats.PARENT_SEGMENT + "')",
             message="subPath must stay inside the claim: no '..' segment",

@@ -1,5 +1,6 @@
-"""An artifact folder in S3 that readers see only once it is whole (a building block for
-``storage`` as an S3 prefix; not wired into the Job or the Deployment yet).
+"""An artifact folder in S3 that readers see only once it is whole (``storage.s3``: the
+optimization Job uploads with :func:`upload_folder`, each Triton pod's init container pulls
+with :func:`pull_folder`, the cleanup Job removes with :func:`delete_folder`).
 
 S3 has no rename, so "renamed into place when complete" becomes: upload every file, then write
 the completion marker LAST. The marker lists each file's size and sha256; a reader that finds
@@ -10,6 +11,7 @@ deletes the marker FIRST, so a half-deleted artifact is never taken for a whole 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,18 +48,43 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def upload_folder(client: S3Client, bucket: str, prefix: str, folder: Path, log: Log) -> None:
-    """Uploads ``folder`` under ``prefix/`` (files first, the marker last)."""
+def upload_folder(
+    client: S3Client,
+    bucket: str,
+    prefix: str,
+    folder: Path,
+    log: Log,
+    settings: FetchSettings | None = None,
+) -> None:
+    """Uploads ``folder`` under ``prefix/`` (files first, the marker last); each PUT is
+    retried as ``settings`` says (a PUT of the same bytes is idempotent)."""
+    settings = settings or FetchSettings(attempts=1)
     prefix = prefix.strip("/")
     files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
     manifest = {
         name: {"size": path.stat().st_size, "sha256": _sha256(path)} for name, path in files.items()
     }
     for name, path in files.items():
-        client.put_file(bucket, f"{prefix}/{name}", path)
+        key = f"{prefix}/{name}"
+        _retrying(
+            functools.partial(client.put_file, bucket, key, path),
+            f"s3://{bucket}/{key}",
+            settings,
+            log,
+        )
     marker = json.dumps({"files": manifest}, sort_keys=True).encode()
-    client.put_bytes(bucket, f"{prefix}/{MARKER}", marker)
+    key = f"{prefix}/{MARKER}"
+    _retrying(lambda: client.put_bytes(bucket, key, marker), f"s3://{bucket}/{key}", settings, log)
     log(f"uploaded s3://{bucket}/{prefix}/: {len(files)} files, marker written")
+
+
+def is_complete(client: S3Client, bucket: str, prefix: str) -> bool:
+    """Whether ``prefix/`` holds a finished artifact (its marker exists)."""
+    try:
+        client.head(bucket, f"{prefix.strip('/')}/{MARKER}")
+    except NotFoundError:
+        return False
+    return True
 
 
 def read_marker(client: S3Client, bucket: str, prefix: str) -> dict[str, dict[str, int | str]]:
@@ -71,6 +98,10 @@ def read_marker(client: S3Client, bucket: str, prefix: str) -> dict[str, dict[st
         ) from None
     try:
         files: dict[str, dict[str, int | str]] = json.loads(response.read())["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not a mapping")
+    except (ValueError, KeyError, TypeError) as err:
+        raise FetchError(f"s3://{bucket}/{prefix}/{MARKER}", f"unreadable marker: {err}") from None
     finally:
         response.close()
     return files

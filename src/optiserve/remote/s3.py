@@ -213,6 +213,17 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+    modified: float = 0.0  # LastModified, seconds since the epoch (listings only)
+
+
+def _timestamp(text: str | None) -> float:
+    """ListObjectsV2's ``LastModified`` (ISO 8601, UTC) as seconds; 0 when absent or odd."""
+    if not text:
+        return 0.0
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 class S3Client:
@@ -313,6 +324,7 @@ class S3Client:
                     item.findtext(f"{_S3_NS}Key") or "",
                     int(item.findtext(f"{_S3_NS}Size") or 0),
                     (item.findtext(f"{_S3_NS}ETag") or "").strip('"'),
+                    _timestamp(item.findtext(f"{_S3_NS}LastModified")),
                 )
             token = root.findtext(f"{_S3_NS}NextContinuationToken")
             if root.findtext(f"{_S3_NS}IsTruncated") != "true" or not token:

@@ -35,6 +35,7 @@ from optiserve.render.kubernetes import (
     serving_name,
     tmp_volume,
 )
+from optiserve.render.objectstore import s3_artifact_root, s3_pull
 from optiserve.render.serving_config import (
     ANNOTATION_SERVING_CONFIG,
     SERVED_REPOSITORY,
@@ -56,7 +57,7 @@ DEFAULT_ASSEMBLE_IMAGE = f"ghcr.io/optiserve/optimizer:{optiserve_version()}"
 
 
 class ArtifactLocationError(ValueError):
-    """The artifact is not somewhere a pod can mount it (only pvc:// is)."""
+    """The artifact is not somewhere a pod can read it (a pvc:// folder or an s3:// prefix)."""
 
 
 def selector_labels(model_name: str) -> dict[str, str]:
@@ -74,12 +75,32 @@ def model_repository(artifact: Artifact) -> tuple[str, str, str]:
     repository."""
     parsed = parse_uri(artifact.uri)
     if parsed.scheme != "pvc" or parsed.claim is None:
-        raise ArtifactLocationError(f"artifact {artifact.uri!r} must be a pvc:// URI to be served")
+        raise ArtifactLocationError(
+            f"artifact {artifact.uri!r} must be a pvc:// or s3:// URI to be served"
+        )
     folder = parsed.path.strip("/")
     if any(segment in ("", ".", "..") for segment in folder.split("/")):
         raise ArtifactLocationError(f"artifact {artifact.uri!r}: a folder path, without . or ..")
     path = PurePosixPath(DEFAULT_PVC_ROOT, parsed.claim, folder)
     return parsed.claim, folder, str(path)
+
+
+def _artifact_source(
+    spec: OptimizedModelSpec, artifact: Artifact, image: str
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """(init containers that fetch it, the artifact's volume, its read-only mount): a claim's
+    folder mounted as is, or (``storage.s3``) an emptyDir an init container pulls into."""
+    if artifact.uri.startswith("s3://"):
+        if s3_artifact_root(artifact.uri)[1] != artifact.digest:
+            raise ArtifactLocationError(
+                f"artifact {artifact.uri!r}: expected s3://.../{artifact.digest}/model_repository"
+            )
+        pull, volume, mount = s3_pull(spec, artifact.uri, image, container_security_context())
+        return [pull], volume, mount
+    claim, folder, repository = model_repository(artifact)
+    # Only the artifact's own model repository, read-only: Triton sees nothing else of the claim.
+    volume, mount = folder_volume("artifact", claim, folder, repository, read_only=True)
+    return [], volume, mount
 
 
 def triton_resources(spec: OptimizedModelSpec, artifact: Artifact) -> Sizing:
@@ -131,7 +152,8 @@ def render_deployment(
     serving = spec.serving
     target = spec.optimization.target
     name = serving_name(owner.name)
-    claim, folder, repository = model_repository(artifact)
+    image = spec.optimization.job.image or image
+    fetch, artifact_vol, artifact_mount = _artifact_source(spec, artifact, image)
     labels = {**common_labels(owner.name, COMPONENT), **selector_labels(owner.name)}
     check_fits_artifact(artifact.format, serving)
     settings = rollout_settings(serving, artifact.tuning)  # the spec's, tuned where searched
@@ -143,12 +165,8 @@ def render_deployment(
         "prometheus.io/path": "/metrics",
     }
 
-    # Only the artifact's own model repository, read-only: Triton sees nothing else of the claim.
-    artifact_vol, artifact_mount = folder_volume(
-        "artifact", claim, folder, repository, read_only=True
-    )
     init, served_vol, served_mount = served_repository(
-        spec.optimization.job.image or image,
+        image,
         artifact_mount,
         settings,
         container_security_context(),
@@ -189,7 +207,7 @@ def render_deployment(
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
-        "initContainers": [init],
+        "initContainers": [*fetch, init],
         "containers": [container],
         "volumes": [tmp_vol, shm_vol, artifact_vol, served_vol],
     }
@@ -287,13 +305,16 @@ def _tcp(*ports: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": port} for port in ports]
 
 
-def render_network_policy(owner: Owner, policy: NetworkPolicySpec) -> Manifest | None:
+def render_network_policy(
+    owner: Owner, policy: NetworkPolicySpec, egress: list[dict[str, Any]] | None = None
+) -> Manifest | None:
     """Inference (HTTP, gRPC) only from ``ingressFrom``, metrics only from ``metricsFrom``, and
     no egress at all; None when the spec does not ask for a policy.
 
     Triton serves a model repository mounted from a volume and calls nothing, so it needs no
-    egress (not even DNS). Kubelet probes come from the node, which NetworkPolicy
-    implementations allow regardless.
+    egress (not even DNS); ``egress``: the rules the artifact's pull from S3 needs
+    (``render.objectstore.s3_egress``), the only ones then. Kubelet probes come from the
+    node, which NetworkPolicy implementations allow regardless.
     """
     if not policy.enabled:
         return None
@@ -311,5 +332,6 @@ def render_network_policy(owner: Owner, policy: NetworkPolicySpec) -> Manifest |
                 {"from": _peers(policy.metrics_from), "ports": _tcp(METRICS_PORT)},
             ],
             # Egress in policyTypes with no egress rule: no outgoing connection at all.
+            **({"egress": egress} if egress else {}),
         },
     }

@@ -35,7 +35,15 @@ from optiserve.render.kubernetes import (
     short_digest,
     tmp_volume,
 )
-from optiserve.render.objectstore import object_store_env
+from optiserve.render.objectstore import (
+    ARTIFACT_SIZE_LIMIT,
+    ARTIFACT_STORE_ENV,
+    JOB_ARTIFACTS_PATH,
+    object_store_env,
+    s3_artifact_uri,
+    s3_model_prefix,
+    uses_s3,
+)
 from optiserve.render.sizing import CLEANUP_RESOURCES, job_sizing
 from optiserve.uri import DEFAULT_PVC_ROOT, PVC_ROOT_ENV, claims_in
 
@@ -98,12 +106,18 @@ def model_folder(spec: OptimizedModelSpec, namespace: str, name: str) -> str:
 
 def storage_root(spec: OptimizedModelSpec, namespace: str, name: str) -> str:
     """Where the Job writes artifacts: ``/mnt/pvc/<claim>/<model folder>`` (the optimizer
-    reports paths under ``/mnt/pvc/<claim>/`` as ``pvc://<claim>/...``)."""
+    reports paths under ``/mnt/pvc/<claim>/`` as ``pvc://<claim>/...``); with ``storage.s3``
+    the Job's own emptyDir, uploaded from when the artifact is finished."""
+    if spec.storage.pvc is None:
+        return JOB_ARTIFACTS_PATH
     return f"{claim_mount_path(spec.storage.pvc)}/{model_folder(spec, namespace, name)}"
 
 
 def artifact_uri(spec: OptimizedModelSpec, digest: str, *, namespace: str, name: str) -> str:
-    """The Triton model repository the optimizer writes for ``digest``, as a pvc:// URI."""
+    """The Triton model repository the optimizer writes for ``digest``, as a pvc:// URI (an
+    s3:// one with ``storage.s3``)."""
+    if uses_s3(spec):
+        return s3_artifact_uri(spec, digest, namespace, name)
     folder = model_folder(spec, namespace, name)
     return f"pvc://{spec.storage.pvc}/{folder}/{digest}/model_repository"
 
@@ -122,9 +136,15 @@ def input_claims(spec: OptimizedModelSpec) -> list[str]:
 
 
 def artifacts_volume(
-    owner: Owner, spec: OptimizedModelSpec
+    owner: Owner, spec: OptimizedModelSpec, size_limit: str = ARTIFACT_SIZE_LIMIT
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model's own folder of the storage claim, writable, at :func:`storage_root`."""
+    """The model's own folder of the storage claim, writable, at :func:`storage_root` (an
+    emptyDir there with ``storage.s3``)."""
+    if spec.storage.pvc is None:
+        return (
+            {"name": ARTIFACTS_VOLUME, "emptyDir": {"sizeLimit": size_limit}},
+            {"name": ARTIFACTS_VOLUME, "mountPath": JOB_ARTIFACTS_PATH},
+        )
     return folder_volume(
         ARTIFACTS_VOLUME,
         spec.storage.pvc,
@@ -186,9 +206,10 @@ def render_job(
 
     # Inputs read-only, whole claims; of the storage claim only the model's own folder.
     claim_vols, claim_mounts = claim_volumes(input_claims(spec))
-    store_vol, store_mount = artifacts_volume(owner, spec)
     sizing = job_sizing(job_spec.resources.requests, job_spec.resources.limits)
     tmp_limit = sizing.limits.get("ephemeral-storage")
+    # storage.s3: the artifact is built on the pod's disk, bounded as the pod is.
+    store_vol, store_mount = artifacts_volume(owner, spec, str(tmp_limit or ARTIFACT_SIZE_LIMIT))
     tmp_vol, tmp_mount = tmp_volume(str(tmp_limit) if tmp_limit is not None else None)
     spec_vol = {"name": "spec", "configMap": {"name": name}}
     spec_mount = {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}
@@ -212,6 +233,7 @@ def render_job(
             {"name": STALE_AFTER_ENV, "value": str(job_spec.active_deadline_seconds)},
             {"name": "HOME", "value": "/tmp"},
             *object_store_env(spec),
+            *_artifact_store_env(owner, spec),
         ],
         # The root file system is read-only: anything written relative to the working
         # directory lands in the /tmp emptyDir instead of failing.
@@ -254,6 +276,15 @@ def render_job(
     }
 
 
+def _artifact_store_env(owner: Owner, spec: OptimizedModelSpec) -> list[dict[str, Any]]:
+    """With ``storage.s3``: where the Job uploads the finished artifact."""
+    if not uses_s3(spec):
+        return []
+    return [
+        {"name": ARTIFACT_STORE_ENV, "value": s3_model_prefix(spec, owner.namespace, owner.name)}
+    ]
+
+
 CLEANUP_COMPONENT = "artifact-cleanup"
 # The optimizer image has Python, not necessarily a shell: remove the folders with it.
 _REMOVE_FOLDERS = (
@@ -279,7 +310,6 @@ def render_cleanup_job(
     """
     root = storage_root(spec, owner.namespace, owner.name)
     labels = common_labels(owner.name, CLEANUP_COMPONENT)
-    store_vol, store_mount = artifacts_volume(owner, spec)
     tmp_vol, tmp_mount = tmp_volume(CLEANUP_RESOURCES["limits"]["ephemeral-storage"])
     container: dict[str, Any] = {
         "name": "cleanup",
@@ -288,8 +318,21 @@ def render_cleanup_job(
         "command": ["python", "-c", _REMOVE_FOLDERS, *(f"{root}/{d}" for d in sorted(digests))],
         "workingDir": "/tmp",
         "securityContext": container_security_context(),
-        "volumeMounts": [tmp_mount, store_mount],
+        "volumeMounts": [tmp_mount],
     }
+    volumes = [tmp_vol]
+    if uses_s3(spec):
+        # Each digest's objects, marker first (optiserve.remote.artifact_cli).
+        prefix = s3_model_prefix(spec, owner.namespace, owner.name)
+        container["command"] = [
+            *("python", "-m", "optiserve.remote.artifact_cli", "delete", prefix),
+            *sorted(digests),
+        ]
+        container["env"] = [{"name": "HOME", "value": "/tmp"}, *object_store_env(spec)]
+    else:
+        store_vol, store_mount = artifacts_volume(owner, spec)
+        container["volumeMounts"].append(store_mount)
+        volumes.append(store_vol)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -309,7 +352,7 @@ def render_cleanup_job(
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(),
                     "containers": [container],
-                    "volumes": [tmp_vol, store_vol],
+                    "volumes": volumes,
                 },
             },
         },

@@ -22,6 +22,7 @@ from optiserve.render.deployment import (
 from optiserve.render.exposure import render_exposure
 from optiserve.render.job import artifact_uri, render_job, render_spec_config_map
 from optiserve.render.kubernetes import ANNOTATION_RETRY, Manifest, Owner
+from optiserve.render.objectstore import s3_egress
 
 DEFAULT_NAMESPACE = "default"
 
@@ -97,7 +98,7 @@ def render_all(
         render_disruption_budget(owner),
     ]
     optional = (
-        render_network_policy(owner, spec.serving.network_policy),
+        render_network_policy(owner, spec.serving.network_policy, s3_egress(spec)),
         render_autoscaler(owner, spec.serving.autoscaling),
         render_exposure(owner, spec.serving.exposure),
     )
