@@ -113,7 +113,9 @@ def digits_model(autoscaling: dict[str, Any]) -> OptimizedModel:
 
 def deploy_digits(cluster: LocalCluster, namespace: str, model: OptimizedModel) -> ServedModel:
     """Claim, model repository, and the rendered Service, Deployment and HPA, applied."""
-    cluster.apply([claim_manifest(model.spec.storage.pvc)], namespace=namespace)
+    claim = model.spec.storage.pvc
+    assert claim is not None, "digits_model stores on a claim"
+    cluster.apply([claim_manifest(claim)], namespace=namespace)
     digest = hashlib.sha256(model.model_dump_json().encode()).hexdigest()
     repository = cluster.claim_path(
         namespace, artifact_uri(model.spec, digest, namespace=namespace, name=model.metadata.name)
