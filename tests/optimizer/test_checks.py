@@ -159,10 +159,11 @@ def test_rows_run_alone_and_padded_agree_only_when_the_mask_is_read() -> None:
     arrays = tokens()
     batch = checks.padded_batch(SEQ_INPUTS, arrays)
     assert isinstance(batch, checks.PaddedBatch)
-    alone, together = checks.padded_outputs(pooling(True), batch, arrays)
+    sample = checks.chosen_rows(batch, arrays)
+    alone, together = checks.padded_outputs(pooling(True), batch, sample)
     verdict, numbers = checks.rows_verdict("cosine", 0.01, alone, together, batch)
     assert verdict.within_drop and numbers["worstMaxAbsError"] < 1e-6
-    alone, together = checks.padded_outputs(pooling(False), batch, arrays)
+    alone, together = checks.padded_outputs(pooling(False), batch, sample)
     verdict, numbers = checks.rows_verdict("cosine", 0.01, alone, together, batch)
     assert not verdict.within_drop and numbers["worstMaxAbsError"] > 0.1
     assert numbers["worstLength"] < WIDTH  # the worst sample is a padded one
@@ -206,12 +207,13 @@ def test_a_candidate_is_gated_on_the_references_and_on_rows_alone(tmp_path: Path
     drifted = pooling(True, noise=0.012)  # 0.006 from the source, 0.012 from the references
     outputs = drifted(arrays)
     against_source = gate("maxAbsError", 0.01, {"maxAbsError": 0.006})
-    verdict = checker.gate("int8", drifted, outputs, against_source)
+    verdict = checker.gate("int8", drifted, checker.tally_of(outputs), against_source)
     assert verdict.within_drop and not verdict.passed
     assert "disagrees with the reference outputs" in verdict.reason()
     assert verdict.details["referenceDrop"] == pytest.approx(0.012, abs=1e-6)
     ignoring = pooling(False)
-    verdict = checker.gate("broken", ignoring, ignoring(arrays), against_source)
+    tally = checker.tally_of(ignoring(arrays), batch=5)  # references read 5 rows at a time
+    verdict = checker.gate("broken", ignoring, tally, against_source)
     assert "answers samples run alone unlike the source model" not in verdict.reason()
     report = {(c["name"], c["subject"]): c for c in checker.report()}
     assert report[("input-binding", "source")]["numbers"] == {"inputs": ["x"]}

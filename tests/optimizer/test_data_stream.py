@@ -1,12 +1,12 @@
 """Datasets are read in rows: the optimizer's peak RSS does not grow with a dataset's size.
 
-A child process reads datasets far larger than the bound the test
-allows it to grow by: the first rows (what the export checks and INT8 type trials read), the
-sequence lengths of every sample (TensorRT shape profiles) and a MinMax calibration over every
-sample (INT8 static). Each is first run on a tiny file, so what onnxruntime and numpy keep
-anyway is in the baseline; then the child resets its peak (``/proc/self/clear_refs``) and
-reports its peak resident size (``VmHWM``) over its resident size before the work. The
-answers must equal those of reading the arrays whole.
+A child process reads datasets far larger than the bound the test allows it to grow by: the
+first rows (what the export checks and INT8 type trials read), the sequence lengths of every
+sample (TensorRT shape profiles), a MinMax calibration over every sample (INT8 static) and one
+recovery epoch's shuffled minibatches. Each is first run on a tiny file, so what onnxruntime
+and numpy keep anyway is in the baseline; before each, the child resets its peak
+(``/proc/self/clear_refs``) and reports its peak resident size (``VmHWM``) over its resident
+size before the step. The answers must equal those of reading the arrays whole.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from optiserve.model_io import TensorSpec
 from optiserve_optimizer import data
 from optiserve_optimizer.errors import DataError
 from optiserve_optimizer.passes.quantize import StreamingReader
+from optiserve_optimizer.passes.recovery import epoch_batches
 from optiserve_optimizer.passes.shapes import derive_profiles, profiles_of, streamed_lengths
 
 MIB = 2**20
@@ -37,6 +38,7 @@ import numpy as np
 from pathlib import Path
 from optiserve_optimizer import data
 from optiserve_optimizer.passes.quantize import StreamingReader
+from optiserve_optimizer.passes.recovery import epoch_batches
 from optiserve_optimizer.passes.shapes import streamed_lengths
 from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
@@ -70,12 +72,18 @@ def ranges(features, model, scratch):
     return {k: np.asarray(t.range_value, np.float64).ravel().tolist()
             for k, t in calibrator.compute_data().items()}
 
+def epoch(tokens):  # one recovery epoch's minibatches, shuffled in windows of 1024 rows
+    batches = epoch_batches(Path(tokens), ["input_ids", "attention_mask"], 0, window=1024)
+    return sum(int(b["attention_mask"].sum()) for b in batches)
+
 def work(tokens, features, model, scratch):
     first, a = measured(first_rows, tokens)
     found, b = measured(lengths, tokens)
     got, c = measured(ranges, features, model, scratch)
+    trained, d = measured(epoch, tokens)
     return {"first": first, "lengths_sum": int(found.sum()), "lengths_len": len(found),
-            "ranges": got, "growth": {"first rows": a, "lengths": b, "calibration": c}}
+            "ranges": got, "epoch_sum": trained,
+            "growth": {"first rows": a, "lengths": b, "calibration": c, "epoch": d}}
 
 small_tokens, small_features, tokens, features, model, scratch = sys.argv[1:]
 work(small_tokens, small_features, model, scratch)  # what stays loaded anyway
@@ -177,6 +185,7 @@ def test_large_datasets_are_read_in_rows_with_the_same_answers(tmp_path: Path) -
         ids, mask = arrays["input_ids"], arrays["attention_mask"]
     assert got["first"] == ids[:8].tolist()
     assert got["lengths_len"] == len(mask) and got["lengths_sum"] == int(mask.sum())
+    assert got["epoch_sum"] == int(mask.sum())  # every sample once per epoch
     assert got["ranges"] == whole_ranges(model, features, tmp_path)
 
     specs = [TensorSpec("input_ids", "int64", (-1,)), TensorSpec("attention_mask", "int64", (-1,))]
@@ -203,6 +212,24 @@ def test_first_rows_read_in_rows_equal_the_whole_arrays(tmp_path: Path) -> None:
     )
     reader = StreamingReader(path, ["attention_mask"], 40)
     assert sum(len(b["attention_mask"]) for b in reader) == 40
+
+
+def test_recovery_epochs_shuffle_a_small_set_whole_and_a_large_one_in_windows(
+    tmp_path: Path,
+) -> None:
+    path = token_set(tmp_path / "t.npz", 300)
+    with np.load(path) as arrays:
+        ids = arrays["input_ids"]
+    for epoch in (0, 1):  # what the whole-array training did: one permutation of every row
+        got = np.concatenate([b["input_ids"] for b in epoch_batches(path, ["input_ids"], epoch)])
+        np.testing.assert_array_equal(got, ids[np.random.default_rng(epoch).permutation(300)])
+    windows = list(epoch_batches(path, ["input_ids"], 0, batch=16, window=100))
+    assert max(len(b["input_ids"]) for b in windows) == 16
+    got = np.concatenate([b["input_ids"] for b in windows])
+    for start in (0, 100, 200):  # each window holds its own rows, in another order
+        window = got[start : start + 100]
+        assert sorted(map(tuple, window)) == sorted(map(tuple, ids[start : start + 100]))
+        assert not np.array_equal(window, ids[start : start + 100])
 
 
 def test_a_dataset_that_cannot_be_read_in_rows_is_a_clear_error(tmp_path: Path) -> None:
