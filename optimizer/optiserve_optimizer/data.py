@@ -15,7 +15,7 @@ Any other array is refused (a misspelt input name would otherwise be silently ig
 are a missing input, another dtype or another sample shape: before any work, naming both.
 
 ``iter_batches`` reads each member's ``.npy`` header and then only ``batch`` rows at a time
-from the zip stream, so calibration sets larger than memory work.
+from the zip stream, so datasets larger than memory work: nothing here reads a dataset whole.
 """
 
 from __future__ import annotations
@@ -259,10 +259,7 @@ def head(path: Path, names: Sequence[str], rows: int, role: str = "data") -> Arr
     return {n: np.empty((0, *members[n].shape[1:]), members[n].dtype) for n in present}
 
 
-def load(path: Path, names: Sequence[str], limit: int | None = None) -> Arrays:
-    """Whole arrays, or with ``limit`` only the first rows (streamed, see ``head``). Whole
-    arrays are for what must see every row at once; prefer ``iter_batches``."""
-    if limit is not None:
-        return head(path, names, limit)
-    with np.load(path) as data:
-        return {n: np.ascontiguousarray(data[n]) for n in names if n in data.files}
+def load(path: Path, names: Sequence[str], limit: int) -> Arrays:
+    """The first ``limit`` rows of the named arrays the file holds (``head``). Nothing reads
+    a dataset whole: what needs every row reads them in batches (``iter_batches``)."""
+    return head(path, names, limit)

@@ -139,7 +139,7 @@ class EvalStream:
             count = len(next(iter(batch.values())))
             for row in wanted:
                 if start <= row < start + count:
-                    found[row] = {n: v[row - start] for n, v in batch.items()}
+                    found[row] = {n: v[row - start].copy() for n, v in batch.items()}
             start += count
         return {n: np.stack([found[r][n] for r in picks]) for n in self.input_names}
 
