@@ -26,7 +26,7 @@ from optiserve.api import OptimizationSpec, ServingSpec, SourceSpec
 from optiserve.digest import spec_recipe_digest
 from optiserve.model_io import ModelSignature
 from optiserve.uri import local_path
-from optiserve_optimizer import checks, data, gate_data, inputs, package
+from optiserve_optimizer import checks, data, gate_data, inputs, package, padding
 from optiserve_optimizer.artifact import ModelArtifact, PassContext
 from optiserve_optimizer.errors import DataError, OptimizerError
 from optiserve_optimizer.evaluate import gate
@@ -186,14 +186,14 @@ class Pipeline:
         spec = self.request.optimization
         references = checks.reference_names(stream.path, sig.outputs)
         tally = checks.ReferenceTally(references)
-        mask = checks.mask_input(sig.inputs)
+        mask = padding.mask_input(sig.inputs)
         masks = gate_data.source_pass(source_runner, stream, spool, tally, mask)
         checks.check_reference_shapes(stream.path, sig.outputs, references, spool.shapes())
         shapes = {n: info.shape for n, info in data.describe(stream.path, "accuracy").items()}
         lengths, right_padded = masks.arrays()
-        rows = min(checks.PADDED_ROWS, max_batch)
-        padded = checks.choose_padded(sig.inputs, shapes, lengths, right_padded, rows)
-        sample = stream.rows(padded.rows) if isinstance(padded, checks.PaddedBatch) else {}
+        rows = min(padding.PADDED_ROWS, max_batch)
+        padded = padding.choose_padded(sig.inputs, shapes, lengths, right_padded, rows)
+        sample = stream.rows(padded.rows) if isinstance(padded, padding.PaddedBatch) else {}
         checker = checks.Checker(
             spec.accuracy.metric,
             spec.accuracy.max_drop,

@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pytest
 
 from optiserve.model_io import ModelSignature, TensorSpec
-from optiserve_optimizer import checks, gate_data
+from optiserve_optimizer import checks, gate_data, padding
 from optiserve_optimizer.evaluate import TOKEN_MASK, compare, gate
 from optiserve_optimizer.runners import Runner, run_all
 
@@ -94,11 +94,11 @@ def test_streamed_gate_gives_the_numbers_and_verdict_of_whole_arrays(
     np.testing.assert_array_equal(lengths, arrays[TOKEN_MASK].sum(axis=1))
     assert right_padded.all()
     shapes = {n: v.shape for n, v in arrays.items()}
-    chosen = checks.choose_padded(INPUTS, shapes, lengths, right_padded)
-    assert chosen == checks.padded_batch(INPUTS, feed)
-    assert isinstance(chosen, checks.PaddedBatch)
+    chosen = padding.choose_padded(INPUTS, shapes, lengths, right_padded)
+    assert chosen == padding.padded_batch(INPUTS, feed)
+    assert isinstance(chosen, padding.PaddedBatch)
     sample = stream.rows(chosen.rows)
-    for name, rows_of in checks.chosen_rows(chosen, feed).items():
+    for name, rows_of in padding.chosen_rows(chosen, feed).items():
         np.testing.assert_array_equal(sample[name], rows_of)
 
 
@@ -126,7 +126,7 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from test_gate_stream import model
-from optiserve_optimizer import checks, gate_data
+from optiserve_optimizer import checks, gate_data, padding
 
 def status(field):
     line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
