@@ -79,7 +79,10 @@ def measure_once(request: Any, folder: Path) -> dict[str, Any]:
         ctx = PassContext(request.source, spec, Path(tmp), Progress(stream=quiet))
         original = LoadExport().run(None, {}, ctx).artifact  # the same export the Job made
         names = [t.name for t in signature(load_model(original.onnx, "benchmark")).inputs]
-        arrays = data.load(local_path(spec.accuracy.dataset), names)
+        # the first rows, as the Job times them (measure runs the largest batch at most)
+        arrays = data.load(
+            local_path(spec.accuracy.dataset), names, max(spec.benchmark.batch_sizes)
+        )
         device = spec.target.device
         baseline, runners = baseline_runners(original.torch, original.onnx, device, names)
         runners["packaged"] = runner_for(served, device, names)

@@ -77,6 +77,8 @@ validate_text  # optiserve.validate on text (tests/unit/test_validate.py)
 CRD_FILE  # the committed CRD's path (tests/unit/test_crd.py compares it with the generator)
 render_adapter_config_map  # the prometheus-adapter rules as the chart ships them
 helm_values  # (tests/unit/test_render_autoscaling.py checks the chart against both)
+_.for_source  # checks.Checker over whole arrays: what the streamed gate is compared with
+derive_profiles  # shapes over whole arrays: the oracle of the streamed profiles (test_data_stream)
 
 # The test harness (optiserve_testing): what tests and people call on a LocalCluster.
 _.kubernetes_version  # binaries.py

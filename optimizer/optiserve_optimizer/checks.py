@@ -4,14 +4,15 @@
   the model should answer. The source model is compared with them using the spec's metric,
   and a run whose source disagrees beyond ``maxDrop`` fails (a wrong source would otherwise
   pass every gate, being compared only with itself); every candidate is gated on them too.
-- padded batch, for sequence models (an integer input with a free sequence axis and an
-  attention-mask-like input): a few samples of different true lengths are run each alone,
-  cut to its length, and together as stored (padded); a model that reads its mask answers the
-  same. The source failing it fails the run, naming the worst sample. A candidate must answer
-  the samples run alone as the source does alone (its padded answers are what the gate
-  compares); its own alone-vs-padded difference is reported as ``selfDrop``, not gated: INT8
-  dynamic quantization scales activations per batch, so MiniLM's answers move by about as
-  much as its quantization error (cosine drop 0.009 vs 0.007) with the batch's neighbours.
+- padded batch (its parts in ``padding``), for sequence models (an integer input with a free
+  sequence axis and an attention-mask-like input): a few samples of different true lengths
+  are run each alone, cut to its length, and together as stored (padded); a model that reads
+  its mask answers the same. The source failing it fails the run, naming the worst sample. A
+  candidate must answer the samples run alone as the source does alone (its padded answers
+  are what the gate compares); its own alone-vs-padded difference is reported as
+  ``selfDrop``, not gated: INT8 dynamic quantization scales activations per batch, so
+  MiniLM's answers move by about as much as its quantization error (cosine drop 0.009 vs
+  0.007) with the batch's neighbours.
 The report's ``checks`` list says what was checked, on what, the result and the numbers.
 """
 
@@ -28,10 +29,18 @@ import numpy.typing as npt
 from optiserve.model_io import ModelSignature, TensorSpec
 from optiserve_optimizer import data
 from optiserve_optimizer.errors import CorrectnessError, DataError
-from optiserve_optimizer.evaluate import GateResult, compare, gate
+from optiserve_optimizer.evaluate import Comparison, GateResult, gate
+from optiserve_optimizer.padding import (
+    PADDED_ROWS,
+    PaddedBatch,
+    RowOutputs,
+    chosen_rows,
+    padded_batch,
+    padded_outputs,
+    rows_verdict,
+)
 from optiserve_optimizer.runners import Runner
 
-PADDED_ROWS = 8
 SOURCE = "source"
 Array = npt.NDArray[Any]
 
@@ -51,39 +60,52 @@ class Check:
 # --- reference outputs ------------------------------------------------------------------
 
 
-def load_references(
-    path: Path, outputs: Sequence[TensorSpec], produced: Sequence[Array]
-) -> dict[int, Array]:
-    """``{output index: reference array}`` from the eval set, shapes checked against what the
-    source produced on it (``produced``, one array per output)."""
+def reference_names(path: Path, outputs: Sequence[TensorSpec]) -> dict[int, str]:
+    """``{output index: expected_* array name}`` of the references in the eval set."""
     names = [t.name for t in outputs]
     found = data.reference_arrays(data.describe(path, "accuracy"), names, path, "accuracy")
-    arrays = data.load(path, list(found.values()))
-    references: dict[int, Array] = {}
-    for output, array_name in found.items():
-        index = names.index(output)
-        value = arrays[array_name]
-        if value.shape != produced[index].shape:
+    return {names.index(output): array_name for output, array_name in found.items()}
+
+
+def check_reference_shapes(
+    path: Path,
+    outputs: Sequence[TensorSpec],
+    references: Mapping[int, str],
+    produced: Sequence[tuple[int, ...]],
+) -> None:
+    """Each reference array has the shape of what the source produced on the eval set."""
+    members = data.describe(path, "accuracy")
+    for index, array_name in references.items():
+        shape = members[array_name].shape
+        if shape != tuple(produced[index]):
             raise DataError(
                 "accuracy",
-                f"{path.name}[{array_name!r}] has shape {list(value.shape)}, the model's output "
-                f"{output!r} has {list(produced[index].shape)} on that data",
+                f"{path.name}[{array_name!r}] has shape {list(shape)}, the model's output "
+                f"{outputs[index].name!r} has {list(produced[index])} on that data",
             )
-        references[index] = value.astype(np.float32)
-    return references
+
+
+class ReferenceTally:
+    """One model's outputs against the eval data's ``expected_*`` arrays, fed batch by batch
+    (the batches of the eval set that hold those arrays)."""
+
+    def __init__(self, references: Mapping[int, str]) -> None:
+        self.references = dict(references)
+        self.comparisons = {index: Comparison() for index in self.references}
+
+    def add(self, batch: Mapping[str, Array], outputs: Sequence[Array]) -> None:
+        for index, array_name in self.references.items():
+            expected = np.asarray(batch[array_name], dtype=np.float32)
+            self.comparisons[index].add(expected, outputs[index], None)
 
 
 def reference_verdict(
-    metric: str,
-    max_drop: float,
-    references: Mapping[int, Array],
-    outputs: Sequence[Array],
-    output_names: Sequence[str],
+    metric: str, max_drop: float, tally: ReferenceTally, output_names: Sequence[str]
 ) -> tuple[GateResult, str]:
-    """The worst (largest drop) comparison of ``outputs`` with the references, and its output."""
+    """The worst (largest drop) comparison with the references, and its output."""
     worst: tuple[GateResult, str] | None = None
-    for index, expected in sorted(references.items()):
-        verdict = gate(metric, max_drop, compare([expected], [outputs[index]], None))
+    for index, comparison in sorted(tally.comparisons.items()):
+        verdict = gate(metric, max_drop, comparison.details())
         if worst is None or not verdict.drop <= worst[0].drop:
             worst = (verdict, output_names[index])
     assert worst is not None, "no references"
@@ -113,148 +135,30 @@ def said(verdict: GateResult) -> str:
     )
 
 
-# --- padded batch -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PaddedBatch:
-    """Rows of the eval set to run alone (cut to ``lengths``) and together (``width`` wide)."""
-
-    mask: str
-    sequence_inputs: tuple[str, ...]
-    rows: tuple[int, ...]
-    lengths: tuple[int, ...]
-    width: int
-
-
-def _is_mask(name: str) -> bool:
-    return "mask" in name.lower()
-
-
-def padded_batch(
-    inputs: Sequence[TensorSpec], arrays: Mapping[str, Array], rows: int = PADDED_ROWS
-) -> PaddedBatch | str:
-    """The rows for the padded-batch check, or why it does not apply to this model/data."""
-    masks = [t for t in inputs if _is_mask(t.name) and len(t.shape) == 1]
-    ids = [
-        t
-        for t in inputs
-        if not _is_mask(t.name) and len(t.shape) == 1 and np.dtype(t.dtype).kind in "iu"
-    ]
-    if not masks or not ids:
-        return "not a sequence model (no integer input plus attention-mask input)"
-    mask_spec, id_spec = masks[0], next((t for t in ids if t.name == "input_ids"), ids[0])
-    if id_spec.shape[0] != -1:
-        return f"the sequence axis of {id_spec.name!r} is fixed ({id_spec.shape[0]})"
-    mask = np.asarray(arrays[mask_spec.name]) != 0
-    width = mask.shape[1]
-    lengths = mask.sum(axis=1)
-    right_padded = mask == (np.arange(width)[None, :] < lengths[:, None])
-    usable = np.flatnonzero(right_padded.all(axis=1) & (lengths > 0))
-    if len(np.unique(lengths[usable])) < 2 or not (lengths[usable] < width).any():
-        return "the eval data has no right-padded samples of different lengths"
-    ordered = usable[np.argsort(lengths[usable], kind="stable")]
-    picks = np.unique(np.linspace(0, len(ordered) - 1, min(rows, len(ordered))).round())
-    chosen = ordered[picks.astype(int)]
-    sequence = tuple(
-        t.name
-        for t in inputs
-        if t.shape
-        and t.shape[0] == -1
-        and arrays[t.name].ndim >= 2
-        and arrays[t.name].shape[1] == width
-    )
-    return PaddedBatch(
-        mask_spec.name,
-        sequence,
-        tuple(int(r) for r in chosen),
-        tuple(int(lengths[r]) for r in chosen),
-        int(width),
-    )
-
-
-def _as_rows(value: Array, length: int, width: int, alone: Array) -> tuple[Array, Array]:
-    """One sample's padded-batch output and its alone output as comparable 2-D arrays (token
-    outputs cut to the true length, one row per token)."""
-    if value.ndim >= 2 and value.shape[1] == width and alone.ndim >= 2 and alone.shape[1] == length:
-        value = value[:, :length]
-        return value.reshape(length, -1), alone.reshape(length, -1)
-    return value.reshape(1, -1), alone.reshape(1, -1)
-
-
-RowOutputs = list[list[Array]]  # per output, per chosen row: 2-D (tokens or 1, values)
-
-
-def padded_outputs(
-    runner: Runner, batch: PaddedBatch, arrays: Mapping[str, Array]
-) -> tuple[RowOutputs, RowOutputs]:
-    """(alone, together): each chosen row run alone cut to its length, and all of them in one
-    padded batch, as comparable 2-D arrays (token outputs cut to the true length)."""
-    rows = list(batch.rows)
-    together = runner({n: np.ascontiguousarray(a[rows]) for n, a in arrays.items()})
-    alone_rows: RowOutputs = [[] for _ in together]
-    together_rows: RowOutputs = [[] for _ in together]
-    for k, (row, length) in enumerate(zip(batch.rows, batch.lengths, strict=True)):
-        feed = {
-            n: np.ascontiguousarray(
-                a[row : row + 1, :length] if n in batch.sequence_inputs else a[row : row + 1]
-            )
-            for n, a in arrays.items()
-        }
-        for index, alone in enumerate(runner(feed)):
-            padded, cut = _as_rows(together[index][k : k + 1], length, batch.width, alone)
-            together_rows[index].append(padded.astype(np.float32))
-            alone_rows[index].append(cut.astype(np.float32))
-    return alone_rows, together_rows
-
-
-def rows_verdict(
-    metric: str, max_drop: float, expected: RowOutputs, got: RowOutputs, batch: PaddedBatch
-) -> tuple[GateResult, dict[str, Any]]:
-    """``got`` against ``expected`` row by row: the worst output's verdict, and numbers that
-    name the sample with the largest difference."""
-    worst: tuple[GateResult, dict[str, Any]] | None = None
-    for want, have in zip(expected, got, strict=True):
-        if len({w.shape[1] for w in want}) != 1:
-            continue  # an output whose width depends on the length: not comparable row-wise
-        verdict = gate(
-            metric, max_drop, compare([np.concatenate(want)], [np.concatenate(have)], None)
-        )
-        row_error = [float(np.max(np.abs(w - h))) for w, h in zip(want, have, strict=True)]
-        k = int(np.argmax(row_error))
-        numbers = {
-            "samples": len(batch.rows),
-            "lengths": list(batch.lengths),
-            "paddedTo": batch.width,
-            "worstSample": batch.rows[k],
-            "worstLength": batch.lengths[k],
-            "worstMaxAbsError": row_error[k],
-        }
-        if worst is None or not verdict.drop <= worst[0].drop:
-            worst = (verdict, numbers)
-    if worst is None:
-        raise DataError("accuracy", "no model output can be compared sample by sample")
-    return worst
-
-
 # --- the run's checker ------------------------------------------------------------------
 
 
 class Checker:
-    """Runs the checks on the source (failing the run) and on each candidate (its gate)."""
+    """Runs the checks on the source (failing the run) and on each candidate (its gate).
+
+    The reference outputs come in as a ``ReferenceTally`` of the model's outputs over the eval
+    set (``tally()`` makes an empty one to feed batch by batch, ``tally_of`` one from whole
+    outputs); the padded batch runs the model on its few rows (``sample``) itself."""
 
     def __init__(
         self,
         metric: str,
         max_drop: float,
         sig: ModelSignature,
-        arrays: Mapping[str, Array],
-        references: Mapping[int, Array],
+        eval_path: Path,
+        references: Mapping[int, str],
         padded: PaddedBatch | str,
+        sample: Mapping[str, Array],
         binding: Mapping[str, Any] | None = None,
     ) -> None:
         self.metric, self.max_drop, self.sig = metric, max_drop, sig
-        self.arrays, self.references, self.padded = arrays, references, padded
+        self.eval_path, self.references = eval_path, dict(references)
+        self.padded, self.sample = padded, sample
         self.checks: list[Check] = []
         self.source_alone: RowOutputs | None = None  # the source's answers, rows run alone
         if binding:
@@ -282,25 +186,44 @@ class Checker:
         binding: Mapping[str, Any] | None = None,
         max_batch: int = PADDED_ROWS,
     ) -> Checker:
-        """Checks the source model (its ``outputs`` over ``arrays``, ``runner``); raises
-        ``CorrectnessError`` when it fails one. The padded batch holds at most ``max_batch``
-        rows (a TensorRT engine takes no larger batch than the benchmark's largest)."""
-        references = load_references(eval_path, sig.outputs, outputs)
+        """``checked_source`` for whole arrays: the eval inputs and the source's outputs."""
+        references = reference_names(eval_path, sig.outputs)
+        check_reference_shapes(eval_path, sig.outputs, references, [o.shape for o in outputs])
         padded = padded_batch(sig.inputs, arrays, rows=min(PADDED_ROWS, max_batch))
-        checker = cls(metric, max_drop, sig, arrays, references, padded, binding)
-        failures = checker.run(SOURCE, runner, outputs)
+        sample = chosen_rows(padded, arrays) if isinstance(padded, PaddedBatch) else {}
+        checker = cls(metric, max_drop, sig, eval_path, references, padded, sample, binding)
+        return checker.checked_source(runner, checker.tally_of(outputs))
+
+    def checked_source(self, runner: Runner, tally: ReferenceTally) -> Checker:
+        """Checks the source model (``tally``: its outputs vs the references, ``runner``);
+        raises ``CorrectnessError`` when it fails one. Returns this checker."""
+        failures = self.run(SOURCE, runner, tally)
         if failures:
             raise CorrectnessError("accuracy", "the source model " + "; ".join(failures))
-        return checker
+        return self
 
-    def run(self, subject: str, runner: Runner, outputs: Sequence[Array]) -> list[str]:
+    def tally(self) -> ReferenceTally:
+        return ReferenceTally(self.references)
+
+    def tally_of(self, outputs: Sequence[Array], batch: int = 256) -> ReferenceTally:
+        """A tally of whole outputs, the references read ``batch`` rows at a time."""
+        tally = self.tally()
+        names = list(self.references.values())
+        if not names:
+            return tally
+        start = 0
+        for rows in data.iter_batches(self.eval_path, names, batch, role="accuracy"):
+            count = len(next(iter(rows.values())))
+            tally.add(rows, [np.asarray(o[start : start + count]) for o in outputs])
+            start += count
+        return tally
+
+    def run(self, subject: str, runner: Runner, tally: ReferenceTally) -> list[str]:
         """Every check on one model; returns failure texts (and records all results)."""
         failures: list[str] = []
         names = [t.name for t in self.sig.outputs]
         if self.references:
-            verdict, output = reference_verdict(
-                self.metric, self.max_drop, self.references, outputs, names
-            )
+            verdict, output = reference_verdict(self.metric, self.max_drop, tally, names)
             self._record(
                 "reference-outputs",
                 subject,
@@ -319,7 +242,7 @@ class Checker:
         if isinstance(self.padded, str):
             self.checks.append(Check("padded-batch", subject, self.padded, "skipped"))
             return failures
-        alone, together = padded_outputs(runner, self.padded, self.arrays)
+        alone, together = padded_outputs(runner, self.padded, self.sample)
         own, numbers = rows_verdict(self.metric, self.max_drop, alone, together, self.padded)
         if self.source_alone is None:  # the source: alone and padded must agree
             self.source_alone = alone
@@ -360,11 +283,11 @@ class Checker:
         return failures
 
     def gate(
-        self, subject: str, runner: Runner, outputs: Sequence[Array], verdict: GateResult
+        self, subject: str, runner: Runner, tally: ReferenceTally, verdict: GateResult
     ) -> GateResult:
         """``verdict`` (against the original model) with this candidate's checks added."""
         before = len(self.checks)
-        failures = self.run(subject, runner, outputs)
+        failures = self.run(subject, runner, tally)
         details: dict[str, float] = {}
         for check in self.checks[before:]:
             if "drop" in check.numbers:

@@ -15,7 +15,7 @@ Any other array is refused (a misspelt input name would otherwise be silently ig
 are a missing input, another dtype or another sample shape: before any work, naming both.
 
 ``iter_batches`` reads each member's ``.npy`` header and then only ``batch`` rows at a time
-from the zip stream, so calibration sets larger than memory work.
+from the zip stream, so datasets larger than memory work: nothing here reads a dataset whole.
 """
 
 from __future__ import annotations
@@ -185,41 +185,81 @@ def check_against(
     return n
 
 
-def iter_batches(
-    path: Path, names: Sequence[str], batch: int, limit: int | None = None
-) -> Iterator[Arrays]:
-    """Yields dicts of ``batch`` rows (the last may be shorter), at most ``limit`` rows in all."""
-    with zipfile.ZipFile(path) as zf:
-        streams = {}
-        infos = {}
+def _read_rows(
+    fh: Any, info: MemberInfo, rows: int, path: Path, role: str
+) -> npt.NDArray[np.generic]:
+    """The next ``rows`` rows of one member, read into a fresh (writable) array."""
+    out = np.empty((rows, *info.shape[1:]), dtype=info.dtype)
+    view = memoryview(out.data).cast("B")
+    filled = 0
+    while filled < len(view):
+        got = fh.readinto(view[filled:])
+        if not got:
+            raise DataError(
+                role, f"{path.name}[{info.name!r}] ends before its {info.shape[0]} rows"
+            )
+        filled += got
+    return out
+
+
+def _open_members(
+    zf: zipfile.ZipFile, names: Sequence[str], path: Path, role: str
+) -> tuple[dict[str, Any], dict[str, MemberInfo]]:
+    streams: dict[str, Any] = {}
+    infos: dict[str, MemberInfo] = {}
+    try:
         for name in names:
             info, offset = _member_header(zf, f"{name}.npy")
             fh = zf.open(f"{name}.npy")
             fh.read(offset)
             streams[name], infos[name] = fh, info
+    except (ValueError, KeyError, zipfile.BadZipFile) as exc:
+        for fh in streams.values():
+            fh.close()
+        raise DataError(
+            role,
+            f"{path.name} cannot be streamed ({exc}); save each array C-ordered with a plain "
+            "dtype, e.g. np.savez(path, name=np.ascontiguousarray(array))",
+        ) from exc
+    return streams, infos
+
+
+def iter_batches(
+    path: Path, names: Sequence[str], batch: int, limit: int | None = None, role: str = "data"
+) -> Iterator[Arrays]:
+    """Yields dicts of ``batch`` rows (the last may be shorter), at most ``limit`` rows in all.
+
+    Only one batch of each array is in memory at a time, whether the ``.npz`` is stored
+    (``np.savez``) or deflated (``np.savez_compressed``); an array that cannot be read in rows
+    (Fortran order, Python objects) is a ``DataError`` saying how to save it."""
+    with zipfile.ZipFile(path) as zf:
+        streams, infos = _open_members(zf, names, path, role)
         try:
-            total = min(info.shape[0] for info in infos.values())
+            total = min((info.shape[0] if info.shape else 0) for info in infos.values())
             if limit is not None:
                 total = min(total, limit)
             done = 0
             while done < total:
                 rows = min(batch, total - done)
-                out: Arrays = {}
-                for name, fh in streams.items():
-                    info = infos[name]
-                    row_items = int(np.prod(info.shape[1:], dtype=np.int64))
-                    raw = fh.read(rows * row_items * info.dtype.itemsize)
-                    out[name] = np.frombuffer(raw, dtype=info.dtype).reshape(
-                        (rows, *info.shape[1:])
-                    )
+                yield {n: _read_rows(fh, infos[n], rows, path, role) for n, fh in streams.items()}
                 done += rows
-                yield out
         finally:
             for fh in streams.values():
                 fh.close()
 
 
-def load(path: Path, names: Sequence[str], limit: int | None = None) -> Arrays:
-    """Whole arrays (eval sets are small); ``limit`` keeps the first rows."""
-    with np.load(path) as data:
-        return {n: np.ascontiguousarray(data[n][:limit]) for n in names if n in data.files}
+def head(path: Path, names: Sequence[str], rows: int, role: str = "data") -> Arrays:
+    """The first ``rows`` rows of each named array that the file holds, read from the stream
+    (the rest of the file is never read); fewer when the file has fewer."""
+    members = describe(path, role)
+    present = [n for n in names if n in members]
+    first = next(iter_batches(path, present, max(rows, 1), rows, role), None)
+    if first is not None:
+        return first
+    return {n: np.empty((0, *members[n].shape[1:]), members[n].dtype) for n in present}
+
+
+def load(path: Path, names: Sequence[str], limit: int) -> Arrays:
+    """The first ``limit`` rows of the named arrays the file holds (``head``). Nothing reads
+    a dataset whole: what needs every row reads them in batches (``iter_batches``)."""
+    return head(path, names, limit)

@@ -85,26 +85,73 @@ def compare(
 ) -> dict[str, float]:
     """Every applicable metric on the first output (the model's answer); per-token outputs
     over the real tokens of ``mask`` (the eval data's attention mask) only."""
-    ref, got = reference[0], candidate[0]
-    if ref.shape != got.shape:
-        return {"shapeMismatch": 1.0}
-    tokens = real_tokens(ref, got, labels, mask)
-    if tokens is not None:
-        ref, got, labels = tokens
-        ref, got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
-    details = {
-        "maxAbsError": float(np.max(np.abs(ref - got))) if ref.size else 0.0,
-        "meanCosine": mean_cosine(ref, got),
-    }
-    if ref.ndim == 2 and ref.shape[1] > 1:
-        ref_top, got_top = ref.argmax(axis=1), got.argmax(axis=1)
-        details["agreement"] = float((ref_top == got_top).mean())
-        if labels is not None:
-            details["top1Original"] = float((ref_top == labels).mean())
-            details["top1"] = float((got_top == labels).mean())
-    if tokens is not None:
-        details["realTokens"] = float(len(ref))
-    return details
+    comparison = Comparison()
+    comparison.add(reference[0], candidate[0], labels, mask)
+    return comparison.details()
+
+
+class Comparison:
+    """``compare`` over an eval set fed batch by batch: sums, counts and maxima, so the same
+    numbers come out without holding the outputs (only the order of the cosine sum differs)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.cosine_sum = 0.0
+        self.max_abs = 0.0
+        self.agreeing = 0
+        self.classifier = False
+        self.labelled = False
+        self.right_original = 0
+        self.right = 0
+        self.per_token = False
+        self.mismatch = False
+
+    def add(
+        self,
+        ref: npt.NDArray[Any],
+        got: npt.NDArray[Any],
+        labels: npt.NDArray[Any] | None,
+        mask: npt.NDArray[Any] | None = None,
+    ) -> None:
+        """One batch of the first output: the reference's, the candidate's, and the batch's
+        labels and attention mask (None when the eval data has none)."""
+        if self.mismatch or ref.shape != got.shape:
+            self.mismatch = True
+            return
+        tokens = real_tokens(ref, got, labels, mask)
+        if tokens is not None:
+            ref, got, labels = tokens
+            ref, got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
+            self.per_token = True
+        if ref.size:
+            self.max_abs = max(self.max_abs, float(np.max(np.abs(ref - got))))
+        a2, b2 = ref.reshape(len(ref), -1).astype(np.float64), got.reshape(len(got), -1)
+        b2 = b2.astype(np.float64)
+        norms = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
+        self.cosine_sum += float(((a2 * b2).sum(axis=1) / np.maximum(norms, 1e-12)).sum())
+        self.rows += len(ref)
+        if ref.ndim == 2 and ref.shape[1] > 1:
+            self.classifier = True
+            ref_top, got_top = ref.argmax(axis=1), got.argmax(axis=1)
+            self.agreeing += int((ref_top == got_top).sum())
+            if labels is not None:
+                self.labelled = True
+                self.right_original += int((ref_top == labels).sum())
+                self.right += int((got_top == labels).sum())
+
+    def details(self) -> dict[str, float]:
+        if self.mismatch:
+            return {"shapeMismatch": 1.0}
+        rows = self.rows or float("nan")  # no rows: nothing was shown equal
+        details = {"maxAbsError": self.max_abs, "meanCosine": self.cosine_sum / rows}
+        if self.classifier:
+            details["agreement"] = self.agreeing / rows
+            if self.labelled:
+                details["top1Original"] = self.right_original / rows
+                details["top1"] = self.right / rows
+        if self.per_token:
+            details["realTokens"] = float(self.rows)
+        return details
 
 
 def gate(metric: str, max_drop: float, details: Mapping[str, float]) -> GateResult:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,13 +11,14 @@ import numpy as np
 import numpy.typing as npt
 
 from optiserve.model_io import ModelSignature, TensorSpec
-from optiserve_optimizer.errors import ModelLoadError
+from optiserve_optimizer.errors import ModelLoadError, PassFailedError
 
 if TYPE_CHECKING:
     import onnx
     import onnxruntime as ort
 
 THREADS_ENV = "OPTISERVE_THREADS"
+EXPORT_TOLERANCE = 1e-3  # relative to the output scale; float reassociation differs by runtime
 
 
 def threads() -> int:
@@ -100,4 +101,28 @@ def compare_outputs(
     for a, b in zip(ref, got, strict=True):
         scale = max(1.0, float(np.max(np.abs(a))) if a.size else 1.0)
         worst = max(worst, float(np.max(np.abs(a - b))) / scale if a.size else 0.0)
+    return worst
+
+
+def check_export(
+    reference: Callable[[Mapping[str, npt.NDArray[Any]]], Sequence[npt.NDArray[Any]]],
+    onnx_path: Path,
+    samples: Sequence[Mapping[str, npt.NDArray[Any]]],
+    pass_name: str,
+    reference_name: str,
+) -> float:
+    """Largest relative output difference (``compare_outputs``) between ``reference`` (the
+    model in its own framework, called on a feed) and the exported ONNX on onnxruntime over
+    ``samples``; above ``EXPORT_TOLERANCE`` a ``PassFailedError`` naming ``reference_name``."""
+    sess = session(onnx_path, level="disable")
+    names = [i.name for i in sess.get_inputs()]
+    worst = 0.0
+    for feed in samples:
+        got = sess.run(None, {n: feed[n] for n in names})
+        worst = max(worst, compare_outputs(reference(feed), got))
+    if worst > EXPORT_TOLERANCE:
+        raise PassFailedError(
+            pass_name,
+            f"exported ONNX differs from {reference_name} by {worst:.3g} (> {EXPORT_TOLERANCE})",
+        )
     return worst

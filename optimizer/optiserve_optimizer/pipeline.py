@@ -24,11 +24,12 @@ from typing import Any
 
 from optiserve.api import OptimizationSpec, ServingSpec, SourceSpec
 from optiserve.digest import spec_recipe_digest
+from optiserve.model_io import ModelSignature
 from optiserve.uri import local_path
-from optiserve_optimizer import checks, data, inputs, package
+from optiserve_optimizer import checks, data, gate_data, inputs, package, padding
 from optiserve_optimizer.artifact import ModelArtifact, PassContext
 from optiserve_optimizer.errors import DataError, OptimizerError
-from optiserve_optimizer.evaluate import TOKEN_MASK, compare, gate
+from optiserve_optimizer.evaluate import gate
 from optiserve_optimizer.finish import Finished, RunResult, finish
 from optiserve_optimizer.footprint import feed_of
 from optiserve_optimizer.measure import measure
@@ -37,7 +38,7 @@ from optiserve_optimizer.outcome import CandidateFailed, Outcome, unavailable
 from optiserve_optimizer.plan import TENSORRT, CandidatePlan, Plan, build_plan, describe_plan
 from optiserve_optimizer.progress import Progress
 from optiserve_optimizer.registry import pass_for
-from optiserve_optimizer.runners import baseline_runners, run_all, runner_for
+from optiserve_optimizer.runners import Runner, baseline_runners, runner_for
 from optiserve_optimizer.text_models import tokenizer_files
 
 EVAL_BATCH = 64
@@ -135,10 +136,8 @@ class Pipeline:
         self,
         candidate: CandidatePlan,
         ctx: PassContext,
-        arrays: dict[str, Any],
-        labels: Any,
-        reference: list[Any],
-        input_names: list[str],
+        stream: gate_data.EvalStream,
+        spool: gate_data.OutputSpool,
     ) -> Outcome:
         """Builds and gates one candidate; a failure stays with this candidate."""
         spec = self.request.optimization
@@ -155,12 +154,13 @@ class Pipeline:
             )
         try:
             with self.progress.step(candidate.name, "gate") as shown:
-                runner = runner_for(artifact.served_file, spec.target.device, input_names)
-                outputs = run_all(runner, arrays, EVAL_BATCH)
-                details = compare(reference, outputs, labels, arrays.get(TOKEN_MASK))
+                names = list(stream.input_names)
+                runner = runner_for(artifact.served_file, spec.target.device, names)
+                tally = self.checker.tally() if self.checker is not None else None
+                details = gate_data.candidate_pass(runner, stream, spool, tally)
                 verdict = gate(spec.accuracy.metric, spec.accuracy.max_drop, details)
-                if self.checker is not None:  # references and the padded batch
-                    verdict = self.checker.gate(candidate.name, runner, outputs, verdict)
+                if self.checker is not None and tally is not None:  # references, padded batch
+                    verdict = self.checker.gate(candidate.name, runner, tally, verdict)
                 shown.update(drop=verdict.drop, passed=verdict.passed)
         except Exception as exc:  # onnxruntime/TensorRT refusing to run it: this candidate only
             return Outcome(
@@ -171,6 +171,40 @@ class Pipeline:
                 failed_step="gate",
             )
         return Outcome(candidate, artifact, passes, verdict, runner=runner)
+
+    def _checker(
+        self,
+        sig: ModelSignature,
+        stream: gate_data.EvalStream,
+        spool: gate_data.OutputSpool,
+        source_runner: Runner,
+        max_batch: int,
+        ctx: PassContext,
+    ) -> checks.Checker:
+        """Runs the source over the eval set once (its outputs spooled for the gate) and
+        checks it (references, padded batch); a failing source fails the run."""
+        spec = self.request.optimization
+        references = checks.reference_names(stream.path, sig.outputs)
+        tally = checks.ReferenceTally(references)
+        mask = padding.mask_input(sig.inputs)
+        masks = gate_data.source_pass(source_runner, stream, spool, tally, mask)
+        checks.check_reference_shapes(stream.path, sig.outputs, references, spool.shapes())
+        shapes = {n: info.shape for n, info in data.describe(stream.path, "accuracy").items()}
+        lengths, right_padded = masks.arrays()
+        rows = min(padding.PADDED_ROWS, max_batch)
+        padded = padding.choose_padded(sig.inputs, shapes, lengths, right_padded, rows)
+        sample = stream.rows(padded.rows) if isinstance(padded, padding.PaddedBatch) else {}
+        checker = checks.Checker(
+            spec.accuracy.metric,
+            spec.accuracy.max_drop,
+            sig,
+            stream.path,
+            references,
+            padded,
+            sample,
+            ctx.shared.get(inputs.BINDING),
+        )
+        return checker.checked_source(source_runner, tally)
 
     def _run(self, ctx: PassContext, eval_path: Path) -> RunResult:
         spec = self.request.optimization
@@ -184,26 +218,15 @@ class Pipeline:
         input_names = [t.name for t in sig.inputs]
         batches = spec.benchmark.batch_sizes
         data.check_against(eval_path, sig.inputs, "accuracy", min_samples=max(batches))
-        arrays = data.load(eval_path, [*input_names, data.LABELS])
-        labels = arrays.pop(data.LABELS, None)
         device = spec.target.device
         source_runner = runner_for(original.onnx, device, input_names)
-        reference = run_all(source_runner, arrays, EVAL_BATCH)
-        self.checker = checks.Checker.for_source(
-            spec.accuracy.metric,
-            spec.accuracy.max_drop,
-            sig,
-            eval_path,
-            arrays,
-            reference,
-            source_runner,
-            ctx.shared.get(inputs.BINDING),
-            max(batches),
-        )
+        stream = gate_data.EvalStream.of(eval_path, input_names, EVAL_BATCH)
+        spool = gate_data.OutputSpool(ctx.work_dir / "gate-source-outputs")
+        self.checker = self._checker(sig, stream, spool, source_runner, max(batches), ctx)
         outcomes = [
-            self._build(candidate, ctx, arrays, labels, reference, input_names)
-            for candidate in self.plan.candidates
+            self._build(candidate, ctx, stream, spool) for candidate in self.plan.candidates
         ]
+        arrays = stream.head(max(batches))  # what the benchmark times
         baseline_name, runners = baseline_runners(
             original.torch, original.onnx, device, input_names
         )

@@ -73,3 +73,39 @@ def save_text_npz(path: Path, count: int, seed: int, kind: str = "bert", length:
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if kind == "bert" else [])
     np.savez(path, **{n: batch[n].astype(np.int64) for n in names})
     return path
+
+
+# What a huggingface source with pruning, recovery and a shallow student yields, in order.
+COMPRESSION_LADDER = [
+    "fp32",
+    "int8-dynamic",
+    "fp32-fused",
+    "int8-dynamic-fused",
+    "pruned-structured",
+    "pruned-structured+int8-dynamic",
+    "student-shallow-pruned",
+    "student-shallow-pruned+int8-dynamic",
+]
+
+
+def check_compression_report(
+    report: dict[str, Any], *, heads: str, ffn: str, layers: str, metric: str, max_drop: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Asserts what every encoder's compression run must show: the candidates in order, the
+    heads/FFN pruned and layers dropped as given (``"4->2"``), every candidate gated on
+    ``metric`` and passed exactly when its drop is within ``max_drop``, a passing one chosen.
+    Returns the candidate rows and details by name, for the caller's own checks."""
+    rows = {c["name"]: c for c in report["candidates"]}
+    assert list(rows) == COMPRESSION_LADDER
+    details: dict[str, Any] = report["candidateDetails"]
+    pruned = details["pruned-structured"]["passes"]["prune_transformer"]
+    assert (pruned["heads"], pruned["ffn"]) == (heads, ffn)
+    assert pruned["paramsAfter"] < pruned["paramsBefore"]
+    dropped = details["student-shallow-pruned"]["passes"]["drop_layers"]
+    assert dropped["layers"] == layers
+    assert dropped["paramsAfter"] < dropped["paramsBefore"]
+    for row in rows.values():
+        assert details[row["name"]]["accuracy"]["metric"] == metric
+        assert row["passed"] == (row["accuracyDrop"] <= max_drop)
+    assert rows[report["chosen"]]["passed"]
+    return rows, details

@@ -11,7 +11,7 @@ import pytest
 
 from optiserve.api import OptimizationSpec, SourceSpec
 from optiserve.model_io import ModelSignature, TensorSpec
-from optiserve_optimizer import checks, data, inputs
+from optiserve_optimizer import checks, data, inputs, padding
 from optiserve_optimizer.errors import CorrectnessError, DataError, short_cause
 from optiserve_optimizer.evaluate import GateResult, gate
 from optiserve_optimizer.main import _bounded
@@ -141,29 +141,30 @@ def test_torchscript_inputs_take_the_eval_sets_dtypes_and_a_free_sequence_axis(
 
 def test_padded_batch_picks_mixed_lengths_or_says_why_not() -> None:
     arrays = tokens()
-    batch = checks.padded_batch(SEQ_INPUTS, arrays, rows=4)
-    assert isinstance(batch, checks.PaddedBatch)
+    batch = padding.padded_batch(SEQ_INPUTS, arrays, rows=4)
+    assert isinstance(batch, padding.PaddedBatch)
     assert batch.mask == "attention_mask" and batch.width == WIDTH
     assert batch.lengths[0] == 2 and batch.lengths[-1] == WIDTH  # shortest and longest
     assert list(batch.lengths) == sorted(batch.lengths) and len(batch.rows) == 4
     assert batch.sequence_inputs == ("input_ids", "attention_mask")
     image = (TensorSpec("x", "float32", (4,)),)
-    assert "not a sequence model" in str(checks.padded_batch(image, {"x": np.zeros((2, 4))}))
+    assert "not a sequence model" in str(padding.padded_batch(image, {"x": np.zeros((2, 4))}))
     fixed = (TensorSpec("input_ids", "int64", (WIDTH,)), SEQ_INPUTS[1])
-    assert "is fixed" in str(checks.padded_batch(fixed, arrays))
+    assert "is fixed" in str(padding.padded_batch(fixed, arrays))
     full = {k: v[[1, 9]] for k, v in arrays.items()}  # no padding at all
-    assert "no right-padded samples" in str(checks.padded_batch(SEQ_INPUTS, full))
+    assert "no right-padded samples" in str(padding.padded_batch(SEQ_INPUTS, full))
 
 
 def test_rows_run_alone_and_padded_agree_only_when_the_mask_is_read() -> None:
     arrays = tokens()
-    batch = checks.padded_batch(SEQ_INPUTS, arrays)
-    assert isinstance(batch, checks.PaddedBatch)
-    alone, together = checks.padded_outputs(pooling(True), batch, arrays)
-    verdict, numbers = checks.rows_verdict("cosine", 0.01, alone, together, batch)
+    batch = padding.padded_batch(SEQ_INPUTS, arrays)
+    assert isinstance(batch, padding.PaddedBatch)
+    sample = padding.chosen_rows(batch, arrays)
+    alone, together = padding.padded_outputs(pooling(True), batch, sample)
+    verdict, numbers = padding.rows_verdict("cosine", 0.01, alone, together, batch)
     assert verdict.within_drop and numbers["worstMaxAbsError"] < 1e-6
-    alone, together = checks.padded_outputs(pooling(False), batch, arrays)
-    verdict, numbers = checks.rows_verdict("cosine", 0.01, alone, together, batch)
+    alone, together = padding.padded_outputs(pooling(False), batch, sample)
+    verdict, numbers = padding.rows_verdict("cosine", 0.01, alone, together, batch)
     assert not verdict.within_drop and numbers["worstMaxAbsError"] > 0.1
     assert numbers["worstLength"] < WIDTH  # the worst sample is a padded one
     assert numbers["lengths"] == list(batch.lengths)
@@ -206,12 +207,13 @@ def test_a_candidate_is_gated_on_the_references_and_on_rows_alone(tmp_path: Path
     drifted = pooling(True, noise=0.012)  # 0.006 from the source, 0.012 from the references
     outputs = drifted(arrays)
     against_source = gate("maxAbsError", 0.01, {"maxAbsError": 0.006})
-    verdict = checker.gate("int8", drifted, outputs, against_source)
+    verdict = checker.gate("int8", drifted, checker.tally_of(outputs), against_source)
     assert verdict.within_drop and not verdict.passed
     assert "disagrees with the reference outputs" in verdict.reason()
     assert verdict.details["referenceDrop"] == pytest.approx(0.012, abs=1e-6)
     ignoring = pooling(False)
-    verdict = checker.gate("broken", ignoring, ignoring(arrays), against_source)
+    tally = checker.tally_of(ignoring(arrays), batch=5)  # references read 5 rows at a time
+    verdict = checker.gate("broken", ignoring, tally, against_source)
     assert "answers samples run alone unlike the source model" not in verdict.reason()
     report = {(c["name"], c["subject"]): c for c in checker.report()}
     assert report[("input-binding", "source")]["numbers"] == {"inputs": ["x"]}

@@ -13,7 +13,7 @@ from optiserve.uri import UnsupportedUriError, local_path
 from optiserve_optimizer import data, inputs
 from optiserve_optimizer.artifact import ModelArtifact, PassContext, PassResult, file_sha256
 from optiserve_optimizer.errors import DataError, DigestMismatchError, ModelLoadError, short_cause
-from optiserve_optimizer.onnx_utils import load_model, signature
+from optiserve_optimizer.onnx_utils import check_export, load_model, signature
 from optiserve_optimizer.passes import hf_source, program_export, torch_export
 from optiserve_optimizer.plan import build_plan
 from optiserve_optimizer.settings import LoadExportSettings, PassConfig
@@ -76,7 +76,9 @@ class LoadExport:
         samples = [{n: v[:2] for n, v in arrays.items()}, {n: v[2:3] for n, v in arrays.items()}]
         torch_export.export_onnx(module, samples[0], out, NAME)
         load_model(out, NAME)
-        metrics["maxRelDiff"] = torch_export.check_export(module, out, samples, NAME)
+        metrics["maxRelDiff"] = check_export(
+            lambda feed: torch_export.torch_outputs(module, feed), out, samples, NAME, "TorchScript"
+        )
         torch_copy = ctx.scratch("original", "model.pt")
         shutil.copyfile(path, torch_copy)
         return PassResult(ModelArtifact(onnx=out, torch=torch_copy, history=(NAME,)), metrics)
@@ -110,7 +112,7 @@ def _program(
     load_model(out, NAME)
     samples = [{n: v[:4] for n, v in arrays.items()}, {n: v[4:5] for n, v in arrays.items()}]
     samples = [s for s in samples if len(next(iter(s.values())))]
-    metrics["maxRelDiff"] = program_export.check_export(call, out, samples, NAME)
+    metrics["maxRelDiff"] = check_export(call, out, samples, NAME, "the torch.export program")
     program_copy = ctx.scratch("original", "model.pt2")
     shutil.copyfile(path, program_copy)
     return PassResult(ModelArtifact(onnx=out, torch=program_copy, history=(NAME,)), metrics)

@@ -21,10 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from optiserve.model_io import TensorSpec
-from optiserve_optimizer.errors import ModelLoadError, PassFailedError, short_cause
+from optiserve_optimizer.errors import ModelLoadError, short_cause
 
 OPSET = 18  # the dynamo exporter's lowest
-TOLERANCE = 1e-3  # relative to the output scale, as for TorchScript exports
 BATCH, SEQUENCE = "batch", "sequence"
 
 
@@ -179,26 +178,3 @@ def name_dimensions(path: Path, specs: Sequence[TensorSpec]) -> None:
             if dim.dim_param in names:
                 dim.dim_param = names[dim.dim_param]
     onnx.save(model, str(path))
-
-
-def check_export(
-    call: ProgramModule,
-    onnx_path: Path,
-    samples: Sequence[Mapping[str, npt.NDArray[Any]]],
-    pass_name: str,
-) -> float:
-    """Largest relative output difference between the program and onnxruntime."""
-    from optiserve_optimizer.onnx_utils import compare_outputs, session
-
-    sess = session(onnx_path, level="disable")
-    names = [i.name for i in sess.get_inputs()]
-    worst = 0.0
-    for feed in samples:
-        got = sess.run(None, {n: feed[n] for n in names})
-        worst = max(worst, compare_outputs(call(feed), got))
-    if worst > TOLERANCE:
-        raise PassFailedError(
-            pass_name,
-            f"exported ONNX differs from the torch.export program by {worst:.3g} (> {TOLERANCE})",
-        )
-    return worst

@@ -1,7 +1,11 @@
 """Quantization with onnxruntime: FP16, INT8 dynamic (weights) and INT8 static QDQ (calibrated).
 
 The calibration reader streams the ``.npz`` in small batches (see ``data.iter_batches``), so a
-calibration set never sits in memory all at once.
+calibration set never sits in memory all at once. What onnxruntime keeps per batch is its
+own: MinMax keeps each batch's per-tensor minima and maxima until the end (its
+``CalibMaxIntermediateOutputs`` would bound that, but onnxruntime 1.32 drops the batches it
+clears instead of folding them in: other ranges), entropy and percentile keep each batch's
+activations for their histograms.
 """
 
 from __future__ import annotations

@@ -3,11 +3,15 @@
 ``distill`` matches the teacher's softened outputs (KL divergence for classifier logits, mean
 squared error otherwise); ``finetune`` uses the dataset's hard ``labels``. Weights that pruning
 set to zero (magnitude, 2:4) are held at zero after every step so the sparsity survives.
+
+The training set is read ``SHUFFLE_ROWS`` rows at a time and each window is shuffled, so memory
+does not grow with the set; a set of up to ``SHUFFLE_ROWS`` rows is shuffled whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +27,7 @@ from optiserve_optimizer.settings import PassConfig, RecoverSettings
 
 NAME = "recover"
 BATCH = 64
+SHUFFLE_ROWS = 8192  # rows read and shuffled together
 
 
 class Recover:
@@ -43,18 +48,19 @@ class Recover:
         path = local_path(settings.dataset)
         data.check_against(path, signature(model).inputs, NAME)
         method = settings.method
-        arrays = data.load(path, [*names, data.LABELS])
-        if method == "finetune" and data.LABELS not in arrays:
+        labelled = data.LABELS in data.describe(path, NAME)
+        if method == "finetune" and not labelled:
             raise DataError(NAME, f"finetune needs 'labels' in {path.name}; use method: distill")
         teacher = load_torchscript(ctx.original.torchscript, NAME)
         student = load_torchscript(artifact.torchscript, NAME)
         zero_masks = _zero_masks(student) if settings.keep_zeros else {}
         classifier = ctx.spec.accuracy.metric == "top1"
         loss_kind = "finetune" if method == "finetune" else ("kl" if classifier else "mse")
+        read = [*names, data.LABELS] if labelled else names
         losses = train(
             teacher,
             student,
-            arrays,
+            lambda epoch: epoch_batches(path, read, epoch),
             names,
             epochs=settings.epochs,
             learning_rate=settings.learning_rate,
@@ -64,7 +70,7 @@ class Recover:
         )
         onnx_out = ctx.output(artifact, "recovered.onnx")
         torch_out = onnx_out.with_suffix(".pt")
-        feed = {n: arrays[n][:2] for n in names}
+        feed = data.head(path, names, 2, NAME)
         torch_edit.save_and_export(student, torch_out, onnx_out, feed, NAME)
         return PassResult(
             artifact.evolve(ctx.step_label or NAME, onnx=onnx_out, torch=torch_out),
@@ -77,10 +83,23 @@ class Recover:
         )
 
 
+def epoch_batches(
+    path: Path, names: Sequence[str], epoch: int, batch: int = BATCH, window: int = SHUFFLE_ROWS
+) -> Iterator[dict[str, Any]]:
+    """One epoch's minibatches: ``window`` rows read at a time, each window in a random order
+    (seeded by ``epoch``), cut into ``batch`` rows."""
+    rng = np.random.default_rng(epoch)
+    for part in data.iter_batches(path, names, window, role=NAME):
+        order = rng.permutation(len(part[names[0]]))
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            yield {n: np.ascontiguousarray(v[idx]) for n, v in part.items()}
+
+
 def train(
     teacher: Any,
     student: Any,
-    arrays: Mapping[str, Any],
+    batches: Callable[[int], Iterator[Mapping[str, Any]]],
     names: list[str],
     *,
     epochs: int,
@@ -90,6 +109,7 @@ def train(
     zero_masks: Mapping[str, Any] | None = None,
 ) -> list[float]:
     """Trains ``student`` to imitate ``teacher`` in place; returns the mean loss of each epoch.
+    ``batches(epoch)`` gives that epoch's minibatches (``epoch_batches``).
 
     ``loss_kind``: ``kl`` (temperature-softened classifier outputs), ``mse`` (any outputs) or
     ``finetune`` (cross entropy on the dataset's ``labels``). Weights under ``zero_masks`` are
@@ -98,21 +118,18 @@ def train(
     import torch
 
     optimizer = torch.optim.Adam(student.parameters(), lr=learning_rate)
-    count = len(arrays[names[0]])
     losses: list[float] = []
     student.train()
-    for _ in range(epochs):
-        order = np.random.default_rng(len(losses)).permutation(count)
-        total = 0.0
-        for start in range(0, count, BATCH):
-            idx = order[start : start + BATCH]
-            feed = {n: torch.from_numpy(arrays[n][idx]) for n in names}  # bound by name
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for rows in batches(epoch):
+            feed = {n: torch.from_numpy(rows[n]) for n in names}  # bound by name
             with torch.no_grad():
                 target = call(teacher, feed)
             output = call(student, feed)
             if loss_kind == "finetune":
                 loss = torch.nn.functional.cross_entropy(
-                    output, torch.from_numpy(arrays[data.LABELS][idx])
+                    output, torch.from_numpy(rows[data.LABELS])
                 )
             elif loss_kind == "kl":
                 loss = (
@@ -132,8 +149,9 @@ def train(
                 params = dict(student.named_parameters())
                 for param_name, keep in (zero_masks or {}).items():
                     params[param_name].mul_(keep)
-            total += loss.item() * len(idx)
-        losses.append(total / count)
+            size = len(rows[names[0]])
+            total, count = total + loss.item() * size, count + size
+        losses.append(total / max(count, 1))
     student.eval()
     return losses
 

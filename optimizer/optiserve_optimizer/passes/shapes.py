@@ -9,6 +9,7 @@ padding saved is the share of tokens padding to the data's fixed width would was
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from optiserve_optimizer.onnx_utils import load_model, signature
 from optiserve_optimizer.settings import PassConfig, ShapesSettings
 
 NAME = "shapes"
+STREAM_BATCH = 1024  # rows read at a time for the lengths
 
 
 def _round_up(value: int, multiple: int = 8) -> int:
@@ -40,19 +42,38 @@ def sequence_lengths(arrays: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.i
     return None
 
 
+def streamed_lengths(
+    path: Path, names: Sequence[str], batch: int = STREAM_BATCH
+) -> npt.NDArray[np.int64] | None:
+    """``sequence_lengths`` of a whole dataset, read ``batch`` rows at a time (one int per
+    sample stays in memory, never the token arrays)."""
+    parts = [sequence_lengths(b) for b in data.iter_batches(path, names, batch, role=NAME)]
+    found = [p for p in parts if p is not None]
+    return np.concatenate(found) if found and len(found) == len(parts) else None
+
+
 def derive_profiles(
     inputs: Sequence[TensorSpec],
     arrays: Mapping[str, npt.NDArray[Any]],
     batch_sizes: Sequence[int],
 ) -> tuple[dict[str, dict[str, list[int]]], dict[str, Any]]:
     """Profiles per input, and facts for the report (lengths, padding saved)."""
+    width = next((v.shape[1] for v in arrays.values() if v.ndim >= 2), 0)
+    return profiles_of(inputs, sequence_lengths(arrays), width, batch_sizes)
+
+
+def profiles_of(
+    inputs: Sequence[TensorSpec],
+    lengths: npt.NDArray[np.int64] | None,
+    width: int,
+    batch_sizes: Sequence[int],
+) -> tuple[dict[str, dict[str, list[int]]], dict[str, Any]]:
+    """``derive_profiles`` from the samples' sequence ``lengths`` and the padded ``width``."""
     max_batch = max(batch_sizes)
     opt_batch = sorted(batch_sizes)[len(batch_sizes) // 2]
-    lengths = sequence_lengths(arrays)
     facts: dict[str, Any] = {}
     seq: tuple[int, int, int] | None = None
     if lengths is not None and len(lengths):
-        width = next(v.shape[1] for v in arrays.values() if v.ndim >= 2)
         p50, p100 = np.percentile(lengths, [50, 100])
         seq = (max(1, int(lengths.min())), _round_up(int(p50)), min(width, _round_up(int(p100))))
         seq = (seq[0], max(seq[0], min(seq[1], seq[2])), seq[2])
@@ -86,8 +107,11 @@ class Shapes:
         settings = ShapesSettings.of(config, NAME)
         path = local_path(settings.dataset or ctx.spec.accuracy.dataset)
         data.check_against(path, inputs, NAME)
-        arrays = data.load(path, [t.name for t in inputs])
-        profiles, facts = derive_profiles(inputs, arrays, ctx.spec.benchmark.batch_sizes)
+        names = [t.name for t in inputs]
+        members = data.describe(path, NAME)
+        width = next((members[n].shape[1] for n in names if len(members[n].shape) >= 2), 0)
+        lengths = streamed_lengths(path, names)
+        profiles, facts = profiles_of(inputs, lengths, width, ctx.spec.benchmark.batch_sizes)
         ctx.shared["profiles"] = profiles
         ctx.shared["shapeFacts"] = facts
         return PassResult(artifact.evolve(ctx.step_label or NAME), {"profiles": profiles, **facts})

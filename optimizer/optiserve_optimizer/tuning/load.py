@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from optiserve.serve.loadgen import Sample, ServerCounters, _infer_inputs, server_counters
+from optiserve.serve.loadgen import Sample, ServerCounters, infer_inputs, server_counters
 
 STATS_TIMEOUT_S = 10.0
 
@@ -100,7 +100,7 @@ async def _window(
     import tritonclient.grpc.aio as grpcaio
 
     client = grpcaio.InferenceServerClient(grpc_url)
-    prepared = [_infer_inputs(grpcclient, sample) for sample in samples]
+    prepared = [infer_inputs(grpcclient, sample) for sample in samples]
     began = time.perf_counter()
     opens, closes = began + warmup_s, began + warmup_s + window_s
     answers: list[tuple[float, float]] = []  # (answered at, latency seconds)

@@ -185,7 +185,7 @@ async def _closed_loop(
     import tritonclient.grpc.aio as grpcaio
 
     client = grpcaio.InferenceServerClient(grpc_url)
-    prepared = [_infer_inputs(grpcclient, sample) for sample in samples]
+    prepared = [infer_inputs(grpcclient, sample) for sample in samples]
     latencies: list[float] = []
     errors = 0
 
@@ -228,7 +228,7 @@ def cache_latency(
     before = server_counters(grpc_url, model)
     try:
         for sample in samples:
-            inputs = _infer_inputs(grpcclient, sample)
+            inputs = infer_inputs(grpcclient, sample)
             began = time.perf_counter()
             first = client.infer(model, inputs, client_timeout=CLIENT_TIMEOUT_S)
             miss_s.append(time.perf_counter() - began)
@@ -288,7 +288,9 @@ def traffic_report(
     }
 
 
-def _infer_inputs(grpcclient: Any, sample: Sample) -> list[Any]:
+def infer_inputs(grpcclient: Any, sample: Sample) -> list[Any]:
+    """One sample as Triton gRPC ``InferInput``s (``grpcclient``: ``tritonclient.grpc``), built
+    once and reused for every request; a dtype Triton has no wire name for is a ValueError."""
     inputs = []
     for name, array in sample.items():
         dtype = wire_dtype(array.dtype.name)
