@@ -29,7 +29,7 @@ from optiserve.remote.artifacts import (
     upload_folder,
 )
 from optiserve.remote.errors import FetchError, TransferError
-from optiserve.remote.fetch import FetchSettings, _bucket_key, _retrying
+from optiserve.remote.fetch import FetchSettings, bucket_key, retrying
 from optiserve.remote.s3 import S3Client, TransientError, resolve_credentials
 from optiserve.render.objectstore import ARTIFACT_STORE_ENV
 from optiserve_optimizer.errors import OptimizerError
@@ -70,7 +70,7 @@ class ArtifactStore:
             return None
         settings = FetchSettings.from_env(env)
         client = S3Client(settings.s3, resolve_credentials(env), settings.timeout_s)
-        bucket, prefix = _bucket_key(uri)
+        bucket, prefix = bucket_key(uri)
         return cls(client, settings, bucket, prefix.strip("/"))
 
     def uri(self, digest: str) -> str:
@@ -81,7 +81,7 @@ class ArtifactStore:
 
     def complete(self, digest: str, log: Log) -> bool:
         try:
-            return _retrying(
+            return retrying(
                 lambda: is_complete(self.client, self.bucket, self._key(digest)),
                 self.uri(digest),
                 self.settings,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from optiserve.remote.artifacts import delete_folder, pull_folder
 from optiserve.remote.errors import FetchError
-from optiserve.remote.fetch import FetchSettings, _bucket_key, _retrying
+from optiserve.remote.fetch import FetchSettings, bucket_key, retrying
 from optiserve.remote.s3 import S3Client, resolve_credentials
 
 TERMINATION_LOG_ENV = "OPTISERVE_TERMINATION_MESSAGE_PATH"
@@ -41,7 +41,7 @@ def _client(settings: FetchSettings) -> S3Client:
 
 def pull(uri: str, dest: Path) -> None:
     settings = FetchSettings.from_env(os.environ)
-    bucket, prefix = _bucket_key(uri)
+    bucket, prefix = bucket_key(uri)
     pull_folder(_client(settings), bucket, prefix, dest, settings, _log)
     _log(f"pulled {uri} into {dest}")
 
@@ -49,10 +49,10 @@ def pull(uri: str, dest: Path) -> None:
 def delete(uri: str, digests: Sequence[str]) -> None:
     settings = FetchSettings.from_env(os.environ)
     client = _client(settings)
-    bucket, prefix = _bucket_key(uri)
+    bucket, prefix = bucket_key(uri)
     for digest in digests:
         target = f"{prefix.strip('/')}/{digest}"
-        removed = _retrying(
+        removed = retrying(
             functools.partial(delete_folder, client, bucket, target),
             f"s3://{bucket}/{target}/",
             settings,

@@ -21,11 +21,11 @@ from pathlib import Path
 from optiserve.remote.errors import FetchError, NotFoundError
 from optiserve.remote.fetch import (
     FetchSettings,
-    _fetch_one,
-    _remove,
-    _replace,
-    _retrying,
-    _s3_opener,
+    fetch_one,
+    remove_path,
+    replace_path,
+    retrying,
+    s3_opener,
 )
 from optiserve.remote.s3 import S3Client
 
@@ -66,7 +66,7 @@ def upload_folder(
     }
     for name, path in files.items():
         key = f"{prefix}/{name}"
-        _retrying(
+        retrying(
             functools.partial(client.put_file, bucket, key, path),
             f"s3://{bucket}/{key}",
             settings,
@@ -74,7 +74,7 @@ def upload_folder(
         )
     marker = json.dumps({"files": manifest}, sort_keys=True).encode()
     key = f"{prefix}/{MARKER}"
-    _retrying(lambda: client.put_bytes(bucket, key, marker), f"s3://{bucket}/{key}", settings, log)
+    retrying(lambda: client.put_bytes(bucket, key, marker), f"s3://{bucket}/{key}", settings, log)
     log(f"uploaded s3://{bucket}/{prefix}/: {len(files)} files, marker written")
 
 
@@ -119,9 +119,9 @@ def pull_folder(
     the marker's size and sha256)."""
     prefix = prefix.strip("/")
     uri = f"s3://{bucket}/{prefix}/"
-    files = _retrying(lambda: read_marker(client, bucket, prefix), uri, settings, log)
+    files = retrying(lambda: read_marker(client, bucket, prefix), uri, settings, log)
     part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
-    _remove(part)
+    remove_path(part)
     try:
         for name, meta in sorted(files.items()):
             target = part / name
@@ -129,19 +129,19 @@ def pull_folder(
                 raise FetchError(uri, f"refusing the file name {name!r} in the marker")
             target.parent.mkdir(parents=True, exist_ok=True)
             key = f"{prefix}/{name}"
-            _fetch_one(
+            fetch_one(
                 f"s3://{bucket}/{key}",
                 target,
-                _s3_opener(client, bucket, key),
+                s3_opener(client, bucket, key),
                 int(meta["size"]),
                 str(meta["sha256"]),
                 settings,
                 log,
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _replace(part, dest)
+        replace_path(part, dest)
     finally:
-        _remove(part)
+        remove_path(part)
     return dest
 
 

@@ -138,7 +138,7 @@ def fetch(
         _fetch_s3(client, bare, dest, pin, settings, log)
     elif scheme in ("http", "https"):
         opener = _http_opener(bare, settings.timeout_s)
-        _fetch_one(uri, dest, opener, None, pin, settings, log)
+        fetch_one(uri, dest, opener, None, pin, settings, log)
     else:
         raise FetchError(uri, f"{scheme}:// is not fetched; it is read in place")
     return dest
@@ -153,7 +153,8 @@ def _sha256_of(path: Path) -> str:
     return folder_sha256(path) if path.is_dir() else _file_sha256(path)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Removes a file or a folder tree, whichever ``path`` is; gone already is fine."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -161,7 +162,8 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _bucket_key(uri: str) -> tuple[str, str]:
+def bucket_key(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key); the key may be empty (the bucket's root)."""
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     if not bucket:
         raise FetchError(uri, "expected s3://BUCKET/KEY")
@@ -171,10 +173,10 @@ def _bucket_key(uri: str) -> tuple[str, str]:
 def _fetch_s3(
     client: S3Client, uri: str, dest: Path, pin: str | None, settings: FetchSettings, log: Log
 ) -> None:
-    bucket, key = _bucket_key(uri)
+    bucket, key = bucket_key(uri)
     if key and not key.endswith("/"):
         try:
-            _fetch_one(uri, dest, _s3_opener(client, bucket, key), None, pin, settings, log)
+            fetch_one(uri, dest, s3_opener(client, bucket, key), None, pin, settings, log)
             return
         except NotFoundError as missing:
             # Not an object: maybe a folder named without the trailing slash.
@@ -182,7 +184,7 @@ def _fetch_s3(
                 return any(True for _ in client.list(bucket, key + "/"))
 
             try:
-                found = _retrying(has_children, uri, settings, log)
+                found = retrying(has_children, uri, settings, log)
             except NotFoundError:  # no such bucket either
                 raise missing from None
             if not found:
@@ -190,14 +192,14 @@ def _fetch_s3(
                     uri, f"no object and no folder of objects under it ({missing.cause})"
                 ) from None
     prefix = key.rstrip("/") + "/" if key else ""
-    objects = _retrying(lambda: list(client.list(bucket, prefix)), uri, settings, log)
+    objects = retrying(lambda: list(client.list(bucket, prefix)), uri, settings, log)
     objects = [o for o in objects if not o.key.endswith("/")]
     if not objects:
         raise NotFoundError(uri, "no object and no folder of objects under this prefix")
     total = sum(o.size for o in objects)
     log(f"fetch {redact(uri)}: folder of {len(objects)} files, {_mib(total)}")
     part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
-    _remove(part)
+    remove_path(part)
     try:
         for obj in objects:
             relative = obj.key[len(prefix) :]
@@ -205,22 +207,22 @@ def _fetch_s3(
             if ".." in Path(relative).parts:
                 raise FetchError(uri, f"refusing the object name {relative!r}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            _fetch_one(
+            fetch_one(
                 f"s3://{bucket}/{obj.key}",
                 target,
-                _s3_opener(client, bucket, obj.key),
+                s3_opener(client, bucket, obj.key),
                 obj.size,
                 None,
                 settings,
                 log,
             )
         _check_pin(uri, part, pin)
-        _replace(part, dest)
+        replace_path(part, dest)
     finally:
-        _remove(part)
+        remove_path(part)
 
 
-def _replace(part: Path, dest: Path) -> None:
+def replace_path(part: Path, dest: Path) -> None:
     """Renames ``part`` to ``dest``, replacing a stale copy (a folder cannot be renamed over)."""
     if dest.is_dir():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
@@ -234,7 +236,8 @@ def _replace(part: Path, dest: Path) -> None:
 Opener = Callable[[int], Stream]
 
 
-def _s3_opener(client: S3Client, bucket: str, key: str) -> Opener:
+def s3_opener(client: S3Client, bucket: str, key: str) -> Opener:
+    """Opens the object at a byte offset (a resumed download asks for the rest)."""
     return lambda offset: client.get(bucket, key, offset)
 
 
@@ -282,7 +285,8 @@ class _ShortBody(Exception):
     """The connection ended before the announced length."""
 
 
-def _retrying(call: Callable[[], T], uri: str, settings: FetchSettings, log: Log) -> T:
+def retrying(call: Callable[[], T], uri: str, settings: FetchSettings, log: Log) -> T:
+    """``call()``, again after a backoff while it fails transiently, up to the attempts."""
     for attempt in range(1, settings.attempts + 1):
         try:
             return call()
@@ -306,7 +310,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _fetch_one(
+def fetch_one(
     uri: str,
     dest: Path,
     open_at: Opener,
@@ -321,7 +325,7 @@ def _fetch_one(
     part.unlink(missing_ok=True)
     state = {"size": expected}
     try:
-        _retrying(lambda: _download(uri, part, open_at, state, settings, log), uri, settings, log)
+        retrying(lambda: _download(uri, part, open_at, state, settings, log), uri, settings, log)
         with part.open("rb+") as f:
             os.fsync(f.fileno())
         _check_pin(uri, part, pin)
