@@ -17,9 +17,12 @@
 # and on a GPU node the NVIDIA container runtime adds the driver (libcuda.so.1).
 ARG OPERATOR_BASE=python:3.11.14-slim-bookworm
 ARG OPTIMIZER_BASE=python:3.11.14-slim-bookworm
-# The optimizer's extras. tensorrt pulls NVIDIA's libraries from NVIDIA's index; a build that
-# cannot reach it (this project's CI) passes OPTIMIZER_EXTRAS=optimizer.
-ARG OPTIMIZER_EXTRAS=optimizer,tensorrt
+# The optimizer's extras. serve: the local tritonserver (nvidia-pytriton) and tritonclient that
+# the Job's serving.tuning search runs; its python-backend stub links libpython3.11.so.1.0, which
+# python:3.11-slim has (a base without the shared libpython needs Debian's libpython3.11).
+# tensorrt pulls NVIDIA's libraries from NVIDIA's index; a build that cannot reach it (this
+# project's CI) passes OPTIMIZER_EXTRAS=optimizer,serve.
+ARG OPTIMIZER_EXTRAS=optimizer,serve,tensorrt
 
 # ---- operator: its third-party dependencies, from the dependency lists only ---------------------
 # No source here: this layer changes only with the base, the lists or the constraints.
@@ -85,8 +88,8 @@ ENTRYPOINT ["optiserve", "operator"]
 FROM ${OPTIMIZER_BASE} AS optimizer-deps
 ARG OPTIMIZER_EXTRAS
 COPY .ci/constraints.txt hack/images/deps/base.txt hack/images/deps/optimizer.txt \
-     hack/images/deps/tensorrt.txt /opt/optiserve/requirements/
-# One `-r <extra>.txt` per extra in OPTIMIZER_EXTRAS (optimizer, tensorrt).
+     hack/images/deps/serve.txt hack/images/deps/tensorrt.txt /opt/optiserve/requirements/
+# One `-r <extra>.txt` per extra in OPTIMIZER_EXTRAS (optimizer, serve, tensorrt).
 # hadolint ignore=DL3013,DL3042,SC2086
 RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \

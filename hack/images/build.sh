@@ -21,8 +21,8 @@
 #        hack/images/build.sh --print-dir  the folder for the current inputs; builds nothing
 # Env:   OPTISERVE_CACHE, OPTISERVE_PIP_CA (CA bundle for pip inside the build; default: the one
 #        `pip config` names, passed as a build secret and never stored in an image),
-#        OPTIMIZER_EXTRAS (default: optimizer; the Dockerfile's default adds tensorrt, whose
-#        libraries come from NVIDIA's index, which this project's machines cannot reach).
+#        OPTIMIZER_EXTRAS (default: optimizer,serve; the Dockerfile's default adds tensorrt,
+#        whose libraries come from NVIDIA's index, which this project's machines cannot reach).
 set -euo pipefail
 
 # All in main, called on the last line: bash has read the whole script before it runs, so an
@@ -36,7 +36,7 @@ source "${here}/base.env"
 cache_root="${OPTISERVE_CACHE:-${HOME}/.cache/optiserve}/images"
 # buildah's store and run folder: ours, so the dependency layers survive between builds.
 store="${OPTISERVE_CACHE:-${HOME}/.cache/optiserve}/buildah"
-extras="${OPTIMIZER_EXTRAS:-optimizer}"
+extras="${OPTIMIZER_EXTRAS:-optimizer,serve}"
 images=(operator optimizer)
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "${repo}/pyproject.toml" | head -1)"
 say() { echo "images/build.sh: $*"; }

@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 IMAGES = {"operator": ["optiserve", "operator"], "optimizer": ["optiserve", "optimize"]}
-EXTRAS = {"operator": "[operator]", "optimizer": "[optimizer,tensorrt]"}
+EXTRAS = {"operator": "[operator]", "optimizer": "[optimizer,serve,tensorrt]"}
 
 
 @dataclass

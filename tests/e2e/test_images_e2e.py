@@ -1,7 +1,8 @@
 """End to end from the built images (issue 18): the operator runs from the operator image and the
 optimization Job's pod from the optimizer image (optiserve_testing/image_exec.py: the image's root
 filesystem, read-only, as UID 10001, with the pod's env and volumes), so what reaches Ready here
-is what a cluster would run. Triton's pods still run the local stand-in (its image is NVIDIA's).
+is what a cluster would run, serving.tuning included (the search runs in the Job's pod). Triton's
+pods still run the local stand-in (its image is NVIDIA's).
 """
 
 from __future__ import annotations
@@ -184,3 +185,43 @@ def test_a_broken_optimizer_image_fails_naming_the_image_and_the_package(
     message = condition(get(cluster, namespace, "om", "broken"), "Degraded")["message"]
     assert BROKEN_OPTIMIZER in message, message
     assert "onnxruntime" in message, message
+
+
+# Short: two configs, one-second windows. Against images without the serve extra this ended
+# in ServingTuned False/NotTuned (TritonNotFoundError), the bug it guards against.
+TUNING = {
+    "latencyBudgetMs": 1000,
+    "concurrency": [4],
+    "maxTrials": 2,
+    "maxSeconds": 60,
+    "trialSeconds": 1,
+    "warmupSeconds": 1,
+}
+
+
+def test_the_optimizer_image_tunes_serving_in_the_job(
+    cluster: LocalCluster,
+    image_operator: ImageOperator,
+    runner: PodRunner,
+    namespace: str,
+) -> None:
+    """serving.tuning in the Job's pod from the optimizer image: its own tritonserver, the
+    Job's /dev/shm emptyDir, and the verdict on the model (ServingTuned, status.serving)."""
+    tuned = tiny("tuned")
+    tuned["spec"]["serving"]["tuning"] = TUNING
+    cluster.apply([tuned], namespace=namespace)
+    obj = wait_ready(cluster, image_operator, namespace, "tuned")
+
+    verdict = condition(obj, "ServingTuned")
+    assert (verdict["status"], verdict["reason"]) == ("True", "WithinBudget"), verdict
+    summary = obj["status"]["serving"]["tuning"]
+    assert summary["outcome"] == "tuned" and summary["trials"] == 2, summary
+    (job,) = items(cluster, namespace, "jobs", "tuned")
+    pods = get(cluster, namespace, "pods", "-l", f"job-name={job['metadata']['name']}")
+    (pod,) = pods["items"]
+    spec = json.loads(
+        (
+            runner.pod_dir(namespace, pod["metadata"]["name"]) / "optimizer.image-exec.json"
+        ).read_text()
+    )
+    assert "/dev/shm" in {mount["target"] for mount in spec["mounts"]}

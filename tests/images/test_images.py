@@ -13,10 +13,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from optiserve_testing.images import REPO_ROOT, BuiltImage, pip_ca_bundle
 from tests.images.conftest import run_in_image
+from tests.triton.tiny_models import WEIGHT, matmul_relu
 
 pytestmark = pytest.mark.images
 
@@ -229,3 +231,88 @@ def test_the_sbom_lists_what_the_image_holds(images: dict[str, BuiltImage], name
     unpinned = {canonical(n) for n in listed} - set(CANONICAL_PINS)
     assert unpinned <= {"optiserve", "pip", "setuptools", "wheel"}, unpinned
     assert ("torch" in {canonical(n) for n in listed}) == (name == "optimizer")
+
+
+# serving.tuning inside the optimizer image: the search's local tritonserver (the nvidia-pytriton
+# wheel's) found, started on a read-only root as the image's user, serving a tiny ONNX model
+# through the python backend, then the pipeline's own entry (tune_packaged) searching two configs.
+TUNING_SERVING = {
+    "maxBatchSize": 8,
+    "dynamicBatching": {"maxQueueDelayMicroseconds": 500},
+    "tuning": {
+        "latencyBudgetMs": 1000,
+        "concurrency": [4],
+        "maxTrials": 2,
+        "maxSeconds": 60,
+        "trialSeconds": 1,
+        "warmupSeconds": 1,
+    },
+}
+TRITON_IN_IMAGE = """
+import json, os, subprocess, sys
+from pathlib import Path
+import numpy as np
+import tritonclient.http as httpclient
+from optiserve.api.serving import ServingSpec
+from optiserve.serve import LocalTriton
+from optiserve.serve.install import find_triton
+from optiserve.serve.repository import onnx_signature, write_onnx_model
+from optiserve_optimizer.tuning import tune_packaged
+
+model, spec = Path(sys.argv[1]), ServingSpec.model_validate(json.loads(sys.argv[2]))
+install = find_triton()
+ldd = subprocess.run(["ldd", str(install.stub)], env=install.environment(),
+    capture_output=True, text=True, check=True).stdout
+repository = Path("/tmp/repository")
+write_onnx_model(repository, "tiny", model, spec)
+x = (np.arange(20, dtype=np.float32).reshape(5, 4) - 8) / 4
+with LocalTriton(repository, spec, startup_timeout_s=120, install=install) as triton:
+    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    tensor = httpclient.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    served = client.infer("tiny", [tensor]).as_numpy("y")
+    client.close()
+    shm = sorted(p.name for p in Path("/dev/shm").iterdir())
+log = []
+tuned = tune_packaged("tiny", spec, model, onnx_signature(model), "onnxruntime_onnx", {"x": x},
+    (repository / "tiny" / "config.pbtxt").read_text(), log.append)
+print(json.dumps({"binary": str(install.binary), "stub": str(install.stub),
+    "libpython": [os.path.realpath(line.split()[2]) for line in ldd.splitlines()
+                  if "libpython3.11.so.1.0 => /" in line],
+    "served": served.tolist(), "shm": shm, "summary": tuned.summary.to_wire(),
+    "plot": tuned.files.get("tuning.png", b"")[:8].hex(), "log": log}))
+"""
+
+
+@pytest.mark.timeout(900)
+def test_the_optimizer_image_runs_the_tuning_search_on_its_own_tritonserver(
+    images: dict[str, BuiltImage], tmp_path: Path
+) -> None:
+    image = images["optimizer"]
+    tmp = tmp_path / "tmp"  # the container's /tmp (the Job's emptyDir)
+    tmp.mkdir()
+    matmul_relu(tmp / "model.onnx").chmod(0o644)
+    argv = ["python3", "-c", TRITON_IN_IMAGE, "/tmp/model.onnx", json.dumps(TUNING_SERVING)]
+    code, out, err = run_in_image(image, argv, tmp_path, timeout=600)
+    assert code == 0, err[-4000:]
+    seen = json.loads(out.splitlines()[-1])
+
+    site = image.site_packages()
+    assert seen["binary"] == f"{site}/pytriton/tritonserver/bin/tritonserver"
+    assert seen["stub"].endswith("/python_backend_stubs/3.11/triton_python_backend_stub")
+    # The stub embeds CPython: the image has the shared libpython it links (the base's package).
+    (libpython,) = seen["libpython"]
+    assert (image.rootfs() / libpython.lstrip("/")).is_file()
+    assert "libpython3.11" in (image.archive.parent / "optimizer.dpkg.txt").read_text().split()
+    x = (np.arange(20, dtype=np.float32).reshape(5, 4) - 8) / 4
+    np.testing.assert_allclose(seen["served"], np.maximum(x @ WEIGHT, 0), rtol=1e-6)
+    # The python backend's tensors went through /dev/shm (why the tuning Job mounts one).
+    assert any(region.startswith("optiserve_") for region in seen["shm"]), seen["shm"]
+
+    summary = seen["summary"]
+    assert summary["outcome"] == "tuned", seen["log"]
+    assert summary["trials"] == 2 and summary["throughputRps"] > 0
+    assert any("tritonserver ready" in line for line in seen["log"])
+    assert seen["plot"] == "89504e470d0a1a0a"  # tuning.png: matplotlib draws in the image too
+    # The servers' working folders (the repository twin, the log) were under /tmp and are gone.
+    assert not list(tmp.glob("optiserve-triton-*")) and not list(tmp.glob("optiserve-tuning-*"))

@@ -91,6 +91,20 @@ def pod_failure_policy() -> dict[str, Any]:
 
 
 ARTIFACTS_VOLUME = "artifacts"
+# serving.tuning runs a local tritonserver in the Job, whose python backend passes each batch's
+# tensors through /dev/shm. A runtime's default /dev/shm (64 MiB in Docker and containerd)
+# cannot hold one batch of 64 ResNet-sized inputs (38.5 MB in, as much out: the stub's pool
+# fails with ENOSPC, measured), so with tuning on the Job mounts a memory-backed emptyDir there,
+# as Triton's own pods have. Its pages count against the container's memory limit.
+TUNING_SHM_SIZE = "1Gi"
+
+
+def tuning_shm_volume(spec: OptimizedModelSpec) -> tuple[list[Manifest], list[Manifest]]:
+    """(volumes, mounts): a /dev/shm emptyDir when ``serving.tuning`` is set, else none."""
+    if spec.serving.tuning is None:
+        return [], []
+    volume = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": TUNING_SHM_SIZE}}
+    return [volume], [{"name": "dshm", "mountPath": "/dev/shm"}]
 
 
 def model_folder(spec: OptimizedModelSpec, namespace: str, name: str) -> str:
@@ -213,6 +227,7 @@ def render_job(
     tmp_vol, tmp_mount = tmp_volume(str(tmp_limit) if tmp_limit is not None else None)
     spec_vol = {"name": "spec", "configMap": {"name": name}}
     spec_mount = {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}
+    shm_vols, shm_mounts = tuning_shm_volume(spec)
 
     container: dict[str, Any] = {
         "name": COMPONENT,
@@ -242,7 +257,7 @@ def render_job(
             ResourceRequirements(requests=sizing.requests, limits=sizing.limits), target
         ),
         "securityContext": container_security_context(),
-        "volumeMounts": [spec_mount, tmp_mount, *claim_mounts, store_mount],
+        "volumeMounts": [spec_mount, tmp_mount, *shm_mounts, *claim_mounts, store_mount],
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the summary is written still leaves the log's tail as the reason.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -252,7 +267,7 @@ def render_job(
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": [spec_vol, tmp_vol, *claim_vols, store_vol],
+        "volumes": [spec_vol, tmp_vol, *shm_vols, *claim_vols, store_vol],
     }
     pod_spec.update(placement(job_spec.node_selector, job_spec.tolerations, target))
     if service_account:
