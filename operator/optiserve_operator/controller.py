@@ -134,7 +134,7 @@ class Controller:
                 self._report_transient(obj, failure, now)
                 raise err.cause from None
             # Refused by the API server: Stalled with its reason, a Warning event, and no
-            # retry until the spec changes (reconcile.held).
+            # retry until the spec changes (failures.held).
             stalled = stalled_status(result.status, generation, failure, now)
             self._write_status(obj, stalled)
             self._emit(obj, transition_events(status_of(obj), stalled))

@@ -35,7 +35,7 @@ from optiserve_operator.kube import KubeError
 from optiserve_operator.summary import redact
 
 # Condition reasons of permanent failures; a model stalled with one of them waits for a
-# spec change (see reconcile.held).
+# spec change (see failures.held).
 REASON_RENDER_FAILED = "RenderFailed"
 REASON_CHILD_REJECTED = "ChildRejected"
 REASON_FORBIDDEN = "Forbidden"

@@ -8,8 +8,7 @@ from the recipe digest), so "create" is create-or-read and a restart creates not
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Literal
 
 from optiserve.api import OptimizedModelSpec
@@ -21,7 +20,7 @@ from optiserve.api.status import (
     OptimizedModelStatus,
 )
 from optiserve.digest import spec_recipe_digest
-from optiserve.policy import Policy, describe, violations
+from optiserve.policy import describe, violations
 from optiserve.render.deployment import (
     ArtifactLocationError,
     selector_string,
@@ -31,16 +30,13 @@ from optiserve.render.job import artifact_uri, render_job, render_spec_config_ma
 from optiserve.render.kubernetes import (
     ANNOTATION_RETRY,
     Manifest,
-    Owner,
     endpoint,
     grpc_endpoint,
     job_name,
 )
-from optiserve.render.serving_config import rollout_settings, settings_fingerprint
 from optiserve_operator import conditions as c
 from optiserve_operator import exposure as exposing
 from optiserve_operator.canary_rollout import (
-    CanaryObserved,
     CanaryPass,
     plan_canary_pass,
     stable_deployment,
@@ -55,203 +51,42 @@ from optiserve_operator.failures import (
     name_problem,
     stalled_status,
 )
-from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT, DeploymentState, JobState
-from optiserve_operator.retention import SpecConfigMap, config_maps_to_delete, kept_digests
-from optiserve_operator.settings import POLL_SECONDS, RESYNC_SECONDS
-from optiserve_operator.summary import Summary, SummaryError, parse_summary, redact
+from optiserve_operator.observe import ANNOTATION_FAILED_ROLLOUT
+from optiserve_operator.pass_io import (
+    AUTOSCALER_KINDS,
+    Config,
+    Event,
+    ModelState,
+    Observed,
+    Plan,
+)
+from optiserve_operator.retention import config_maps_to_delete, kept_digests
+from optiserve_operator.stages import (
+    Optimization,
+    Rollout,
+    optimization_stage,
+    rollout_stage,
+    stage_outcome,
+)
+from optiserve_operator.summary import redact
 from optiserve_operator.tuning_condition import tuning_conditions, tuning_events
 
-
-@dataclass(frozen=True)
-class Config:
-    optimizer_image: str
-    service_account: str | None = None
-    poll_seconds: float = POLL_SECONDS
-    resync_seconds: float = RESYNC_SECONDS
-    policy: Policy | None = None  # the administrator's (optiserve.policy); None: structural only
-    prometheus_url: str | None = None  # where canary analysis reads Triton's metrics
-
-
-@dataclass(frozen=True)
-class ModelState:
-    owner: Owner
-    generation: int
-    annotations: Mapping[str, str]
-    spec: OptimizedModelSpec
-    status: OptimizedModelStatus
-
-
-AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
-
-
-@dataclass(frozen=True)
-class Observed:
-    model: ModelState
-    jobs: tuple[JobState, ...] = ()
-    deployment: DeploymentState | None = None
-    autoscalers: frozenset[str] = frozenset()  # kinds of our autoscalers that exist
-    network_policy: bool = False  # our NetworkPolicy exists
-    config_maps: tuple[SpecConfigMap, ...] = ()  # the Jobs' spec ConfigMaps
-    exposure: exposing.ExposureState = field(default_factory=exposing.ExposureState)
-    canary: CanaryObserved = field(default_factory=CanaryObserved)  # the canary Deployment
-
-
-@dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    status: OptimizedModelStatus
-    create: tuple[Manifest, ...] = ()  # create, or read when it exists (409)
-    dry_run: tuple[Manifest, ...] = ()  # checked by the API server (SSA, dryRun=All) first
-    apply: tuple[Manifest, ...] = ()  # server-side apply, field manager "optiserve"
-    delete_jobs: tuple[str, ...] = ()  # still-running Jobs of a superseded digest
-    delete_autoscalers: tuple[str, ...] = ()  # kinds no longer wanted (spec changed)
-    delete_network_policy: bool = False  # the spec switched it off
-    delete_exposure: tuple[str, ...] = ()  # HTTPRoute / Ingress no longer asked for
-    delete_config_maps: tuple[str, ...] = ()  # spec ConfigMaps of superseded Jobs
-    delete_canary: bool = False  # the canary Deployment (aborted, promoted, or not wanted)
-    delete_canary_service: bool = False  # the canary Service (an HTTPRoute's canary backend)
-    events: tuple[Event, ...] = ()
-    requeue_after: float | None = 300.0  # None: only a watch event (a spec change) brings it back
-
-
-@dataclass(frozen=True)
-class Optimization:
-    state: Literal["done", "running", "blocked", "failed", "create"]
-    artifact: Artifact | None = None
-    summary: Summary | None = None  # newly read from a finished Job in this pass
-    reason: str = ""
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class Rollout:
-    state: Literal["none", "rolling", "ready", "failed", "rolled_back"]
-    serve: Artifact | None = None
-    failed_marker: str | None = None
-    message: str = ""
-    events: tuple[Event, ...] = field(default_factory=tuple)
+# The pass's public face: its inputs and outputs live in pass_io, the stages in stages.py.
+__all__ = [
+    "AUTOSCALER_KINDS",
+    "Config",
+    "Event",
+    "ModelState",
+    "Observed",
+    "Plan",
+    "plan",
+    "recipe_digest",
+    "transition_events",
+]
 
 
 def recipe_digest(name: str, spec: OptimizedModelSpec) -> str:
     return spec_recipe_digest(name, spec.source, spec.optimization, spec.serving)
-
-
-def _optimization(obs: Observed, digest: str, wanted_job: str) -> Optimization:
-    status = obs.model.status
-    if status.artifact is not None and status.artifact.digest == digest:
-        return Optimization("done", artifact=status.artifact)
-    owner = obs.model.owner
-    default_uri = artifact_uri(obs.model.spec, digest, namespace=owner.namespace, name=owner.name)
-    for job in obs.jobs:
-        # Any finished Job of this digest will do, including one from an earlier retry.
-        if job.digest == digest and job.phase == "succeeded":
-            try:
-                summary = parse_summary(job.message, digest, default_uri)
-            except SummaryError as err:
-                if job.name != wanted_job:
-                    continue
-                return Optimization("failed", reason=c.REASON_SUMMARY_UNREADABLE, message=str(err))
-            return Optimization("done", artifact=summary.artifact, summary=summary)
-    current = next((j for j in obs.jobs if j.name == wanted_job), None)
-    if current is not None and current.phase == "failed":
-        message = f"Job {current.name} failed ({current.failure_reason}): {current.failure_message}"
-        return Optimization("failed", reason=c.REASON_JOB_FAILED, message=message)
-    if current is not None and current.blocked_reason:
-        message = f"Job {current.name}: {current.blocked_message}"
-        return Optimization("blocked", reason=current.blocked_reason, message=message)
-    if current is not None:
-        message = f"Job {current.name} is optimizing the model"
-        if current.progress:
-            message += f": {current.progress}"
-        return Optimization("running", message=message)
-    # The failed Job may be gone (ttlSecondsAfterFinished); status remembers the failure, so
-    # only a new digest or a new optiserve.io/retry value starts another Job: no retry storm.
-    optimized = c.find(status.conditions, OPTIMIZED)
-    if (
-        status.job_name == wanted_job
-        and optimized is not None
-        and optimized.reason in (c.REASON_JOB_FAILED, c.REASON_SUMMARY_UNREADABLE)
-    ):
-        return Optimization("failed", reason=optimized.reason, message=optimized.message)
-    return Optimization("create", message=f"Job {wanted_job} is optimizing the model")
-
-
-def _rollout(
-    obs: Observed, candidate: Artifact | None, last_good: Artifact | None, retry: str
-) -> Rollout:
-    """Which artifact to serve, and how its rollout stands."""
-    if candidate is None:
-        return Rollout("none")
-    dep = obs.deployment
-    serving = obs.model.spec.serving
-    marker = f"{candidate.digest}/{retry}"
-    if dep is not None and dep.failed_rollout == marker and last_good is not None:
-        state: Literal["failed", "rolled_back"] = "rolled_back"
-        if dep.artifact_digest == last_good.digest and dep.observed and dep.deadline_exceeded:
-            state = "failed"  # the good artifact does not come up either
-        message = (
-            f"artifact {candidate.digest[:12]} was not Ready within "
-            f"{serving.rollout_deadline_seconds}s; serving {last_good.digest[:12]} again"
-        )
-        return Rollout(state, serve=last_good, failed_marker=marker, message=message)
-    on_candidate = dep is not None and dep.artifact_digest == candidate.digest and dep.observed
-    if dep is not None and on_candidate and dep.deadline_exceeded:
-        message = (
-            f"artifact {candidate.digest[:12]} was not Ready within "
-            f"{serving.rollout_deadline_seconds}s"
-        )
-        can_roll_back = last_good is not None and last_good.digest != candidate.digest
-        if serving.rollback_on_failure and can_roll_back:
-            assert last_good is not None
-            message += f"; rolling back to {last_good.digest[:12]}"
-            event = Event("Warning", c.REASON_ROLLED_BACK, message)
-            return Rollout(
-                "rolled_back",
-                serve=last_good,
-                failed_marker=marker,
-                message=message,
-                events=(event,),
-            )
-        return Rollout("failed", serve=candidate, message=message)
-    # Ready only once the pods run the spec's serving settings too (no annotation: older pods).
-    settings = settings_fingerprint(rollout_settings(serving, candidate.tuning))
-    current = dep is not None and dep.serving_config in (None, settings)
-    if dep is not None and on_candidate and dep.rolled_out and current:
-        return Rollout("ready", serve=candidate)
-    what = f"serving settings {settings[:8]} of " if on_candidate and not current else ""
-    return Rollout("rolling", serve=candidate, message=f"rolling out {what}{candidate.digest[:12]}")
-
-
-def _outcome(opt: Optimization, rollout: Rollout) -> c.Outcome:
-    if opt.state == "failed":
-        optimized = c.Wanted(OPTIMIZED, "False", opt.reason, opt.message)
-        served = f"; still serving {rollout.serve.digest[:12]}" if rollout.serve else ""
-        return c.Outcome("Failed", optimized, opt.reason, opt.message + served)
-    if opt.state == "blocked":
-        # The Job stays: the pod starts by itself once a GPU frees up or the claim appears.
-        optimized = c.Wanted(OPTIMIZED, "False", opt.reason, opt.message)
-        return c.Outcome("Pending", optimized, opt.reason, opt.message, stuck=True)
-    if opt.state in ("running", "create"):
-        optimized = c.Wanted(OPTIMIZED, "False", c.REASON_OPTIMIZING, opt.message)
-        return c.Outcome("Optimizing", optimized, c.REASON_OPTIMIZING, opt.message)
-    assert opt.artifact is not None
-    done = opt.artifact
-    optimized = c.Wanted(
-        OPTIMIZED, "True", c.REASON_OPTIMIZED, f"{done.precision} {done.format} at {done.uri}"
-    )
-    if rollout.state == "ready":
-        return c.Outcome("Ready", optimized, c.REASON_READY, f"serving {done.digest[:12]}")
-    if rollout.state == "rolled_back":
-        return c.Outcome("Failed", optimized, c.REASON_ROLLED_BACK, rollout.message)
-    if rollout.state == "failed":
-        return c.Outcome("Failed", optimized, c.REASON_DEADLINE, rollout.message)
-    return c.Outcome("Deploying", optimized, c.REASON_ROLLING_OUT, rollout.message)
 
 
 def _transition_events(old: OptimizedModelStatus, new: OptimizedModelStatus) -> list[Event]:
@@ -307,7 +142,7 @@ def _plan(
     model = obs.model
     spec, status, owner = model.spec, model.status, model.owner
 
-    opt = _optimization(obs, digest, wanted_job)
+    opt = optimization_stage(obs, digest, wanted_job)
     exposed = exposing.plan_exposure(owner, spec.serving.exposure, obs.exposure)
     create: list[Manifest] = []
     dry_run: list[Manifest] = []
@@ -351,7 +186,7 @@ def _plan(
     if canary is not None and canary.phase is not None:
         rollout = Rollout("rolling", serve=canary.stable_artifact, message=canary.decision.message)
     else:
-        rollout = _rollout(obs, candidate, status.last_good_artifact, retry)
+        rollout = rollout_stage(obs, candidate, status.last_good_artifact, retry)
     events += rollout.events
     events += [Event(*e) for e in canary.events] if canary else []
     apply: list[Manifest] = []
@@ -381,7 +216,7 @@ def _plan(
     wanted_kind = _autoscaler_kind(autoscaling.provider) if autoscaling is not None else None
     stale = tuple(k for k in AUTOSCALER_KINDS if k in obs.autoscalers and k != wanted_kind)
 
-    outcome = _outcome(opt, rollout)
+    outcome = stage_outcome(opt, rollout)
     if canary is not None and canary.phase is not None and opt.state == "done":
         outcome = replace(
             outcome, phase=canary.phase, reason=canary.reason, message=canary.decision.message
