@@ -33,12 +33,11 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise PkiError(f"openssl {' '.join(args[:2])} failed: {result.stderr.strip()}")
 
 
-def make_ca(directory: Path, common_name: str = "optiserve-test-ca") -> KeyPair:
-    directory.mkdir(parents=True, exist_ok=True)
-    pair = KeyPair(directory / "ca.crt", directory / "ca.key")
+def _new_key_request(key: Path, out: Path, subject: str, cwd: Path, *extra: str) -> None:
+    """A new P-256 key in ``key`` and a request for ``subject`` in ``out`` (with ``-x509`` in
+    ``extra``: a self-signed certificate instead)."""
     _openssl(
         "req",
-        "-x509",
         "-new",
         "-nodes",
         "-newkey",
@@ -46,18 +45,31 @@ def make_ca(directory: Path, common_name: str = "optiserve-test-ca") -> KeyPair:
         "-pkeyopt",
         "ec_paramgen_curve:prime256v1",
         "-keyout",
-        str(pair.key),
+        str(key),
         "-out",
-        str(pair.cert),
+        str(out),
+        "-subj",
+        subject,
+        *extra,
+        cwd=cwd,
+    )
+
+
+def make_ca(directory: Path, common_name: str = "optiserve-test-ca") -> KeyPair:
+    directory.mkdir(parents=True, exist_ok=True)
+    pair = KeyPair(directory / "ca.crt", directory / "ca.key")
+    _new_key_request(
+        pair.key,
+        pair.cert,
+        f"/CN={common_name}",
+        directory,
+        "-x509",
         "-days",
         "7",
-        "-subj",
-        f"/CN={common_name}",
         "-addext",
         "basicConstraints=critical,CA:TRUE",
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        cwd=directory,
     )
     return pair
 
@@ -76,22 +88,7 @@ def make_certificate(
     pair = KeyPair(directory / f"{name}.crt", directory / f"{name}.key")
     csr = directory / f"{name}.csr"
     subject = "".join(f"/O={org}" for org in organizations) + f"/CN={common_name}"
-    _openssl(
-        "req",
-        "-new",
-        "-nodes",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-keyout",
-        str(pair.key),
-        "-out",
-        str(csr),
-        "-subj",
-        subject,
-        cwd=directory,
-    )
+    _new_key_request(pair.key, csr, subject, directory)
     extensions = [
         "basicConstraints=critical,CA:FALSE",
         "keyUsage=critical,digitalSignature,keyEncipherment",
