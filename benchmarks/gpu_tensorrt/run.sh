@@ -16,18 +16,9 @@ wheels="${WHEELS:-.whl}"
 pieces="${PIECES:-.trt-pieces}"
 site="${SITE:-/tmp/trt-site}"
 libs="${LIBS:-/tmp/trt-libs}"
-mkdir -p "${out}"
-exec > >(tee "${out}/log.txt") 2>&1
-tee_pid=$!
-# Let tee write the last lines before the command returns (the tool ends what is left running).
-finish() {
-  local code=$?
-  exec 1>&- 2>&-
-  wait "${tee_pid}" 2>/dev/null
-  exit "${code}"
-}
-trap finish EXIT
-say() { echo "[$(date +%H:%M:%S)] run.sh: $*"; }
+# shellcheck source=../device_log.sh
+source benchmarks/device_log.sh
+log_to "${out}/log.txt"
 start=${SECONDS}
 
 say "python $("${py}" --version 2>&1), $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"

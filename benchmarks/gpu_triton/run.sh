@@ -12,17 +12,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 out="${OUT:-/tmp/gpu-triton-out}"
 py="${PYTHON:-python3}"
 site="${SITE:-/tmp/serve-site}"
-mkdir -p "${out}"
-exec > >(tee "${out}/log.txt") 2>&1
-tee_pid=$!
-finish() {
-  local code=$?
-  exec 1>&- 2>&-
-  wait "${tee_pid}" 2>/dev/null
-  exit "${code}"
-}
-trap finish EXIT
-say() { echo "[$(date +%H:%M:%S)] run.sh: $*"; }
+# shellcheck source=../device_log.sh
+source benchmarks/device_log.sh
+log_to "${out}/log.txt"
 say "python $("${py}" --version 2>&1), $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
 if [[ -z "${SKIP_INSTALL:-}" ]]; then
   "${py}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

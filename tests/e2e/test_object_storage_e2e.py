@@ -11,6 +11,7 @@ readiness probe passes only once the model is loaded).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -44,17 +45,27 @@ READER_SECRET = "bucket-reader"
 WRONG_SECRET = "bucket-wrong-key"
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+@contextlib.contextmanager
+def tiny_model_in_s3(
+    tmp_path_factory: pytest.TempPathFactory, buckets: list[str]
+) -> Iterator[S3Server]:
+    """A real SeaweedFS with ``buckets``; the tiny classifier and its eval data in ``models``
+    (``tiny/tiny.onnx``, ``data/eval.npz``)."""
     files = tmp_path_factory.mktemp("tiny")
     write_tiny_classifier(files)
     try:
-        with start_s3(tmp_path_factory.mktemp("s3"), buckets=["models"]) as server:
+        with start_s3(tmp_path_factory.mktemp("s3"), buckets=buckets) as server:
             server.put("models", "tiny/tiny.onnx", (files / "tiny.onnx").read_bytes())
             server.put("models", "data/eval.npz", (files / "eval.npz").read_bytes())
             yield server
     except BinariesUnavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with tiny_model_in_s3(tmp_path_factory, ["models"]) as server:
+        yield server
 
 
 def secret(name: str, access_key: str, secret_key: str) -> dict[str, Any]:

@@ -18,15 +18,17 @@ from typing import Any
 import pytest
 
 from optiserve.remote.artifacts import is_complete
-from optiserve_testing.binaries import BinariesUnavailable
 from optiserve_testing.cluster import LocalCluster
 from optiserve_testing.kwok_config import RUN_LOCALLY_NAMESPACES
-from optiserve_testing.s3server import S3Server, start_s3
+from optiserve_testing.s3server import S3Server
 from optiserve_testing.waiting import wait_until
 from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
-from tests.e2e.models import write_tiny_classifier
 from tests.e2e.objects import get, served_digest, tiny, wait_ready
-from tests.e2e.test_object_storage_e2e import everything_the_user_sees, secret
+from tests.e2e.test_object_storage_e2e import (
+    everything_the_user_sees,
+    secret,
+    tiny_model_in_s3,
+)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -42,15 +44,8 @@ WRITER_SECRET = "artifact-writer"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    files = tmp_path_factory.mktemp("tiny")
-    write_tiny_classifier(files)
-    try:
-        with start_s3(tmp_path_factory.mktemp("s3"), buckets=["models", "artifacts"]) as server:
-            server.put("models", "tiny/tiny.onnx", (files / "tiny.onnx").read_bytes())
-            server.put("models", "data/eval.npz", (files / "eval.npz").read_bytes())
-            yield server
-    except BinariesUnavailable as exc:
-        pytest.skip(str(exc))
+    with tiny_model_in_s3(tmp_path_factory, ["models", "artifacts"]) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
