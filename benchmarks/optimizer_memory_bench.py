@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,26 +31,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "optimizer")]
 
+from optiserve_optimizer.machine import INSTRUCTION_SETS, cpu_facts  # noqa: E402
 from optiserve_optimizer.models import minilm  # noqa: E402
 
 MIB = 2**20
 
 
 def machine() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln), ""
-    )
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
-    )
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    isa = " ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
+    model, flags = cpu_facts()
+    isa = " ".join(flags) or "none of " + ", ".join(INSTRUCTION_SETS)
     threads = os.environ.get("OPTISERVE_THREADS", "(default)")
-    return (
-        f"CPU {model or platform.processor()}; ISA {isa}; {os.cpu_count()} CPUs; "
-        f"OPTISERVE_THREADS={threads}"
-    )
+    return f"CPU {model}; ISA {isa}; {os.cpu_count()} CPUs; OPTISERVE_THREADS={threads}"
 
 
 def load() -> str:

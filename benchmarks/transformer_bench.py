@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from optiserve.api import OptimizationSpec, SourceSpec  # noqa: E402
 from optiserve_optimizer.artifact import ModelArtifact, PassContext  # noqa: E402
 from optiserve_optimizer.errors import PassFailedError  # noqa: E402
 from optiserve_optimizer.evaluate import mean_cosine  # noqa: E402
+from optiserve_optimizer.machine import INSTRUCTION_SETS, cpu_facts  # noqa: E402
 from optiserve_optimizer.memory import peak_rss  # noqa: E402
 from optiserve_optimizer.models import minilm  # noqa: E402
 from optiserve_optimizer.onnx_utils import threads  # noqa: E402
@@ -48,17 +48,10 @@ INT8_ONLY = "int8-dynamic (INT8 only)"
 
 
 def machine() -> dict[str, str]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln), ""
-    )
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
-    )
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    model, flags = cpu_facts()
     return {
-        "cpu": model or platform.processor(),
-        "isa": " ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted),
+        "cpu": model,
+        "isa": " ".join(flags) or "none of " + ", ".join(INSTRUCTION_SETS),
         "cpus": str(os.cpu_count()),
         "threads": str(threads()),
     }
