@@ -29,6 +29,7 @@ from optiserve.policy import read_policy_dir
 from optiserve.render.job import COMPONENT as JOB_COMPONENT
 from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, MANAGED_BY
 from optiserve_operator import metrics
+from optiserve_operator.child_cache import ChildCache
 from optiserve_operator.controller import Controller
 from optiserve_operator.echoes import OwnWrites, is_edit
 from optiserve_operator.kube import Kube
@@ -49,6 +50,25 @@ CHILD_RESOURCES = (
     ("autoscaling", "v2", "horizontalpodautoscalers"),
 )
 OPTIMIZER_PODS = ("", "v1", "pods")
+# Children read but not repaired on their events (the next pass puts them back, as before):
+# watched only so that reading them costs no request (child_cache.py).
+READ_ONLY_CHILD_RESOURCES = (
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("", "v1", "configmaps"),
+    ("networking.k8s.io", "v1", "ingresses"),
+)
+# The kind of each cached resource, as ``Kube.get`` / ``Kube.list`` name it.
+CACHED_KINDS = {
+    "jobs": "Job",
+    "deployments": "Deployment",
+    "services": "Service",
+    "horizontalpodautoscalers": "HorizontalPodAutoscaler",
+    "poddisruptionbudgets": "PodDisruptionBudget",
+    "networkpolicies": "NetworkPolicy",
+    "configmaps": "ConfigMap",
+    "ingresses": "Ingress",
+}
 
 
 @dataclass
@@ -64,6 +84,8 @@ class Runtime:
     # --leader-elect (leader.py). Watches fill the queue either way, so a standby is current.
     leading: asyncio.Event = field(default_factory=asyncio.Event)
     elector: LeaderElector | None = None
+    # The children as the watches delivered them: what passes read (child_cache.py).
+    children: ChildCache = field(default_factory=lambda: ChildCache(CACHED_KINDS.values()))
 
 
 def stop_process() -> None:
@@ -120,7 +142,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     limiter = TokenBucket(ops.api_qps, ops.api_burst)
-    kube = await asyncio.to_thread(Kube.from_environment, ops.kubeconfig, limiter)
+    kube = await asyncio.to_thread(Kube.from_environment, ops.kubeconfig, limiter, rt.children)
     # Read once: the chart restarts the operator when the policy changes (checksum annotation).
     # An unreadable policy stops the start rather than let every spec through.
     policy = read_policy_dir(Path(ops.policy_dir)) if ops.policy_dir else None
@@ -210,16 +232,53 @@ def owner_key(body: Mapping[str, Any]) -> Key | None:
     return None
 
 
+# The cache is filled by index handlers because kopf runs them before any other handler, and
+# starts the other handlers only once every indexed kind's initial listing is indexed: a pass
+# (queued by a model's event) never finds the cache still empty after a start. Nothing is put
+# in kopf's own index (None); deletions come to the event handlers below.
+@kopf.index(*CHILD_RESOURCES[0])
+@kopf.index(*CHILD_RESOURCES[1])
+@kopf.index(*CHILD_RESOURCES[2])
+@kopf.index(*CHILD_RESOURCES[3])
+@kopf.index(*READ_ONLY_CHILD_RESOURCES[0])
+@kopf.index(*READ_ONLY_CHILD_RESOURCES[1])
+@kopf.index(*READ_ONLY_CHILD_RESOURCES[2])
+@kopf.index(*READ_ONLY_CHILD_RESOURCES[3])
+async def cache_child(body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any) -> None:
+    if owner_key(body) is not None:
+        runtime(memo).children.store(CACHED_KINDS[resource.plural], body)
+
+
+def _forget_child(rt: Runtime, event_type: str, body: kopf.Body, plural: str) -> None:
+    if event_type == "DELETED":  # deleted, or out of the selection (its label removed)
+        meta = body.get("metadata") or {}
+        rt.children.drop(CACHED_KINDS[plural], meta.get("namespace") or "", meta.get("name", ""))
+
+
 # Every kind the operator writes is watched, so a deleted or edited child is put back within
 # seconds instead of at the next resync. Events of objects no model controls are dropped.
 @kopf.on.event(*CHILD_RESOURCES[0])
 @kopf.on.event(*CHILD_RESOURCES[1])
 @kopf.on.event(*CHILD_RESOURCES[2])
 @kopf.on.event(*CHILD_RESOURCES[3])
-async def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def child_event(
+    type: str, body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any
+) -> None:
+    rt = runtime(memo)
+    _forget_child(rt, type, body, resource.plural)
     key = owner_key(body)
     if key is not None:
-        runtime(memo).queue.add(key)
+        rt.queue.add(key)
+
+
+@kopf.on.event(*READ_ONLY_CHILD_RESOURCES[0])
+@kopf.on.event(*READ_ONLY_CHILD_RESOURCES[1])
+@kopf.on.event(*READ_ONLY_CHILD_RESOURCES[2])
+@kopf.on.event(*READ_ONLY_CHILD_RESOURCES[3])
+async def read_only_child_event(
+    type: str, body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any
+) -> None:
+    _forget_child(runtime(memo), type, body, resource.plural)
 
 
 # A Job's pods are owned by the Job, not the model; they carry the model's label. Watching
@@ -240,7 +299,7 @@ def filter_watches_on_the_server(settings: kopf.OperatorSettings) -> None:
     puts the label back.
     """
     ours = f"app.kubernetes.io/managed-by={MANAGED_BY}"
-    for resource in CHILD_RESOURCES:
+    for resource in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES):
         settings.watching.label_selectors[resource] = ours
     settings.watching.label_selectors[OPTIMIZER_PODS] = (
         f"{ours},{LABEL_COMPONENT}={JOB_COMPONENT},{LABEL_MODEL}"
