@@ -279,12 +279,6 @@ class Controller:
             with _doing(f"apply {manifest['kind']} {manifest['metadata']['name']}"):
                 child = manifest["metadata"]["name"]
                 live = self.kube.get(manifest["apiVersion"], manifest["kind"], namespace, child)
-                if live is None:
-                    # Not in the watches' cache (perhaps applied a moment ago, its event still
-                    # on the way): the API server's answer decides, not a needless write.
-                    live = self.kube.get(
-                        manifest["apiVersion"], manifest["kind"], namespace, child, cached=False
-                    )
                 if unchanged(live, manifest):  # as wanted: no write (applied.py says why)
                     continue
                 self.kube.apply(stamped(manifest))

@@ -245,8 +245,9 @@ def owner_key(body: Mapping[str, Any]) -> Key | None:
 @kopf.index(*READ_ONLY_CHILD_RESOURCES[2])
 @kopf.index(*READ_ONLY_CHILD_RESOURCES[3])
 async def cache_child(body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any) -> None:
-    if owner_key(body) is not None:
-        runtime(memo).children.store(CACHED_KINDS[resource.plural], body)
+    # Every object the selection streams, owned or not (the artifact-cleanup Job has no owner
+    # reference on purpose): readers check ownership themselves, as they did on the API.
+    runtime(memo).children.store(CACHED_KINDS[resource.plural], body)
 
 
 def _forget_child(rt: Runtime, event_type: str, body: kopf.Body, plural: str) -> None:

@@ -61,6 +61,9 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 # Gateway API's HTTPRoute) is remembered as such this long, instead of asked about in every pass
 # of every model; a CRD installed later is seen within this time.
 UNSERVED_TTL = 30.0
+# A child this operator applied is in flight to the watches' cache for a moment: missing from
+# the cache that soon after, it is looked up on the API server instead (not applied again).
+IN_FLIGHT_SECONDS = 60.0
 # How much of a running optimizer's log a pass reads for its progress: a bounded tail.
 LOG_TAIL_LINES = 200
 LOG_LIMIT_BYTES = 32 * 1024
@@ -103,6 +106,8 @@ class Kube:
         self.cache = cache
         self._clock = clock
         self._unserved: dict[tuple[str, str], tuple[float, KubeError]] = {}
+        # (kind, namespace, name) of cached kinds applied lately -> when (monotonic seconds).
+        self._applied: dict[tuple[str, str, str], float] = {}
 
     @classmethod
     def from_environment(
@@ -194,13 +199,23 @@ class Kube:
             raise KubeError(502, "BadGateway", f"the API server answered no JSON: {err}") from err
         return data if isinstance(data, dict) else {"items": data}
 
-    def get(
-        self, api_version: str, kind: str, namespace: str, name: str, *, cached: bool = True
-    ) -> Obj | None:
-        """The object, or None when there is none; from the watches' cache for the kinds it
-        covers unless ``cached`` is false (then the API server's watch cache, or etcd)."""
-        if cached and self.cache is not None and self.cache.covers(kind):
-            return self.cache.get(kind, namespace, name)
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        """The object, or None when there is none: from the watches' cache for the kinds it
+        covers, else from the API server (its watch cache, or etcd for ``FRESH_READS``)."""
+        if self.cache is not None and self.cache.covers(kind):
+            ref = (kind, namespace, name)
+            found = self.cache.get(kind, namespace, name)
+            applied = self._applied.get(ref)
+            if found is not None or applied is None:
+                self._applied.pop(ref, None)  # there (the cache has caught up), or not ours
+                return found
+            if self._clock() - applied > IN_FLIGHT_SECONDS:
+                self._applied.pop(ref, None)
+                return None
+            # Applied a moment ago and not in the cache yet: its watch event is on the way.
+        return self._get_live(api_version, kind, namespace, name)
+
+    def _get_live(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         if self._known_unserved(api_version, kind) is not None:
             return None  # as the API server answers (404) for a type it does not serve
         query = {} if kind in FRESH_READS else {"resourceVersion": "0"}
@@ -255,13 +270,17 @@ class Kube:
         meta = manifest["metadata"]
         path = resource_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
         try:
-            return self._request(
+            created = self._request(
                 "POST", path, body=manifest, query={"fieldManager": FIELD_MANAGER}
-            ), True
+            )
+            self._in_flight(manifest)
+            return created, True
         except KubeError as err:
             if err.status != 409:
                 raise
-        existing = self.get(
+        # From the API server: an object another pass created a moment ago may not be in the
+        # watches' cache yet.
+        existing = self._get_live(
             manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
         )
         if existing is None:  # deleted between the two calls; the next pass creates it
@@ -295,9 +314,24 @@ class Kube:
         query = {"fieldManager": FIELD_MANAGER, "force": "true"}
         if dry_run:
             query["dryRun"] = "All"
-        return self._request(
+        applied = self._request(
             "PATCH", path, body=manifest, query=query, content_type=APPLY_CONTENT_TYPE
         )
+        if not dry_run and subresource is None:
+            self._in_flight(manifest)
+        return applied
+
+    def _in_flight(self, manifest: Obj) -> None:
+        """Note a child just written, whose watch event may not have reached the cache."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        if self.cache is None or not self.cache.covers(kind):
+            return
+        now = self._clock()
+        if len(self._applied) >= 1024:  # drop those never read back (their model went)
+            for ref, when in list(self._applied.items()):
+                if now - when > IN_FLIGHT_SECONDS:
+                    self._applied.pop(ref, None)
+        self._applied[(kind, meta["namespace"], meta["name"])] = now
 
     def json_patch(
         self, api_version: str, kind: str, namespace: str, name: str, ops: Sequence[Obj]
@@ -327,6 +361,7 @@ class Kube:
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        self._applied.pop((kind, namespace, name), None)
         try:
             self._request("DELETE", resource_path(api_version, kind, namespace, name), body=body)
         except KubeError as err:

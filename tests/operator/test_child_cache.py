@@ -19,7 +19,7 @@ from kubernetes import client
 
 from optiserve_operator import handlers
 from optiserve_operator.child_cache import ChildCache
-from optiserve_operator.kube import UNSERVED_TTL, Kube, KubeError
+from optiserve_operator.kube import IN_FLIGHT_SECONDS, UNSERVED_TTL, Kube, KubeError
 
 MODEL = "optiserve.io/model"
 
@@ -110,6 +110,10 @@ class ApiServer(BaseHTTPRequestHandler):
             status = {"kind": "Status", "code": 404, "reason": "NotFound", "message": "nope"}
             self._send(404, json.dumps(status).encode())
 
+    def do_PATCH(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self._send(200, self.rfile.read(length))
+
     def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
@@ -158,12 +162,43 @@ def test_covered_kinds_are_read_from_the_cache_others_from_the_api_server(
         "cached"
     ]
     assert server.paths == []
-    # Unless the caller wants the API server's answer (the controller before an apply).
-    assert kube.get("v1", "Service", "ml", "live", cached=False) is not None
     # A kind the cache does not cover, and a selector it cannot answer, go to the server.
     assert kube.get("v1", "ConfigMap", "ml", "x") is None
     kube.list("v1", "Service", "ml", {"job-name": "x"})
-    assert len(server.paths) == 3
+    assert len(server.paths) == 2
+
+
+def test_a_child_applied_a_moment_ago_is_asked_for_until_the_cache_has_it(
+    api: tuple[str, type[ApiServer]],
+) -> None:
+    url, server = api
+    live = child("Service", "live")
+    server.objects["/api/v1/namespaces/ml/services/live"] = live
+    clock = Clock()
+    cache = ChildCache(["Service"])
+    kube = kube_for(url, cache, clock)
+    kube.apply(live)
+    server.paths.clear()
+    # Its watch event is on the way: the API server says it exists (no second apply).
+    assert kube.get("v1", "Service", "ml", "live") is not None
+    assert len(server.paths) == 1
+    # Once the cache has it, the cache answers, and keeps answering after a deletion.
+    cache.store("Service", live)
+    assert kube.get("v1", "Service", "ml", "live") is not None
+    cache.drop("Service", "ml", "live")
+    assert kube.get("v1", "Service", "ml", "live") is None
+    assert len(server.paths) == 1
+    # An event that never comes (the watch was re-listed) is waited for a bounded time.
+    kube.apply(live)
+    clock.now += IN_FLIGHT_SECONDS + 1
+    server.paths.clear()
+    assert kube.get("v1", "Service", "ml", "live") is None
+    assert server.paths == []
+    # Neither a dry run nor a status write is a child in flight.
+    kube.apply(live, dry_run=True)
+    kube.apply(live, subresource="status")
+    assert kube.get("v1", "Service", "ml", "live") is None
+    assert server.paths == []
 
 
 def test_an_unserved_resource_type_is_asked_about_once_per_ttl(
