@@ -34,6 +34,7 @@ from optiserve_operator.controller import Controller
 from optiserve_operator.echoes import OwnWrites, is_edit
 from optiserve_operator.kube import Kube
 from optiserve_operator.leader import LeaderElector, new_identity, run_election
+from optiserve_operator.memory import release_memory
 from optiserve_operator.ratelimit import TokenBucket
 from optiserve_operator.reconcile import Config
 from optiserve_operator.settings import OperatorSettings
@@ -41,6 +42,8 @@ from optiserve_operator.workqueue import WorkQueue
 
 LOG = logging.getLogger("optiserve.operator")
 MAX_BACKOFF = 60.0
+# Quiet this long after some passes: freed memory goes back to the system (memory.py).
+TRIM_AFTER_IDLE_SECONDS = 15.0
 Key = tuple[str, str]  # (namespace, name)
 # (group, version, plural) of every kind of child the operator writes and watches.
 CHILD_RESOURCES = (
@@ -84,6 +87,7 @@ class Runtime:
     # --leader-elect (leader.py). Watches fill the queue either way, so a standby is current.
     leading: asyncio.Event = field(default_factory=asyncio.Event)
     elector: LeaderElector | None = None
+    passes: int = 0  # reconcile passes so far (when the last burst ended: trim_when_idle)
     # The children as the watches delivered them: what passes read (child_cache.py).
     children: ChildCache = field(default_factory=lambda: ChildCache(CACHED_KINDS.values()))
 
@@ -120,6 +124,36 @@ async def worker(rt: Runtime, controller: Controller) -> None:
                 rt.queue.add_after(key, delay)
         finally:
             rt.queue.done(key)
+            rt.passes += 1
+
+
+async def trim_when_idle(rt: Runtime) -> None:
+    """Release freed memory (memory.py) once a burst of passes is over (``BurstEnd``)."""
+    burst = BurstEnd(rt.passes)
+    while True:
+        await asyncio.sleep(TRIM_AFTER_IDLE_SECONDS)
+        if burst.over(rt.passes, len(rt.queue)):
+            await asyncio.to_thread(release_memory)
+
+
+@dataclass
+class BurstEnd:
+    """Checked every interval: true once after passes were made (a thousand models listed,
+    rolled out or deleted) when a whole interval then went by with no pass and none queued."""
+
+    seen: int  # passes at the last check
+    released_at: int = -1
+
+    def __post_init__(self) -> None:
+        self.released_at = self.seen
+
+    def over(self, passes: int, queued: int) -> bool:
+        quiet = passes == self.seen and queued == 0
+        due = quiet and passes != self.released_at
+        if due:
+            self.released_at = passes
+        self.seen = passes
+        return due
 
 
 @kopf.on.startup()
@@ -159,6 +193,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         asyncio.create_task(worker(rt, controller), name=f"optiserve-worker-{i}")
         for i in range(ops.workers)
     ]
+    rt.tasks.append(asyncio.create_task(trim_when_idle(rt), name="optiserve-memory"))
     if ops.leader_elect:
         rt.elector = LeaderElector(
             kube, ops.leader_election_namespace, ops.leader_election_id, new_identity()

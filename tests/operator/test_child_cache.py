@@ -229,3 +229,21 @@ def test_the_cached_kinds_are_the_watched_children_and_all_are_server_side_selec
     assert set(handlers.Runtime(settings=None).children.kinds) == set(  # type: ignore[arg-type]
         handlers.CACHED_KINDS.values()
     )
+
+
+def test_freed_memory_is_released_once_after_each_burst() -> None:
+    from optiserve_operator import memory
+
+    burst = handlers.BurstEnd(0)
+    # Checked every interval with (passes so far, keys queued).
+    assert [burst.over(0, 0), burst.over(0, 0)] == [False, False]  # idle from the start
+    assert burst.over(40, 60) is False  # a burst ...
+    assert burst.over(90, 10) is False  # ... still going
+    assert burst.over(100, 0) is False  # the last passes in this interval
+    assert burst.over(100, 0) is True  # a whole quiet interval: released
+    assert [burst.over(100, 0), burst.over(100, 0)] == [False, False]  # once
+    assert burst.over(100, 3) is False  # keys queued, no pass yet (a worker will come)
+    assert burst.over(101, 0) is False
+    assert burst.over(101, 0) is True  # one more pass is a (small) burst too
+    # The real release runs here (glibc): it collects and trims without error.
+    assert isinstance(memory.release_memory(), bool)
