@@ -10,7 +10,8 @@ Triton pods are kwok's. Steps, one operator process unless said otherwise:
 3. settle: RSS after the burst, and the operator's writes while nothing changes.
 4. re-apply: ``kubectl apply`` of the same N: the operator's mutating requests (audit log).
 5. restart: the operator restarted, so every model is reconciled from scratch: its writes.
-6. delete: ``kubectl delete`` of all N: time until no child is left, RSS after.
+6. delete: ``kubectl delete`` of all N: time until no child is left, RSS then and a minute
+   later.
 
     python benchmarks/scale_bench.py --models 1000   # writes benchmarks/results/scale.{md,png}
 """
@@ -94,6 +95,13 @@ def fmt_writes(writes: Counter[str]) -> str:
     return f"{total}" + (f" ({detail})" if detail else "")
 
 
+def per_model(requests: Counter[str], models: int) -> str:
+    """Requests per model, in all and by ``verb resource`` (the audit log's count)."""
+    total = sum(requests.values())
+    detail = ", ".join(f"{k} {v / models:.2f}" for k, v in requests.most_common())
+    return f"{total / models:.2f} ({detail})"
+
+
 def bench(models: int, timeout_s: float, operator_args: tuple[str, ...]) -> dict[str, Any]:
     fleet = Fleet(control_plane_binaries(), models)
     r: dict[str, Any] = {"models": models, "load_start": load(), "operator_args": operator_args}
@@ -132,6 +140,7 @@ def bench(models: int, timeout_s: float, operator_args: tuple[str, ...]) -> dict
         r["probe"] = probe
         r["rss_peak"] = sampler.peak(t0, t_done)
         r["burst_writes"] = fleet.audit.writes_since(burst_mark)
+        r["burst_requests"] = fleet.audit.requests_since(burst_mark)
         r["reconciles"] = fleet.metric("optiserve_reconciles_total") - reconciles0
         r["requests"] = fleet.metric("optiserve_api_requests_total") - requests0
         r["cpu_s"] = cpu_seconds(fleet.pid) - cpu0
@@ -164,6 +173,7 @@ def bench(models: int, timeout_s: float, operator_args: tuple[str, ...]) -> dict
         r["restart_pass_s"] = time.monotonic() - started
         time.sleep(5)
         r["restart_writes"] = fleet.audit.writes_since(mark)
+        r["restart_requests"] = fleet.audit.requests_since(mark)
         r["restart_rss_peak"] = restarted.peak()
         r["rss_idle_restarted"] = r["rss_idle"]
 
@@ -187,6 +197,9 @@ def bench(models: int, timeout_s: float, operator_args: tuple[str, ...]) -> dict
         )
         r["delete_s"] = time.monotonic() - started
         r["rss_after_delete"] = settled_rss(restarted, 20)
+        # The operator gives freed memory back once it has been quiet a while (memory.py).
+        time.sleep(40)
+        r["rss_after_delete_later"] = settled_rss(restarted, 20)
         r["delete_writes"] = fleet.audit.writes_since(mark)
         r["children_left"] = fleet.children()
         restarted.stop()
@@ -231,6 +244,10 @@ def table(r: dict[str, Any], info: dict[str, str]) -> str:
             f"({1000 * r['cpu_s'] / max(r['reconciles'], 1):.0f} ms a pass)",
         ),
         ("operator writes in the burst", fmt_writes(r["burst_writes"])),
+        (
+            "operator requests per model in the burst (audit log)",
+            per_model(r["burst_requests"], r["models"]),
+        ),
         ("creating + seeding the N models (kubectl)", f"{r['create_s']:.1f} s"),
         (
             "probe's spec change reconciled (3 s into the burst)",
@@ -248,11 +265,19 @@ def table(r: dict[str, Any], info: dict[str, str]) -> str:
         ("operator writes, re-apply + 15 s", fmt_writes(r["reapply_writes"])),
         ("restart: every model reconciled again in", f"{r['restart_pass_s']:.1f} s"),
         ("operator writes after the restart", fmt_writes(r["restart_writes"])),
+        (
+            "operator requests per model after the restart",
+            per_model(r["restart_requests"], r["models"] + 1),
+        ),
         ("restarted operator RSS peak", f"{r['restart_rss_peak']:.0f} MiB"),
         ("delete all: every child gone in", f"{r['delete_s']:.1f} s"),
         ("children left", str(sum(r["children_left"].values()))),
         ("operator writes in the deletion", fmt_writes(r["delete_writes"])),
         ("restarted operator RSS after the deletion", f"{r['rss_after_delete']:.0f} MiB"),
+        (
+            "the same, from 60 s to 80 s after the deletion",
+            f"{r['rss_after_delete_later']:.0f} MiB",
+        ),
     ]
     width = max(len(a) for a, _ in rows)
     lines = [f"| {'measure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]

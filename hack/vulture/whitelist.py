@@ -13,6 +13,8 @@ _ = Whitelist()
 queue_depth  # operator/optiserve_operator/handlers.py
 model_event
 child_event
+cache_child
+read_only_child_event
 optimizer_pod_event
 # kopf reads these settings (handlers.py startup); assigning them is the use.
 _.progress_storage

@@ -29,10 +29,12 @@ from optiserve.policy import read_policy_dir
 from optiserve.render.job import COMPONENT as JOB_COMPONENT
 from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, MANAGED_BY
 from optiserve_operator import metrics
+from optiserve_operator.child_cache import ChildCache
 from optiserve_operator.controller import Controller
 from optiserve_operator.echoes import OwnWrites, is_edit
 from optiserve_operator.kube import Kube
 from optiserve_operator.leader import LeaderElector, new_identity, run_election
+from optiserve_operator.memory import release_memory
 from optiserve_operator.ratelimit import TokenBucket
 from optiserve_operator.reconcile import Config
 from optiserve_operator.settings import OperatorSettings
@@ -40,6 +42,8 @@ from optiserve_operator.workqueue import WorkQueue
 
 LOG = logging.getLogger("optiserve.operator")
 MAX_BACKOFF = 60.0
+# Quiet this long after some passes: freed memory goes back to the system (memory.py).
+TRIM_AFTER_IDLE_SECONDS = 15.0
 Key = tuple[str, str]  # (namespace, name)
 # (group, version, plural) of every kind of child the operator writes and watches.
 CHILD_RESOURCES = (
@@ -49,6 +53,25 @@ CHILD_RESOURCES = (
     ("autoscaling", "v2", "horizontalpodautoscalers"),
 )
 OPTIMIZER_PODS = ("", "v1", "pods")
+# Children read but not repaired on their events (the next pass puts them back, as before):
+# watched only so that reading them costs no request (child_cache.py).
+READ_ONLY_CHILD_RESOURCES = (
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("", "v1", "configmaps"),
+    ("networking.k8s.io", "v1", "ingresses"),
+)
+# The kind of each cached resource, as ``Kube.get`` / ``Kube.list`` name it.
+CACHED_KINDS = {
+    "jobs": "Job",
+    "deployments": "Deployment",
+    "services": "Service",
+    "horizontalpodautoscalers": "HorizontalPodAutoscaler",
+    "poddisruptionbudgets": "PodDisruptionBudget",
+    "networkpolicies": "NetworkPolicy",
+    "configmaps": "ConfigMap",
+    "ingresses": "Ingress",
+}
 
 
 @dataclass
@@ -64,6 +87,9 @@ class Runtime:
     # --leader-elect (leader.py). Watches fill the queue either way, so a standby is current.
     leading: asyncio.Event = field(default_factory=asyncio.Event)
     elector: LeaderElector | None = None
+    passes: int = 0  # reconcile passes so far (when the last burst ended: trim_when_idle)
+    # The children as the watches delivered them: what passes read (child_cache.py).
+    children: ChildCache = field(default_factory=lambda: ChildCache(CACHED_KINDS.values()))
 
 
 def stop_process() -> None:
@@ -98,6 +124,36 @@ async def worker(rt: Runtime, controller: Controller) -> None:
                 rt.queue.add_after(key, delay)
         finally:
             rt.queue.done(key)
+            rt.passes += 1
+
+
+async def trim_when_idle(rt: Runtime) -> None:
+    """Release freed memory (memory.py) once a burst of passes is over (``BurstEnd``)."""
+    burst = BurstEnd(rt.passes)
+    while True:
+        await asyncio.sleep(TRIM_AFTER_IDLE_SECONDS)
+        if burst.over(rt.passes, len(rt.queue)):
+            await asyncio.to_thread(release_memory)
+
+
+@dataclass
+class BurstEnd:
+    """Checked every interval: true once after passes were made (a thousand models listed,
+    rolled out or deleted) when a whole interval then went by with no pass and none queued."""
+
+    seen: int  # passes at the last check
+    released_at: int = -1
+
+    def __post_init__(self) -> None:
+        self.released_at = self.seen
+
+    def over(self, passes: int, queued: int) -> bool:
+        quiet = passes == self.seen and queued == 0
+        due = quiet and passes != self.released_at
+        if due:
+            self.released_at = passes
+        self.seen = passes
+        return due
 
 
 @kopf.on.startup()
@@ -120,7 +176,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     limiter = TokenBucket(ops.api_qps, ops.api_burst)
-    kube = await asyncio.to_thread(Kube.from_environment, ops.kubeconfig, limiter)
+    kube = await asyncio.to_thread(Kube.from_environment, ops.kubeconfig, limiter, rt.children)
     # Read once: the chart restarts the operator when the policy changes (checksum annotation).
     # An unreadable policy stops the start rather than let every spec through.
     policy = read_policy_dir(Path(ops.policy_dir)) if ops.policy_dir else None
@@ -137,6 +193,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         asyncio.create_task(worker(rt, controller), name=f"optiserve-worker-{i}")
         for i in range(ops.workers)
     ]
+    rt.tasks.append(asyncio.create_task(trim_when_idle(rt), name="optiserve-memory"))
     if ops.leader_elect:
         rt.elector = LeaderElector(
             kube, ops.leader_election_namespace, ops.leader_election_id, new_identity()
@@ -210,16 +267,54 @@ def owner_key(body: Mapping[str, Any]) -> Key | None:
     return None
 
 
+# The cache is filled by index handlers because kopf runs them before any other handler, and
+# starts the other handlers only once every indexed kind's initial listing is indexed: a pass
+# (queued by a model's event) never finds the cache still empty after a start. Nothing is put
+# in kopf's own index (None); deletions come to the event handlers below.
+@kopf.index(*CHILD_RESOURCES[0])
+@kopf.index(*CHILD_RESOURCES[1])
+@kopf.index(*CHILD_RESOURCES[2])
+@kopf.index(*CHILD_RESOURCES[3])
+@kopf.index(*READ_ONLY_CHILD_RESOURCES[0])
+@kopf.index(*READ_ONLY_CHILD_RESOURCES[1])
+@kopf.index(*READ_ONLY_CHILD_RESOURCES[2])
+@kopf.index(*READ_ONLY_CHILD_RESOURCES[3])
+async def cache_child(body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any) -> None:
+    # Every object the selection streams, owned or not (the artifact-cleanup Job has no owner
+    # reference on purpose): readers check ownership themselves, as they did on the API.
+    runtime(memo).children.store(CACHED_KINDS[resource.plural], body)
+
+
+def _forget_child(rt: Runtime, event_type: str, body: kopf.Body, plural: str) -> None:
+    if event_type == "DELETED":  # deleted, or out of the selection (its label removed)
+        meta = body.get("metadata") or {}
+        rt.children.drop(CACHED_KINDS[plural], meta.get("namespace") or "", meta.get("name", ""))
+
+
 # Every kind the operator writes is watched, so a deleted or edited child is put back within
 # seconds instead of at the next resync. Events of objects no model controls are dropped.
 @kopf.on.event(*CHILD_RESOURCES[0])
 @kopf.on.event(*CHILD_RESOURCES[1])
 @kopf.on.event(*CHILD_RESOURCES[2])
 @kopf.on.event(*CHILD_RESOURCES[3])
-async def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def child_event(
+    type: str, body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any
+) -> None:
+    rt = runtime(memo)
+    _forget_child(rt, type, body, resource.plural)
     key = owner_key(body)
     if key is not None:
-        runtime(memo).queue.add(key)
+        rt.queue.add(key)
+
+
+@kopf.on.event(*READ_ONLY_CHILD_RESOURCES[0])
+@kopf.on.event(*READ_ONLY_CHILD_RESOURCES[1])
+@kopf.on.event(*READ_ONLY_CHILD_RESOURCES[2])
+@kopf.on.event(*READ_ONLY_CHILD_RESOURCES[3])
+async def read_only_child_event(
+    type: str, body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any
+) -> None:
+    _forget_child(runtime(memo), type, body, resource.plural)
 
 
 # A Job's pods are owned by the Job, not the model; they carry the model's label. Watching
@@ -240,7 +335,7 @@ def filter_watches_on_the_server(settings: kopf.OperatorSettings) -> None:
     puts the label back.
     """
     ours = f"app.kubernetes.io/managed-by={MANAGED_BY}"
-    for resource in CHILD_RESOURCES:
+    for resource in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES):
         settings.watching.label_selectors[resource] = ours
     settings.watching.label_selectors[OPTIMIZER_PODS] = (
         f"{ours},{LABEL_COMPONENT}={JOB_COMPONENT},{LABEL_MODEL}"

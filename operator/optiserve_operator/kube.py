@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 from urllib.parse import quote, urlencode
@@ -19,6 +19,7 @@ from kubernetes import client, config
 
 from optiserve.render.kubernetes import FIELD_MANAGER
 from optiserve_operator import metrics
+from optiserve_operator.child_cache import ChildCache
 from optiserve_operator.ratelimit import (
     MAX_THROTTLE_RETRIES,
     TokenBucket,
@@ -56,6 +57,13 @@ FRESH_READS = frozenset({"OptimizedModel", "Pod", "Lease"})
 REPORTING_COMPONENT = "optiserve-operator"
 # (connect, read) seconds: a hung API server is a transient error, not a hung worker.
 REQUEST_TIMEOUT = (10.0, 60.0)
+# A resource type the API server does not serve (a CRD not installed: KEDA's ScaledObject, the
+# Gateway API's HTTPRoute) is remembered as such this long, instead of asked about in every pass
+# of every model; a CRD installed later is seen within this time.
+UNSERVED_TTL = 30.0
+# A child this operator applied is in flight to the watches' cache for a moment: missing from
+# the cache that soon after, it is looked up on the API server instead (not applied again).
+IN_FLIGHT_SECONDS = 60.0
 # How much of a running optimizer's log a pass reads for its progress: a bounded tail.
 LOG_TAIL_LINES = 200
 LOG_LIMIT_BYTES = 32 * 1024
@@ -84,14 +92,29 @@ def resource_path(
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient, limiter: TokenBucket | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        limiter: TokenBucket | None = None,
+        cache: ChildCache | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api = api_client
         self.host = socket.gethostname()
         self.limiter = limiter  # every request takes a token (ratelimit.py); None: no limit
+        # Reads of the kinds it covers are answered from the watches (child_cache.py).
+        self.cache = cache
+        self._clock = clock
+        self._unserved: dict[tuple[str, str], tuple[float, KubeError]] = {}
+        # (kind, namespace, name) of cached kinds applied lately -> when (monotonic seconds).
+        self._applied: dict[tuple[str, str, str], float] = {}
 
     @classmethod
     def from_environment(
-        cls, kubeconfig: str | None = None, limiter: TokenBucket | None = None
+        cls,
+        kubeconfig: str | None = None,
+        limiter: TokenBucket | None = None,
+        cache: ChildCache | None = None,
     ) -> Kube:
         """In-cluster credentials when running in a pod, else the kubeconfig (``KUBECONFIG``)."""
         try:
@@ -100,7 +123,7 @@ class Kube:
             config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         configuration = client.Configuration.get_default_copy()
         configuration.retries = transport_retries()
-        return cls(client.ApiClient(configuration), limiter)
+        return cls(client.ApiClient(configuration), limiter, cache)
 
     @overload
     def _request(
@@ -177,12 +200,31 @@ class Kube:
         return data if isinstance(data, dict) else {"items": data}
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        """The object, or None when there is none: from the watches' cache for the kinds it
+        covers, else from the API server (its watch cache, or etcd for ``FRESH_READS``)."""
+        if self.cache is not None and self.cache.covers(kind):
+            ref = (kind, namespace, name)
+            found = self.cache.get(kind, namespace, name)
+            applied = self._applied.get(ref)
+            if found is not None or applied is None:
+                self._applied.pop(ref, None)  # there (the cache has caught up), or not ours
+                return found
+            if self._clock() - applied > IN_FLIGHT_SECONDS:
+                self._applied.pop(ref, None)
+                return None
+            # Applied a moment ago and not in the cache yet: its watch event is on the way.
+        return self._get_live(api_version, kind, namespace, name)
+
+    def _get_live(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        if self._known_unserved(api_version, kind) is not None:
+            return None  # as the API server answers (404) for a type it does not serve
         query = {} if kind in FRESH_READS else {"resourceVersion": "0"}
         try:
             return self._request(
                 "GET", resource_path(api_version, kind, namespace, name), query=query
             )
         except KubeError as err:
+            self._note_unserved(api_version, kind, err)
             if err.status == 404:
                 return None
             raise
@@ -190,12 +232,37 @@ class Kube:
     def list(
         self, api_version: str, kind: str, namespace: str, selector: Mapping[str, str]
     ) -> list[Obj]:
+        if self.cache is not None and self.cache.covers(kind) and self.cache.lists_by(selector):
+            return self.cache.list(kind, namespace, selector)
+        unserved = self._known_unserved(api_version, kind)
+        if unserved is not None:
+            raise unserved
         query = {"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))}
         if kind not in FRESH_READS:
             query["resourceVersion"] = "0"
-        found = self._request("GET", resource_path(api_version, kind, namespace), query=query)
+        try:
+            found = self._request("GET", resource_path(api_version, kind, namespace), query=query)
+        except KubeError as err:
+            self._note_unserved(api_version, kind, err)
+            raise
         items: list[Obj] = found.get("items") or []
         return items
+
+    def _known_unserved(self, api_version: str, kind: str) -> KubeError | None:
+        """The remembered 404 of a resource type found unserved less than UNSERVED_TTL ago."""
+        known = self._unserved.get((api_version, kind))
+        if known is None:
+            return None
+        if self._clock() < known[0]:
+            return known[1]
+        self._unserved.pop((api_version, kind), None)
+        return None
+
+    def _note_unserved(self, api_version: str, kind: str, err: KubeError) -> None:
+        # A missing object is a 404 with a Status of reason NotFound; a missing resource type
+        # is a bare "404 page not found" from the API server's router.
+        if err.status == 404 and err.reason != "NotFound":
+            self._unserved[(api_version, kind)] = (self._clock() + UNSERVED_TTL, err)
 
     def create_or_read(self, manifest: Obj) -> tuple[Obj, bool]:
         """(the object, whether this call created it). An existing object is read, not
@@ -203,13 +270,17 @@ class Kube:
         meta = manifest["metadata"]
         path = resource_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
         try:
-            return self._request(
+            created = self._request(
                 "POST", path, body=manifest, query={"fieldManager": FIELD_MANAGER}
-            ), True
+            )
+            self._in_flight(manifest)
+            return created, True
         except KubeError as err:
             if err.status != 409:
                 raise
-        existing = self.get(
+        # From the API server: an object another pass created a moment ago may not be in the
+        # watches' cache yet.
+        existing = self._get_live(
             manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
         )
         if existing is None:  # deleted between the two calls; the next pass creates it
@@ -243,9 +314,24 @@ class Kube:
         query = {"fieldManager": FIELD_MANAGER, "force": "true"}
         if dry_run:
             query["dryRun"] = "All"
-        return self._request(
+        applied = self._request(
             "PATCH", path, body=manifest, query=query, content_type=APPLY_CONTENT_TYPE
         )
+        if not dry_run and subresource is None:
+            self._in_flight(manifest)
+        return applied
+
+    def _in_flight(self, manifest: Obj) -> None:
+        """Note a child just written, whose watch event may not have reached the cache."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        if self.cache is None or not self.cache.covers(kind):
+            return
+        now = self._clock()
+        if len(self._applied) >= 1024:  # drop those never read back (their model went)
+            for ref, when in list(self._applied.items()):
+                if now - when > IN_FLIGHT_SECONDS:
+                    self._applied.pop(ref, None)
+        self._applied[(kind, meta["namespace"], meta["name"])] = now
 
     def json_patch(
         self, api_version: str, kind: str, namespace: str, name: str, ops: Sequence[Obj]
@@ -275,6 +361,7 @@ class Kube:
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        self._applied.pop((kind, namespace, name), None)
         try:
             self._request("DELETE", resource_path(api_version, kind, namespace, name), body=body)
         except KubeError as err:

@@ -21,8 +21,9 @@ def test_only_watch_handlers_so_kopf_never_writes_to_user_objects() -> None:
         for h in registry._watching.get_all_handlers()
         if h.selector is not None
     }
-    # The model, every kind of child it writes (a deleted or edited one is repaired at once)
-    # and the optimizer's pods (one that cannot start is reported at once).
+    # The model, every kind of child it writes (a deleted or edited one is repaired at once),
+    # the optimizer's pods (one that cannot start is reported at once), and the children a
+    # pass only reads (their watches fill the cache passes read from: child_cache.py).
     assert watched == {
         ("optiserve.io", "optimizedmodels"),
         ("batch", "jobs"),
@@ -30,7 +31,17 @@ def test_only_watch_handlers_so_kopf_never_writes_to_user_objects() -> None:
         ("", "services"),
         ("autoscaling", "horizontalpodautoscalers"),
         ("", "pods"),
+        ("policy", "poddisruptionbudgets"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("", "configmaps"),
+        ("networking.k8s.io", "ingresses"),
     }
+    indexed = {
+        (h.selector.group, h.selector.any_name)
+        for h in registry._indexing.get_all_handlers()
+        if h.selector is not None
+    }
+    assert indexed == watched - {("optiserve.io", "optimizedmodels"), ("", "pods")}
 
 
 def test_the_api_server_streams_only_our_children_and_optimizer_pods() -> None:
@@ -40,14 +51,17 @@ def test_the_api_server_streams_only_our_children_and_optimizer_pods() -> None:
     handlers.filter_watches_on_the_server(settings)
     selectors = settings.watching.label_selectors
     ours = "app.kubernetes.io/managed-by=optiserve"
-    for group, version, plural in handlers.CHILD_RESOURCES:
+    for group, version, plural in (
+        *handlers.CHILD_RESOURCES,
+        *handlers.READ_ONLY_CHILD_RESOURCES,
+    ):
         assert selectors.collect(Resource(group, version, plural)) == [ours]
     assert selectors.collect(Resource("", "v1", "pods")) == [
         f"{ours},app.kubernetes.io/component=optimizer,optiserve.io/model"
     ]
     # The models themselves are not filtered: every OptimizedModel is ours.
     assert selectors.collect(Resource("optiserve.io", "v1alpha1", "optimizedmodels")) == []
-    assert selectors.collect(Resource("", "v1", "configmaps")) == []
+    assert selectors.collect(Resource("", "v1", "secrets")) == []
 
 
 def _child(*refs: dict[str, object]) -> dict[str, object]:

@@ -26,10 +26,11 @@ change both together. No secrets, no wildcards.
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
 # The ConfigMap that hands the Job its spec: created, or read when it exists; listed and
-# deleted once its Job is superseded (storage.retention).
+# deleted once its Job is superseded (storage.retention). Watched (only those labelled
+# managed-by: optiserve): passes read children from the watches, not with requests.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # The Job's pods: listed for the optimizer's summary in their termination message, watched
 # so a pod that cannot be scheduled or pulled is reported at once, and the running
 # optimizer's log tail read (bounded) for its progress.
@@ -51,26 +52,27 @@ change both together. No secrets, no wildcards.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Triton's PodDisruptionBudget: read, server-side applied (patch, and create when it does not
-# exist yet).
+# Triton's PodDisruptionBudget: watched and read, server-side applied (patch, and create when
+# it does not exist yet).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "create", "patch"]
-# Triton's NetworkPolicy (serving.networkPolicy): read to notice one the spec switched off,
-# server-side applied while wanted, deleted after.
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Triton's NetworkPolicy (serving.networkPolicy): watched and read to notice one the spec
+# switched off, server-side applied while wanted, deleted after.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Triton's HTTP API outside the cluster (serving.exposure): a Gateway API HTTPRoute or an
 # Ingress, listed by the model's label (a 404 on the list says the Gateway API CRDs are not
 # installed), read before an apply (no write when it is as wanted), server-side applied while
-# wanted, deleted after. No watch.
+# wanted, deleted after. Ingresses are watched (read from the watch); HTTPRoutes are not (the
+# CRDs may come and go).
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Triton's autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject): applied, read back, and
 # deleted when the spec switches from one to the other or drops autoscaling.
 - apiGroups: ["autoscaling"]
