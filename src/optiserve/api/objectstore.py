@@ -25,6 +25,25 @@ ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
 SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
 SESSION_TOKEN = "AWS_SESSION_TOKEN"
 PIN_FRAGMENT = "#sha256="
+# A ConfigMap data key (k8s.io/apimachinery IsConfigMapKey): [-._a-zA-Z0-9]+, neither "." nor
+# ".." nor starting with "..".
+CONFIG_MAP_KEY = r"^([-_a-zA-Z0-9]|[.][-_a-zA-Z0-9])[-._a-zA-Z0-9]*$"
+DEFAULT_CA_KEY = "ca.crt"
+
+
+class CaBundleRef(ApiModel):
+    """A PEM bundle of CA certificates kept in a ConfigMap of the model's namespace."""
+
+    config_map: str = Field(
+        max_length=253, pattern=formats.DNS1123_SUBDOMAIN, description="The ConfigMap's name."
+    )
+    key: str = Field(
+        DEFAULT_CA_KEY,
+        min_length=1,
+        max_length=253,
+        pattern=CONFIG_MAP_KEY,
+        description="The ConfigMap key that holds the PEM certificates.",
+    )
 
 
 class ObjectStoreSpec(ApiModel):
@@ -54,6 +73,17 @@ class ObjectStoreSpec(ApiModel):
         "it, as environment variables (with storage.s3 also the Triton pod's artifact-pull "
         "init container and the cleanup Job; never Triton); the operator never reads it. "
         "Unset: the pod's own identity (IRSA, EKS Pod Identity) or anonymous access.",
+    )
+    ca_bundle: CaBundleRef | None = Field(
+        None,
+        description="Extra CA certificates (PEM) to trust, for a store or file server signed "
+        "by a private CA. One trust setting for all of the model's remote inputs: it applies "
+        "to the endpoint and to every https:// source, dataset and calibration URI, and is "
+        "trusted in addition to the system's roots (public hosts keep working). The "
+        "ConfigMap (only this key) is mounted read-only into the optimization Job (with "
+        "storage.s3 also the artifact-pull init container and the cleanup Job; never "
+        "Triton); the operator never reads it. A missing ConfigMap or key keeps those pods "
+        "from starting (FailedMount); a file that holds no certificate fails the fetch.",
     )
 
 

@@ -24,6 +24,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from optiserve.remote.s3 import (
     _connection,
     resolve_credentials,
 )
+from optiserve.remote.tls import untrusted
 from optiserve.uri import staged_path
 
 PIN_FRAGMENT = "sha256="
@@ -137,7 +139,7 @@ def fetch(
         client = S3Client(settings.s3, resolve_credentials(env), settings.timeout_s)
         _fetch_s3(client, bare, dest, pin, settings, log)
     elif scheme in ("http", "https"):
-        opener = _http_opener(bare, settings.timeout_s)
+        opener = _http_opener(bare, settings.timeout_s, settings.s3.ca_bundle)
         fetch_one(uri, dest, opener, None, pin, settings, log)
     else:
         raise FetchError(uri, f"{scheme}:// is not fetched; it is read in place")
@@ -241,17 +243,21 @@ def s3_opener(client: S3Client, bucket: str, key: str) -> Opener:
     return lambda offset: client.get(bucket, key, offset)
 
 
-def _http_opener(url: str, timeout_s: float) -> Opener:
+def _http_opener(url: str, timeout_s: float, ca_bundle: str | None = None) -> Opener:
     def open_at(offset: int) -> Stream:
         target = url
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(target)
-            conn = _connection(parts.scheme, parts.netloc, timeout_s)
+            conn = _connection(parts.scheme, parts.netloc, timeout_s, ca_bundle)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             try:
                 conn.request("GET", path, headers=headers)
                 response = conn.getresponse()
+            except ssl.SSLCertVerificationError as err:
+                conn.close()
+                # Not transient (it is an OSError): a retry meets the same certificate.
+                raise untrusted(target, err, ca_bundle) from None
             except BaseException:
                 conn.close()
                 raise

@@ -31,6 +31,7 @@ from typing import BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
 from optiserve.remote.errors import AccessDeniedError, FetchError, NotFoundError
+from optiserve.remote.tls import ca_bundle_from_env, ssl_context, untrusted
 
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
@@ -61,12 +62,14 @@ class S3Config:
     endpoint: str | None = None  # scheme://host[:port]; None: AWS's regional endpoint
     region: str = DEFAULT_REGION
     addressing: str = "auto"  # "path", "virtual", or "auto": path with an endpoint, else virtual
+    ca_bundle: str | None = None  # a PEM file of CAs trusted besides the system's (tls.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> S3Config:
         endpoint = next((env[k] for k in ENDPOINT_ENV if env.get(k)), None)
         region = next((env[k] for k in REGION_ENV if env.get(k)), DEFAULT_REGION)
-        return cls(endpoint, region, env.get(ADDRESSING_ENV) or "auto")
+        addressing = env.get(ADDRESSING_ENV) or "auto"
+        return cls(endpoint, region, addressing, ca_bundle_from_env(env))
 
     @property
     def path_style(self) -> bool:
@@ -145,11 +148,13 @@ def _web_identity_credentials(env: Mapping[str, str], timeout_s: float) -> Crede
     return Credentials(found["AccessKeyId"], found["SecretAccessKey"], found.get("SessionToken"))
 
 
-def _connection(scheme: str, netloc: str, timeout_s: float) -> http.client.HTTPConnection:
+def _connection(
+    scheme: str, netloc: str, timeout_s: float, ca_bundle: str | None = None
+) -> http.client.HTTPConnection:
     if scheme == "https":
-        # The default context honours SSL_CERT_FILE / SSL_CERT_DIR (a private CA bundle).
+        # The system's roots (SSL_CERT_FILE / SSL_CERT_DIR move them) plus ca_bundle's CAs.
         return http.client.HTTPSConnection(
-            netloc, timeout=timeout_s, context=ssl.create_default_context()
+            netloc, timeout=timeout_s, context=ssl_context(ca_bundle)
         )
     if scheme == "http":
         return http.client.HTTPConnection(netloc, timeout=timeout_s)
@@ -282,10 +287,14 @@ class S3Client:
         target = quote(path, safe="/-_.~") + (
             "?" + urlencode(sorted(query.items()), quote_via=quote, safe="-_.~") if query else ""
         )
-        conn = _connection(scheme, host, self.timeout_s)
+        conn = _connection(scheme, host, self.timeout_s, self.config.ca_bundle)
         try:
             conn.request(method, target, body=body, headers=all_headers)
             response = conn.getresponse()
+        except ssl.SSLCertVerificationError as err:
+            conn.close()
+            # Not transient: a retry meets the same certificate.
+            raise untrusted(f"{scheme}://{host}{path}", err, self.config.ca_bundle) from None
         except BaseException:
             conn.close()
             raise

@@ -35,7 +35,7 @@ from optiserve.render.kubernetes import (
     serving_name,
     tmp_volume,
 )
-from optiserve.render.objectstore import s3_artifact_root, s3_pull
+from optiserve.render.objectstore import ca_bundle_volumes, s3_artifact_root, s3_pull
 from optiserve.render.serving_config import (
     ANNOTATION_SERVING_CONFIG,
     SERVED_REPOSITORY,
@@ -209,7 +209,9 @@ def render_deployment(
         "securityContext": pod_security_context(),
         "initContainers": [*fetch, init],
         "containers": [container],
-        "volumes": [tmp_vol, shm_vol, artifact_vol, served_vol],
+        # The CA bundle only for the artifact-pull init container (never mounted in Triton).
+        "volumes": [tmp_vol, shm_vol, artifact_vol, served_vol]
+        + (ca_bundle_volumes(spec) if fetch else []),
     }
     pod_spec.update(placement(serving.node_selector, serving.tolerations, target))
 

@@ -39,6 +39,8 @@ from optiserve.render.objectstore import (
     ARTIFACT_SIZE_LIMIT,
     ARTIFACT_STORE_ENV,
     JOB_ARTIFACTS_PATH,
+    ca_bundle_mounts,
+    ca_bundle_volumes,
     object_store_env,
     s3_artifact_uri,
     s3_model_prefix,
@@ -257,7 +259,10 @@ def render_job(
             ResourceRequirements(requests=sizing.requests, limits=sizing.limits), target
         ),
         "securityContext": container_security_context(),
-        "volumeMounts": [spec_mount, tmp_mount, *shm_mounts, *claim_mounts, store_mount],
+        "volumeMounts": [
+            *(spec_mount, tmp_mount, *shm_mounts, *claim_mounts, store_mount),
+            *ca_bundle_mounts(spec),
+        ],
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the summary is written still leaves the log's tail as the reason.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -267,7 +272,10 @@ def render_job(
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": [spec_vol, tmp_vol, *shm_vols, *claim_vols, store_vol],
+        "volumes": [
+            *(spec_vol, tmp_vol, *shm_vols, *claim_vols, store_vol),
+            *ca_bundle_volumes(spec),
+        ],
     }
     pod_spec.update(placement(job_spec.node_selector, job_spec.tolerations, target))
     if service_account:
@@ -344,6 +352,8 @@ def render_cleanup_job(
             *sorted(digests),
         ]
         container["env"] = [{"name": "HOME", "value": "/tmp"}, *object_store_env(spec)]
+        container["volumeMounts"] += ca_bundle_mounts(spec)
+        volumes += ca_bundle_volumes(spec)
     else:
         store_vol, store_mount = artifacts_volume(owner, spec)
         container["volumeMounts"].append(store_mount)

@@ -3,7 +3,9 @@
 The Secret is referenced, never read: its values reach only the containers that talk to the
 store (the optimization Job's; with ``storage.s3`` also the Triton pod's ``artifact-pull``
 init container and the cleanup Job's, never Triton's), through ``secretKeyRef``, under the
-variable names every AWS SDK (and optiserve.remote.s3) reads.
+variable names every AWS SDK (and optiserve.remote.s3) reads. The same containers, and only
+they, mount ``caBundle``'s ConfigMap key read-only and name the file in ``OPTISERVE_CA_BUNDLE``
+(optiserve.remote.tls); the kubelet mounts it, the operator never reads it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from optiserve.api import OptimizedModelSpec
 from optiserve.api.artifact_store import split_s3_prefix
 from optiserve.api.objectstore import ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN
 from optiserve.remote.s3 import ADDRESSING_ENV
+from optiserve.remote.tls import CA_BUNDLE_ENV
 
 MODEL_REPOSITORY = "model_repository"
 # storage.s3: where the pods keep the artifact locally, and the env var naming the store.
@@ -25,6 +28,10 @@ SERVED_ARTIFACT_PATH = "/mnt/artifact"  # the artifact's model repository, as Tr
 # An artifact is at most this large on a pod's disk (the Job's default ephemeral-storage
 # limit, which bounds what it can build).
 ARTIFACT_SIZE_LIMIT = "20Gi"
+# spec.objectStore.caBundle: the ConfigMap key, whatever its name, lands in this one file.
+CA_BUNDLE_VOLUME = "ca-bundle"
+CA_BUNDLE_DIR = "/etc/optiserve/ca"
+CA_BUNDLE_FILE = "ca.crt"
 PULL_RESOURCES = {
     "requests": {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "1Gi"},
     "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": ARTIFACT_SIZE_LIMIT},
@@ -53,7 +60,29 @@ def object_store_env(spec: OptimizedModelSpec) -> list[dict[str, Any]]:
             if optional:
                 ref["optional"] = True
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    if store.ca_bundle:
+        env.append({"name": CA_BUNDLE_ENV, "value": f"{CA_BUNDLE_DIR}/{CA_BUNDLE_FILE}"})
     return env
+
+
+def ca_bundle_volumes(spec: OptimizedModelSpec) -> list[dict[str, Any]]:
+    """The pod volume of ``caBundle``'s ConfigMap, only its key; none without ``caBundle``."""
+    ca = spec.object_store.ca_bundle if spec.object_store else None
+    if ca is None:
+        return []
+    source = {
+        "name": ca.config_map,
+        "items": [{"key": ca.key, "path": CA_BUNDLE_FILE}],
+        "defaultMode": 0o444,
+    }
+    return [{"name": CA_BUNDLE_VOLUME, "configMap": source}]
+
+
+def ca_bundle_mounts(spec: OptimizedModelSpec) -> list[dict[str, Any]]:
+    """Its read-only mount, for the containers that get :func:`object_store_env`."""
+    if not ca_bundle_volumes(spec):
+        return []
+    return [{"name": CA_BUNDLE_VOLUME, "mountPath": CA_BUNDLE_DIR, "readOnly": True}]
 
 
 def uses_s3(spec: OptimizedModelSpec) -> bool:
@@ -85,7 +114,8 @@ def s3_pull(
     """(init container that pulls the artifact, its emptyDir, the read-only mount of the
     artifact's model repository that the assembling init container and Triton share).
 
-    Only the pull container gets the store's credentials; Triton reads a local folder."""
+    Only the pull container gets the store's credentials and CA bundle (the pod also needs
+    :func:`ca_bundle_volumes`); Triton reads a local folder."""
     root, digest = s3_artifact_root(uri)
     volume = {"name": "artifact", "emptyDir": {"sizeLimit": ARTIFACT_SIZE_LIMIT}}
     read_mount = {
@@ -113,6 +143,7 @@ def s3_pull(
         "volumeMounts": [
             {"name": "artifact", "mountPath": PULLED_PATH},
             {"name": "tmp", "mountPath": "/tmp"},
+            *ca_bundle_mounts(spec),
         ],
     }
     return init, volume, read_mount
