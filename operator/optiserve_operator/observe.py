@@ -6,6 +6,7 @@ hand-written states instead of whole Kubernetes objects.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -112,14 +113,49 @@ _BLOCKING_WAIT_REASONS = {
 }
 REASON_UNSCHEDULABLE = "Unschedulable"
 MAX_BLOCKED_MESSAGE = 512
+# A failed mount (a ConfigMap, Secret or key that does not exist, e.g. spec.objectStore.caBundle)
+# leaves no reason in the pod's status, only FailedMount events, which the operator does not
+# read. The kubelet mounts volumes before it makes the pod's sandbox and pulls images after it,
+# so a scheduled pod whose PodReadyToStartContainers (Kubernetes 1.29+) stays False this long
+# is stuck on a mount (or on the network plugin) rather than on a slow image pull.
+REASON_NOT_STARTING = "ContainersNotStarting"
+NOT_STARTING_AFTER_S = 120
 
 
-def blocked(pods: Sequence[Obj]) -> tuple[str, str]:
+def _since(condition: Obj, now: dt.datetime) -> float | None:
+    """Seconds since the condition's lastTransitionTime (None when it has none)."""
+    stamp = str(condition.get("lastTransitionTime") or "")
+    try:
+        return (now - dt.datetime.fromisoformat(stamp)).total_seconds()
+    except (ValueError, TypeError):
+        return None
+
+
+def _not_starting(pod: Obj, now: dt.datetime) -> str:
+    """The detail of a scheduled pod stuck before its sandbox for too long, else ""."""
+    conditions = _conditions(pod)
+    scheduled = conditions.get("PodScheduled") or {}
+    ready = conditions.get("PodReadyToStartContainers") or {}
+    if scheduled.get("status") != "True" or ready.get("status") != "False":
+        return ""
+    waited = _since(ready, now)
+    if waited is None or waited < NOT_STARTING_AFTER_S:
+        return ""
+    return (
+        f"its volumes or sandbox are not ready after {int(waited)}s: usually a ConfigMap, "
+        "Secret or key it mounts does not exist (spec.objectStore.caBundle, "
+        "objectStore.credentialsSecret); its FailedMount or FailedCreatePodSandBox events "
+        "say which"
+    )
+
+
+def blocked(pods: Sequence[Obj], now: dt.datetime | None = None) -> tuple[str, str]:
     """(reason, message) when the newest live pod of a Job cannot start, else ("", "").
 
     The scheduler's verdict (``PodScheduled=False``, reason ``Unschedulable``: no node with
     the GPU, a node selector nothing matches, a claim that does not exist) or the kubelet's
     (an image that cannot be pulled, a missing ConfigMap or Secret), as the pod shows it.
+    With ``now``, also a pod stuck before its containers can start (see NOT_STARTING_AFTER_S).
     """
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     if not live:
@@ -145,6 +181,9 @@ def blocked(pods: Sequence[Obj]) -> tuple[str, str]:
             return _BLOCKING_WAIT_REASONS[kubelet_reason], _blocked_message(
                 pod_name, kubelet_reason, detail
             )
+    stuck = _not_starting(pod, now) if now is not None else ""
+    if stuck:
+        return REASON_NOT_STARTING, _blocked_message(pod_name, "", stuck)
     return "", ""
 
 
@@ -153,7 +192,9 @@ def _blocked_message(pod: str, kubelet_reason: str, detail: str) -> str:
     return redact(f"pod {pod} cannot start: {said}".rstrip(": "), MAX_BLOCKED_MESSAGE)
 
 
-def job_state(job: Obj, pods: Sequence[Obj], progress: str = "") -> JobState:
+def job_state(
+    job: Obj, pods: Sequence[Obj], progress: str = "", now: dt.datetime | None = None
+) -> JobState:
     meta = job.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     conditions = _conditions(job)
@@ -184,7 +225,7 @@ def job_state(job: Obj, pods: Sequence[Obj], progress: str = "") -> JobState:
         return JobState(
             **base, phase="failed", failure_reason=reason, failure_message=redact(message)
         )
-    reason, message = blocked(pods)
+    reason, message = blocked(pods, now)
     return JobState(
         **base,
         phase="active",

@@ -8,6 +8,7 @@ ConfigMaps. Only what the model owns counts.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from pydantic import ValidationError
@@ -89,7 +90,7 @@ def read_observed(kube: Kube, obj: Obj, spec: OptimizedModelSpec) -> Observed:
             pods = kube.list("v1", "Pod", owner.namespace, {"job-name": raw["metadata"]["name"]})
             if not _finished(raw):
                 progress = _progress(kube, owner.namespace, pods)
-        jobs.append(job_state(raw, pods, progress))
+        jobs.append(job_state(raw, pods, progress, dt.datetime.now(dt.UTC)))
     raw_deployment = kube.get("apps/v1", "Deployment", owner.namespace, serving_name(owner.name))
     deployment = (
         deployment_state(raw_deployment)

@@ -3,6 +3,7 @@ running optimizer's progress shows in status."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from typing import Any
 
@@ -183,3 +184,78 @@ def test_a_running_job_reports_its_progress_in_the_conditions() -> None:
     assert progressing.message.startswith(f"Job {name} is optimizing the model: ")
     assert "2 of 3 candidates finished" in progressing.message
     assert result.events == ()  # progress is status, not an event per step
+
+
+# A Job pod whose caBundle ConfigMap does not exist, as the API server shows it (Kubernetes
+# 1.31): scheduled, no sandbox, the container waiting ContainerCreating with no message. The
+# cause (FailedMount: configmap "corp-ca" not found) is only in the pod's events.
+def mount_stuck(ready_since: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "digits-opt-1-abcde", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodReadyToStartContainers",
+                    "status": "False",
+                    "lastTransitionTime": ready_since,
+                },
+                {"type": "Initialized", "status": "True"},
+                {"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
+                {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady"},
+                {"type": "PodScheduled", "status": "True"},
+            ],
+            "containerStatuses": [
+                {
+                    "name": "optimizer",
+                    "image": "optiserve/optimizer:1",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": False,
+                    "state": {"waiting": {"reason": "ContainerCreating"}},
+                }
+            ],
+            "qosClass": "Burstable",
+            "startTime": "2026-01-01T00:00:00Z",
+        },
+    }
+
+
+def test_a_pod_stuck_on_a_missing_configmap_mount_is_reported_after_a_while() -> None:
+    now = dt.datetime(2026, 1, 1, 0, 5, tzinfo=dt.UTC)
+    reason, message = blocked([mount_stuck("2026-01-01T00:00:00Z")], now)
+    assert reason == "ContainersNotStarting"
+    assert message.startswith("pod digits-opt-1-abcde cannot start: its volumes or sandbox ")
+    assert "after 300s" in message and "spec.objectStore.caBundle" in message
+    assert "FailedMount" in message
+
+
+def test_a_pod_only_just_scheduled_or_pulling_its_image_is_not_blocked() -> None:
+    now = dt.datetime(2026, 1, 1, 0, 5, tzinfo=dt.UTC)
+    # Sandbox not ready for a minute: a normal start, not yet blocked.
+    assert blocked([mount_stuck("2026-01-01T00:04:00Z")], now) == ("", "")
+    # Sandbox ready, container still ContainerCreating: an image pull, however long.
+    pulling = mount_stuck("2026-01-01T00:00:00Z")
+    pulling["status"]["conditions"][0]["status"] = "True"
+    assert blocked([pulling], now) == ("", "")
+    # Without a clock (or the condition, before Kubernetes 1.29) nothing is guessed.
+    assert blocked([mount_stuck("2026-01-01T00:00:00Z")]) == ("", "")
+    older = mount_stuck("2026-01-01T00:00:00Z")
+    older["status"]["conditions"] = older["status"]["conditions"][1:]
+    assert blocked([older], now) == ("", "")
+
+
+def test_a_pod_stuck_on_a_mount_makes_a_degraded_condition_and_one_warning() -> None:
+    now = dt.datetime(2026, 1, 1, 0, 5, tzinfo=dt.UTC)
+    the_spec = spec()
+    digest = recipe_digest(OWNER.name, the_spec)
+    name = job_name(OWNER.name, digest)
+    started = run(model(the_spec))
+    stuck = job_state(_raw_job(name, digest), [mount_stuck("2026-01-01T00:00:00Z")], "", now)
+    assert stuck.phase == "active" and stuck.blocked_reason == "ContainersNotStarting"
+    result = run(model(the_spec, started.status), jobs=(stuck,))
+    assert condition(result, "Degraded") == ("True", "ContainersNotStarting")
+    degraded = next(c for c in result.status.conditions if c.type == "Degraded")
+    assert f"Job {name}: pod digits-opt-1-abcde cannot start: " in degraded.message
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "ContainersNotStarting")]
