@@ -2,8 +2,8 @@
 (SeaweedFS, testing/optiserve_testing/s3server.py) reaches Ready with real Triton pods serving,
 reading the bucket with the credentials of the Secret its spec names; wrong credentials give a
 Degraded condition naming the URI (never the secret), nothing half-written, and the good version
-keeps serving. Likewise a model and data behind plain HTTP with sha256 pins (a local server; the
-Job's process has no private CA to trust, so not HTTPS here; tests/remote cover HTTPS).
+keeps serving. Likewise a model and data behind HTTPS with sha256 pins, from a local server whose
+certificate a private CA signed, trusted through ``spec.objectStore.caBundle`` (a ConfigMap).
 
 Runs in the ``local-pods`` namespace, where the pod runner runs Triton's pods too (their
 readiness probe passes only once the model is loaded).
@@ -170,15 +170,24 @@ def test_a_model_from_s3_is_served_and_wrong_credentials_degrade_without_the_sec
         assert credential not in seen
 
 
-def test_a_model_behind_pinned_http_urls_is_served(
+def test_a_model_behind_pinned_https_urls_of_a_private_ca_is_served(
     cluster: LocalCluster, operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
     write_tiny_classifier(tmp_path)
     files = {f"/files/{n}": (tmp_path / n).read_bytes() for n in ("tiny.onnx", "eval.npz")}
     pins = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
     behaviour = Behaviour(files=files)
-    with serve(behaviour) as server:
+    with serve(behaviour, tmp_path / "tls") as server:
+        assert server.url.startswith("https://") and server.ca_file is not None
+        bundle = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "private-ca"},
+            "data": {"root.pem": server.ca_file.read_text()},
+        }
+        cluster.apply([bundle], namespace=namespace)
         obj = tiny("from-http")
+        obj["spec"]["objectStore"] = {"caBundle": {"configMap": "private-ca", "key": "root.pem"}}
         obj["spec"]["source"] = {
             "uri": f"{server.url}/files/tiny.onnx",
             "sha256": pins["/files/tiny.onnx"],
@@ -188,6 +197,9 @@ def test_a_model_behind_pinned_http_urls_is_served(
         obj["spec"]["serving"] = {"maxBatchSize": 8, "replicas": 1}
         cluster.apply([obj], namespace=namespace)
         ready = wait_ready(cluster, operator, namespace, "from-http")
+    pod = get(cluster, namespace, "job", ready["status"]["jobName"])["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["ca-bundle"]["configMap"]["items"] == [{"key": "root.pem", "path": "ca.crt"}]
     assert served_digest(cluster, namespace, "from-http") == ready["status"]["recipeDigest"]
     assert get(cluster, namespace, "deployment", "from-http")["status"].get("readyReplicas") == 1
     assert sorted(r["path"] for r in behaviour.requests) == sorted(files)

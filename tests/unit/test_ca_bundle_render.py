@@ -111,3 +111,15 @@ def test_without_a_bundle_nothing_changes() -> None:
         assert all(v["name"] != "ca-bundle" for v in pod["volumes"]), kind
         for container in (*pod.get("initContainers", []), *pod["containers"]):
             assert "OPTISERVE_CA_BUNDLE" not in env_of(container)
+
+
+def test_an_https_only_model_may_set_just_the_bundle() -> None:
+    """caBundle covers https:// inputs too: an objectStore with nothing else is valid."""
+    obj = minimal()
+    obj["spec"]["source"] = {"uri": "https://files.corp/m.onnx", "sha256": "a" * 64}
+    obj["spec"]["objectStore"] = {"caBundle": {"configMap": "corp-ca"}}
+    pod = pod_of(rendered(obj)["Job"])
+    container = pod["containers"][0]
+    assert env_of(container)["OPTISERVE_CA_BUNDLE"]["value"] == CA_FILE
+    assert CA_MOUNT in container["volumeMounts"]
+    assert ca_volume("corp-ca", "ca.crt") in pod["volumes"]
