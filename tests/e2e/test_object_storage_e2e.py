@@ -186,17 +186,36 @@ def test_a_model_behind_pinned_https_urls_of_a_private_ca_is_served(
             "data": {"root.pem": server.ca_file.read_text()},
         }
         cluster.apply([bundle], namespace=namespace)
-        obj = tiny("from-http")
-        obj["spec"]["objectStore"] = {"caBundle": {"configMap": "private-ca", "key": "root.pem"}}
-        obj["spec"]["source"] = {
-            "uri": f"{server.url}/files/tiny.onnx",
-            "sha256": pins["/files/tiny.onnx"],
-        }
-        dataset = f"{server.url}/files/eval.npz#sha256={pins['/files/eval.npz']}"
-        obj["spec"]["optimization"]["accuracy"]["dataset"] = dataset
-        obj["spec"]["serving"] = {"maxBatchSize": 8, "replicas": 1}
-        cluster.apply([obj], namespace=namespace)
+
+        def https_model(name: str, ca: dict[str, str] | None) -> dict[str, Any]:
+            obj = tiny(name)
+            if ca is not None:
+                obj["spec"]["objectStore"] = {"caBundle": ca}
+            obj["spec"]["source"] = {
+                "uri": f"{server.url}/files/tiny.onnx",
+                "sha256": pins["/files/tiny.onnx"],
+            }
+            dataset = f"{server.url}/files/eval.npz#sha256={pins['/files/eval.npz']}"
+            obj["spec"]["optimization"]["accuracy"]["dataset"] = dataset
+            obj["spec"]["serving"] = {"maxBatchSize": 8, "replicas": 1}
+            return obj
+
+        # The same inputs without the bundle: the certificate is refused, in one clear line.
+        untrusted = https_model("from-https-untrusted", None)
+        trusted = https_model("from-http", {"configMap": "private-ca", "key": "root.pem"})
+        cluster.apply([untrusted, trusted], namespace=namespace)
         ready = wait_ready(cluster, operator, namespace, "from-http")
+
+        # (while the server is up: a refused connection would read as TransferFailed)
+        def refused() -> bool:
+            cond = condition(get(cluster, namespace, "om", "from-https-untrusted"), "Degraded")
+            return cond.get("status") == "True" and cond.get("reason") == "OptimizationFailed"
+
+        wait_until("the untrusted model Degraded", refused, timeout_s=300)
+        message = condition(get(cluster, namespace, "om", "from-https-untrusted"), "Degraded")
+        assert "UntrustedCertificate" in message["message"], message
+        assert "spec.objectStore.caBundle" in message["message"], message
+        assert "Traceback" not in message["message"]
     pod = get(cluster, namespace, "job", ready["status"]["jobName"])["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["ca-bundle"]["configMap"]["items"] == [{"key": "root.pem", "path": "ca.crt"}]
