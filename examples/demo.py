@@ -1,6 +1,7 @@
 """`make demo`: optimize a real model, serve it on a real local Triton, load it, report.
 
     python examples/demo.py [--spec examples/digits-pruned-int8.yaml] [--workdir DIR]
+    python examples/demo.py --spec examples/minilm-text.yaml   # strings in, embeddings out
 
 1. builds the example models and data (examples/make_models.py) into WORKDIR/pvc/models,
    which is where the spec's ``pvc://models/...`` URIs resolve on a laptop;
@@ -12,7 +13,9 @@
 4. prints the named baseline, baseline vs optimized latency and throughput, the speedup with
    its per-round range and the conditions it was measured under (optiserve_optimizer.measure:
    interleaved rounds, fixed threads, CPU, instruction sets, load), the accuracy delta, the
-   batch sizes Triton formed, and the cache's hit rate and hit vs miss latency.
+   batch sizes Triton formed, and the cache's hit rate and hit vs miss latency;
+5. with ``serving.tokenizer`` (examples/minilm-text.yaml), sends plain strings to the text
+   ensemble over HTTP and prints what came back, and the curl line to try it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ DEFAULT_WORKDIR = Path.home() / ".cache" / "optiserve" / "demo"
 
 
 def _make_models(models_dir: Path, only: str) -> None:
-    marker = models_dir / only / "eval.npz"
+    # What make_models writes last (hf/ is renamed into place whole; a folder built before
+    # hf/ existed is built again).
+    marker = models_dir / only / ("hf/config.json" if only == "minilm" else "eval.npz")
     if marker.exists():
         print(f"[1/4] example models: reusing {models_dir / only}")
         return
@@ -148,7 +153,12 @@ def main() -> int:
 
     print("[3/4] serving on a local tritonserver")
     from optiserve.serve import LocalTriton
-    from optiserve.serve.command import find_repository
+    from optiserve.serve.command import (
+        find_repository,
+        infer_text,
+        text_models,
+        text_request_example,
+    )
     from optiserve.serve.loadgen import traffic_report
     from optiserve.uri import local_path
 
@@ -157,7 +167,7 @@ def main() -> int:
     with LocalTriton(repository) as triton:
         import numpy as np
 
-        name = triton.models[0]
+        name = model.metadata.name if model.metadata.name in triton.models else triton.models[0]
         # Model inputs only: labels and expected_* references are for the optimizer's gate.
         names = [
             k for k in np.load(eval_npz).files if k != "labels" and not k.startswith("expected")
@@ -170,8 +180,33 @@ def main() -> int:
             concurrency=args.concurrency,
             requests=args.requests,
         )
+        # serving.tokenizer: the text ensemble answers plain strings over HTTP.
+        texts = [
+            (text, batched, infer_text(triton.http_url, text, DEMO_TEXTS, batched))
+            for text, batched in text_models(repository)
+        ]
+        examples = [text_request_example(triton.http_url, t, b) for t, b, _ in texts]
     _print_report(summary, traffic)
+    for (text, _, outputs), example in zip(texts, examples, strict=True):
+        _print_text(text, outputs, example)
     return 0
+
+
+DEMO_TEXTS = ["A cat sits on the mat.", "A kitten rests on a rug.", "Stock prices fell sharply."]
+
+
+def _print_text(model: str, outputs: dict[str, Any], example: str) -> None:
+    import numpy as np
+
+    print(f"-- plain strings to {model} (serving.tokenizer: the model's own tokenizer in Triton)")
+    (name, values), *_ = outputs.items()
+    for text, row in zip(DEMO_TEXTS, values, strict=True):
+        head = " ".join(f"{v:+.3f}" for v in np.ravel(row)[:4])
+        print(f"{text!r:30} -> {name} {list(np.shape(row))}: {head} ...")
+    if name == "sentence_embedding":
+        a, b, c = (np.ravel(v) / np.linalg.norm(v) for v in values)
+        print(f"cosine: first two {float(a @ b):.3f}, first and third {float(a @ c):.3f}")
+    print(f"try it  {example}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ writes, matching ``pvc://models/...`` in the examples:
     minilm/model.onnx        all-MiniLM-L6-v2 + mean pooling + L2 norm, dynamic batch/sequence
     minilm/calibration.npz   tokenized sentences (input_ids, attention_mask, token_type_ids)
     minilm/eval.npz          tokenized sentences, padded to 64 tokens
+    minilm/hf/               the same checkpoint as a Hugging Face folder (config, tokenizer)
 """
 
 from __future__ import annotations
@@ -47,7 +48,18 @@ def make_minilm(out: Path) -> None:
         shutil.move(files.model, target / "model.onnx")
         shutil.move(files.calibration, target / "calibration.npz")
         shutil.move(files.eval, target / "eval.npz")
-    print(f"minilm -> {target}")
+    # The same checkpoint as a Hugging Face folder (config, tokenizer, weights): the source of
+    # examples/minilm-text.yaml, whose Triton answers plain strings.
+    # Copied beside, then renamed: a folder named hf/ is always whole.
+    partial = target / "hf.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    for item in minilm.model_dir().iterdir():
+        if item.is_file():
+            shutil.copyfile(item, partial / item.name)
+    shutil.rmtree(target / "hf", ignore_errors=True)
+    partial.rename(target / "hf")
+    print(f"minilm -> {target} (hf/: the Hugging Face folder)")
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from optiserve.api.serving import ServingSpec
 from optiserve.model_io import ModelSignature, TensorSpec
 from optiserve.render.serving_config import serving_settings
-from optiserve.serve import LocalTriton
+from optiserve.serve import LocalTriton, command
 from optiserve.serve.assemble import main as assemble
 from optiserve.serve.command import EXAMPLE_TEXT
 from optiserve.serve.local import _free_ports
@@ -81,18 +80,7 @@ def packaged(tmp_path: Path, task: str) -> tuple[Path, Path]:
 
 def infer_text(triton: LocalTriton, texts: list[str], output: str) -> np.ndarray[Any, Any]:
     """The plain HTTP request of docs/transformers.md: one string per batch row."""
-    body = {
-        "inputs": [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}]
-    }
-    request = urllib.request.Request(
-        f"{triton.http_url}/v2/models/{NAME}-text/infer",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        answer = json.load(response)
-    (out,) = [o for o in answer["outputs"] if o["name"] == output]
-    return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+    return command.infer_text(triton.http_url, f"{NAME}-text", texts)[output]
 
 
 def transformers_reference(source: Path, task: str, texts: list[str]) -> np.ndarray[Any, Any]:

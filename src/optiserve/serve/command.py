@@ -6,10 +6,14 @@ import json
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
+
+import numpy as np
+import numpy.typing as npt
 
 from optiserve.render.text_ensemble import TEXT_INPUT
 from optiserve.serve.errors import RepositoryError, ServeError
@@ -53,6 +57,28 @@ def text_request_example(http_url: str, model: str, batched: bool) -> str:
     tensor = {"name": TEXT_INPUT, "shape": [1, 1] if batched else [1], "datatype": "BYTES"}
     body = json.dumps({"inputs": [{**tensor, "data": [EXAMPLE_TEXT]}]}, separators=(",", ":"))
     return f"curl -s {http_url}/v2/models/{model}/infer -d '{body}'"
+
+
+def infer_text(
+    http_url: str, model: str, texts: Sequence[str], batched: bool = True, timeout_s: float = 60.0
+) -> dict[str, npt.NDArray[np.float32]]:
+    """The text ensemble's outputs for ``texts`` over plain HTTP/JSON (the request
+    ``text_request_example`` prints): one string per batch row, name -> array."""
+    shape = [len(texts), 1] if batched else [len(texts)]
+    body = {
+        "inputs": [{"name": TEXT_INPUT, "shape": shape, "datatype": "BYTES", "data": list(texts)}]
+    }
+    request = urllib.request.Request(
+        f"{http_url}/v2/models/{model}/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        answer = json.load(response)
+    return {
+        out["name"]: np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+        for out in answer["outputs"]
+    }
 
 
 def serve(
