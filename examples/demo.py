@@ -8,8 +8,9 @@
 2. runs the optimizer on the spec (every candidate checked against the original and timed;
    the fastest that passes is packaged as a Triton model repository; a finished artifact for
    the same recipe is reused);
-3. starts a real ``tritonserver`` on that repository with the spec's dynamic batching and
-   response cache, sends concurrent gRPC traffic, and stops the server;
+3. assembles the served repository as a Triton pod's init container does (the artifact with
+   the spec's serving settings: dynamic batching, response cache), starts a real
+   ``tritonserver`` on it, sends concurrent gRPC traffic, and stops the server;
 4. prints the named baseline, baseline vs optimized latency and throughput, the speedup with
    its per-round range and the conditions it was measured under (optiserve_optimizer.measure:
    interleaved rounds, fixed threads, CPU, instruction sets, load), the accuracy delta, the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -152,7 +154,10 @@ def main() -> int:
     summary = json.loads(summary_file.read_text())
 
     print("[3/4] serving on a local tritonserver")
+    from optiserve.api.tuning import TuningSummary
+    from optiserve.render.serving_config import rollout_settings
     from optiserve.serve import LocalTriton
+    from optiserve.serve.assemble import assemble
     from optiserve.serve.command import (
         find_repository,
         infer_text,
@@ -162,7 +167,15 @@ def main() -> int:
     from optiserve.serve.loadgen import traffic_report
     from optiserve.uri import local_path
 
-    repository = find_repository(Path(summary["folder"]))
+    # Served as a pod serves it: the artifact's facts with the spec's serving settings (and
+    # what serving.tuning chose), assembled as the pod's init container does.
+    tuning = (summary["artifact"].get("tuning") or summary.get("tuning")) or None
+    settings = rollout_settings(
+        model.spec.serving, TuningSummary.model_validate(tuning) if tuning else None
+    )
+    repository = args.workdir / "served"
+    shutil.rmtree(repository, ignore_errors=True)
+    assemble(find_repository(Path(summary["folder"])), settings, repository)
     eval_npz = local_path(model.spec.optimization.accuracy.dataset)
     with LocalTriton(repository) as triton:
         import numpy as np
