@@ -2,7 +2,9 @@
 
 ARTIFACT is what the optimizer wrote: its folder (``<out>/<digest>/``), the ``report.json`` in
 it, or the artifact's URI as ``status.artifact.uri`` names it (``pvc://...`` resolves under
-``$OPTISERVE_PVC_ROOT`` as everywhere else). The page is rendered afresh from ``report.json``
+``$OPTISERVE_PVC_ROOT`` as everywhere else; ``s3://...`` of ``storage.s3`` is read from the
+bucket, through the artifact's completion marker, with the caller's AWS environment:
+:mod:`optiserve.remote.report_object`). The page is rendered afresh from ``report.json``
 (so an old artifact gets today's page) and written to ``--out``; ``--serve`` serves it on a
 loopback port until interrupted, for a browser on this machine or through ``kubectl
 port-forward``-style tunnels.
@@ -13,12 +15,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
+import tempfile
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from optiserve.remote.errors import FetchError
+from optiserve.remote.report_object import fetch_report
 from optiserve.report_page import render_report_page
 from optiserve.uri import UnsupportedUriError, local_path
 
@@ -55,6 +61,22 @@ def load_report(path: Path) -> dict[str, Any]:
     return report
 
 
+def read_report(target: str) -> dict[str, Any]:
+    """The report of ``target``: a local folder, file or pvc:// URI, or an s3:// URI."""
+    if not target.startswith("s3://"):
+        return load_report(find_report(target))
+    with tempfile.TemporaryDirectory(prefix="optiserve-report-") as scratch:
+        try:
+            path = fetch_report(target, Path(scratch), os.environ, MAX_REPORT_BYTES, _log)
+        except FetchError as exc:
+            raise ReportError(f"{exc.reason}: {exc}") from None
+        return load_report(path)
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _serve(page: Path, host: str, port: int) -> int:
     handler = partial(SimpleHTTPRequestHandler, directory=str(page.parent))
     with ThreadingHTTPServer((host, port), handler) as server:
@@ -72,7 +94,11 @@ def run_report(argv: list[str]) -> int:
         "checked, the measurement conditions) of a finished artifact as one self-contained "
         "HTML file that makes no network request.",
     )
-    parser.add_argument("artifact", metavar="ARTIFACT", help="artifact folder, report.json or URI")
+    parser.add_argument(
+        "artifact",
+        metavar="ARTIFACT",
+        help="artifact folder, report.json or URI (pvc://, s3://: status.artifact.report)",
+    )
     parser.add_argument(
         "--out",
         "-o",
@@ -84,8 +110,8 @@ def run_report(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=8080, help="port to serve on (%(default)s)")
     args = parser.parse_args(argv)
     try:
-        report = load_report(find_report(args.artifact))
-    except (ReportError, OSError) as exc:
+        report = read_report(args.artifact)
+    except (ReportError, OSError, ValueError) as exc:  # ValueError: a bad S3 endpoint
         print(f"optiserve report: {exc}", file=sys.stderr)
         return 2
     page = render_report_page(report)
