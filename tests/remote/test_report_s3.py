@@ -15,7 +15,9 @@ import pytest
 from optiserve.remote.artifacts import MARKER, upload_folder
 from optiserve.remote.report_object import artifact_folder
 from optiserve_testing.binaries import BinariesUnavailable
+from optiserve_testing.cluster import LocalCluster, install_crd
 from optiserve_testing.s3server import S3Server, start_s3
+from tests.e2e.objects import tiny
 from tests.report.sample_report import sample_report
 
 pytestmark = pytest.mark.s3
@@ -111,3 +113,52 @@ def test_refused_credentials_fail_in_one_line_without_the_key(s3: S3Server, tmp_
     assert done.stderr.startswith("optiserve report: AccessDenied: s3://artifacts/"), done.stderr
     assert s3.wrong.secret_key not in done.stderr + done.stdout
     assert s3.wrong.access_key not in done.stderr + done.stdout
+
+
+@pytest.mark.cluster
+def test_om_name_finds_the_report_through_the_callers_kubeconfig(
+    s3: S3Server, cluster: LocalCluster, cluster_namespace: str, tmp_path: Path
+) -> None:
+    """``optiserve report om/NAME -n NS``: the model read with kubectl in the caller's context,
+    its status.artifact.report read from the bucket with the caller's key, at the endpoint the
+    model's spec.objectStore names (the caller's environment sets none here)."""
+    install_crd(cluster)
+    digest = "e" * 64
+    uri = upload_artifact(s3, tmp_path, digest)
+    model = tiny("digits", storage={"s3": "s3://artifacts/prod"})
+    model["spec"]["objectStore"] = {
+        "endpoint": s3.endpoint,
+        "region": s3.region,
+        "addressing": "path",
+        "credentialsSecret": "artifact-writer",
+    }
+    cluster.apply([model], namespace=cluster_namespace)
+    report_uri = uri.removesuffix("model_repository") + "report.html"
+    artifact = {"digest": digest, "uri": uri, "report": report_uri}
+    cluster.kubectl(
+        *("patch", "-n", cluster_namespace, "om", "digits", "--subresource=status"),
+        *("--type=merge", "-p", json.dumps({"status": {"artifact": artifact}})),
+        check=True,
+    )
+    caller = {
+        "PATH": f"{cluster.binaries.kubectl().parent}:{os.environ['PATH']}",
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "AWS_ACCESS_KEY_ID": s3.reader.access_key,  # the caller's own read-only key
+        "AWS_SECRET_ACCESS_KEY": s3.reader.secret_key,
+    }
+    done = report_cli(
+        s3, "om/digits", "-n", cluster_namespace, "-o", "page.html", cwd=tmp_path, env=caller
+    )
+    assert done.returncode == 0, done.stderr
+    assert "int8-dynamic" in (tmp_path / "page.html").read_text()
+
+    missing = report_cli(s3, "om/nope", "-n", cluster_namespace, cwd=tmp_path, env=caller)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("optiserve report: kubectl: "), missing.stderr
+    assert "NotFound" in missing.stderr and missing.stderr.count("\n") == 1
+    cluster.apply([tiny("fresh")], namespace=cluster_namespace)  # no artifact yet
+    fresh = report_cli(s3, "om/fresh", "-n", cluster_namespace, cwd=tmp_path, env=caller)
+    assert fresh.returncode == 2
+    assert fresh.stderr == (
+        "optiserve report: fresh has no artifact yet (status.artifact is not set)\n"
+    )
