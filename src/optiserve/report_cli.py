@@ -127,7 +127,8 @@ def run_report(argv: list[str]) -> int:
         name = model_name(args.artifact)
         if name is not None:  # the model's status says where, the cluster's store how
             model = read_model(name, args.namespace, args.context)
-            target, env = report_location(model), store_environment(model, env)
+            target = report_location(model)
+            env = store_environment(model, env, target)
         report = read_report(target, env)
     except (ReportError, ModelLookupError, OSError, ValueError) as exc:  # ValueError: an endpoint
         print(f"optiserve report: {exc}", file=sys.stderr)

@@ -3,10 +3,13 @@
 The model is read with ``kubectl`` in the caller's kubeconfig context (``--context``,
 ``KUBECONFIG``), so the caller's own RBAC decides whether they may see it: only ``get`` on the
 model, never its Secret. Its ``status.artifact.report`` (else ``status.artifact.uri``) is then
-read as any ARTIFACT is; for an s3:// artifact the model's ``spec.objectStore`` endpoint,
-region and addressing fill in what the caller's environment does not set (the caller's own
-variables win: a laptop may reach the store at another address than the pods do), while the
-credentials are always the caller's (``optiserve.remote.report_object``).
+read as any ARTIFACT is, with the caller's credentials (``optiserve.remote.report_object``).
+
+Where those credentials go is the caller's decision, never the model's: whoever may edit a
+model could otherwise point ``spec.objectStore.endpoint`` at their own server and collect the
+signed requests (the access key ID, a session token) of everyone who reads its report. So the
+model's region and addressing fill in what the caller's environment leaves unset, but its
+endpoint is only named in the error when the caller has set none.
 """
 
 from __future__ import annotations
@@ -70,12 +73,20 @@ def report_location(model: Mapping[str, Any]) -> str:
     return str(location)
 
 
-def store_environment(model: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` with the model's endpoint, region and addressing where ``env`` names none."""
+def store_environment(
+    model: Mapping[str, Any], env: Mapping[str, str], location: str
+) -> dict[str, str]:
+    """``env`` with the model's region and addressing where ``env`` names none;
+    ModelLookupError when the model's store has an endpoint and ``env`` names none."""
     store = (model.get("spec") or {}).get("objectStore") or {}
     merged = dict(env)
-    if store.get("endpoint") and not any(env.get(k) for k in ENDPOINT_ENV):
-        merged[ENDPOINT_ENV[0]] = str(store["endpoint"])
+    endpoint = store.get("endpoint")
+    has_endpoint = any(env.get(k) for k in ENDPOINT_ENV)
+    if location.startswith("s3://") and endpoint and not has_endpoint:
+        raise ModelLookupError(
+            f"the model's store is at {str(endpoint)[:200]}: set {ENDPOINT_ENV[0]} to the "
+            "address you reach it at (your credentials go only where your environment says)"
+        )
     if store.get("region") and not any(env.get(k) for k in REGION_ENV):
         merged[REGION_ENV[0]] = str(store["region"])
     if store.get("addressing") and not env.get(ADDRESSING_ENV):

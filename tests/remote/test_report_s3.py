@@ -121,7 +121,8 @@ def test_om_name_finds_the_report_through_the_callers_kubeconfig(
 ) -> None:
     """``optiserve report om/NAME -n NS``: the model read with kubectl in the caller's context,
     its status.artifact.report read from the bucket with the caller's key, at the endpoint the
-    model's spec.objectStore names (the caller's environment sets none here)."""
+    caller sets (never one only the model names), in the region and addressing of the model's
+    spec.objectStore (the caller's environment sets neither here)."""
     install_crd(cluster)
     digest = "e" * 64
     uri = upload_artifact(s3, tmp_path, digest)
@@ -146,6 +147,14 @@ def test_om_name_finds_the_report_through_the_callers_kubeconfig(
         "AWS_ACCESS_KEY_ID": s3.reader.access_key,  # the caller's own read-only key
         "AWS_SECRET_ACCESS_KEY": s3.reader.secret_key,
     }
+    # The model names its endpoint; the caller's credentials do not go there unasked.
+    unset = report_cli(s3, "om/digits", "-n", cluster_namespace, cwd=tmp_path, env=caller)
+    assert unset.returncode == 2
+    assert unset.stderr == (
+        f"optiserve report: the model's store is at {s3.endpoint}: set AWS_ENDPOINT_URL_S3 to "
+        "the address you reach it at (your credentials go only where your environment says)\n"
+    )
+    caller["AWS_ENDPOINT_URL_S3"] = s3.endpoint
     done = report_cli(
         s3, "om/digits", "-n", cluster_namespace, "-o", "page.html", cwd=tmp_path, env=caller
     )
