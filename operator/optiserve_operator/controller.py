@@ -341,6 +341,8 @@ class Controller:
             try:
                 self.kube.emit_event(involved, event.type, event.reason, event.message)
             except Exception as err:  # an event is a courtesy; losing one must not fail a pass
+                if self._namespace_terminating(err, f"post event {event.reason}"):
+                    return  # the rest would be refused too
                 LOG.warning(
                     "event %s for %s/%s not posted: %s",
                     event.reason,

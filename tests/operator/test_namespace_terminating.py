@@ -131,3 +131,20 @@ def test_a_deleted_model_whose_cleanup_job_cannot_start_lets_its_namespace_go(
     assert len(released) == 1 and "finalizers" not in released[0]["metadata"]
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warned == ["ml/digits: artifacts left in model-store: the namespace is being deleted"]
+
+
+def test_events_refused_by_a_terminating_namespace_are_not_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from optiserve_operator.reconcile import Event
+
+    controller = Controller(TerminatingKube(the_model()), CONFIG)  # type: ignore[arg-type]
+    events = [Event("Normal", "Deploying", "a"), Event("Warning", "RolloutFailed", "b")]
+    with caplog.at_level(logging.INFO, logger="optiserve.operator"):
+        controller._emit(the_model(), events)
+        controller._emit(the_model(), events)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    said = [r.getMessage() for r in caplog.records if "namespace terminating" in r.getMessage()]
+    assert said == [
+        "namespace terminating: ml: post event Deploying refused, nothing more is created"
+    ]
