@@ -125,6 +125,8 @@ _.site_packages
 images_by_reference
 pip_ca_bundle
 require_built_images
+SHORT_TUNING  # testing/optiserve_testing/image_tuning.py
+short_search_problems
 
 # Triton's python backend calls these by name (benchmarks/gpu_triton/model.py).
 TritonPythonModel

@@ -43,8 +43,9 @@ from optiserve_operator.failures import (
     classify,
     retrying_status,
     stalled_status,
+    terminating_namespace,
 )
-from optiserve_operator.kube import Kube, Obj
+from optiserve_operator.kube import Kube, KubeError, Obj
 from optiserve_operator.observe import job_state
 from optiserve_operator.reading import read_observed, status_of
 from optiserve_operator.reconcile import (
@@ -59,6 +60,9 @@ from optiserve_operator.reconcile import (
 from optiserve_operator.summary import redact
 
 LOG = logging.getLogger("optiserve.operator")
+# A namespace seen terminating is logged once; remembered this long (a namespace deleted and
+# created again under the same name is logged again after it).
+TERMINATING_MEMORY_SECONDS = 600.0
 
 
 class ExecuteError(Exception):
@@ -84,6 +88,7 @@ class Controller:
         self.config = config
         self.phases: dict[tuple[str, str], str] = {}
         self.own_writes = own_writes  # status writes whose watch events are echoes
+        self.terminating: dict[str, float] = {}  # namespace -> when first refused (monotonic)
 
     def observe(self, obj: Obj, spec: OptimizedModelSpec) -> Observed:
         observed = read_observed(self.kube, obj, spec)
@@ -129,6 +134,8 @@ class Controller:
         try:
             self.execute(obj, result)
         except ExecuteError as err:
+            if self._namespace_terminating(err.cause, err.doing):
+                return None  # the model goes with its namespace: no Stalled, no retry
             failure = classify(err.doing, err.cause)
             if not failure.permanent:
                 self._report_transient(obj, failure, now)
@@ -147,6 +154,24 @@ class Controller:
         metrics.DURATION.observe(time.monotonic() - started)
         metrics.RECONCILES.labels(result.status.phase).inc()
         return result.requeue_after
+
+    def _namespace_terminating(self, err: BaseException, doing: str) -> bool:
+        """Whether ``err`` says the namespace is being deleted; logged once per namespace at
+        info level (every model and child there gets the same answer until it is gone)."""
+        namespace = terminating_namespace(err)
+        if namespace is None:
+            return False
+        now = time.monotonic()
+        for seen, when in list(self.terminating.items()):
+            if now - when > TERMINATING_MEMORY_SECONDS:
+                self.terminating.pop(seen, None)
+        if namespace not in self.terminating:
+            self.terminating[namespace] = now
+            LOG.info(
+                "namespace terminating: %s: %s refused, nothing more is created", namespace, doing
+            )
+        metrics.RECONCILES.labels("namespace-terminating").inc()
+        return True
 
     def _report_transient(self, obj: Obj, failure: Failure, now: str) -> None:
         """The last transient error in ``Reconciling``; best effort (the API may be down)."""
@@ -200,7 +225,21 @@ class Controller:
             cleanup = job_state(raw_job, pods)
         result = plan_deletion(model, cleanup, self._digests_in_use(obj, spec), self.config)
         for manifest in result.create:
-            self.kube.create_or_read(manifest)
+            try:
+                self.kube.create_or_read(manifest)
+            except KubeError as err:
+                if not self._namespace_terminating(err, f"create Job {name}"):
+                    raise
+                # No cleanup Job can start there, and waiting would keep the namespace from
+                # going: the finalizer is released and the artifacts are left in storage.
+                LOG.warning(
+                    "%s/%s: artifacts left in %s: the namespace is being deleted",
+                    owner.namespace,
+                    owner.name,
+                    spec.storage.pvc or spec.storage.s3,
+                )
+                self._sync_finalizer(obj, wanted=False)
+                return None
             metrics.CHILD_OPERATIONS.labels(manifest["kind"], "create").inc()
         involved = self._involved(obj)
         for event in result.events:
@@ -302,6 +341,8 @@ class Controller:
             try:
                 self.kube.emit_event(involved, event.type, event.reason, event.message)
             except Exception as err:  # an event is a courtesy; losing one must not fail a pass
+                if self._namespace_terminating(err, f"post event {event.reason}"):
+                    return  # the rest would be refused too
                 LOG.warning(
                     "event %s for %s/%s not posted: %s",
                     event.reason,

@@ -45,6 +45,15 @@ PERMANENT_REASONS = frozenset(
 )
 REASON_TRANSIENT = "TransientError"
 
+# The API server's NamespaceLifecycle admission refuses every create in a namespace being
+# deleted: 403 Forbidden, `jobs.batch "x" is forbidden: unable to create new content in
+# namespace ml because it is being terminated`. Not the model's fault and nothing to retry:
+# the model goes with its namespace.
+_NAMESPACE_TERMINATING = re.compile(
+    r"unable to create new content in namespace \"?([a-z0-9.-]+)\"? "
+    r"because it is being terminated"
+)
+
 # 4xx answers that say "try again later" rather than "never like this": expired
 # credentials (refreshed on the next call), a request timeout, a conflict, throttling.
 _RETRYABLE_4XX = frozenset({401, 408, 409, 429})
@@ -93,6 +102,16 @@ def classify(doing: str, err: BaseException) -> Failure:
             return Failure(True, reason, _message(doing, f"refused by the API server: {text}"))
         return Failure(False, REASON_TRANSIENT, _message(doing, text))
     return Failure(False, REASON_TRANSIENT, _message(doing, _describe(err)))
+
+
+def terminating_namespace(err: BaseException) -> str | None:
+    """The namespace, when ``err`` is the API server refusing a create because that namespace
+    is being deleted; None for any other error."""
+    if isinstance(err, KubeError) and err.status == 403:
+        found = _NAMESPACE_TERMINATING.search(err.message)
+        if found is not None:
+            return found.group(1)
+    return None
 
 
 def _describe(err: BaseException) -> str:

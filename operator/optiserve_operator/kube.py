@@ -105,9 +105,11 @@ class Kube:
         # Reads of the kinds it covers are answered from the watches (child_cache.py).
         self.cache = cache
         self._clock = clock
+        # (apiVersion, kind) of a resource type found unserved -> (until when, its 404).
         self._unserved: dict[tuple[str, str], tuple[float, KubeError]] = {}
         # (kind, namespace, name) of cached kinds applied lately -> when (monotonic seconds).
         self._applied: dict[tuple[str, str, str], float] = {}
+        self._swept = clock()  # when _sweep last ran
 
     @classmethod
     def from_environment(
@@ -262,7 +264,9 @@ class Kube:
         # A missing object is a 404 with a Status of reason NotFound; a missing resource type
         # is a bare "404 page not found" from the API server's router.
         if err.status == 404 and err.reason != "NotFound":
-            self._unserved[(api_version, kind)] = (self._clock() + UNSERVED_TTL, err)
+            now = self._clock()
+            self._sweep(now)
+            self._unserved[(api_version, kind)] = (now + UNSERVED_TTL, err)
 
     def create_or_read(self, manifest: Obj) -> tuple[Obj, bool]:
         """(the object, whether this call created it). An existing object is read, not
@@ -327,11 +331,22 @@ class Kube:
         if self.cache is None or not self.cache.covers(kind):
             return
         now = self._clock()
-        if len(self._applied) >= 1024:  # drop those never read back (their model went)
-            for ref, when in list(self._applied.items()):
-                if now - when > IN_FLIGHT_SECONDS:
-                    self._applied.pop(ref, None)
+        self._sweep(now)
         self._applied[(kind, meta["namespace"], meta["name"])] = now
+
+    def _sweep(self, now: float) -> None:
+        """Forgets what expired (a child never read back: its model went; an unserved type
+        not asked about again), at most once per IN_FLIGHT_SECONDS: both maps hold only what
+        the last two minutes wrote, however many models came and went."""
+        if now - self._swept < IN_FLIGHT_SECONDS:
+            return
+        self._swept = now
+        for ref, when in list(self._applied.items()):
+            if now - when > IN_FLIGHT_SECONDS:
+                self._applied.pop(ref, None)
+        for key, (until, _) in list(self._unserved.items()):
+            if now >= until:
+                self._unserved.pop(key, None)
 
     def json_patch(
         self, api_version: str, kind: str, namespace: str, name: str, ops: Sequence[Obj]

@@ -88,6 +88,18 @@ def as_pvc_uri(location: str, default: str) -> str:
     return default
 
 
+def _report_uri(page: Any, default_uri: str) -> str | None:
+    """Where the report page is for a reader outside the Job: on the claim (``pvc://``), or
+    with ``storage.s3`` beside the uploaded model repository (the Job names its own emptyDir,
+    which is gone; it uploads the whole digest folder, page included)."""
+    if not page:
+        return None
+    if default_uri.startswith("s3://"):
+        folder = default_uri.rstrip("/").removesuffix("/model_repository")
+        return f"{folder}/report.html"
+    return as_pvc_uri(str(page), "") or None
+
+
 def _first(data: dict[str, Any], *keys: str) -> Any:
     return next((data[k] for k in keys if data.get(k) not in (None, "")), None)
 
@@ -123,7 +135,7 @@ def parse_summary(message: str | None, digest: str, default_uri: str) -> Summary
         precision=str(_first(merged, "precision") or "fp32"),
         format=str(_first(merged, "format") or "onnx"),
         candidate=str(chosen or ""),
-        report=as_pvc_uri(str(page), "") or None if (page := _first(merged, "report")) else None,
+        report=_report_uri(_first(merged, "report"), default_uri),
         source_sha256=source if _SHA256.fullmatch(source) else None,
         # What serving it cost (sizes the Triton pod); dropped when unreadable: defaults apply.
         serving_cost=_pick(ServingCost, merged.get("servingCost")),

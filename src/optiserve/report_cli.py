@@ -2,10 +2,13 @@
 
 ARTIFACT is what the optimizer wrote: its folder (``<out>/<digest>/``), the ``report.json`` in
 it, or the artifact's URI as ``status.artifact.uri`` names it (``pvc://...`` resolves under
-``$OPTISERVE_PVC_ROOT`` as everywhere else). The page is rendered afresh from ``report.json``
-(so an old artifact gets today's page) and written to ``--out``; ``--serve`` serves it on a
-loopback port until interrupted, for a browser on this machine or through ``kubectl
-port-forward``-style tunnels.
+``$OPTISERVE_PVC_ROOT`` as everywhere else; ``s3://...`` of ``storage.s3`` is read from the
+bucket, through the artifact's completion marker, with the caller's AWS environment:
+:mod:`optiserve.remote.report_object`), or ``om/NAME``: the model's, found with kubectl in
+the caller's context (:mod:`optiserve.report_model`). The page is rendered afresh from
+``report.json`` (so an old artifact gets today's page) and written to ``--out``; ``--serve``
+serves it on a loopback port until interrupted, for a browser on this machine or through
+``kubectl port-forward``-style tunnels.
 """
 
 from __future__ import annotations
@@ -13,12 +16,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
+import tempfile
+from collections.abc import Mapping
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from optiserve.remote.errors import FetchError
+from optiserve.remote.report_object import fetch_report
+from optiserve.report_model import (
+    ModelLookupError,
+    model_name,
+    read_model,
+    report_location,
+    store_environment,
+)
 from optiserve.report_page import render_report_page
 from optiserve.uri import UnsupportedUriError, local_path
 
@@ -55,6 +70,23 @@ def load_report(path: Path) -> dict[str, Any]:
     return report
 
 
+def read_report(target: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """The report of ``target``: a local folder, file or pvc:// URI, or an s3:// URI (read
+    with the store settings and credentials in ``env``)."""
+    if not target.startswith("s3://"):
+        return load_report(find_report(target))
+    with tempfile.TemporaryDirectory(prefix="optiserve-report-") as scratch:
+        try:
+            path = fetch_report(target, Path(scratch), env, MAX_REPORT_BYTES, _log)
+        except FetchError as exc:
+            raise ReportError(f"{exc.reason}: {exc}") from None
+        return load_report(path)
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _serve(page: Path, host: str, port: int) -> int:
     handler = partial(SimpleHTTPRequestHandler, directory=str(page.parent))
     with ThreadingHTTPServer((host, port), handler) as server:
@@ -72,7 +104,14 @@ def run_report(argv: list[str]) -> int:
         "checked, the measurement conditions) of a finished artifact as one self-contained "
         "HTML file that makes no network request.",
     )
-    parser.add_argument("artifact", metavar="ARTIFACT", help="artifact folder, report.json or URI")
+    parser.add_argument(
+        "artifact",
+        metavar="ARTIFACT",
+        help="artifact folder, report.json or URI (pvc://, s3://: status.artifact.report), "
+        "or om/NAME: the model's, read with kubectl in the current context",
+    )
+    parser.add_argument("--namespace", "-n", help="the model's namespace (with om/NAME)")
+    parser.add_argument("--context", help="the kubeconfig context (with om/NAME)")
     parser.add_argument(
         "--out",
         "-o",
@@ -84,8 +123,14 @@ def run_report(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=8080, help="port to serve on (%(default)s)")
     args = parser.parse_args(argv)
     try:
-        report = load_report(find_report(args.artifact))
-    except (ReportError, OSError) as exc:
+        target, env = args.artifact, dict(os.environ)
+        name = model_name(args.artifact)
+        if name is not None:  # the model's status says where, the cluster's store how
+            model = read_model(name, args.namespace, args.context)
+            target = report_location(model)
+            env = store_environment(model, env, target)
+        report = read_report(target, env)
+    except (ReportError, ModelLookupError, OSError, ValueError) as exc:  # ValueError: an endpoint
         print(f"optiserve report: {exc}", file=sys.stderr)
         return 2
     page = render_report_page(report)

@@ -20,6 +20,7 @@ import yaml
 
 from optiserve_testing.cluster import LocalCluster
 from optiserve_testing.image_exec import ExecSpec, Mount, launcher_argv, write_spec
+from optiserve_testing.image_tuning import SHORT_TUNING, short_search_problems
 from optiserve_testing.images import REPO_ROOT, BuiltImage, require_built_images
 from optiserve_testing.pod_runner import PodRunner
 from optiserve_testing.waiting import wait_until
@@ -187,18 +188,6 @@ def test_a_broken_optimizer_image_fails_naming_the_image_and_the_package(
     assert "onnxruntime" in message, message
 
 
-# Short: two configs, one-second windows. Against images without the serve extra this ended
-# in ServingTuned False/NotTuned (TritonNotFoundError), the bug it guards against.
-TUNING = {
-    "latencyBudgetMs": 1000,
-    "concurrency": [4],
-    "maxTrials": 2,
-    "maxSeconds": 60,
-    "trialSeconds": 1,
-    "warmupSeconds": 1,
-}
-
-
 def test_the_optimizer_image_tunes_serving_in_the_job(
     cluster: LocalCluster,
     image_operator: ImageOperator,
@@ -208,14 +197,14 @@ def test_the_optimizer_image_tunes_serving_in_the_job(
     """serving.tuning in the Job's pod from the optimizer image: its own tritonserver, the
     Job's /dev/shm emptyDir, and the verdict on the model (ServingTuned, status.serving)."""
     tuned = tiny("tuned")
-    tuned["spec"]["serving"]["tuning"] = TUNING
+    tuned["spec"]["serving"]["tuning"] = SHORT_TUNING
     cluster.apply([tuned], namespace=namespace)
     obj = wait_ready(cluster, image_operator, namespace, "tuned")
 
     verdict = condition(obj, "ServingTuned")
     assert (verdict["status"], verdict["reason"]) == ("True", "WithinBudget"), verdict
     summary = obj["status"]["serving"]["tuning"]
-    assert summary["outcome"] == "tuned" and summary["trials"] == 2, summary
+    assert short_search_problems(summary) == [], summary
     (job,) = items(cluster, namespace, "jobs", "tuned")
     pods = get(cluster, namespace, "pods", "-l", f"job-name={job['metadata']['name']}")
     (pod,) = pods["items"]

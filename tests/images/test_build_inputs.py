@@ -203,3 +203,24 @@ def test_container_paths_follow_the_images_links_inside_its_root(tmp_path: Path)
     (root / "loop").symlink_to("/loop")
     with pytest.raises(RuntimeError, match="symbolic links"):
         _inside(root, "/loop/x")
+
+
+def test_the_short_tuning_search_reads_the_same_from_the_image_and_from_the_status() -> None:
+    """optiserve_testing.image_tuning, shared by the images tier and the e2e from the images:
+    its search is a valid spec.serving.tuning, and its verdict reads TuningSummary's wire form
+    (the tier's tune_packaged result and status.serving.tuning are the same model)."""
+    from optiserve.api.tuning import TuningSpec, TuningSummary
+    from optiserve_testing.image_tuning import SHORT_TUNING, short_search_problems
+
+    assert TuningSpec.model_validate(SHORT_TUNING).max_trials == 2
+
+    def summary(**fields: object) -> dict[str, object]:
+        wire = {"outcome": "tuned", "latencyBudgetMs": 1000, "throughputRps": 40.5, "trials": 2}
+        return TuningSummary.model_validate({**wire, **fields}).to_wire()
+
+    assert short_search_problems(summary()) == []
+    assert short_search_problems(summary(outcome="untuned", trials=0, throughputRps=None)) == [
+        "outcome 'untuned', not 'tuned'",
+        "0 trials, not 2",
+        "no throughput for the chosen config: None",
+    ]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from optiserve_testing.image_tuning import SHORT_TUNING, short_search_problems
 from optiserve_testing.images import REPO_ROOT, BuiltImage, pip_ca_bundle
 from tests.images.conftest import run_in_image
 from tests.triton.tiny_models import WEIGHT, matmul_relu
@@ -239,14 +240,7 @@ def test_the_sbom_lists_what_the_image_holds(images: dict[str, BuiltImage], name
 TUNING_SERVING = {
     "maxBatchSize": 8,
     "dynamicBatching": {"maxQueueDelayMicroseconds": 500},
-    "tuning": {
-        "latencyBudgetMs": 1000,
-        "concurrency": [4],
-        "maxTrials": 2,
-        "maxSeconds": 60,
-        "trialSeconds": 1,
-        "warmupSeconds": 1,
-    },
+    "tuning": SHORT_TUNING,
 }
 TRITON_IN_IMAGE = """
 import json, os, subprocess, sys
@@ -309,9 +303,7 @@ def test_the_optimizer_image_runs_the_tuning_search_on_its_own_tritonserver(
     # The python backend's tensors went through /dev/shm (why the tuning Job mounts one).
     assert any(region.startswith("optiserve_") for region in seen["shm"]), seen["shm"]
 
-    summary = seen["summary"]
-    assert summary["outcome"] == "tuned", seen["log"]
-    assert summary["trials"] == 2 and summary["throughputRps"] > 0
+    assert short_search_problems(seen["summary"]) == [], seen["log"]
     assert any("tritonserver ready" in line for line in seen["log"])
     assert seen["plot"] == "89504e470d0a1a0a"  # tuning.png: matplotlib draws in the image too
     # The servers' working folders (the repository twin, the log) were under /tmp and are gone.

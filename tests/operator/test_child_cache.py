@@ -223,6 +223,33 @@ def test_an_unserved_resource_type_is_asked_about_once_per_ttl(
     assert len(server.paths) == 5
 
 
+def test_what_kube_remembers_per_child_and_type_is_forgotten_once_expired(
+    api: tuple[str, type[ApiServer]],
+) -> None:
+    url, server = api
+    clock = Clock()
+    kube = kube_for(url, ChildCache(["Service"]), clock)
+    # Children of models deleted since (their watch events never read back), and a type
+    # found unserved once and never asked about again.
+    for index in range(300):
+        kube.apply(child("Service", f"gone-{index}", model=f"gone-{index}"))
+    assert kube.get("keda.sh/v1alpha1", "ScaledObject", "ml", "digits") is None
+    assert (len(kube._applied), len(kube._unserved)) == (300, 1)
+    # Within the in-flight window nothing is dropped, however many there are.
+    clock.now += IN_FLIGHT_SECONDS / 2
+    kube.apply(child("Service", "fresh"))
+    assert len(kube._applied) == 301
+    # Past it, the next write sweeps: only what is still in flight stays.
+    clock.now += IN_FLIGHT_SECONDS / 2 + 1
+    kube.apply(child("Service", "newest"))
+    assert set(kube._applied) == {("Service", "ml", "fresh"), ("Service", "ml", "newest")}
+    assert kube._unserved == {}
+    # The fresh child is still looked up on the server (its event may be on the way).
+    server.paths.clear()
+    assert kube.get("v1", "Service", "ml", "fresh") is None
+    assert len(server.paths) == 1
+
+
 def test_the_cached_kinds_are_the_watched_children_and_all_are_server_side_selected() -> None:
     plurals = {p for _, _, p in (*handlers.CHILD_RESOURCES, *handlers.READ_ONLY_CHILD_RESOURCES)}
     assert plurals == set(handlers.CACHED_KINDS)

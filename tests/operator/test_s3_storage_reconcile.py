@@ -32,7 +32,10 @@ def test_the_served_artifact_is_the_s3_prefix_of_the_digest() -> None:
     message = json.dumps(
         {
             "digest": digest,
-            "artifact": {"modelRepository": f"/mnt/artifacts/{digest}/model_repository"},
+            "artifact": {
+                "modelRepository": f"/mnt/artifacts/{digest}/model_repository",
+                "report": f"file:///mnt/artifacts/{digest}/report.html",
+            },
         }
     )
     done = job(job_name("digits", digest), digest, "succeeded", message)
@@ -40,6 +43,8 @@ def test_the_served_artifact_is_the_s3_prefix_of_the_digest() -> None:
     artifact = deploying.status.artifact
     assert artifact is not None
     assert artifact.uri == f"s3://artifacts/prod/ml/digits/{digest}/model_repository"
+    # The page the Job uploaded beside it, not the Job's emptyDir (gone with its pod).
+    assert artifact.report == f"s3://artifacts/prod/ml/digits/{digest}/report.html"
     (deployment,) = [m for m in deploying.apply if m["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["initContainers"]] == ["artifact-pull", "serving-config"]

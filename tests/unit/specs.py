@@ -321,4 +321,16 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         with_change("serving.exposure", {"ingress": {"host": "*.example.com"}}),
         "host",
     ),
+    # Names resolve in the model's own namespace only (docs/object-storage.md, "Whose
+    # credentials"): no namespace/name form reaches another namespace's Secret or ConfigMap.
+    (
+        "credentials secret of another namespace",
+        with_change("objectStore", {"credentialsSecret": "team-b/artifact-writer"}),
+        "credentialsSecret",
+    ),
+    (
+        "ca bundle of another namespace",
+        with_change("objectStore", {"caBundle": {"configMap": "team-b/corp-ca"}}),
+        "configMap",
+    ),
 ]

@@ -79,7 +79,8 @@ class Artifact(ApiModel):
     report: str | None = Field(
         None,
         description="The optimization's report page (report.html beside the model "
-        "repository; `optiserve report` renders it from the artifact too).",
+        "repository: pvc://, or s3:// with storage.s3; `optiserve report` renders it from "
+        "this URI or the artifact's).",
     )
     source_sha256: str | None = Field(
         None,
