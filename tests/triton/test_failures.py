@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 from optiserve.api.serving import DynamicBatchingSpec, ServingSpec
 from optiserve.serve import LocalTriton, ModelLoadError, RepositoryError
 from optiserve.serve.command import serve
+from optiserve.serve.probe import poll_until
 from optiserve.serve.repository import write_onnx_model
 from optiserve_testing import prometheus
 from tests.triton.conftest import MODEL, RepoFactory
@@ -120,22 +121,38 @@ def test_model_failing_at_run_time_answers_each_request_with_an_error_and_keeps_
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(ask, [bad] * 48))
         after_errors = ask(good)
-        metrics = prometheus.scrape(triton.metrics_url, "lookup")
-        stats = _statistics(triton)
+        # Triton counts a request just after it answers: read until all 49 are in (or 10 s).
+        readings: list[tuple[dict[str, float], dict[str, int]]] = []
+
+        def counted() -> bool:
+            readings.append((prometheus.scrape(triton.metrics_url, "lookup"), _statistics(triton)))
+            metrics, stats = readings[-1]
+            failed = metrics.get("nv_inference_request_failure", 0.0)
+            succeeded = metrics.get("nv_inference_request_success", 0.0)
+            return (
+                failed - metrics_before.get("nv_inference_request_failure", 0.0) >= 48
+                and succeeded - metrics_before.get("nv_inference_request_success", 0.0) >= 1
+                and stats["fail"] - stats_before["fail"] >= 48
+            )
+
+        poll_until(counted, 10.0, 0.05)
+        metrics, stats = readings[-1]
         still_running, stubs_after = triton.running, _python_stubs(triton)
+        log_tail = triton.log_tail(10)
 
     assert all(isinstance(a, str) for a in answers), answers
     for answer in answers:
         assert "onnxruntime failed" in answer and "indices element out of data bounds" in answer
-    assert still_running and stubs and stubs_after == stubs  # neither server nor stub died
+    # Neither the server nor its stub died (a restarted stub has another pid).
+    assert still_running and stubs and stubs_after == stubs, (stubs, stubs_after, log_tail)
     assert isinstance(after_errors, np.ndarray), after_errors
     np.testing.assert_allclose(after_errors.sum(), 1.0, rtol=1e-5)  # a softmax: it answered
     delta = {k: metrics[k] - metrics_before.get(k, 0.0) for k in metrics}
     assert delta["nv_inference_request_failure"] == 48, delta
     assert delta["nv_inference_request_success"] == 1, delta
-    assert stats["fail"] - stats_before["fail"] == 48, stats
+    assert stats["fail"] - stats_before["fail"] == 48, (stats, stats_before)
     # The failing requests met in batches: fewer executions than requests.
-    assert stats["executions"] - stats_before["executions"] < 49, stats
+    assert stats["executions"] - stats_before["executions"] < 49, (stats, stats_before)
 
 
 def _statistics(triton: LocalTriton) -> dict[str, int]:
