@@ -156,12 +156,15 @@ def plan_canary(
     readings_error: str = "",
     analysis_configured: bool = True,
     exact_weights: bool = False,
+    candidate_current: bool = True,
 ) -> Decision:
     """What to do this pass. Without a Prometheus to read (``analysis_configured`` False) a
     canary cannot be analysed, so none is started and the stable keeps serving: a canary
     promoted on readiness alone would be the rolling update the spec asked not to have.
     ``exact_weights``: the traffic weight is the step's own (an HTTPRoute carries it), not
-    the share of pods the replica counts give."""
+    the share of pods the replica counts give. ``candidate_current``: the candidate is the
+    artifact of the spec as it is now (False while the Job of a changed spec still runs and
+    the last artifact built stands in as the candidate)."""
     full = budget.replicas
 
     def weight(at: Split, step: int) -> int:
@@ -172,7 +175,9 @@ def plan_canary(
         # never hold more GPUs than the budget; once they are gone it returns to full.
         share = full if canary_gone else _share(rollout, budget, state.step)
         if state.phase == "Aborted":
-            if state.generation == generation:
+            # Another chance only under a changed spec whose own artifact it still is; a spec
+            # whose new artifact is still being built does not bring the bad one back.
+            if state.generation == generation or not candidate_current:
                 return Decision("aborted", state, share, 0, message=state.message)
             state = None  # the spec changed since: the candidate gets another chance
         elif state.phase == "Promoted":

@@ -101,6 +101,7 @@ def plan_canary_pass(
     now: str,
     image: str,
     exact_weights: bool = False,
+    candidate_current: bool = True,
 ) -> CanaryPass:
     stable_artifact = _stable_artifact(candidate, last_good, state)
     candidate_deployment = rendered(
@@ -138,6 +139,7 @@ def plan_canary_pass(
         readings_error=observed.error,
         analysis_configured=observed.configured,
         exact_weights=exact_weights,
+        candidate_current=candidate_current,
     )
     manifest = (
         as_canary(with_latency_summaries(candidate_deployment), decision.canary_replicas)

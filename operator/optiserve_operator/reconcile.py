@@ -182,7 +182,15 @@ def _plan(
     routed = routes_canary(owner, spec, exposed, obs.deployment, obs.exposure)  # canary_route
     if wants_canary(spec, candidate, status.last_good_artifact, status.rollout):
         assert candidate is not None and status.last_good_artifact is not None
-        canary = _canary_pass(obs, config, candidate, status.last_good_artifact, now, routed)
+        canary = _canary_pass(
+            obs,
+            config,
+            candidate,
+            status.last_good_artifact,
+            now,
+            routed,
+            candidate.digest == digest,
+        )
     if canary is not None and canary.phase is not None:
         rollout = Rollout("rolling", serve=canary.stable_artifact, message=canary.decision.message)
     else:
@@ -300,6 +308,7 @@ def _canary_pass(
     last_good: Artifact,
     now: str,
     exact_weights: bool,
+    candidate_current: bool,
 ) -> CanaryPass:
     model = obs.model
     return plan_canary_pass(
@@ -314,6 +323,7 @@ def _canary_pass(
         now=now,
         image=config.optimizer_image,
         exact_weights=exact_weights,
+        candidate_current=candidate_current,
     )
 
 

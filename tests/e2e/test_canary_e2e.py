@@ -3,14 +3,12 @@ Prometheus scraping them (pod discovery, the annotation-based pod job), the real
 
 A good artifact goes through the step to 100% while load spreads over the Service's
 endpoints as kube-proxy would; the operator, killed mid-step, resumes at the same step with
-no duplicate objects. A bad artifact (a real optimizer artifact whose model is swapped, once
-written, for one with the same inputs and outputs that answers ~100x slower) is aborted by
-the analysis on Triton's own p99 while the stable's pod stays Ready.
-
-An artifact that answers with errors is not run here: this tritonserver build's python
-backend crashes (SIGSEGV, boost lock_exception) after onnxruntime errors under concurrent
-requests, so the pod crash-loops instead of counting failures; the error-rate check is
-covered by tests/operator/test_canary_plan.py and test_canary_reconcile.py.
+no duplicate objects. Then two bad artifacts, each a real optimizer artifact whose model is
+swapped, once written, for one with the same inputs and outputs: one that answers ~100x
+slower, aborted on Triton's own p99, and one whose graph fails in onnxruntime on every real
+input (an out-of-range Gather; the warmup's zeros pass, so its pod loads and is Ready),
+aborted on Triton's own failure counter. Each time every stable pod stays Ready, the stable
+keeps answering, and the aborted artifact is not tried again on the passes that follow.
 """
 
 from __future__ import annotations
@@ -19,9 +17,10 @@ import collections
 import http.client
 import itertools
 import json
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from optiserve_testing.prometheus import (
     pod_scrape_config,
 )
 from optiserve_testing.waiting import wait_until
+from tests.e2e.canary_support import StableWatch, failing_model, slow_model, swap_when_written
 from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
 from tests.e2e.objects import condition, get, served_digest, tiny, wait_ready
 
@@ -46,6 +46,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.triton, pytest.m
 NAMESPACE = "local-canary"  # kwok_config.RUN_LOCALLY_NAMESPACES: the pod runner runs its pods
 NAME = "zeta"
 PAUSE_S = 25
+INTERVAL_S = 5
 ROLLOUT = {
     "strategy": "canary",
     "steps": [{"weight": 50, "pauseSeconds": PAUSE_S}],
@@ -54,7 +55,7 @@ ROLLOUT = {
         # Loose: the two revisions share 2 busy CPUs; the slow artifact is ~100x slower.
         "maxLatencyP99Ratio": 10,
         "minRequests": 10,
-        "intervalSeconds": 5,
+        "intervalSeconds": INTERVAL_S,
     },
 }
 
@@ -112,7 +113,8 @@ class Load:
         self.core = client.CoreV1Api(cluster.api_client())
         self.ns = ns
         self.by_revision: collections.Counter[str] = collections.Counter()
-        self.errors: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()  # no 200 answer
+        self.error_answers: collections.Counter[str] = collections.Counter()  # an error status
         self.endpoints: list[tuple[str, str]] = []  # (ip, revision)
         self._cycle = itertools.count()
         self._lock = threading.Lock()
@@ -159,17 +161,20 @@ class Load:
                 continue
             ip, revision = target
             connection = http.client.HTTPConnection(ip, 8000, timeout=10)
+            answered = False
             try:
                 connection.request("POST", f"/v2/models/{NAME}/infer", self._body)
                 response = connection.getresponse()
                 response.read()
-                ok = response.status == 200
+                ok, answered = response.status == 200, True
             except (OSError, http.client.HTTPException):
                 ok = False
             finally:
                 connection.close()
             with self._lock:
                 (self.by_revision if ok else self.errors)[revision] += 1
+                if answered and not ok:
+                    self.error_answers[revision] += 1
             if not ok:
                 self._stop.wait(0.05)
 
@@ -198,56 +203,71 @@ def stable_ready(cluster: LocalCluster, ns: str) -> int:
     return int((deployment.get("status") or {}).get("readyReplicas") or 0)
 
 
-SLOW_LAYERS, SLOW_WIDTH = 80, 2048
+def events(cluster: LocalCluster, ns: str, reason: str) -> list[dict[str, Any]]:
+    listed = json.loads(cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout)
+    return [e for e in listed["items"] if e["reason"] == reason]
 
 
-def slow_model(path: Path) -> None:
-    """The tiny classifier's inputs and outputs (x: [N, 8] -> y: [N, 4]), answering correctly
-    shaped probabilities, but through 80 extra 2048x2048 matrix products whose result is
-    multiplied by zero: a model that loads and answers, only far slower than the stable."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes = [helper.make_node("MatMul", ["x", "widen"], ["h0"])]
-    for layer in range(SLOW_LAYERS):
-        nodes.append(helper.make_node("MatMul", [f"h{layer}", "square"], [f"h{layer + 1}"]))
-    nodes += [
-        helper.make_node("MatMul", [f"h{SLOW_LAYERS}", "narrow"], ["slow"]),
-        helper.make_node("Mul", ["slow", "zero"], ["nothing"]),
-        helper.make_node("MatMul", ["x", "classify"], ["logits"]),
-        helper.make_node("Add", ["logits", "nothing"], ["summed"]),
-        helper.make_node("Softmax", ["summed"], ["y"], axis=-1),
-    ]
-    rng = np.random.default_rng(1)
-    graph = helper.make_graph(
-        nodes,
-        "slow",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-        initializer=[
-            numpy_helper.from_array(np.full((8, SLOW_WIDTH), 1e-3, np.float32), "widen"),
-            numpy_helper.from_array(np.full((SLOW_WIDTH, SLOW_WIDTH), 1e-4, np.float32), "square"),
-            numpy_helper.from_array(np.full((SLOW_WIDTH, 4), 1e-3, np.float32), "narrow"),
-            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
-            numpy_helper.from_array(rng.normal(size=(8, 4)).astype(np.float32), "classify"),
-        ],
+def abort_bad_artifact(
+    cluster: LocalCluster,
+    operator: OperatorProcess,
+    max_drop: float,
+    write: Callable[[Path], None],
+    stable_digest: str,
+) -> tuple[dict[str, Any], str, Load]:
+    """Applies a spec that makes a new artifact, swaps its model for ``write``'s once the
+    optimizer has written it, and waits, under load, for the analysis to abort the canary.
+    Returns the model, the bad digest and the load (with what it counted)."""
+    ns = NAMESPACE
+    before = get(cluster, ns, "om", NAME)["status"].get("recipeDigest")
+    bad = model(max_drop)
+    cluster.apply([bad], namespace=ns)
+    wait_until(
+        "the bad recipe digest",
+        lambda: get(cluster, ns, "om", NAME)["status"].get("recipeDigest") != before,
+        timeout_s=60,
+        every_s=0.1,
     )
-    slow = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    slow.ir_version = 8
-    onnx.save(slow, str(path))
+    bad_digest = get(cluster, ns, "om", NAME)["status"]["recipeDigest"]
+    parsed = OptimizedModel.model_validate(bad)
+    folder = cluster.claim_path(ns, artifact_uri(parsed.spec, bad_digest, namespace=ns, name=NAME))
+    stop = threading.Event()
+    swap = threading.Thread(target=swap_when_written, args=(folder, stop, write), daemon=True)
+    swap.start()
+    try:
+        with StableWatch(cluster, ns, NAME) as watch, Load(cluster, ns) as load:
+
+            def aborted() -> bool:  # this artifact's abort, not the Degraded of an earlier one
+                found = get(cluster, ns, "om", NAME)
+                rollout = found["status"].get("rollout") or {}
+                return (
+                    condition(found, "Degraded").get("reason") == "CanaryAborted"
+                    and rollout.get("canaryDigest") == bad_digest
+                    and rollout.get("phase") == "Aborted"
+                )
+
+            wait_until("the bad canary aborted", aborted, timeout_s=400)
+    except AssertionError:
+        described = cluster.kubectl("describe", "-n", ns, "om,deploy,pod").stdout
+        pytest.fail(f"never aborted\n{described[-6000:]}\n{operator.logs()}")
+    finally:
+        stop.set()
+    obj = get(cluster, ns, "om", NAME)
+    assert obj["status"]["rollout"]["phase"] == "Aborted"
+    assert obj["status"]["rollout"]["canaryDigest"] == bad_digest
+    assert served_digest(cluster, ns, NAME) == stable_digest  # the stable still serves
+    # The one stable pod (replicas: 1) served throughout: Ready at every sample, not replaced.
+    assert watch.samples >= 10 and not watch.lapses, (watch.samples, watch.lapses[:10])
+    assert len(watch.names) == 1, watch.names
+    wait_until(
+        "the aborted canary deleted",
+        lambda: get(cluster, ns, "deployment", f"{NAME}-canary") is None,
+        timeout_s=60,
+    )
+    return obj, bad_digest, load
 
 
-def swap_when_written(folder: Path, stop: threading.Event) -> None:
-    while not stop.wait(0.05):
-        models = list(folder.glob("*/1/model.onnx"))
-        if models:
-            for path in models:
-                slow_model(path)
-            return
-
-
-def test_canary_promoted_resumed_after_a_kill_then_a_slow_one_aborted(
+def test_canary_promoted_resumed_after_a_kill_then_a_slow_and_an_erroring_one_aborted(
     cluster: LocalCluster, canary_operator: OperatorProcess, namespace: str
 ) -> None:
     ns = namespace
@@ -315,53 +335,55 @@ def test_canary_promoted_resumed_after_a_kill_then_a_slow_one_aborted(
     # on), answers by revision: one endpoint each, so half each, within +-15 points.
     window = {r: mid_step.get(r, 0) - step_began.get(r, 0) for r in ("canary", "stable")}
     share = window["canary"] / max(1, window["canary"] + window["stable"])
-    events = cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout
-    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    listed = json.loads(cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout)
+    reasons = {e["reason"] for e in listed["items"]}
     assert {"CanaryStarted", "CanaryPromoting", "CanaryPromoted"} <= reasons, reasons
     assert 0.35 <= share <= 0.65, (window, served, errors)
     assert sum(window.values()) >= 20, window
 
     # A bad artifact, far slower than the stable: aborted by the analysis on Triton's p99.
-    bad = model(0.03)
-    cluster.apply([bad], namespace=ns)
-    wait_until(
-        "the bad recipe digest",
-        lambda: get(cluster, ns, "om", NAME)["status"].get("recipeDigest") != canary_digest,
-        timeout_s=60,
-        every_s=0.1,
-    )
-    bad_digest = get(cluster, ns, "om", NAME)["status"]["recipeDigest"]
-    parsed = OptimizedModel.model_validate(bad)
-    folder = cluster.claim_path(ns, artifact_uri(parsed.spec, bad_digest, namespace=ns, name=NAME))
-    stop = threading.Event()
-    swap = threading.Thread(target=swap_when_written, args=(folder, stop), daemon=True)
-    swap.start()
-    stable_seen.clear()
-    try:
-        with Load(cluster, ns):
-
-            def aborted() -> bool:
-                stable_seen.append(stable_ready(cluster, ns))
-                return condition(get(cluster, ns, "om", NAME), "Degraded").get("reason") == (
-                    "CanaryAborted"
-                )
-
-            wait_until("the slow canary aborted", aborted, timeout_s=400)
-    except AssertionError:
-        described = cluster.kubectl("describe", "-n", ns, "om,deploy,pod").stdout
-        pytest.fail(f"never aborted\n{described[-6000:]}\n{canary_operator.logs()}")
-    finally:
-        stop.set()
-    obj = get(cluster, ns, "om", NAME)
+    obj, _, _ = abort_bad_artifact(cluster, canary_operator, 0.03, slow_model, canary_digest)
     degraded = condition(obj, "Degraded")
     assert "latencyP99Ratio" in degraded["message"], degraded
     assert "above maxLatencyP99Ratio 10" in degraded["message"]
-    assert obj["status"]["rollout"]["phase"] == "Aborted"
-    assert obj["status"]["rollout"]["canaryDigest"] == bad_digest
-    assert served_digest(cluster, ns, NAME) == canary_digest  # the promoted one still serves
-    assert min(stable_seen) >= 1
-    wait_until(
-        "the aborted canary deleted",
-        lambda: get(cluster, ns, "deployment", f"{NAME}-canary") is None,
-        timeout_s=60,
+
+    # A bad artifact that loads and is Ready but whose every answer is an onnxruntime error:
+    # aborted on Triton's failure counter (checked before the p99, whatever the latency).
+    started_before = len(events(cluster, ns, "CanaryStarted"))
+    obj, bad_digest, load = abort_bad_artifact(
+        cluster, canary_operator, 0.02, failing_model, canary_digest
     )
+    message = condition(obj, "Degraded")["message"]
+    numbers = re.search(
+        r"aborted at step 1: errorRate: error rate (\S+) \((\d+) of (\d+) requests failed\) "
+        r"is above maxErrorRate 0\.05",
+        message,
+    )
+    assert numbers, message
+    rate, failed, total = float(numbers[1]), int(numbers[2]), int(numbers[3])
+    assert rate > 0.05 and total >= 10 and abs(failed / total - rate) < 0.001, message
+    assert bad_digest[:12] in message
+    served, errors = load.snapshot()
+    # The canary pod answered (HTTP errors), it did not crash; the stable answered throughout.
+    assert load.error_answers["canary"] > 0 and served.get("stable", 0) > 0, (served, errors)
+    assert "canary" not in served and errors.get("stable", 0) == 0, (served, errors)
+    aborted_events = events(cluster, ns, "CanaryAborted")
+    assert any(
+        e["type"] == "Warning" and "errorRate" in e["message"] and bad_digest[:12] in e["message"]
+        for e in aborted_events
+    ), aborted_events
+    assert len(events(cluster, ns, "CanaryStarted")) == started_before + 1
+
+    # Remembered as bad: the passes that follow (3 analysis intervals, --poll-seconds 1) start
+    # no canary for it again, while the stable keeps answering every request.
+    with Load(cluster, ns) as after_abort:
+        watch_until = time.monotonic() + 3 * INTERVAL_S
+        while time.monotonic() < watch_until:
+            time.sleep(0.5)
+            assert get(cluster, ns, "deployment", f"{NAME}-canary") is None
+            rollout = rollout_of(cluster, ns)
+            assert (rollout["phase"], rollout["canaryDigest"]) == ("Aborted", bad_digest)
+        answered, failed_after = after_abort.snapshot()
+    assert len(events(cluster, ns, "CanaryStarted")) == started_before + 1
+    assert answered.get("stable", 0) >= 10 and not failed_after, (answered, failed_after)
+    assert served_digest(cluster, ns, NAME) == canary_digest

@@ -118,6 +118,19 @@ def test_failing_analysis_aborts_and_the_candidate_is_remembered_until_the_spec_
     assert d.action == "start" and d.state is not None and d.state.step == 0
 
 
+def test_an_aborted_candidate_is_not_tried_again_while_a_changed_spec_builds_its_own() -> None:
+    d = step(step(None).state, at(30), readings=Readings(90, 10, 5.0, 5.0))
+    assert d.action == "abort"
+    # The spec changed, and its new artifact is still being built: the bad one, the last
+    # artifact built, stands in as the candidate but gets no canary.
+    d = step(d.state, at(60), generation=2, canary_gone=True, candidate_current=False)
+    assert d.action == "aborted" and d.canary_replicas == 0 and d.stable_replicas == 3
+    assert d.state is not None and d.state.canary_digest == CANDIDATE
+    # The new artifact arrives: a canary for it, from step 1.
+    d = step(d.state, at(90), generation=2, canary_gone=True, candidate_digest="c" * 64)
+    assert d.action == "start" and d.state is not None and d.state.canary_digest == "c" * 64
+
+
 def test_a_slow_canary_is_aborted_on_the_latency_ratio() -> None:
     d = step(step(None).state, at(10), readings=Readings(200, 0, 40.0, 10.0))
     assert d.action == "abort" and d.failed_check == "latencyP99Ratio"

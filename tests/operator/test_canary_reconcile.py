@@ -204,3 +204,35 @@ def test_a_canary_with_an_autoscaler_is_refused() -> None:
         assert "autoscaler" in str(err)
     else:
         raise AssertionError("a canary with an autoscaler was accepted")
+
+
+def test_a_changed_spec_does_not_bring_the_aborted_artifact_back_while_its_job_runs() -> None:
+    status, old, new = served_by_stable(OptimizedModelStatus())
+    on = CanaryObserved(configured=True)
+    start = step(status, "2026-01-01T00:04:00Z", stable=stable_ready(old), canary=on)
+    failing = CanaryObserved(
+        deployment=deployment(new, replicas=1), configured=True, readings=Readings(0, 200, 5, 5)
+    )
+    aborted = step(start.status, "2026-01-01T00:04:30Z", stable=stable_ready(old), canary=failing)
+    assert aborted.status.rollout is not None and aborted.status.rollout.phase == "Aborted"
+    # The spec changes again (generation 3): its Job is created, and meanwhile the aborted
+    # artifact, the last one built, is not canaried again; the stable serves on.
+    obj = canary_spec("fp32").to_wire()
+    obj["source"]["uri"] = "pvc://models/digits-v2.onnx"
+    changed = OptimizedModelSpec.model_validate(obj)
+    assert recipe_digest(OWNER.name, changed) not in (old, new)
+    building = plan(
+        Observed(
+            model=model(changed, aborted.status, generation=3),
+            deployment=stable_ready(old),
+            canary=on,
+        ),
+        "2026-01-01T00:05:00Z",
+        CONFIG,
+    )
+    assert [m["kind"] for m in building.create if m["kind"] == "Job"] == ["Job"]
+    assert set(by_name(building)) == {"digits"}
+    assert artifact_of(by_name(building)["digits"]) == old
+    assert building.status.rollout is not None and building.status.rollout.phase == "Aborted"
+    assert building.status.rollout.canary_digest == new
+    assert "CanaryStarted" not in [e.reason for e in building.events]

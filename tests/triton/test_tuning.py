@@ -230,12 +230,13 @@ def test_model_failing_under_load_ends_the_search_untuned(tmp_path: Path) -> Non
     )
 
     assert time.monotonic() - began < 60
-    # Batches of two fail in the model; on this Triton the failure takes the server down.
+    # Batches of two fail in the model: their requests are answered with onnxruntime's error
+    # and the server keeps serving (it no longer crashes, see onnx_model.py.tmpl).
     assert len(result.trials) == 1 and result.trials[0].failure is not None
     assert result.summary.outcome == "untuned" and result.serving is None
     message = result.summary.message
     assert "serving with the spec's settings" in message
-    assert "requests failed" in message or "exited during trial 1" in message
+    assert "requests failed" in message
     assert "reshape" in message.lower()  # the model's own error, from Triton's log
 
 
