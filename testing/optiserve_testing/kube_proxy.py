@@ -47,8 +47,9 @@ def kube_proxy_args(
         f"--cluster-cidr={cluster_cidr}",
         f"--healthz-bind-address=127.0.0.1:{healthz_port}",
         f"--metrics-bind-address=127.0.0.1:{metrics_port}",
-        # NodePorts only on loopback, which nftables mode does not serve: none of the machine's
-        # addresses opens one ("primary" means every address when the node's IP is loopback).
+        # NodePorts only on loopback, which nftables mode does not serve (it logs so, as an
+        # error): none of the machine's addresses opens one ("primary" would mean every
+        # address, the node's IP being loopback).
         "--nodeport-addresses=127.0.0.1/32",
         "--oom-score-adj=0",  # an ordinary process here, not one the OOM killer must spare
         # 0: leave the machine's conntrack table size and timeouts as they are.
