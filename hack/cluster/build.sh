@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build (once per machine) the pinned binaries of the local test control plane: kube-apiserver,
-# kube-controller-manager, kube-scheduler, etcd, kwok, kubectl and helm. Each lands in
+# kube-controller-manager, kube-scheduler, kube-proxy, etcd, kwok, kubectl, helm and kube-score.
+# Each lands in
 #   ${OPTISERVE_BIN_CACHE:-$HOME/.cache/optiserve/bin}/<name>-<version>/<name>
 # and is skipped when already there, so a warm run takes well under a second.
 #
-# Usage: hack/cluster/build.sh [name ...]      (default: all eight)
+# Usage: hack/cluster/build.sh [name ...]      (default: all nine)
 #        hack/cluster/build.sh --print-dir NAME (print the cache dir of NAME, build nothing)
 # Env:   OPTISERVE_BIN_CACHE, GO (path of the go command), BUILD_PARALLELISM (default 2).
 set -euo pipefail
@@ -15,11 +16,11 @@ source "${here}/versions.env"
 
 cache_root="${OPTISERVE_BIN_CACHE:-${HOME}/.cache/optiserve/bin}"
 go_cmd="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
-all_names=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm kube-score)
+all_names=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd kwok kubectl helm kube-score)
 
 version_of() {
   case "$1" in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "${KUBERNETES_VERSION}" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kube-proxy | kubectl) echo "${KUBERNETES_VERSION}" ;;
     etcd) echo "${ETCD_VERSION}" ;;
     kwok) echo "${KWOK_VERSION}" ;;
     helm) echo "${HELM_VERSION}" ;;
@@ -143,7 +144,7 @@ copy_kwok_stages() {
 
 for name in "${missing[@]}"; do
   case "${name}" in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl)
+    kube-apiserver | kube-controller-manager | kube-scheduler | kube-proxy | kubectl)
       sync_k8s_module
       install_binary "${name}" "k8s.io/kubernetes/cmd/${name}" "$(k8s_ldflags)" "${here}/k8s"
       ;;

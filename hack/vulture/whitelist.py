@@ -86,6 +86,7 @@ derive_profiles  # shapes over whole arrays: the oracle of the streamed profiles
 _.kubernetes_version  # binaries.py
 _.pod_runner  # cluster.py
 cluster_namespace  # fixtures.py: a pytest fixture, requested by name
+routed_cluster  # fixtures.py: a pytest fixture, requested by name
 _.do_GET  # custom_metrics.py: http.server calls do_GET / log_message by name
 _.log_message
 _.daemon_threads  # read by socketserver.ThreadingMixIn

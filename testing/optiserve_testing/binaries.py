@@ -19,6 +19,7 @@ VERSION_KEYS = {
     "kube-apiserver": "KUBERNETES_VERSION",
     "kube-controller-manager": "KUBERNETES_VERSION",
     "kube-scheduler": "KUBERNETES_VERSION",
+    "kube-proxy": "KUBERNETES_VERSION",
     "kubectl": "KUBERNETES_VERSION",
     "kwok": "KWOK_VERSION",
     "helm": "HELM_VERSION",
@@ -116,13 +117,15 @@ def ensure_binaries(names: tuple[str, ...] = CONTROL_PLANE) -> Binaries:
     return binaries
 
 
-def control_plane_binaries() -> Binaries:
-    """The control plane's binaries, built first when missing, unless OPTISERVE_CLUSTER_BUILD=0
-    (then a BinariesUnavailable naming what is missing)."""
+def control_plane_binaries(extra: tuple[str, ...] = ()) -> Binaries:
+    """The control plane's binaries (and ``extra`` ones, e.g. kube-proxy), built first when
+    missing, unless OPTISERVE_CLUSTER_BUILD=0 (then a BinariesUnavailable naming what is
+    missing)."""
+    names = CONTROL_PLANE + extra
     if os.environ.get("OPTISERVE_CLUSTER_BUILD", "1") == "0":
         binaries = Binaries(cache_root(), read_versions())
-        missing = binaries.missing(CONTROL_PLANE)
+        missing = binaries.missing(names)
         if missing:
             raise BinariesUnavailable(f"{missing} not built and OPTISERVE_CLUSTER_BUILD=0")
         return binaries
-    return ensure_binaries()
+    return ensure_binaries(names)

@@ -29,7 +29,10 @@ from optiserve_testing.cluster_spec import (
     ClusterOptions,
     render_kubeconfig,
 )
+from optiserve_testing.kube_proxy import USER as KUBE_PROXY_USER
+from optiserve_testing.kube_proxy import KubeProxy
 from optiserve_testing.kwok_config import render_kwok_config
+from optiserve_testing.pod_network import AddressesOnLo
 from optiserve_testing.processes import ManagedProcess, free_ports
 from optiserve_testing.waiting import wait_until
 
@@ -70,6 +73,10 @@ class LocalCluster:
         self.server = ""
         self._processes: list[ManagedProcess] = []
         self._pod_runner: PodRunner | None = None
+        self._kube_proxy: KubeProxy | None = None
+        # Opt-in (ClusterOptions.pod_cidr_on_lo): pods get addresses of their own on lo.
+        cidr = self.options.pod_cidr_on_lo
+        self.pod_addresses = AddressesOnLo(cidr) if cidr else None
         self._started = False
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -94,6 +101,9 @@ class LocalCluster:
             return
         self._started = False
         self.stop_pod_runner()
+        if self._kube_proxy is not None:
+            self._kube_proxy.stop()
+            self._kube_proxy = None
         for process in reversed(self._processes):
             process.stop()
         self._processes.clear()
@@ -102,6 +112,10 @@ class LocalCluster:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def _start(self) -> None:
+        if self.options.kube_proxy and self.pod_addresses is None:
+            raise ValueError("ClusterOptions.kube_proxy needs pod_cidr_on_lo")
+        if self.pod_addresses is not None:
+            self.pod_addresses.preflight()  # fail before anything starts when it cannot work
         etcd_port, peer_port, api_port, cm_port, sched_port, kwok_port = free_ports(6)
         self.server = f"https://127.0.0.1:{api_port}"
         certs = self._make_pki()
@@ -169,6 +183,14 @@ class LocalCluster:
             lambda: self._kubectl_ok("wait", "--for=condition=Ready", *names, "--timeout=5s"),
         )
         self.wait_for_default_service_account("default")
+        if self.options.kube_proxy and self.options.pod_cidr_on_lo:
+            self._kube_proxy = KubeProxy(
+                self.binaries.path("kube-proxy"),
+                self._write_kubeconfig("kube-proxy", certs),
+                self.options.pod_cidr_on_lo,
+                self.logs_dir / "kube-proxy.log",
+            )
+            self._kube_proxy.start(self.options.startup_timeout_s)
 
     def _make_pki(self) -> dict[str, pki.KeyPair]:
         ca = pki.make_ca(self.pki_dir)
@@ -201,6 +223,8 @@ class LocalCluster:
             # The aggregator's identity towards extension API servers (APIService backends).
             "front-proxy": client("front-proxy", FRONT_PROXY_USER),
         }
+        if self.options.kube_proxy:
+            certs["kube-proxy"] = client("kube-proxy", KUBE_PROXY_USER)
         self.kubeconfig.write_text(
             render_kubeconfig(self.server, ca.cert, "optiserve-admin", certs["admin"])
         )
@@ -380,7 +404,12 @@ class LocalCluster:
         from optiserve_testing.pod_runner import PodRunner
 
         if self._pod_runner is None:
-            self._pod_runner = PodRunner(self.api_client(), self.state_dir / "pods", self.pvc_root)
+            self._pod_runner = PodRunner(
+                self.api_client(),
+                self.state_dir / "pods",
+                self.pvc_root,
+                addresses=self.pod_addresses,
+            )
             self._pod_runner.start()
         return self._pod_runner
 

@@ -76,6 +76,12 @@ class ClusterOptions:
     # controller manager (the scale benchmark: its default QPS 20 paces every Deployment).
     apiserver_args: tuple[str, ...] = ()
     controller_manager_args: tuple[str, ...] = ()
+    # Pods the runner runs get addresses of their own from this test-only range, added to lo
+    # while they run (root with CAP_NET_ADMIN; pod_network.py), instead of 127.x addresses,
+    # which EndpointSlices refuse: with it a Service's slices list its pods. None: 127.x.
+    pod_cidr_on_lo: str | None = None
+    # Run the real kube-proxy (kube_proxy.py; needs pod_cidr_on_lo): ClusterIPs reach the pods.
+    kube_proxy: bool = False
 
 
 def render_kubeconfig(server: str, ca: Path, user: str, client: pki.KeyPair) -> str:

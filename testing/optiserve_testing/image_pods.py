@@ -112,8 +112,10 @@ def image_command(
     pod_dir: Path,
     termination_file: Path,
     lookup: pod_spec.DataLookup,
+    ip: str,
 ) -> list[str]:
-    """argv that runs the container in its image (the launcher, with its spec in pod_dir)."""
+    """argv that runs the container in its image (the launcher, with its spec in pod_dir);
+    ``ip`` is the pod's address (pod_network.py)."""
     give_volumes_to_fs_group(pod, volumes)
     termination_file.chmod(0o666)  # the container's user writes it, as on a kubelet
     # Paths need no rewriting: the volumes are mounted where the container expects them.
@@ -122,7 +124,6 @@ def image_command(
         container.get("terminationMessagePath") or pod_spec.DEFAULT_TERMINATION_MESSAGE_PATH
     )
     identity[message_path] = message_path
-    ip = pod_spec.pod_ip(pod["metadata"]["uid"])
     env = pod_spec.container_env(pod, container, {}, identity, lookup, ip)
     for name in HARNESS_ONLY_ENV:
         env.pop(name, None)

@@ -9,10 +9,11 @@ and workingDir and its volumes mapped to local folders (see pod_spec.py), and re
 Running and then Succeeded or Failed with each container's exit code, reason and termination
 message. Deleting the pod kills the processes (SIGTERM, then SIGKILL) and removes the pod.
 
-Each pod has a loopback address of its own (pod_spec.pod_ip). A pod whose containers have
-httpGet readiness probes is reported Running but not Ready until every probe answers 2xx (polled
-every periodSeconds, after initialDelaySeconds), and not Ready again after failureThreshold
-failures in a row, as a kubelet does; other pods are Ready as soon as they run.
+Each pod has an address of its own (pod_network.py: a 127.x one, or one added to lo while it
+runs). A pod whose containers have httpGet readiness probes is reported Running but not Ready
+until every probe answers 2xx (polled every periodSeconds, after initialDelaySeconds), and not
+Ready again after failureThreshold failures in a row, as a kubelet does; other pods are Ready as
+soon as they run.
 
 restartPolicy OnFailure is treated as Never: the pod fails and the Job controller retries with a
 new pod. Under restartPolicy Always a container that exits is restarted in place after a backoff,
@@ -39,6 +40,7 @@ from optiserve_testing import pod_spec
 from optiserve_testing.image_pods import image_command
 from optiserve_testing.images import REPO_ROOT, BuiltImage
 from optiserve_testing.kwok_config import runner_owns_pod
+from optiserve_testing.pod_network import LoopbackAddresses, PodAddresses, PodNetworkUnavailable
 from optiserve_testing.processes import ManagedProcess
 from optiserve_testing.volume_binder import VolumeBinder
 from optiserve_testing.waiting import http_ok
@@ -57,6 +59,7 @@ class PodRunner:
         command_aliases: Mapping[str, tuple[str, ...]] = pod_spec.DEFAULT_COMMAND_ALIASES,
         kill_grace_s: float = 5.0,
         images: Mapping[str, BuiltImage] | None = None,
+        addresses: PodAddresses | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.work_root = work_root
@@ -69,6 +72,7 @@ class PodRunner:
         # reference -> built image: a container naming one runs inside it (image_pods.py).
         self.images = dict(images or {})
         self.volume_binder = VolumeBinder(api_client, pvc_root)
+        self.addresses = addresses or LoopbackAddresses()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._claimed: set[str] = set()  # pod uids this runner started or is deleting
@@ -95,6 +99,7 @@ class PodRunner:
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads.clear()
+        self.addresses.release_all()
 
     def pod_dir(self, namespace: str, name: str) -> Path:
         return self.work_root / namespace / name
@@ -185,22 +190,39 @@ class PodRunner:
         started_at = pod_spec.now_rfc3339()
         results: dict[str, tuple[int, str, str]] = {}
         try:
+            ip = self.addresses.claim(metadata["uid"])
             volumes = pod_spec.local_volume_paths(
                 pod, pod_dir, self.pvc_root, self.volume_binder.claim_paths(pod)
             )
             self._prepare_volumes(pod, volumes)
-        except (pod_spec.PodSpecError, ApiException, OSError) as err:
+        except (pod_spec.PodSpecError, PodNetworkUnavailable, ApiException, OSError) as err:
             results = {c["name"]: (128, "StartError", str(err)) for c in containers}
-            volumes = {}
+            volumes, ip = {}, ""
+        try:
+            self._run_containers(pod, started_at, ip, volumes, results)
+        finally:
+            self.addresses.release(metadata["uid"])
+
+    def _run_containers(
+        self,
+        pod: dict[str, Any],
+        started_at: str,
+        ip: str,
+        volumes: Mapping[str, Path],
+        results: dict[str, tuple[int, str, str]],
+    ) -> None:
+        """Init containers one after another, then the containers side by side; final status."""
+        metadata = pod["metadata"]
+        containers = pod["spec"]["containers"]
+        pod_dir = self.pod_dir(metadata["namespace"], metadata["name"])
         init_containers = [] if results else pod["spec"].get("initContainers") or []
         for init in init_containers:  # one after another; the first failure fails the pod
-            code, _, message = self._run_container(pod, init, volumes, pod_dir)
+            code, _, message = self._run_container(pod, init, volumes, pod_dir, ip)
             if code != 0:
                 failure = f"init container {init['name']} failed ({code}): {message}"
                 results = {c["name"]: (1, "Error", failure) for c in containers}
                 break
         if not results:
-            ip = pod_spec.pod_ip(metadata["uid"])
             probes = [pod_spec.readiness_url(c, ip) for c in containers]
             probed = [(c, url) for c, url in zip(containers, probes, strict=True) if url]
             self._report(pod, pod_spec.running_status(pod, started_at, ip, ready=not probed))
@@ -209,14 +231,14 @@ class PodRunner:
             if probed:
                 prober = threading.Thread(
                     target=self._probe_readiness,
-                    args=(pod, started_at, probed, containers_done),
+                    args=(pod, started_at, ip, probed, containers_done),
                     daemon=True,
                 )
                 prober.start()
             threads = [
                 threading.Thread(
                     target=lambda c=c: results.__setitem__(
-                        c["name"], self._run_restarting(pod, c, volumes, pod_dir, started_at)
+                        c["name"], self._run_restarting(pod, c, volumes, pod_dir, started_at, ip)
                     )
                 )
                 for c in containers
@@ -238,6 +260,7 @@ class PodRunner:
         volumes: Mapping[str, Path],
         pod_dir: Path,
         started_at: str,
+        ip: str,
     ) -> tuple[int, str, str]:
         """Run a container; under restartPolicy Always restart it when it exits, with backoff.
 
@@ -247,12 +270,12 @@ class PodRunner:
         uid = pod["metadata"]["uid"]
         restarts = 0
         while True:
-            result = self._run_container(pod, container, volumes, pod_dir)
+            result = self._run_container(pod, container, volumes, pod_dir, ip)
             if pod["spec"].get("restartPolicy", "Always") != "Always" or self._killed(uid):
                 return result
             restarts += 1
             status = pod_spec.crash_loop_status(
-                pod, started_at, pod_spec.pod_ip(uid), container["name"], restarts, result
+                pod, started_at, ip, container["name"], restarts, result
             )
             self._report(pod, status)
             # A kubelet backs off 10 s, doubling to 5 min; shorter here, tests wait on it.
@@ -265,10 +288,11 @@ class PodRunner:
         container: Mapping[str, Any],
         volumes: Mapping[str, Path],
         pod_dir: Path,
+        ip: str,
     ) -> tuple[int, str, str]:
         """Run one container to its end; returns (exit code, reason, termination message)."""
         try:
-            return self._run_process(pod, container, volumes, pod_dir)
+            return self._run_process(pod, container, volumes, pod_dir, ip)
         except (pod_spec.PodSpecError, ApiException, OSError) as err:
             LOG.warning(
                 "container %s of pod %s cannot run locally: %s",
@@ -284,9 +308,10 @@ class PodRunner:
         container: Mapping[str, Any],
         volumes: Mapping[str, Path],
         pod_dir: Path,
+        ip: str,
     ) -> tuple[int, str, str]:
         """Run one container to its end; returns (exit code, reason, termination message)."""
-        uid, name = pod["metadata"]["uid"], container["name"]
+        name = container["name"]
         pod_dir.mkdir(parents=True, exist_ok=True)
         termination_file = pod_dir / f"{name}.termination-log"
         termination_file.write_bytes(b"")
@@ -294,7 +319,7 @@ class PodRunner:
         image = self.images.get(container.get("image", ""))
         if image is not None:
             argv = image_command(
-                pod, container, image, volumes, pod_dir, termination_file, self._lookup
+                pod, container, image, volumes, pod_dir, termination_file, self._lookup, ip
             )
             launcher_env = {k: v for k, v in self.base_env.items() if k in ("PATH", "PYTHONPATH")}
             return self._wait(pod, container, argv, log_path, launcher_env, REPO_ROOT)
@@ -308,7 +333,6 @@ class PodRunner:
                 if not (view / child).is_symlink():
                     (view / child).symlink_to(local)
             mapping[parent] = str(view)
-        ip = pod_spec.pod_ip(uid)
         env = pod_spec.container_env(pod, container, self.base_env, mapping, self._lookup, ip)
         argv = pod_spec.command_line(container, env, mapping, self.command_aliases)
         # Only a workingDir from the spec is a container path; the pod's own folder is local
@@ -358,6 +382,7 @@ class PodRunner:
         self,
         pod: dict[str, Any],
         started_at: str,
+        ip: str,
         probed: list[tuple[Mapping[str, Any], str]],
         done: threading.Event,
     ) -> None:
@@ -376,9 +401,7 @@ class PodRunner:
             # while their (kwok) node misses heartbeats, and only a kubelet sets them back.
             if (now_ready != ready or now_ready != self._api_ready(pod)) and not done.is_set():
                 ready = now_ready
-                status = pod_spec.running_status(
-                    pod, started_at, pod_spec.pod_ip(uid), ready, pod_spec.now_rfc3339()
-                )
+                status = pod_spec.running_status(pod, started_at, ip, ready, pod_spec.now_rfc3339())
                 self._report(pod, status)
             done.wait(period)
 

@@ -8,10 +8,11 @@ workingDir that *is* such a path, starts with it followed by "/", or is `--flag=
 is rewritten to the local path. The full map is also passed as JSON in OPTISERVE_PATH_MAP and the
 local termination-message file in OPTISERVE_TERMINATION_MESSAGE_PATH.
 
-Pod network: every pod gets an address of its own in 127.0.0.0/8 (`pod_ip`), reported as its
-podIP and passed in OPTISERVE_POD_IP, so servers in different pods can listen on the same
-containerPort side by side, as they do in a cluster; a server binds it when its command says so
-(the tritonserver stand-in, tritonserver_shim.py, does).
+Pod network: every pod gets an address of its own, by default in 127.0.0.0/8 (`pod_ip`; or
+one added to lo, see pod_network.py), reported as its podIP and passed in OPTISERVE_POD_IP, so
+servers in different pods can listen on the same containerPort side by side, as they do in a
+cluster; a server binds it when its command says so (the tritonserver stand-in,
+tritonserver_shim.py, does).
 """
 
 from __future__ import annotations
