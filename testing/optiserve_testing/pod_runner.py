@@ -57,6 +57,7 @@ class PodRunner:
         command_aliases: Mapping[str, tuple[str, ...]] = pod_spec.DEFAULT_COMMAND_ALIASES,
         kill_grace_s: float = 5.0,
         images: Mapping[str, BuiltImage] | None = None,
+        entrypoints: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.work_root = work_root
@@ -68,6 +69,9 @@ class PodRunner:
         self.kill_grace_s = kill_grace_s
         # reference -> built image: a container naming one runs inside it (image_pods.py).
         self.images = dict(images or {})
+        # image reference -> the local argv of its ENTRYPOINT, for containers with no command
+        # (e.g. the chart's operator pods: the image's `optiserve operator`).
+        self.entrypoints = dict(entrypoints or {})
         self.volume_binder = VolumeBinder(api_client, pvc_root)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -310,7 +314,8 @@ class PodRunner:
             mapping[parent] = str(view)
         ip = pod_spec.pod_ip(uid)
         env = pod_spec.container_env(pod, container, self.base_env, mapping, self._lookup, ip)
-        argv = pod_spec.command_line(container, env, mapping, self.command_aliases)
+        entrypoint = self.entrypoints.get(container.get("image", ""), ())
+        argv = pod_spec.command_line(container, env, mapping, self.command_aliases, entrypoint)
         # Only a workingDir from the spec is a container path; the pod's own folder is local
         # already (and may lie under a mapped path such as /tmp).
         working_dir = container.get("workingDir")

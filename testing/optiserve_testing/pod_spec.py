@@ -231,13 +231,16 @@ def command_line(
     env: Mapping[str, str],
     mapping: Mapping[str, str],
     aliases: Mapping[str, tuple[str, ...]] = DEFAULT_COMMAND_ALIASES,
+    entrypoint: tuple[str, ...] = (),
 ) -> list[str]:
-    """argv of the local process: command + args, $(VAR)-expanded and path-rewritten."""
-    command = list(container.get("command") or [])
+    """argv of the local process: command + args, $(VAR)-expanded and path-rewritten. A
+    container without a command runs its image's ENTRYPOINT, which ``entrypoint`` names (the
+    local program standing in for that image's), as a container runtime does."""
+    command = list(container.get("command") or entrypoint)
     if not command:
         raise PodSpecError(
             f"container {container['name']!r} has no command; the local runner cannot know "
-            "its image's entrypoint"
+            f"the entrypoint of its image {container.get('image')!r}"
         )
     argv = [
         rewrite_path(expand_vars(arg, env), mapping)
