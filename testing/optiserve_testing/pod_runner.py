@@ -10,9 +10,10 @@ Running and then Succeeded or Failed with each container's exit code, reason and
 message. Deleting the pod kills the processes (SIGTERM, then SIGKILL) and removes the pod.
 
 Each pod has a loopback address of its own (pod_spec.pod_ip). A pod whose containers have
-httpGet readiness probes is reported Running but not Ready until every probe answers 2xx (polled
-every periodSeconds, after initialDelaySeconds), and not Ready again after failureThreshold
-failures in a row, as a kubelet does; other pods are Ready as soon as they run.
+httpGet or tcpSocket readiness probes is reported Running but not Ready until every probe answers
+2xx or connects (polled every periodSeconds, after initialDelaySeconds), and not Ready again
+after failureThreshold failures in a row, as a kubelet does; other pods are Ready as soon as they
+run.
 
 restartPolicy OnFailure is treated as Never: the pod fails and the Job controller retries with a
 new pod. Under restartPolicy Always a container that exits is restarted in place after a backoff,
@@ -27,6 +28,7 @@ import base64
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +47,18 @@ from optiserve_testing.waiting import http_ok
 
 LOG = logging.getLogger(__name__)
 FALLBACK_LOG_BYTES = 2048
+
+
+def probe_ok(url: str) -> bool:
+    """A readiness probe passes: an http(s) URL answers 2xx, a ``tcp://`` port connects."""
+    if not url.startswith("tcp://"):
+        return http_ok(url)
+    host, _, port = url.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 class PodRunner:
@@ -366,7 +380,8 @@ class PodRunner:
         probed: list[tuple[Mapping[str, Any], str]],
         done: threading.Event,
     ) -> None:
-        """Poll the httpGet readiness probes until the containers end; report each change."""
+        """Poll the readiness probes (httpGet, tcpSocket) until the containers end; report
+        each change."""
         uid = pod["metadata"]["uid"]
         probes = [container["readinessProbe"] for container, _ in probed]
         period = min(float(p.get("periodSeconds", 10)) for p in probes)
@@ -374,7 +389,7 @@ class PodRunner:
         done.wait(min(float(p.get("initialDelaySeconds", 0)) for p in probes))
         ready, failures = False, 0
         while not done.is_set() and not self._killed(uid):
-            passing = all(http_ok(url) for _, url in probed)
+            passing = all(probe_ok(url) for _, url in probed)
             failures = 0 if passing else failures + 1
             now_ready = passing or (ready and failures < threshold)
             # Also when the API disagrees: the node lifecycle controller marks pods not Ready

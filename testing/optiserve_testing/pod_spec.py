@@ -363,8 +363,10 @@ def _conditions(ready: bool, reason: str | None, at: str) -> list[dict[str, str]
 
 
 def readiness_url(container: Container, ip: str) -> str | None:
-    """The URL of the container's httpGet readiness probe, or None when it has none."""
-    probe = (container.get("readinessProbe") or {}).get("httpGet")
+    """The URL of the container's readiness probe (``tcp://ip:port`` for a tcpSocket probe),
+    or None when it has none."""
+    spec = container.get("readinessProbe") or {}
+    probe = spec.get("httpGet") or spec.get("tcpSocket")
     if probe is None:
         return None
     port = probe["port"]
@@ -373,5 +375,7 @@ def readiness_url(container: Container, ip: str) -> str | None:
         if port not in named:
             raise PodSpecError(f"readiness probe port {port!r} is not a named port")
         port = named[port]
+    if "tcpSocket" in spec:
+        return f"tcp://{probe.get('host') or ip}:{port}"
     path = probe.get("path") or "/"
     return f"{probe.get('scheme', 'HTTP').lower()}://{probe.get('host') or ip}:{port}{path}"

@@ -211,5 +211,6 @@ def test_watches_answered_410_gone_relist_reconcile_the_gap_and_lose_nothing(
         f"requests after the resumption: {dict(kinds)}; kopf's listings: {dict(kopf_lists)}\n"
         f"etcd compacted at revision {revision}, API server restarted; converged "
         f"{converged:.1f}s after the resumption with {len(entries)} requests "
-        f"(busiest second of its client {len(busiest)}); {len(quiet)} in {QUIET_WINDOW_S:.0f}s once quiet"
+        f"(busiest second of its client {len(busiest)}); "
+        f"{len(quiet)} in {QUIET_WINDOW_S:.0f}s once quiet"
     )
