@@ -35,9 +35,11 @@ SIZE = 12
 OPERATOR_ARGS = ("--verbose",)
 # Kinds the operator watches: kopf lists each again after its 410.
 RELISTED = ("optimizedmodels", "deployments", "services", "jobs", "configmaps")
-WATCHED_KINDS = 10  # the models, 8 kinds of children, the optimizer pods
+# kopf's watches: the models, 8 kinds of children, the optimizer pods, and the CRDs it
+# discovers resources by.
+WATCHED_KINDS = 11
 # Requests of the operator's user from the resumption until all is converged and 10 s more:
-# kopf's relists (10 kinds), the relist sweep's listings (8 kinds), one pass per model (a read
+# kopf's relists (11 kinds), the relist sweep's listings (8 kinds), one pass per model (a read
 # of the model) and the writes that put back and roll out what changed. A retry storm makes
 # hundreds a second.
 MAX_REQUESTS = 6 * SIZE + 60
