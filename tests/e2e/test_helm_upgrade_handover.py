@@ -196,7 +196,7 @@ class HandOver:
 class ModelStream:
     """A new model every ``every_s`` in a thread, as users go on applying during an upgrade."""
 
-    def __init__(self, cluster: LocalCluster, every_s: float = 1.5, most: int = 24) -> None:
+    def __init__(self, cluster: LocalCluster, every_s: float = 1.5, most: int = 40) -> None:
         self.cluster, self.every_s, self.most = cluster, every_s, most
         self.names: list[str] = []
         self._stop = threading.Event()
