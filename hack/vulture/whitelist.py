@@ -132,3 +132,9 @@ short_search_problems
 # Triton's python backend calls these by name (benchmarks/gpu_triton/model.py).
 TritonPythonModel
 _.initialize
+
+# Harness verbs the 410 Gone e2e calls (tests/e2e/test_watch_gone.py); the sweep counter is read
+# by tests/operator/test_relist_sweep.py.
+_.restart_apiserver
+_.compact_etcd
+_.sweeps

@@ -11,10 +11,11 @@ Why absence can be trusted: the store is filled by kopf index handlers, and kopf
 other handler (so no model is queued, so no pass runs) before every indexed kind's initial
 listing has been indexed. A child written a moment ago may not be here yet: a pass then sees
 it missing or older, and its watch event brings another pass (level-based, as before); an
-apply is never skipped on a miss (the controller reads the live object then). What kopf's
-watch does not report cannot be here either: an object deleted while a watch was being
-re-listed (410 Gone) stays until the next event of the same name (kopf's own indexes share
-this).
+apply is never skipped on a miss (the controller reads the live object then).
+
+A relist (a watch closed with 410 Gone, listed afresh) reports what is there, never what went:
+an object deleted in the gap has no DELETED event. ``sweep`` drops it against a listing of the
+operator's own (relist.py), as an informer replaces its store with each listing.
 
 Memory: each object is kept as its compact JSON without ``managedFields`` (a few KiB), not as
 Python dicts (ten times that), and decoded on each read.
@@ -44,6 +45,9 @@ class ChildCache:
         # (kind, namespace, model label) -> names: what a pass lists by the model's label.
         self._by_model: dict[tuple[str, str, str], set[str]] = {}
         self._model_of: dict[Ref, str] = {}
+        # When each object was stored (a counter): what a sweep may judge by an older listing.
+        self._stamps: dict[Ref, int] = {}
+        self._stores = 0
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -62,6 +66,8 @@ class ChildCache:
         with self._lock:
             self._unindex(ref)
             self._objects[ref] = raw
+            self._stores += 1
+            self._stamps[ref] = self._stores
             if model:
                 self._model_of[ref] = model
                 self._by_model.setdefault((kind, ref[1], model), set()).add(ref[2])
@@ -72,6 +78,42 @@ class ChildCache:
         with self._lock:
             self._unindex(ref)
             self._objects.pop(ref, None)
+            self._stamps.pop(ref, None)
+
+    def mark(self) -> int:
+        """Taken before a listing is requested: ``sweep`` judges only what was stored before."""
+        with self._lock:
+            return self._stores
+
+    def namespaces(self, kind: str) -> set[str]:
+        """The namespaces that hold cached objects of ``kind``."""
+        with self._lock:
+            return {ns for k, ns, _ in self._objects if k == kind}
+
+    def sweep(
+        self, kind: str, listed: set[tuple[str, str]], mark: int, namespaces: set[str] | None
+    ) -> list[Obj]:
+        """Drop each object of ``kind`` (in ``namespaces``; None: all) stored before ``mark``
+        and absent from ``listed`` ((namespace, name) of a consistent listing requested after
+        ``mark``): it was deleted, or left the selection, since it was stored. Returns them.
+
+        An object stored after the mark is kept whatever the listing says: its event is newer
+        than the listing may be."""
+        gone: list[Obj] = []
+        with self._lock:
+            stale = [
+                ref
+                for ref, stamp in self._stamps.items()
+                if ref[0] == kind
+                and stamp <= mark
+                and (namespaces is None or ref[1] in namespaces)
+                and (ref[1], ref[2]) not in listed
+            ]
+            for ref in stale:
+                gone.append(json.loads(self._objects.pop(ref)))
+                self._stamps.pop(ref, None)
+                self._unindex(ref)
+        return gone
 
     def _unindex(self, ref: Ref) -> None:
         model = self._model_of.pop(ref, None)

@@ -37,6 +37,7 @@ from optiserve_operator.leader import LeaderElector, new_identity, run_election
 from optiserve_operator.memory import release_memory
 from optiserve_operator.ratelimit import TokenBucket
 from optiserve_operator.reconcile import Config
+from optiserve_operator.relist import RelistSweeper
 from optiserve_operator.settings import OperatorSettings
 from optiserve_operator.workqueue import WorkQueue
 
@@ -61,6 +62,8 @@ READ_ONLY_CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
     ("networking.k8s.io", "v1", "ingresses"),
 )
+# What the watches of children select (filter_watches_on_the_server), the relist sweep too.
+OURS = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 # The kind of each cached resource, as ``Kube.get`` / ``Kube.list`` name it.
 CACHED_KINDS = {
     "jobs": "Job",
@@ -90,6 +93,8 @@ class Runtime:
     passes: int = 0  # reconcile passes so far (when the last burst ended: trim_when_idle)
     # The children as the watches delivered them: what passes read (child_cache.py).
     children: ChildCache = field(default_factory=lambda: ChildCache(CACHED_KINDS.values()))
+    # Drops what a relist cannot report gone (relist.py); None until the start has run.
+    sweeper: RelistSweeper | None = None
 
 
 def stop_process() -> None:
@@ -189,6 +194,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         prometheus_url=ops.prometheus_url,
     )
     controller = Controller(kube, config, rt.own_writes)
+    rt.sweeper = RelistSweeper(
+        kube,
+        rt.children,
+        {
+            CACHED_KINDS[plural]: ((group, version, plural), OURS)
+            for group, version, plural in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES)
+        },
+        ops.namespaces,
+        gone=lambda obj: _requeue_owner(rt, obj),
+    )
     rt.tasks = [
         asyncio.create_task(worker(rt, controller), name=f"optiserve-worker-{i}")
         for i in range(ops.workers)
@@ -215,6 +230,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
+    if rt.sweeper is not None:
+        rt.sweeper.cancel()
     for task in rt.tasks:
         task.cancel()
     for task in rt.tasks:
@@ -234,10 +251,12 @@ def queue_depth(memo: kopf.Memo, **_: Any) -> int:
 # async on purpose: kopf runs sync handlers in threads, and the queue belongs to the loop.
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def model_event(
-    type: str, name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any
+    type: str | None, name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any
 ) -> None:
     rt = runtime(memo)
     key = (namespace or "", name)
+    if type is None and rt.sweeper is not None:
+        rt.sweeper.listed()  # the models listed: every watch may have been re-listed
     if type == "DELETED":
         rt.queue.forget(key)
         rt.failures.pop(key, None)
@@ -285,7 +304,15 @@ async def cache_child(body: kopf.Body, resource: kopf.Resource, memo: Any, **_: 
     runtime(memo).children.store(CACHED_KINDS[resource.plural], body)
 
 
-def _forget_child(rt: Runtime, event_type: str, body: kopf.Body, plural: str) -> None:
+def _requeue_owner(rt: Runtime, obj: Mapping[str, Any]) -> None:
+    key = owner_key(obj)
+    if key is not None:
+        rt.queue.add(key)
+
+
+def _forget_child(rt: Runtime, event_type: str | None, body: kopf.Body, plural: str) -> None:
+    if event_type is None and rt.sweeper is not None:
+        rt.sweeper.listed(CACHED_KINDS[plural])  # a listing: a relist after 410 Gone, or the start
     if event_type == "DELETED":  # deleted, or out of the selection (its label removed)
         meta = body.get("metadata") or {}
         rt.children.drop(CACHED_KINDS[plural], meta.get("namespace") or "", meta.get("name", ""))
@@ -298,7 +325,7 @@ def _forget_child(rt: Runtime, event_type: str, body: kopf.Body, plural: str) ->
 @kopf.on.event(*CHILD_RESOURCES[2])
 @kopf.on.event(*CHILD_RESOURCES[3])
 async def child_event(
-    type: str, body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any
+    type: str | None, body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any
 ) -> None:
     rt = runtime(memo)
     _forget_child(rt, type, body, resource.plural)
@@ -312,7 +339,7 @@ async def child_event(
 @kopf.on.event(*READ_ONLY_CHILD_RESOURCES[2])
 @kopf.on.event(*READ_ONLY_CHILD_RESOURCES[3])
 async def read_only_child_event(
-    type: str, body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any
+    type: str | None, body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any
 ) -> None:
     _forget_child(runtime(memo), type, body, resource.plural)
 
@@ -334,9 +361,8 @@ def filter_watches_on_the_server(settings: kopf.OperatorSettings) -> None:
     leaves the selection, which the API server reports as a deletion: the pass that follows
     puts the label back.
     """
-    ours = f"app.kubernetes.io/managed-by={MANAGED_BY}"
     for resource in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES):
-        settings.watching.label_selectors[resource] = ours
+        settings.watching.label_selectors[resource] = OURS
     settings.watching.label_selectors[OPTIMIZER_PODS] = (
-        f"{ours},{LABEL_COMPONENT}={JOB_COMPONENT},{LABEL_MODEL}"
+        f"{OURS},{LABEL_COMPONENT}={JOB_COMPONENT},{LABEL_MODEL}"
     )

@@ -47,6 +47,10 @@ PLURALS = {
 }
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
+# A listing of metadata only (what controller-runtime's metadata informers ask for): names
+# without specs, for the relist sweep (relist.py).
+METADATA_LIST_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+LIST_PAGE = 500
 
 # Reads of these kinds go to etcd (a quorum read). Others are answered from the API server's
 # watch cache (resourceVersion=0: no etcd round trip, a fraction of the cost at a thousand
@@ -137,6 +141,7 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         raw: Literal[False] = False,
+        accept: str = "application/json",
     ) -> Obj: ...
 
     @overload
@@ -149,6 +154,7 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         raw: Literal[True],
+        accept: str = "application/json",
     ) -> bytes: ...
 
     def _request(
@@ -160,6 +166,7 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         raw: bool = False,
+        accept: str = "application/json",
     ) -> Obj | bytes:
         """Every call to the API server. The answer as a JSON object (a bare list as
         ``{"items": [...]}``), or with ``raw`` its bytes as sent (pods/log is text); an error
@@ -169,7 +176,7 @@ class Kube:
             url += "?" + urlencode(dict(query))
         # Also for pods/log, whose text the API server sends under any of its media types but
         # refuses to negotiate as text/plain (406).
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         # Authentication headers (token, refreshed exec credentials) the client would add.
         self.api.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
         for attempt in range(MAX_THROTTLE_RETRIES + 1):
@@ -249,6 +256,30 @@ class Kube:
             raise
         items: list[Obj] = found.get("items") or []
         return items
+
+    def list_names(
+        self, api_version: str, plural: str, namespace: str | None, label_selector: str
+    ) -> set[tuple[str, str]]:
+        """(namespace, name) of every object of ``plural`` (in ``namespace``; None: all) that
+        ``label_selector`` selects: a consistent read (from etcd's latest revision, not a watch
+        cache's past), metadata only, in pages."""
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        path = (
+            f"{prefix}/{plural}"
+            if namespace is None
+            else (f"{prefix}/namespaces/{quote(namespace)}/{plural}")
+        )
+        names: set[tuple[str, str]] = set()
+        query = {"labelSelector": label_selector, "limit": str(LIST_PAGE)}
+        while True:
+            page = self._request("GET", path, query=query, accept=METADATA_LIST_ACCEPT)
+            for item in page.get("items") or []:
+                meta = item.get("metadata") or {}
+                names.add((str(meta.get("namespace") or ""), str(meta.get("name") or "")))
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return names
+            query["continue"] = token
 
     def _known_unserved(self, api_version: str, kind: str) -> KubeError | None:
         """The remembered 404 of a resource type found unserved less than UNSERVED_TTL ago."""

@@ -71,6 +71,7 @@ class LocalCluster:
         self.kubeconfig = self.state_dir / "admin.kubeconfig"
         self.restricted_kubeconfig = self.state_dir / "restricted.kubeconfig"
         self.server = ""
+        self.etcd_url = ""
         self._processes: list[ManagedProcess] = []
         self._pod_runner: PodRunner | None = None
         self._kube_proxy: KubeProxy | None = None
@@ -119,7 +120,7 @@ class LocalCluster:
         etcd_port, peer_port, api_port, cm_port, sched_port, kwok_port = free_ports(6)
         self.server = f"https://127.0.0.1:{api_port}"
         certs = self._make_pki()
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self._spawn("etcd", self._etcd_args(etcd_url, f"http://127.0.0.1:{peer_port}"))
         self._wait_for("etcd", lambda: http_ok(f"{etcd_url}/health"))
         self._spawn("kube-apiserver", self._apiserver_args(api_port, etcd_url, certs))
@@ -331,6 +332,41 @@ class LocalCluster:
                 },
             ]
         )
+
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver and start it again with the same flags on the same etcd: every
+        watch is closed, and the new API server's watch cache begins at etcd's revision now, so
+        a watch resumed from an older resourceVersion is answered ``410 Gone``."""
+        index = next(i for i, p in enumerate(self._processes) if p.name == "kube-apiserver")
+        old = self._processes[index]
+        argv = [str(arg) for arg in old.popen.args]  # type: ignore[union-attr]
+        old.stop()
+        self._processes[index] = ManagedProcess(old.name, argv, old.log_path)
+        admin = pki.KeyPair(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+        self._wait_for("kube-apiserver", lambda: self._readyz_ok(admin))
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision (what kube-apiserver does every
+        5 minutes): a watch or list from an older resourceVersion is answered 410 Gone by
+        etcd too. Returns the revision, through etcd's JSON gateway (no etcdctl needed)."""
+        import base64
+        import json
+        import urllib.request
+
+        def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            request = urllib.request.Request(
+                f"{self.etcd_url}{path}",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                found: dict[str, Any] = json.loads(response.read())
+                return found
+
+        key = base64.b64encode(b"/").decode()
+        revision = int(post("/v3/kv/range", {"key": key, "limit": 1})["header"]["revision"])
+        post("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
 
     # ---- helpers for tests ---------------------------------------------------------------
     def kubectl(

@@ -10,10 +10,10 @@ Running and then Succeeded or Failed with each container's exit code, reason and
 message. Deleting the pod kills the processes (SIGTERM, then SIGKILL) and removes the pod.
 
 Each pod has an address of its own (pod_network.py: a 127.x one, or one added to lo while it
-runs). A pod whose containers have httpGet readiness probes is reported Running but not Ready
-until every probe answers 2xx (polled every periodSeconds, after initialDelaySeconds), and not
-Ready again after failureThreshold failures in a row, as a kubelet does; other pods are Ready as
-soon as they run.
+runs). A pod whose containers have httpGet or tcpSocket readiness probes is reported Running but
+not Ready until every probe answers 2xx or connects (polled every periodSeconds, after
+initialDelaySeconds), and not Ready again after failureThreshold failures in a row, as a kubelet
+does; other pods are Ready as soon as they run.
 
 restartPolicy OnFailure is treated as Never: the pod fails and the Job controller retries with a
 new pod. Under restartPolicy Always a container that exits is restarted in place after a backoff,
@@ -28,6 +28,7 @@ import base64
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +50,18 @@ LOG = logging.getLogger(__name__)
 FALLBACK_LOG_BYTES = 2048
 
 
+def probe_ok(url: str) -> bool:
+    """A readiness probe passes: an http(s) URL answers 2xx, a ``tcp://`` port connects."""
+    if not url.startswith("tcp://"):
+        return http_ok(url)
+    host, _, port = url.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 class PodRunner:
     def __init__(
         self,
@@ -60,6 +73,7 @@ class PodRunner:
         kill_grace_s: float = 5.0,
         images: Mapping[str, BuiltImage] | None = None,
         addresses: PodAddresses | None = None,
+        entrypoints: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.work_root = work_root
@@ -71,6 +85,9 @@ class PodRunner:
         self.kill_grace_s = kill_grace_s
         # reference -> built image: a container naming one runs inside it (image_pods.py).
         self.images = dict(images or {})
+        # image reference -> the local argv of its ENTRYPOINT, for containers with no command
+        # (e.g. the chart's operator pods: the image's `optiserve operator`).
+        self.entrypoints = dict(entrypoints or {})
         self.volume_binder = VolumeBinder(api_client, pvc_root)
         self.addresses = addresses or LoopbackAddresses()
         self._stop = threading.Event()
@@ -334,7 +351,8 @@ class PodRunner:
                     (view / child).symlink_to(local)
             mapping[parent] = str(view)
         env = pod_spec.container_env(pod, container, self.base_env, mapping, self._lookup, ip)
-        argv = pod_spec.command_line(container, env, mapping, self.command_aliases)
+        entrypoint = self.entrypoints.get(container.get("image", ""), ())
+        argv = pod_spec.command_line(container, env, mapping, self.command_aliases, entrypoint)
         # Only a workingDir from the spec is a container path; the pod's own folder is local
         # already (and may lie under a mapped path such as /tmp).
         working_dir = container.get("workingDir")
@@ -386,7 +404,8 @@ class PodRunner:
         probed: list[tuple[Mapping[str, Any], str]],
         done: threading.Event,
     ) -> None:
-        """Poll the httpGet readiness probes until the containers end; report each change."""
+        """Poll the readiness probes (httpGet, tcpSocket) until the containers end; report
+        each change."""
         uid = pod["metadata"]["uid"]
         probes = [container["readinessProbe"] for container, _ in probed]
         period = min(float(p.get("periodSeconds", 10)) for p in probes)
@@ -394,7 +413,7 @@ class PodRunner:
         done.wait(min(float(p.get("initialDelaySeconds", 0)) for p in probes))
         ready, failures = False, 0
         while not done.is_set() and not self._killed(uid):
-            passing = all(http_ok(url) for _, url in probed)
+            passing = all(probe_ok(url) for _, url in probed)
             failures = 0 if passing else failures + 1
             now_ready = passing or (ready and failures < threshold)
             # Also when the API disagrees: the node lifecycle controller marks pods not Ready

@@ -232,13 +232,16 @@ def command_line(
     env: Mapping[str, str],
     mapping: Mapping[str, str],
     aliases: Mapping[str, tuple[str, ...]] = DEFAULT_COMMAND_ALIASES,
+    entrypoint: tuple[str, ...] = (),
 ) -> list[str]:
-    """argv of the local process: command + args, $(VAR)-expanded and path-rewritten."""
-    command = list(container.get("command") or [])
+    """argv of the local process: command + args, $(VAR)-expanded and path-rewritten. A
+    container without a command runs its image's ENTRYPOINT, which ``entrypoint`` names (the
+    local program standing in for that image's), as a container runtime does."""
+    command = list(container.get("command") or entrypoint)
     if not command:
         raise PodSpecError(
             f"container {container['name']!r} has no command; the local runner cannot know "
-            "its image's entrypoint"
+            f"the entrypoint of its image {container.get('image')!r}"
         )
     argv = [
         rewrite_path(expand_vars(arg, env), mapping)
@@ -361,8 +364,10 @@ def _conditions(ready: bool, reason: str | None, at: str) -> list[dict[str, str]
 
 
 def readiness_url(container: Container, ip: str) -> str | None:
-    """The URL of the container's httpGet readiness probe, or None when it has none."""
-    probe = (container.get("readinessProbe") or {}).get("httpGet")
+    """The URL of the container's readiness probe (``tcp://ip:port`` for a tcpSocket probe),
+    or None when it has none."""
+    spec = container.get("readinessProbe") or {}
+    probe = spec.get("httpGet") or spec.get("tcpSocket")
     if probe is None:
         return None
     port = probe["port"]
@@ -371,5 +376,7 @@ def readiness_url(container: Container, ip: str) -> str | None:
         if port not in named:
             raise PodSpecError(f"readiness probe port {port!r} is not a named port")
         port = named[port]
+    if "tcpSocket" in spec:
+        return f"tcp://{probe.get('host') or ip}:{port}"
     path = probe.get("path") or "/"
     return f"{probe.get('scheme', 'HTTP').lower()}://{probe.get('host') or ip}:{port}{path}"

@@ -49,6 +49,9 @@ class Permission:
 KUBE_VERBS: dict[str, tuple[str, ...]] = {
     "get": ("get",),
     "list": ("list",),
+    # The relist sweep's listing of a watched kind (relist.py): kopf's watch of the kind
+    # needs list already (kopf_handler_permissions).
+    "list_names": ("list",),
     "create_or_read": ("create", "get"),
     "apply": ("patch", "create"),
     "delete": ("delete",),

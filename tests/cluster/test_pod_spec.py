@@ -210,3 +210,22 @@ def test_a_named_parent_of_mounts_becomes_a_view_of_them() -> None:
     assert pod_spec.parent_views(container, mapping) == {
         "/mnt/pvc": {"models": "/local/models", "model-store": "/local/store"}
     }
+
+
+def test_an_image_entrypoint_runs_a_container_without_a_command_and_tcp_probes_resolve() -> None:
+    """The chart's operator pod: no command (its image's ENTRYPOINT), a tcpSocket readiness
+    probe on a named port."""
+    container = {
+        "name": "operator",
+        "image": "ghcr.io/optiserve/operator:1",
+        "args": ["--workers=$(WORKERS)"],
+        "ports": [{"name": "health", "containerPort": 8081}],
+        "readinessProbe": {"tcpSocket": {"port": "health"}},
+    }
+    argv = pod_spec.command_line(
+        container, {"WORKERS": "3"}, {}, entrypoint=("optiserve", "operator")
+    )
+    assert argv == ["optiserve", "operator", "--workers=3"]
+    with pytest.raises(pod_spec.PodSpecError, match=r"ghcr\.io/optiserve/operator:1"):
+        pod_spec.command_line(container, {}, {})
+    assert pod_spec.readiness_url(container, "127.0.0.9") == "tcp://127.0.0.9:8081"
