@@ -7,14 +7,13 @@ limit they share) were what a burst waited on. kopf already watches these kinds 
 labelled ``managed-by: optiserve``, handlers.py); what each watch event carries is kept here, as
 an informer's store does in controller-runtime, and ``Kube.get`` / ``Kube.list`` answer from it.
 
-Why absence can be trusted: the store is filled by kopf index handlers, and kopf starts no
-other handler (so no model is queued, so no pass runs) before every indexed kind's initial
-listing has been indexed. A child written a moment ago may not be here yet: a pass then sees
-it missing or older, and its watch event brings another pass (level-based, as before); an
-apply is never skipped on a miss (the controller reads the live object then). What kopf's
-watch does not report cannot be here either: an object deleted while a watch was being
-re-listed (410 Gone) stays until the next event of the same name (kopf's own indexes share
-this).
+Why absence can be trusted: the start lists every cached kind into the store before kopf
+starts any watch, so before any model is queued (cache_fill.py). A child written a moment ago
+may not be here yet: a pass then sees it missing or older, and its watch event brings another
+pass (level-based, as before); an apply is never skipped on a miss (the controller reads the
+live object then). What kopf's watch does not report cannot be here either: an object
+deleted while a watch was being re-listed (410 Gone), or between the start's listing and
+kopf's, stays until the next event of the same name (kopf's own indexes share this).
 
 Memory: each object is kept as its compact JSON without ``managedFields`` (a few KiB), not as
 Python dicts (ten times that), and decoded on each read.

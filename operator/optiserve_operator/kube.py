@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 from urllib.parse import quote, urlencode
@@ -67,6 +67,8 @@ IN_FLIGHT_SECONDS = 60.0
 # How much of a running optimizer's log a pass reads for its progress: a bounded tail.
 LOG_TAIL_LINES = 200
 LOG_LIMIT_BYTES = 32 * 1024
+# Objects a page of ``list_pages`` (the child cache's fill at a start) carries.
+LISTING_PAGE = 500
 
 
 class KubeError(RuntimeError):
@@ -389,6 +391,31 @@ class Kube:
             "source": {"component": REPORTING_COMPONENT, "host": self.host[:128]},
         }
         self._request("POST", resource_path("v1", "Event", involved["namespace"]), body=event)
+
+    def list_pages(
+        self, api_version: str, plural: str, namespace: str | None, label_selector: str
+    ) -> Iterator[Sequence[Obj]]:
+        """Every object of ``plural`` (in ``namespace``; None: all namespaces) that
+        ``label_selector`` selects, ``LISTING_PAGE`` at a time: a consistent listing (one
+        snapshot across pages), never all of it in memory at once; each item with its kind and
+        apiVersion, as a GET answers it."""
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        scope = "" if namespace is None else f"/namespaces/{quote(namespace)}"
+        query = {"labelSelector": label_selector, "limit": str(LISTING_PAGE)}
+        while True:
+            page = self._request("GET", f"{prefix}{scope}/{plural}", query=query)
+            items: list[Obj] = page.get("items") or []
+            # A list's items carry no kind and apiVersion (the list does): as a GET's would.
+            kind = str(page.get("kind") or "").removesuffix("List")
+            for item in items:
+                item.setdefault("apiVersion", page.get("apiVersion") or api_version)
+                if kind:
+                    item.setdefault("kind", kind)
+            yield items
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            query["continue"] = token
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:

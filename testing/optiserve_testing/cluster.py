@@ -72,6 +72,10 @@ class LocalCluster:
         self._pod_runner: PodRunner | None = None
         self._started = False
 
+    def process_ids(self) -> dict[str, int]:
+        """The control plane's processes by name (etcd, kube-apiserver, ...): for measuring."""
+        return {process.name: process.pid for process in self._processes}
+
     # ---- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> LocalCluster:
         self.start()
