@@ -256,7 +256,11 @@ class Kube:
         if known is None:
             return None
         if self._clock() < known[0]:
-            return known[1]
+            # A new error each time: raising one instance again and again would chain every
+            # raise's traceback onto it, and with them every pass's frames and what they held
+            # (the model, its spec and status), for as long as the type stays unserved.
+            error = known[1]
+            return KubeError(error.status, error.reason, error.message)
         self._unserved.pop((api_version, kind), None)
         return None
 
@@ -264,7 +268,9 @@ class Kube:
         # A missing object is a 404 with a Status of reason NotFound; a missing resource type
         # is a bare "404 page not found" from the API server's router.
         if err.status == 404 and err.reason != "NotFound":
-            self._unserved[(api_version, kind)] = (self._clock() + UNSERVED_TTL, err)
+            # A copy never raised: no traceback, so no pass's frames are kept.
+            copy = KubeError(err.status, err.reason, err.message)
+            self._unserved[(api_version, kind)] = (self._clock() + UNSERVED_TTL, copy)
 
     def create_or_read(self, manifest: Obj) -> tuple[Obj, bool]:
         """(the object, whether this call created it). An existing object is read, not
