@@ -472,8 +472,8 @@ def main() -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         header = (
             f"# Scale: {args.models} OptimizedModels\n\n"
-            "`python benchmarks/scale_bench.py --models "
-            f"{args.models}` (see its docstring for the steps).\n\n"
+            f"`python benchmarks/scale_bench.py {' '.join(sys.argv[1:])}` "
+            "(see its docstring for the steps).\n\n"
         )
         (RESULTS / "scale.md").write_text(header + text + "\n")
         plot(r["timeline"], args.models, RESULTS / "scale.png")
