@@ -19,15 +19,19 @@ Triton pods are kwok's. Steps, one operator process unless said otherwise:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.e2e.scale (shared with the CI test) uses e2e fixtures
@@ -37,8 +41,8 @@ from optiserve_testing.waiting import wait_until  # noqa: E402
 from tests.e2e.scale import (  # noqa: E402
     Fleet,
     RssSampler,
+    is_ready,
     observed,
-    ready_timeline,
     rss_mib,
     spec_change,
 )
@@ -69,6 +73,68 @@ def settled_rss(sampler: RssSampler, seconds: float) -> float:
     time.sleep(seconds)
     window = [m for t, m in sampler.samples if t >= start]
     return statistics.median(window) if window else 0.0
+
+
+class ReadyWatch:
+    """Which models are Ready, kept from one watch of the models in a thread.
+
+    Listing a thousand models every second to count the Ready ones cost the API server (a
+    quorum read: each object read from etcd, decoded and encoded again) and this script about
+    as much CPU as the operator's burst on the same two cores; a watch costs an event a change.
+    """
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.ready: dict[str, bool] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="ready-watch")
+        self._thread.start()
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        args = ("optiserve.io", "v1alpha1", self.fleet.namespace, "optimizedmodels")
+        while not self._stop.is_set():
+            try:
+                listing = cast(
+                    dict[str, Any], self.fleet.custom.list_namespaced_custom_object(*args)
+                )
+                self.ready = {o["metadata"]["name"]: is_ready(o) for o in listing["items"]}
+                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+                    self.fleet.custom.list_namespaced_custom_object,
+                    *args,
+                    resource_version=listing["metadata"]["resourceVersion"],
+                    timeout_seconds=60,
+                )
+                for event in stream:
+                    if self._stop.is_set():
+                        return
+                    obj = event["object"]
+                    if event["type"] == "DELETED":
+                        self.ready.pop(obj["metadata"]["name"], None)
+                    elif event["type"] in ("ADDED", "MODIFIED"):
+                        self.ready[obj["metadata"]["name"]] = is_ready(obj)
+                    else:  # an ERROR (410 Gone): list afresh
+                        break
+            except Exception:  # the watch broke: list afresh
+                time.sleep(1)
+
+    def count(self, names: set[str]) -> int:
+        return sum(1 for name, ready in list(self.ready.items()) if ready and name in names)
+
+    def timeline(self, names: set[str], timeout_s: float) -> Iterator[tuple[float, int]]:
+        """(seconds since the call, models of ``names`` Ready) every second until all are."""
+        started = time.monotonic()
+        while True:
+            ready = self.count(names)
+            elapsed = time.monotonic() - started
+            yield elapsed, ready
+            if ready >= len(names) or elapsed > timeout_s:
+                return
+            time.sleep(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def probe_latency(fleet: Fleet, delay_s: float, out: dict[str, float]) -> threading.Thread:
@@ -102,13 +168,20 @@ def per_model(requests: Counter[str], models: int) -> str:
     return f"{total / models:.2f} ({detail})"
 
 
-def bench(models: int, timeout_s: float, operator_args: tuple[str, ...]) -> dict[str, Any]:
+def bench(
+    models: int,
+    timeout_s: float,
+    operator_args: tuple[str, ...],
+    profile: Path | None = None,
+    burst_only: bool = False,
+) -> dict[str, Any]:
     fleet = Fleet(control_plane_binaries(), models)
     r: dict[str, Any] = {"models": models, "load_start": load(), "operator_args": operator_args}
     try:
         fleet.start(operator_args)
         wait_until("operator metrics", lambda: _metrics_up(fleet), timeout_s=60, every_s=0.5)
         sampler = RssSampler(fleet.pid)
+        tracker = ReadyWatch(fleet)
         fleet.create_seeded(["probe"])
         wait_until("probe Ready", lambda: fleet.ready({"probe"}) == 1, timeout_s=120)
         r["rss_idle"] = settled_rss(sampler, 10)
@@ -116,6 +189,7 @@ def bench(models: int, timeout_s: float, operator_args: tuple[str, ...]) -> dict
         names = fleet.names()
         # Read while the operator runs (it serves its metrics); paused, nothing moves.
         cpu0 = cpu_seconds(fleet.pid)
+        cpu_by0 = cpu_by_process(fleet)
         requests0 = fleet.metric("optiserve_api_requests_total")
         reconciles0 = fleet.metric("optiserve_reconciles_total")
         fleet.pause_operator()
@@ -126,10 +200,15 @@ def bench(models: int, timeout_s: float, operator_args: tuple[str, ...]) -> dict
         burst_mark = fleet.audit.mark()
         t0 = time.monotonic()
         fleet.resume_operator()
+        profiler = start_profiler(fleet.pid, profile) if profile else None
         probe: dict[str, float] = {}
         prober = probe_latency(fleet, 3.0, probe)
-        timeline = list(ready_timeline(fleet, set(names), timeout_s))
+        timeline = list(tracker.timeline(set(names), timeout_s))
+        tracker.stop()
         t_done = time.monotonic()
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its profile and exits
+            profiler.wait(timeout=120)
         prober.join(timeout=120)
         r["timeline"] = timeline
         r["burst_s"] = timeline[-1][0]
@@ -144,7 +223,15 @@ def bench(models: int, timeout_s: float, operator_args: tuple[str, ...]) -> dict
         r["reconciles"] = fleet.metric("optiserve_reconciles_total") - reconciles0
         r["requests"] = fleet.metric("optiserve_api_requests_total") - requests0
         r["cpu_s"] = cpu_seconds(fleet.pid) - cpu0
+        r["cpu_by_process"] = {
+            name: seconds - cpu_by0.get(name, 0.0)
+            for name, seconds in cpu_by_process(fleet).items()
+        }
+        r["burst_load"] = load()
 
+        if burst_only:
+            r["load_end"] = load()
+            return r
         quiet_mark = fleet.audit.mark()
         r["rss_after"] = settled_rss(sampler, 20)
         r["quiet_writes"] = fleet.audit.writes_since(quiet_mark)
@@ -215,6 +302,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (``pip install py-spy``, on PATH) sampling the operator's threads until SIGINT."""
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--threads", "--rate", "50", "--output", str(out)]
+        + (["--format", "raw"] if out.suffix == ".txt" else []),
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def cpu_by_process(fleet: Fleet) -> dict[str, float]:
+    """CPU seconds so far of the operator, each control plane process, and this script
+    (its own threads: the Ready tracking), to see what the burst's CPU goes to."""
+    found = {"operator": cpu_seconds(fleet.pid)}
+    for name, pid in fleet.cluster.process_ids().items():
+        with contextlib.suppress(OSError):
+            found[name] = cpu_seconds(pid)
+    own = os.times()
+    found["benchmark"] = own.user + own.system
+    return found
+
+
 def _metrics_up(fleet: Fleet) -> bool:
     try:
         fleet.metric("optiserve_workqueue_depth")
@@ -243,6 +351,15 @@ def table(r: dict[str, Any], info: dict[str, str]) -> str:
             f"{r['requests']:.0f} requests; {r['cpu_s']:.1f} CPU s "
             f"({1000 * r['cpu_s'] / max(r['reconciles'], 1):.0f} ms a pass)",
         ),
+        (
+            "CPU s in the burst by process",
+            ", ".join(
+                f"{name} {seconds:.1f}"
+                for name, seconds in sorted(r["cpu_by_process"].items(), key=lambda kv: -kv[1])
+            )
+            + f" (of {(os.cpu_count() or 1) * r['burst_s']:.0f} CPU s on {os.cpu_count()} threads;"
+            + f" load then {r['burst_load']})",
+        ),
         ("operator writes in the burst", fmt_writes(r["burst_writes"])),
         (
             "operator requests per model in the burst (audit log)",
@@ -256,6 +373,26 @@ def table(r: dict[str, Any], info: dict[str, str]) -> str:
         ),
         ("operator RSS idle (1 model)", f"{r['rss_idle']:.0f} MiB"),
         ("operator RSS peak in the burst", f"{r['rss_peak']:.0f} MiB"),
+    ]
+    if "rss_after" in r:  # not with --burst-only
+        rows += later_rows(r)
+    width = max(len(a) for a, _ in rows)
+    lines = [f"| {'measure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+    lines += [f"| {a.ljust(width)} | {b} |" for a, b in rows]
+    lines.append("")
+    lines.append(
+        f"CPU {info['cpu']}; {info['threads']} threads; instruction sets {info['isa']}; "
+        f"load average (1, 5, 15 min) {r['load_start']} at the start, {r['load_end']} at the end "
+        f"(the machine is shared). Operator flags beyond the defaults: "
+        f"{' '.join(r['operator_args']) or 'none'}; kube-controller-manager at --kube-api-qps=300 "
+        "--kube-api-burst=500 (its defaults, 20/30, pace the Deployments, not the operator)."
+    )
+    return "\n".join(lines)
+
+
+def later_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """After the burst: quiet, re-apply, restart, deletion."""
+    return [
         ("operator RSS after the burst (median of 20 s)", f"{r['rss_after']:.0f} MiB"),
         ("operator writes in those 20 s", fmt_writes(r["quiet_writes"])),
         (
@@ -279,18 +416,6 @@ def table(r: dict[str, Any], info: dict[str, str]) -> str:
             f"{r['rss_after_delete_later']:.0f} MiB",
         ),
     ]
-    width = max(len(a) for a, _ in rows)
-    lines = [f"| {'measure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
-    lines += [f"| {a.ljust(width)} | {b} |" for a, b in rows]
-    lines.append("")
-    lines.append(
-        f"CPU {info['cpu']}; {info['threads']} threads; instruction sets {info['isa']}; "
-        f"load average (1, 5, 15 min) {r['load_start']} at the start, {r['load_end']} at the end "
-        f"(the machine is shared). Operator flags beyond the defaults: "
-        f"{' '.join(r['operator_args']) or 'none'}; kube-controller-manager at --kube-api-qps=300 "
-        "--kube-api-burst=500 (its defaults, 20/30, pace the Deployments, not the operator)."
-    )
-    return "\n".join(lines)
 
 
 def plot(timeline: list[tuple[float, int]], models: int, path: Path) -> None:
@@ -325,22 +450,30 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1200.0)
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
+        "--burst-only", action="store_true", help="stop after the burst (quick comparisons)"
+    )
+    parser.add_argument(
         "--operator-arg",
         action="append",
         default=[],
         help="an extra flag for the operator, e.g. --operator-arg=--api-qps=100 (repeatable)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record the operator with py-spy during the burst (.svg flame graph, .txt folded)",
+    )
     args = parser.parse_args()
     info = machine()
-    r = bench(args.models, args.timeout, tuple(args.operator_arg))
+    r = bench(args.models, args.timeout, tuple(args.operator_arg), args.profile, args.burst_only)
     text = table(r, info)
     print(text)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
         header = (
             f"# Scale: {args.models} OptimizedModels\n\n"
-            "`python benchmarks/scale_bench.py --models "
-            f"{args.models}` (see its docstring for the steps).\n\n"
+            f"`python benchmarks/scale_bench.py {' '.join(sys.argv[1:])}` "
+            "(see its docstring for the steps).\n\n"
         )
         (RESULTS / "scale.md").write_text(header + text + "\n")
         plot(r["timeline"], args.models, RESULTS / "scale.png")

@@ -13,7 +13,6 @@ _ = Whitelist()
 queue_depth  # operator/optiserve_operator/handlers.py
 model_event
 child_event
-cache_child
 read_only_child_event
 optimizer_pod_event
 # kopf reads these settings (handlers.py startup); assigning them is the use.
@@ -21,6 +20,8 @@ _.progress_storage
 _.diffbase_storage
 _.server_timeout
 _.client_timeout
+_.chunk_size
+_.idle_timeout
 
 # onnxruntime SessionOptions and protobuf fields: set here, read by onnxruntime / Triton.
 _.intra_op_num_threads

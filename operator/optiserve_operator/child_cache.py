@@ -7,15 +7,16 @@ limit they share) were what a burst waited on. kopf already watches these kinds 
 labelled ``managed-by: optiserve``, handlers.py); what each watch event carries is kept here, as
 an informer's store does in controller-runtime, and ``Kube.get`` / ``Kube.list`` answer from it.
 
-Why absence can be trusted: the store is filled by kopf index handlers, and kopf starts no
-other handler (so no model is queued, so no pass runs) before every indexed kind's initial
-listing has been indexed. A child written a moment ago may not be here yet: a pass then sees
-it missing or older, and its watch event brings another pass (level-based, as before); an
-apply is never skipped on a miss (the controller reads the live object then).
+Why absence can be trusted: the start lists every cached kind into the store before kopf
+starts any watch, so before any model is queued (cache_fill.py). A child written a moment ago
+may not be here yet: a pass then sees it missing or older, and its watch event brings another
+pass (level-based, as before); an apply is never skipped on a miss (the controller reads the
+live object then).
 
 A relist (a watch closed with 410 Gone, listed afresh) reports what is there, never what went:
-an object deleted in the gap has no DELETED event. ``sweep`` drops it against a listing of the
-operator's own (relist.py), as an informer replaces its store with each listing.
+an object deleted in the gap (or between the start's listing and kopf's) has no DELETED event.
+``sweep`` drops it against a listing of the operator's own (relist.py), as an informer replaces
+its store with each listing.
 
 Memory: each object is kept as its compact JSON without ``managedFields`` (a few KiB), not as
 Python dicts (ten times that), and decoded on each read.

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,11 @@ from optiserve.api import GROUP, KIND, PLURAL, VERSION
 from optiserve.policy import read_policy_dir
 from optiserve.render.job import COMPONENT as JOB_COMPONENT
 from optiserve.render.kubernetes import LABEL_COMPONENT, LABEL_MODEL, MANAGED_BY
-from optiserve_operator import metrics
+from optiserve_operator import cache_fill, metrics
 from optiserve_operator.child_cache import ChildCache
 from optiserve_operator.controller import Controller
 from optiserve_operator.echoes import OwnWrites, is_edit
-from optiserve_operator.kube import Kube
+from optiserve_operator.kube import LIST_PAGE, Kube
 from optiserve_operator.leader import LeaderElector, new_identity, run_election
 from optiserve_operator.memory import release_memory
 from optiserve_operator.ratelimit import TokenBucket
@@ -62,7 +63,8 @@ READ_ONLY_CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
     ("networking.k8s.io", "v1", "ingresses"),
 )
-# What the watches of children select (filter_watches_on_the_server), the relist sweep too.
+# What the watches of children select (filter_watches_on_the_server), the start's fill and
+# the relist sweep too.
 OURS = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 # The kind of each cached resource, as ``Kube.get`` / ``Kube.list`` name it.
 CACHED_KINDS = {
@@ -179,9 +181,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         # kopf logs every watch-event handler call at INFO; the workers log what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
+    # Memory at a thousand models: kopf lists a page at a time, and a per-object worker (which
+    # holds its object's last body while it idles) exits a second after its last event.
+    settings.watching.chunk_size = LIST_PAGE
+    settings.queueing.idle_timeout = 1.0
     settings.watching.client_timeout = 330
     limiter = TokenBucket(ops.api_qps, ops.api_burst)
     kube = await asyncio.to_thread(Kube.from_environment, ops.kubeconfig, limiter, rt.children)
+    # Before kopf starts any watch, so before any pass (cache_fill.py says why not kopf's).
+    await asyncio.to_thread(fill_child_cache, kube, rt.children, ops.namespaces)
     # Read once: the chart restarts the operator when the policy changes (checksum annotation).
     # An unreadable policy stops the start rather than let every spec through.
     policy = read_policy_dir(Path(ops.policy_dir)) if ops.policy_dir else None
@@ -224,6 +232,23 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         "optiserve operator started: %d workers, namespaces %s",
         ops.workers,
         ", ".join(ops.namespaces) or "all",
+    )
+
+
+def fill_child_cache(kube: Kube, cache: ChildCache, patterns: tuple[str, ...]) -> None:
+    started = time.monotonic()
+    globs = any(cache_fill.is_glob(p) for p in patterns)
+    existing = cache_fill.namespace_names(kube) if globs else None
+    namespaces = cache_fill.namespaces_to_list(patterns, existing)
+    resources = {
+        CACHED_KINDS[plural]: (f"{group}/{version}" if group else version, plural)
+        for group, version, plural in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES)
+    }
+    stored = cache_fill.fill(kube, cache, resources, OURS, namespaces)
+    LOG.info(
+        "child cache filled in %.1fs: %s",
+        time.monotonic() - started,
+        ", ".join(f"{n} {kind}" for kind, n in stored.items()),
     )
 
 
@@ -286,36 +311,25 @@ def owner_key(body: Mapping[str, Any]) -> Key | None:
     return None
 
 
-# The cache is filled by index handlers because kopf runs them before any other handler, and
-# starts the other handlers only once every indexed kind's initial listing is indexed: a pass
-# (queued by a model's event) never finds the cache still empty after a start. Nothing is put
-# in kopf's own index (None); deletions come to the event handlers below.
-@kopf.index(*CHILD_RESOURCES[0])
-@kopf.index(*CHILD_RESOURCES[1])
-@kopf.index(*CHILD_RESOURCES[2])
-@kopf.index(*CHILD_RESOURCES[3])
-@kopf.index(*READ_ONLY_CHILD_RESOURCES[0])
-@kopf.index(*READ_ONLY_CHILD_RESOURCES[1])
-@kopf.index(*READ_ONLY_CHILD_RESOURCES[2])
-@kopf.index(*READ_ONLY_CHILD_RESOURCES[3])
-async def cache_child(body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any) -> None:
-    # Every object the selection streams, owned or not (the artifact-cleanup Job has no owner
-    # reference on purpose): readers check ownership themselves, as they did on the API.
-    runtime(memo).children.store(CACHED_KINDS[resource.plural], body)
-
-
 def _requeue_owner(rt: Runtime, obj: Mapping[str, Any]) -> None:
     key = owner_key(obj)
     if key is not None:
         rt.queue.add(key)
 
 
-def _forget_child(rt: Runtime, event_type: str | None, body: kopf.Body, plural: str) -> None:
+def _cache_child_event(rt: Runtime, event_type: str | None, body: kopf.Body, plural: str) -> None:
+    """Keep the child cache as the watch delivers it (cache_fill.py filled it at the start).
+
+    Every object the selection streams, owned or not (the artifact-cleanup Job has no owner
+    reference on purpose): readers check ownership themselves, as they did on the API."""
+    kind = CACHED_KINDS[plural]
     if event_type is None and rt.sweeper is not None:
-        rt.sweeper.listed(CACHED_KINDS[plural])  # a listing: a relist after 410 Gone, or the start
+        rt.sweeper.listed(kind)  # a listing: a relist after 410 Gone, or kopf's first one
     if event_type == "DELETED":  # deleted, or out of the selection (its label removed)
         meta = body.get("metadata") or {}
-        rt.children.drop(CACHED_KINDS[plural], meta.get("namespace") or "", meta.get("name", ""))
+        rt.children.drop(kind, meta.get("namespace") or "", meta.get("name", ""))
+    else:  # listed (None), ADDED or MODIFIED
+        rt.children.store(kind, body)
 
 
 # Every kind the operator writes is watched, so a deleted or edited child is put back within
@@ -328,7 +342,7 @@ async def child_event(
     type: str | None, body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any
 ) -> None:
     rt = runtime(memo)
-    _forget_child(rt, type, body, resource.plural)
+    _cache_child_event(rt, type, body, resource.plural)
     key = owner_key(body)
     if key is not None:
         rt.queue.add(key)
@@ -341,7 +355,7 @@ async def child_event(
 async def read_only_child_event(
     type: str | None, body: kopf.Body, resource: kopf.Resource, memo: Any, **_: Any
 ) -> None:
-    _forget_child(runtime(memo), type, body, resource.plural)
+    _cache_child_event(runtime(memo), type, body, resource.plural)
 
 
 # A Job's pods are owned by the Job, not the model; they carry the model's label. Watching

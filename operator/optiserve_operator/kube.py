@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 from urllib.parse import quote, urlencode
@@ -50,6 +50,8 @@ JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
 # A listing of metadata only (what controller-runtime's metadata informers ask for): names
 # without specs, for the relist sweep (relist.py).
 METADATA_LIST_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+# Objects a page of a listing carries (list_pages: the child cache's fill at a start, the relist
+# sweep's names; kopf's own listings too, handlers.py).
 LIST_PAGE = 500
 
 # Reads of these kinds go to etcd (a quorum read). Others are answered from the API server's
@@ -263,23 +265,14 @@ class Kube:
         """(namespace, name) of every object of ``plural`` (in ``namespace``; None: all) that
         ``label_selector`` selects: a consistent read (from etcd's latest revision, not a watch
         cache's past), metadata only, in pages."""
-        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        path = (
-            f"{prefix}/{plural}"
-            if namespace is None
-            else (f"{prefix}/namespaces/{quote(namespace)}/{plural}")
+        pages = self.list_pages(
+            api_version, plural, namespace, label_selector, accept=METADATA_LIST_ACCEPT
         )
-        names: set[tuple[str, str]] = set()
-        query = {"labelSelector": label_selector, "limit": str(LIST_PAGE)}
-        while True:
-            page = self._request("GET", path, query=query, accept=METADATA_LIST_ACCEPT)
-            for item in page.get("items") or []:
-                meta = item.get("metadata") or {}
-                names.add((str(meta.get("namespace") or ""), str(meta.get("name") or "")))
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return names
-            query["continue"] = token
+        return {
+            (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            for page in pages
+            for meta in (item.get("metadata") or {} for item in page)
+        }
 
     def _known_unserved(self, api_version: str, kind: str) -> KubeError | None:
         """The remembered 404 of a resource type found unserved less than UNSERVED_TTL ago."""
@@ -287,7 +280,11 @@ class Kube:
         if known is None:
             return None
         if self._clock() < known[0]:
-            return known[1]
+            # A new error each time: raising one instance again and again would chain every
+            # raise's traceback onto it, and with them every pass's frames and what they held
+            # (the model, its spec and status), for as long as the type stays unserved.
+            error = known[1]
+            return KubeError(error.status, error.reason, error.message)
         self._unserved.pop((api_version, kind), None)
         return None
 
@@ -297,7 +294,9 @@ class Kube:
         if err.status == 404 and err.reason != "NotFound":
             now = self._clock()
             self._sweep(now)
-            self._unserved[(api_version, kind)] = (now + UNSERVED_TTL, err)
+            # A copy never raised: no traceback, so no pass's frames are kept.
+            copy = KubeError(err.status, err.reason, err.message)
+            self._unserved[(api_version, kind)] = (now + UNSERVED_TTL, copy)
 
     def create_or_read(self, manifest: Obj) -> tuple[Obj, bool]:
         """(the object, whether this call created it). An existing object is read, not
@@ -435,6 +434,36 @@ class Kube:
             "source": {"component": REPORTING_COMPONENT, "host": self.host[:128]},
         }
         self._request("POST", resource_path("v1", "Event", involved["namespace"]), body=event)
+
+    def list_pages(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        label_selector: str,
+        accept: str = "application/json",
+    ) -> Iterator[Sequence[Obj]]:
+        """Every object of ``plural`` (in ``namespace``; None: all namespaces) that
+        ``label_selector`` selects, ``LIST_PAGE`` at a time: a consistent listing (one
+        snapshot across pages), never all of it in memory at once; each item with its kind and
+        apiVersion, as a GET answers it. ``accept``: another representation (metadata only)."""
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        scope = "" if namespace is None else f"/namespaces/{quote(namespace)}"
+        query = {"labelSelector": label_selector, "limit": str(LIST_PAGE)}
+        while True:
+            page = self._request("GET", f"{prefix}{scope}/{plural}", query=query, accept=accept)
+            items: list[Obj] = page.get("items") or []
+            # A list's items carry no kind and apiVersion (the list does): as a GET's would.
+            kind = str(page.get("kind") or "").removesuffix("List")
+            for item in items:
+                item.setdefault("apiVersion", page.get("apiVersion") or api_version)
+                if kind:
+                    item.setdefault("kind", kind)
+            yield items
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            query["continue"] = token
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:

@@ -6,12 +6,17 @@ artifact folder and the Job before any Job runs, and the optimizer writes to tha
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from importlib import metadata
 from typing import Any
 
 
+# Once a process: importlib.metadata scans every distribution on sys.path (~5% of the
+# operator's CPU in a burst, as every pass computes the recipe digest), and the installed
+# version does not change under a running process.
+@functools.cache
 def optiserve_version() -> str:
     try:
         return metadata.version("optiserve")

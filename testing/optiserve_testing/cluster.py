@@ -80,6 +80,10 @@ class LocalCluster:
         self.pod_addresses = AddressesOnLo(cidr) if cidr else None
         self._started = False
 
+    def process_ids(self) -> dict[str, int]:
+        """The control plane's processes by name (etcd, kube-apiserver, ...): for measuring."""
+        return {process.name: process.pid for process in self._processes}
+
     # ---- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> LocalCluster:
         self.start()

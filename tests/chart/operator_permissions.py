@@ -60,6 +60,9 @@ KUBE_VERBS: dict[str, tuple[str, ...]] = {
     "json_patch": ("patch",),
     "create": ("create",),
     "replace": ("update",),
+    # The start's listing of every watched child kind (cache_fill.py), which the watches'
+    # list and watch already cover.
+    "list_pages": ("list",),
 }
 # Methods whose object (and subresource) is fixed by the method itself.
 KUBE_FIXED_KIND = {"emit_event": ("v1", "Event"), "pod_log": ("v1", "Pod")}

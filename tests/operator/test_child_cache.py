@@ -217,6 +217,16 @@ def test_an_unserved_resource_type_is_asked_about_once_per_ttl(
     for _ in range(3):
         assert kube.get("v1", "ConfigMap", "ml", "x") is None
     assert len(server.paths) == 4
+    # What is remembered keeps no pass's frames: no traceback, and each raise is a new error
+    # (one instance raised again and again chains every raise's traceback onto it).
+    remembered = kube._unserved[("keda.sh/v1alpha1", "ScaledObject")][1]
+    assert remembered.__traceback__ is None
+    raised_twice = []
+    for _ in range(2):
+        with pytest.raises(KubeError) as again:
+            kube.list("keda.sh/v1alpha1", "ScaledObject", "ml", {MODEL: "digits"})
+        raised_twice.append(again.value)
+    assert raised_twice[0] is not raised_twice[1] and remembered.__traceback__ is None
     # Once the time is up the server is asked again (a CRD installed meanwhile is seen).
     clock.now += UNSERVED_TTL + 1
     assert kube.get("keda.sh/v1alpha1", "ScaledObject", "ml", "digits") is None
