@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -152,6 +152,16 @@ def get_name(address: str, port: int) -> str:
         connection.close()
 
 
+def routing_state(cluster: LocalCluster, cluster_ip: str, answers: Mapping[str, int]) -> str:
+    """What a failed routing check shows: who answered, kube-proxy's rules for the address and
+    the end of its log."""
+    rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=False)
+    mentions = [line.strip() for line in rules.stdout.splitlines() if cluster_ip in line]
+    log = cluster.logs_dir / "kube-proxy.log"
+    tail = log.read_text(errors="replace")[-3000:] if log.is_file() else "(no kube-proxy log)"
+    return f"answers {dict(answers)}; nft rules naming {cluster_ip}: {mentions}; log:\n{tail}"
+
+
 @pytest.mark.cluster
 def test_slices_list_pod_addresses_and_kube_proxy_routes_the_cluster_ip(echo: LocalCluster) -> None:
     wait_until("3 ready endpoints", lambda: len(ready_addresses(echo)) == REPLICAS, 120)
@@ -169,10 +179,14 @@ def test_slices_list_pod_addresses_and_kube_proxy_routes_the_cluster_ip(echo: Lo
     def every_pod_answers() -> bool:
         for _ in range(30):
             answers[get_name(cluster_ip, 80)] += 1
-        return set(answers) == set(endpoints)
+        # "" counts refused connections: until kube-proxy has written the Service's rules.
+        return set(answers) - {""} == set(endpoints)
 
-    wait_until("the ClusterIP reaching every pod", every_pod_answers, 60)
-    assert set(answers) == set(endpoints), answers
+    try:
+        wait_until("the ClusterIP reaching every pod", every_pod_answers, 60)
+    except AssertionError as error:
+        raise AssertionError(f"{error}: {routing_state(echo, cluster_ip, answers)}") from None
+    assert set(answers) - {""} == set(endpoints), answers
 
     # A deleted pod: its address leaves lo, its endpoint the slices, kube-proxy its rules.
     gone = sorted(endpoints)[0]
