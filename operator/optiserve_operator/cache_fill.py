@@ -12,7 +12,8 @@ So the startup handler, which kopf runs before it starts any watch, lists each c
 itself, a page at a time (``Kube.list_pages``), and keeps each object as the cache keeps
 everything (compact JSON without managedFields); kopf's event handlers keep it current from
 there (handlers.py), listing included. A child deleted between this listing and kopf's own
-one has no DELETED event to drop it: the same gap as a relist after ``410 Gone``.
+one has no DELETED event to drop it: the same gap as a relist after ``410 Gone``, and closed the
+same way (kopf's first listing starts a relist sweep, relist.py).
 
 Namespaces as kopf is given them: none is every namespace (one cluster-wide listing a kind);
 plain names are listed one by one (a namespaced install may list nothing cluster-wide); with
