@@ -1,4 +1,4 @@
-"""TensorRT 11 engines built by the optimizer's own passes vs PyTorch eager, on the lent GPU.
+"""TensorRT engines built by the optimizer's own passes vs PyTorch eager, on the lent GPU.
 
 Run by ``benchmarks/gpu_tensorrt/run.sh`` on the device machine (docs/tensorrt.md); it can be
 rehearsed on a CPU machine, where it stops with the optimizer's typed "no usable CUDA GPU"

@@ -39,9 +39,9 @@ if [[ ! -f "${libs}/.complete" ]]; then
   rm -rf "${libs}"
   mkdir -p "${libs}"
   if command -v zstd >/dev/null; then
-    unzstd=(zstd -d -q --long=27)
+    unzstd=(zstd -d -q --long=30)
   else  # the carried zstandard wheel
-    unzstd=("${py}" -c "import sys, zstandard; zstandard.ZstdDecompressor(max_window_size=1 << 27).copy_stream(sys.stdin.buffer, sys.stdout.buffer)")
+    unzstd=("${py}" -c "import sys, zstandard; zstandard.ZstdDecompressor(max_window_size=1 << 30).copy_stream(sys.stdin.buffer, sys.stdout.buffer)")
   fi
   cat "${pieces}"/[0-9][0-9]/trt-libs.tar.zst.* | "${unzstd[@]}" | tar -x -C "${libs}"
   touch "${libs}/.complete"
@@ -78,4 +78,11 @@ set +e
 PYTHONUNBUFFERED=1 "${py}" benchmarks/gpu_tensorrt/bench.py --out "${out}" "$@"
 code=$?
 say "bench.py exit ${code} after $((SECONDS - start)) s"
+# Then the test suite's `gpu` tests (tests/optimizer/test_tensorrt.py) on the real GPU, bounded so
+# that a hang cannot eat the device time; their result goes to $OUT beside the benchmark's.
+if [[ -z "${SKIP_GPU_TESTS:-}" ]]; then
+  timeout 150 "${py}" -m pytest -p no:cacheprovider -m gpu -q -rA --junitxml "${out}/gpu-tests.xml" \
+    tests/optimizer/test_tensorrt.py 2>&1 | tee "${out}/gpu-tests.txt" | tail -25
+  say "gpu tests exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
+fi
 exit "${code}"

@@ -14,12 +14,24 @@
 # Usage: hack/tensorrt/install.sh [--venv DIR]    (default: $VENV or ~/.cache/optiserve/venv)
 #        hack/tensorrt/install.sh --libs-only     (the cached libraries, no venv)
 #        hack/tensorrt/install.sh --print-dir     (the libraries' folder; installs nothing)
+#        hack/tensorrt/install.sh --device ...    (the release a lent GPU runs, TENSORRT_DEVICE_*
+#                                                  in versions.env; with --libs-only or --print-dir)
 # Env:   OPTISERVE_CACHE, OPTISERVE_TENSORRT_JAR (a local copy of the jar: no download).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "${here}/versions.env"
+for arg in "$@"; do
+  if [[ "${arg}" == --device ]]; then  # the GPU runner's release replaces the pinned one
+    TENSORRT_VERSION="${TENSORRT_DEVICE_VERSION}"
+    TENSORRT_REDIST_VERSION="${TENSORRT_DEVICE_REDIST_VERSION}"
+    TENSORRT_REDIST_URL="${TENSORRT_DEVICE_REDIST_URL}"
+    TENSORRT_REDIST_SHA1="${TENSORRT_DEVICE_REDIST_SHA1}"
+    TENSORRT_LIBS="${TENSORRT_DEVICE_LIBS}"
+    TENSORRT_BINDINGS_WHEEL="${TENSORRT_DEVICE_BINDINGS_WHEEL}"
+  fi
+done
 
 cache_root="${OPTISERVE_CACHE:-${HOME}/.cache/optiserve}"
 trt_dir="${cache_root}/tensorrt-${TENSORRT_REDIST_VERSION}"
@@ -27,11 +39,13 @@ lib_dir="${trt_dir}/lib"
 stamp="${trt_dir}/.complete-${TENSORRT_REDIST_SHA1}"
 venv="${VENV:-${cache_root}/venv}"
 libs_only=0
+device=0
 
 while (($#)); do
   case "$1" in
     --venv) venv="${2:?--venv needs a folder}"; shift 2 ;;
     --libs-only) libs_only=1; shift ;;
+    --device) device=1; shift ;;
     --print-dir) echo "${lib_dir}"; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -100,6 +114,7 @@ else
   if [[ -f "${stamp}" ]]; then say "libraries cached in ${lib_dir}"; else fetch_libraries; fi
 fi
 ((libs_only)) && exit 0
+((device)) && die "--device caches the GPU runner's libraries only: add --libs-only"
 
 py="${venv}/bin/python"
 [[ -x "${py}" ]] || die "no virtualenv at ${venv} (run make venv first, or pass --venv DIR)"

@@ -120,6 +120,24 @@ def test_missing_libraries_are_named_at_import(trt_module: Any) -> None:
     assert run.returncode == 1
     assert "TensorRT's libraries are missing from /nonexistent/tensorrt" in run.stderr
     assert "run hack/tensorrt/install.sh (make tensorrt)" in run.stderr
+    assert "libnvinfer.so.11" in run.stderr  # no libnvinfer at all: the pinned major
+
+
+@pytest.mark.tensorrt
+def test_the_loader_follows_the_major_of_the_libraries_it_finds(
+    trt_module: Any, tmp_path: Path
+) -> None:
+    """The GPU runner carries TensorRT 10.6 (versions.env): the loader asks for its sonames."""
+    import subprocess
+    import sys
+
+    (tmp_path / "libnvinfer.so.10").write_bytes(b"")
+    env = {"OPTISERVE_TENSORRT_LIBS": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run(
+        [sys.executable, "-c", "import tensorrt_libs"], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 1
+    assert "(libnvinfer_plugin.so.10, libnvonnxparser.so.10)" in run.stderr
 
 
 def test_install_refuses_a_jar_whose_sha1_differs_and_leaves_nothing(tmp_path: Path) -> None:

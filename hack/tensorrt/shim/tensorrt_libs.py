@@ -16,9 +16,24 @@ import sys
 from pathlib import Path
 
 LIB_DIR = Path(os.environ.get("OPTISERVE_TENSORRT_LIBS") or "@LIB_DIR@")
-# Dependencies first: the plugin library needs libnvinfer. The builder's PTX resource is opened
-# by libnvinfer itself when needed (its RUNPATH is $ORIGIN, the same folder).
-LIBRARIES = ("libnvinfer.so.11", "libnvinfer_plugin.so.11", "libnvonnxparser.so.11")
+
+
+def _major(lib_dir: Path) -> str:
+    """TensorRT's major version, from the libnvinfer in the folder (11 when there is none).
+
+    The pinned release is 11; the GPU runner may carry another (10.6, whose redist still has the
+    builder's kernel library), and the sonames carry the major.
+    """
+    found = sorted(p.name.rsplit(".", 1)[1] for p in lib_dir.glob("libnvinfer.so.*"))
+    return next((major for major in found if major.isdigit()), "11")
+
+
+MAJOR = _major(LIB_DIR)
+# Dependencies first: the plugin library needs libnvinfer. The builder's kernel resource is
+# opened by libnvinfer itself when needed (its RUNPATH is $ORIGIN, the same folder).
+LIBRARIES = tuple(f"lib{name}.so.{MAJOR}" for name in ("nvinfer", "nvinfer_plugin", "nvonnxparser"))
+# TensorRT 11 is built with CUDA 13, TensorRT 10 with CUDA 12.
+CUDA_MAJOR = "13" if int(MAJOR) >= 11 else "12"
 
 _missing = [name for name in LIBRARIES if not (LIB_DIR / name).is_file()]
 if _missing:
@@ -27,10 +42,10 @@ if _missing:
         "run hack/tensorrt/install.sh (make tensorrt), or set OPTISERVE_TENSORRT_LIBS"
     )
 
-# TensorRT opens NVRTC at run time for some kernels; where a CUDA 13 NVRTC wheel is installed
-# (PyTorch's cu13 builds bring one), load it so that dlopen finds it. Absent is fine.
+# TensorRT opens NVRTC at run time for some kernels; where an NVRTC wheel of its CUDA major is
+# installed (PyTorch's CUDA builds bring one), load it so that dlopen finds it. Absent is fine.
 for _entry in sys.path:
-    for _nvrtc in sorted(Path(_entry or ".").glob("nvidia/*/lib/libnvrtc.so.13")):
+    for _nvrtc in sorted(Path(_entry or ".").glob(f"nvidia/*/lib/libnvrtc.so.{CUDA_MAJOR}")):
         try:
             ctypes.CDLL(str(_nvrtc), mode=ctypes.RTLD_GLOBAL)
         except OSError:
