@@ -54,8 +54,8 @@ say "libraries in ${libs}/lib: $(du -sh "${libs}/lib" | cut -f1) ($((SECONDS - s
 # ("Unable to load library: libnvinfer_builder_resource_sm90..."). Where it is missing, point that
 # name at the _ptx library, and say so: engines built this way may lack tactics that NVIDIA's
 # full library has, so figures from them are a lower bound for TensorRT on this card.
-cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')"
-ptx_resource="$(ls "${libs}"/lib/libnvinfer_builder_resource_ptx.so.* 2>/dev/null | head -1)"
+cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ' || true)"
+ptx_resource="$(ls "${libs}"/lib/libnvinfer_builder_resource_ptx.so.* 2>/dev/null | head -1 || true)"
 if [[ -n "${cc}" && -n "${ptx_resource}" ]]; then
   sm_resource="${ptx_resource/_ptx./_sm${cc}.}"
   if [[ ! -e "${sm_resource}" ]]; then
