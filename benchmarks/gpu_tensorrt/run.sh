@@ -71,7 +71,9 @@ export OPTISERVE_TENSORRT_LIBS="${libs}/lib"
 # NVRTC opens its builtins library, and TensorRT may open cuDNN / cuBLAS, by soname: let the
 # loader find the CUDA wheels PyTorch brings (the shim preloads NVRTC itself; this covers the rest).
 nvidia_libs="$("${py}" -c 'import glob, sys; print(":".join(sorted({d for p in sys.path for d in glob.glob(p + "/nvidia/*/lib")})))' 2>/dev/null || true)"
-export LD_LIBRARY_PATH="${nvidia_libs}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
+# TensorRT 10.6 opens its builder resource by bare name, and the redist's libnvinfer has no RUNPATH:
+# the libraries' folder goes on the loader's path too (11.2's RUNPATH is $ORIGIN).
+export LD_LIBRARY_PATH="${libs}/lib:${nvidia_libs}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
 say "import tensorrt -> $("${py}" -c 'import tensorrt, tensorrt_libs; print(tensorrt.__version__, "from", tensorrt_libs.LIB_DIR)' 2>&1 | tail -1)"
 
 set +e
