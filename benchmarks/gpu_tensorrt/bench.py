@@ -215,6 +215,7 @@ def main() -> int:
         "failures": [],
     }
     results["versions"] = {"torch": torch.__version__, "tensorrt": trt.__version__}
+    results["libraries"] = libraries_source()
     hopper = float(capability) >= 9.0
     if not hopper:
         skip.add("sparse")  # the issue asks for 2:4 sparse on a Hopper card
@@ -370,6 +371,17 @@ def cpu_steps(minilm_files: dict[str, Path], digits_dir: Path, work: Path) -> in
                 failed += 1
                 log(f"{model} {name}: FAILED {exc}")
     return 1 if failed else 0
+
+
+def libraries_source() -> str:
+    """Where the carried libraries came from: the GPU runner's release in versions.env."""
+    pins = dict(
+        line.split("=", 1)
+        for line in (ROOT / "hack/tensorrt/versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    version = pins.get("TENSORRT_DEVICE_REDIST_VERSION", "?")
+    return f"Maven Central org.bytedeco:tensorrt {version} linux-x86_64-redist"
 
 
 def save(results: dict[str, Any], out: Path) -> None:

@@ -103,7 +103,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"GPU: {results['gpu']} (sm {results['computeCapability']}) · torch "
         f"{results['versions']['torch']} · TensorRT {results['versions']['tensorrt']} "
-        "(libraries: Maven Central org.bytedeco:tensorrt 11.2-1.5.14 linux-x86_64-redist)",
+        f"(libraries: {results.get('libraries', 'not recorded')})",
         "",
         "| model | variant | batch | items/s median (min-max of rounds) | vs eager fp32 "
         "| b=1 ms (mean of 50) | cosine / top-1 | build s |",

@@ -80,11 +80,13 @@ set +e
 PYTHONUNBUFFERED=1 "${py}" benchmarks/gpu_tensorrt/bench.py --out "${out}" "$@"
 code=$?
 say "bench.py exit ${code} after $((SECONDS - start)) s"
-# Then the test suite's `gpu` tests (tests/optimizer/test_tensorrt.py) on the real GPU, bounded so
-# that a hang cannot eat the device time; their result goes to $OUT beside the benchmark's.
+# Then the test suite's `gpu` tests on the real GPU, bounded so that a hang cannot eat the device
+# time; their result goes to $OUT beside the benchmark's. GPU_TESTS names other test files.
 if [[ -z "${SKIP_GPU_TESTS:-}" ]]; then
+  # shellcheck disable=SC2086  # a list of test files
   timeout 150 "${py}" -m pytest -p no:cacheprovider -m gpu -q -rA --junitxml "${out}/gpu-tests.xml" \
-    tests/optimizer/test_tensorrt.py 2>&1 | tee "${out}/gpu-tests.txt" | tail -25
+    ${GPU_TESTS:-tests/optimizer/test_tensorrt.py tests/optimizer/test_baseline_device.py} 2>&1 |
+    tee "${out}/gpu-tests.txt" | tail -25
   say "gpu tests exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
 fi
 exit "${code}"

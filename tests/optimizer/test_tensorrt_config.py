@@ -210,6 +210,17 @@ def test_a_missing_builder_library_is_an_incomplete_install_not_a_missing_gpu() 
     assert message.startswith("incomplete TensorRT install: TensorRT 11.2.1.2 could not load ")
     assert "libnvinfer_builder_resource_sm90.so.11.2.1, which its builder needs" in message
     assert "no usable CUDA GPU" not in message
+    assert message.endswith("(NVIDIA's tensorrt-cu13-libs package ships it)")
+    # TensorRT 10.6 from its redist, before the GPU runner put its folder on the loader's path
+    # (lent H100, 2026-11-27): built with CUDA 12, so NVIDIA's cu12 wheel is the one to name.
+    logged_10 = [
+        "createInferBuilder: Error Code 6: API Usage Error (Unable to load library: "
+        "libnvinfer_builder_resource.so.10.6.0: libnvinfer_builder_resource.so.10.6.0: cannot "
+        "open shared object file: No such file or directory)"
+    ]
+    message = builder_failure_message("10.6.0.post2", logged_10)
+    assert "could not load libnvinfer_builder_resource.so.10.6.0, which its builder" in message
+    assert message.endswith("(NVIDIA's tensorrt-cu12-libs package ships it)")
     cuda = ["(cudaError 35: CUDA driver version is insufficient for CUDA runtime version)"]
     assert builder_failure_message("11.2.1.2", cuda) == (
         "no usable CUDA GPU: TensorRT 11.2.1.2 could not create a builder (CUDA error 35: CUDA "

@@ -51,13 +51,16 @@ def padded_batch(arrays: Mapping[str, npt.NDArray[Any]], pad_id: int) -> Feed:
     return feed
 
 
-def torch_forward(module: Any, feed: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
+def torch_forward(
+    module: Any, feed: Mapping[str, npt.NDArray[Any]], device: str = "cpu"
+) -> npt.NDArray[np.float32]:
     import torch
 
     module.eval()  # dropout off, whatever a caller left it in
+    args = [torch.from_numpy(np.ascontiguousarray(feed[n])).to(device) for n in module.input_names]
     with torch.no_grad():
-        out = module(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in module.input_names])
-    result: npt.NDArray[np.float32] = out.detach().numpy().astype(np.float32)
+        out = module(*args)
+    result: npt.NDArray[np.float32] = out.detach().cpu().numpy().astype(np.float32)
     return result
 
 

@@ -96,8 +96,9 @@ def output_names(count: int) -> list[str]:
 class ProgramModule:
     """``program.module()`` called with a ``{name: tensor}`` feed; outputs flattened."""
 
-    def __init__(self, program: Any) -> None:
-        self.module = program.module()
+    def __init__(self, program: Any, device: str = "cpu") -> None:
+        self.device = device
+        self.module = program.module() if device == "cpu" else program.module().to(device)
         self.names = list(program.graph_signature.user_inputs)
         self.in_spec = program.call_spec.in_spec
 
@@ -111,12 +112,14 @@ class ProgramModule:
         import torch
         from torch.utils import _pytree
 
-        tensors = {n: torch.from_numpy(np.ascontiguousarray(feed[n])) for n in self.names}
+        tensors = {
+            n: torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in self.names
+        }
         args, kwargs = self.arguments(tensors)
         with torch.no_grad():
             out = self.module(*args, **kwargs)
         leaves = _pytree.tree_leaves(out)
-        return [t.detach().numpy().astype(np.float32) for t in leaves]
+        return [t.detach().cpu().numpy().astype(np.float32) for t in leaves]
 
 
 def export_onnx(

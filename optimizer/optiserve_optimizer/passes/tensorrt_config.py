@@ -227,13 +227,16 @@ def builder_failure_message(tensorrt_version: str, messages: Sequence[str]) -> s
     NVIDIA's packages ship and some redistributions leave out; seen on a lent H100 with the
     Maven Central redist. Anything else is reported as the GPU being unusable, with the cause.
     """
+    # NVIDIA's libraries wheel is named by the CUDA major the release is built with.
+    major = tensorrt_version.split(".")[0]
+    cuda = "cu12" if major.isdigit() and int(major) < 11 else "cu13"
     for message in reversed(messages):
         missing = _MISSING_LIBRARY.search(message)
         if missing:
             return (
                 f"incomplete TensorRT install: TensorRT {tensorrt_version} could not load "
                 f"{missing.group(1)}, which its builder needs for this GPU (NVIDIA's "
-                "tensorrt-cu13-libs package ships it)"
+                f"tensorrt-{cuda}-libs package ships it)"
             )
     return (
         f"no usable CUDA GPU: TensorRT {tensorrt_version} could not create a builder "

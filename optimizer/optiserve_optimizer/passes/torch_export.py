@@ -81,14 +81,18 @@ def call(module: Any, feed: Mapping[str, Any]) -> Any:
     return module(*positional(module, feed))
 
 
-def torch_outputs(module: Any, feed: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+def torch_outputs(
+    module: Any, feed: Mapping[str, npt.NDArray[Any]], device: str = "cpu"
+) -> list[npt.NDArray[Any]]:
+    """The module's outputs for a numpy feed; ``device`` is where the module is (inputs go
+    there, outputs come back to host memory, as every runner's do)."""
     import torch
 
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()}
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in feed.items()}
     with torch.no_grad():
         out = call(module, tensors)
     items = out if isinstance(out, tuple | list) else (out,)
-    return [t.detach().numpy().astype(np.float32) for t in items]
+    return [t.detach().cpu().numpy().astype(np.float32) for t in items]
 
 
 def output_names(count: int) -> list[str]:
