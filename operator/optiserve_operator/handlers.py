@@ -77,6 +77,12 @@ CACHED_KINDS = {
     "configmaps": "ConfigMap",
     "ingresses": "Ingress",
 }
+# kind -> (apiVersion, plural) of every cached kind: what the start's fill lists
+# (cache_fill.py) and the relist sweep lists again (relist.py), both by OURS.
+CACHED_RESOURCES: cache_fill.CachedResources = {
+    CACHED_KINDS[plural]: (f"{group}/{version}" if group else version, plural)
+    for group, version, plural in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES)
+}
 
 
 @dataclass
@@ -205,10 +211,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     rt.sweeper = RelistSweeper(
         kube,
         rt.children,
-        {
-            CACHED_KINDS[plural]: ((group, version, plural), OURS)
-            for group, version, plural in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES)
-        },
+        CACHED_RESOURCES,
+        OURS,
         ops.namespaces,
         gone=lambda obj: _requeue_owner(rt, obj),
     )
@@ -240,11 +244,7 @@ def fill_child_cache(kube: Kube, cache: ChildCache, patterns: tuple[str, ...]) -
     globs = any(cache_fill.is_glob(p) for p in patterns)
     existing = cache_fill.namespace_names(kube) if globs else None
     namespaces = cache_fill.namespaces_to_list(patterns, existing)
-    resources = {
-        CACHED_KINDS[plural]: (f"{group}/{version}" if group else version, plural)
-        for group, version, plural in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES)
-    }
-    stored = cache_fill.fill(kube, cache, resources, OURS, namespaces)
+    stored = cache_fill.fill(kube, cache, CACHED_RESOURCES, OURS, namespaces)
     LOG.info(
         "child cache filled in %.1fs: %s",
         time.monotonic() - started,
