@@ -33,7 +33,8 @@ from optiserve_operator import cache_fill, metrics
 from optiserve_operator.child_cache import ChildCache
 from optiserve_operator.controller import Controller
 from optiserve_operator.echoes import OwnWrites, is_edit
-from optiserve_operator.kube import LIST_PAGE, Kube
+from optiserve_operator.kube import Kube
+from optiserve_operator.kube_paging import LIST_PAGE
 from optiserve_operator.leader import LeaderElector, new_identity, run_election
 from optiserve_operator.memory import release_memory
 from optiserve_operator.ratelimit import TokenBucket
