@@ -116,7 +116,7 @@ delete_folder
 _.put  # testing/optiserve_testing/s3server.py
 start_s3
 
-# urllib3's retry policy, read by the kubernetes client's pool manager (kube.py).
+# urllib3's retry policy, read by the kubernetes client's pool manager (kube_transport.py).
 _.retries
 # The stated hand-over bound, asserted by tests/e2e/test_leader_election.py.
 TAKEOVER_BOUND  # operator/optiserve_operator/leader.py

@@ -45,7 +45,8 @@ from optiserve_operator.failures import (
     stalled_status,
     terminating_namespace,
 )
-from optiserve_operator.kube import Kube, KubeError, Obj
+from optiserve_operator.kube import Kube
+from optiserve_operator.kube_transport import KubeError, Obj
 from optiserve_operator.observe import job_state
 from optiserve_operator.reading import read_observed, status_of
 from optiserve_operator.reconcile import (

@@ -30,7 +30,8 @@ from optiserve.render.exposure import (
 )
 from optiserve.render.kubernetes import LABEL_MODEL, Manifest, Owner, serving_name
 from optiserve_operator import conditions as c
-from optiserve_operator.kube import Kube, KubeError, Obj, owned_by
+from optiserve_operator.kube import Kube, owned_by
+from optiserve_operator.kube_transport import KubeError, Obj
 from optiserve_operator.summary import redact
 
 EXPOSED = "Exposed"

@@ -31,7 +31,7 @@ from optiserve.api.status import (
     OptimizedModelStatus,
 )
 from optiserve_operator import conditions as c
-from optiserve_operator.kube import KubeError
+from optiserve_operator.kube_transport import KubeError
 from optiserve_operator.summary import redact
 
 # Condition reasons of permanent failures; a model stalled with one of them waits for a

@@ -33,7 +33,8 @@ from optiserve_operator import cache_fill, metrics
 from optiserve_operator.child_cache import ChildCache
 from optiserve_operator.controller import Controller
 from optiserve_operator.echoes import OwnWrites, is_edit
-from optiserve_operator.kube import LIST_PAGE, Kube
+from optiserve_operator.kube import Kube
+from optiserve_operator.kube_paging import LIST_PAGE
 from optiserve_operator.leader import LeaderElector, new_identity, run_election
 from optiserve_operator.memory import release_memory
 from optiserve_operator.ratelimit import TokenBucket
@@ -76,6 +77,12 @@ CACHED_KINDS = {
     "networkpolicies": "NetworkPolicy",
     "configmaps": "ConfigMap",
     "ingresses": "Ingress",
+}
+# kind -> (apiVersion, plural) of every cached kind: what the start's fill lists
+# (cache_fill.py) and the relist sweep lists again (relist.py), both by OURS.
+CACHED_RESOURCES: cache_fill.CachedResources = {
+    CACHED_KINDS[plural]: (f"{group}/{version}" if group else version, plural)
+    for group, version, plural in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES)
 }
 
 
@@ -205,10 +212,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     rt.sweeper = RelistSweeper(
         kube,
         rt.children,
-        {
-            CACHED_KINDS[plural]: ((group, version, plural), OURS)
-            for group, version, plural in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES)
-        },
+        CACHED_RESOURCES,
+        OURS,
         ops.namespaces,
         gone=lambda obj: _requeue_owner(rt, obj),
     )
@@ -240,11 +245,7 @@ def fill_child_cache(kube: Kube, cache: ChildCache, patterns: tuple[str, ...]) -
     globs = any(cache_fill.is_glob(p) for p in patterns)
     existing = cache_fill.namespace_names(kube) if globs else None
     namespaces = cache_fill.namespaces_to_list(patterns, existing)
-    resources = {
-        CACHED_KINDS[plural]: (f"{group}/{version}" if group else version, plural)
-        for group, version, plural in (*CHILD_RESOURCES, *READ_ONLY_CHILD_RESOURCES)
-    }
-    stored = cache_fill.fill(kube, cache, resources, OURS, namespaces)
+    stored = cache_fill.fill(kube, cache, CACHED_RESOURCES, OURS, namespaces)
     LOG.info(
         "child cache filled in %.1fs: %s",
         time.monotonic() - started,

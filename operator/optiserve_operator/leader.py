@@ -29,7 +29,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from optiserve_operator.kube import Kube, KubeError, Obj
+from optiserve_operator.kube import Kube
+from optiserve_operator.kube_transport import KubeError, Obj
 
 LOG = logging.getLogger("optiserve.operator")
 

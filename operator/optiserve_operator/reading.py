@@ -26,7 +26,8 @@ from optiserve.render.kubernetes import (
 )
 from optiserve_operator.exposure import ExposureState, read_exposure
 from optiserve_operator.failures import name_problem
-from optiserve_operator.kube import Kube, KubeError, Obj, owned_by
+from optiserve_operator.kube import Kube, owned_by
+from optiserve_operator.kube_transport import KubeError, Obj
 from optiserve_operator.observe import OPTIMIZER_CONTAINER, deployment_state, job_state
 from optiserve_operator.progress import parse_progress
 from optiserve_operator.reconcile import ModelState, Observed, recipe_digest

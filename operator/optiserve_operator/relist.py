@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from optiserve_operator.cache_fill import CachedResources
 from optiserve_operator.child_cache import ChildCache, Obj
 from optiserve_operator.kube import Kube
 
 LOG = logging.getLogger("optiserve.operator")
 QUIET_SECONDS = 2.0
 RETRY_SECONDS = 10.0
-# kind -> (group, version, plural) and the label selector its watch uses.
-Resources = Mapping[str, tuple[tuple[str, str, str], str]]
 
 
 @dataclass
@@ -42,7 +41,8 @@ class RelistSweeper:
 
     kube: Kube
     cache: ChildCache
-    resources: Resources
+    resources: CachedResources  # kind -> (apiVersion, plural), as the start's fill lists them
+    label_selector: str  # what the watches of these kinds select
     # The operator's namespaces (globs allowed); empty: cluster-wide, one listing per kind.
     # Otherwise each namespace holding cached objects of the kind is listed (RBAC may allow
     # no cluster-wide listing then).
@@ -87,8 +87,7 @@ class RelistSweeper:
 
     async def sweep(self, kind: str) -> list[Obj]:
         """List ``kind`` now and drop what the cache kept of objects gone since."""
-        (group, version, plural), selector = self.resources[kind]
-        api_version = f"{group}/{version}" if group else version
+        api_version, plural = self.resources[kind]
         mark = self.cache.mark()
         if self.namespaces:
             # The cache holds only what the watches of these namespaces delivered.
@@ -97,12 +96,12 @@ class RelistSweeper:
             listed: set[tuple[str, str]] = set()
             for namespace in sorted(held):
                 listed |= await asyncio.to_thread(
-                    self.kube.list_names, api_version, plural, namespace, selector
+                    self.kube.list_names, api_version, plural, namespace, self.label_selector
                 )
         else:
             scope = None
             listed = await asyncio.to_thread(
-                self.kube.list_names, api_version, plural, None, selector
+                self.kube.list_names, api_version, plural, None, self.label_selector
             )
         gone = self.cache.sweep(kind, listed, mark, scope)
         self.sweeps += 1

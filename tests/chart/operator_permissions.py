@@ -43,7 +43,9 @@ class Permission:
         return f"{self.verb} {self.resource}.{self.group or 'core'}"
 
 
-# RBAC verbs of each public Kube method (operator/optiserve_operator/kube.py). apply is
+# The Kube wrapper itself (operator/optiserve_operator/): its calls are its own, not the callers'.
+KUBE_MODULES = ("kube.py", "kube_memo.py", "kube_paging.py", "kube_transport.py")
+# RBAC verbs of each public Kube method (kube.py, kube_paging.py). apply is
 # server-side apply: a PATCH, which the API server also authorizes as create when the object
 # does not exist yet; on a subresource (status) the object always exists.
 KUBE_VERBS: dict[str, tuple[str, ...]] = {
@@ -77,7 +79,7 @@ def group_of(api_version: str) -> str:
 
 
 def plural_of(kind: str) -> str:
-    from optiserve_operator.kube import PLURALS
+    from optiserve_operator.kube_transport import PLURALS
 
     return PLURALS[kind]
 
@@ -185,7 +187,7 @@ def kube_calls() -> list[KubeCall]:
     methods = kube_public_methods()
     calls: list[KubeCall] = []
     for path in sorted(OPERATOR_PACKAGE.glob("*.py")):
-        if path.name in ("kube.py", "__main__.py"):
+        if path.name in (*KUBE_MODULES, "__main__.py"):
             continue
         module_name = f"optiserve_operator.{path.stem}"
         module_globals = vars(importlib.import_module(module_name))

@@ -48,7 +48,7 @@ def _role_named(objects: list[Manifest], kind: str, suffix: str) -> Manifest:
 
 def test_kube_verbs_cover_every_method_of_the_kube_wrapper() -> None:
     assert set(op.KUBE_VERBS) == op.kube_public_methods(), (
-        "operator/optiserve_operator/kube.py changed its methods: say in "
+        "operator/optiserve_operator/kube.py (or kube_paging.py) changed its methods: say in "
         "tests/chart/operator_permissions.py:KUBE_VERBS which RBAC verbs a new one uses"
     )
 

@@ -19,7 +19,8 @@ import pytest
 from optiserve_operator.controller import Controller
 from optiserve_operator.deletion import FINALIZER
 from optiserve_operator.failures import terminating_namespace
-from optiserve_operator.kube import Kube, KubeError
+from optiserve_operator.kube import Kube
+from optiserve_operator.kube_transport import KubeError
 from optiserve_testing.cluster import LocalCluster, install_crd
 from optiserve_testing.waiting import wait_until
 from tests.e2e.objects import TINY, get

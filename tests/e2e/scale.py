@@ -8,57 +8,43 @@ the models are created and their statuses written, then resumed: from its point 
 models with finished artifacts appear at once. kwok plays the Triton pods (nothing runs them).
 
 The operator runs as a user of its own (``optiserve-operator``), and the API server writes an
-audit log of that user's mutating requests only: what "no write on re-apply" is counted from,
-independently of the operator's own bookkeeping (kopf's requests included).
+audit log of that user's requests (tests/e2e/operator_audit.py): what "no write on re-apply"
+is counted from, independently of the operator's own bookkeeping (kopf's requests included).
+``running_fleet`` is the fleet tests' cluster, started and stopped around them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import tempfile
 import threading
 import time
 import urllib.request
-from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 import yaml
 
 from optiserve.api import OptimizedModel
 from optiserve.render.job import artifact_uri
 from optiserve_operator.reconcile import recipe_digest
-from optiserve_testing import pki
-from optiserve_testing.binaries import Binaries
+from optiserve_testing.binaries import Binaries, BinariesUnavailable, control_plane_binaries
 from optiserve_testing.cluster import LocalCluster, install_crd
-from optiserve_testing.cluster_spec import ClusterOptions, FakeNode, render_kubeconfig
+from optiserve_testing.cluster_spec import ClusterOptions, FakeNode
 from optiserve_testing.processes import free_ports
 from optiserve_testing.volume_binder import VolumeBinder
 from optiserve_testing.waiting import wait_until
 from tests.e2e.conftest import OperatorProcess, prepare_model_namespace
 from tests.e2e.objects import tiny
+from tests.e2e.operator_audit import AUDIT_POLICY, AuditLog, operator_kubeconfig
 
-OPERATOR_USER = "optiserve-operator"
-MUTATING_VERBS = ("create", "update", "patch", "delete", "deletecollection")
-MANAGED = "app.kubernetes.io/managed-by=optiserve"
 # What a model leaves behind in its namespace while it lives (the GC removes them after).
 CHILD_KINDS = ("deployments", "replicasets", "services", "poddisruptionbudgets", "pods", "jobs")
-AUDIT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1",
-    "kind": "Policy",
-    "omitStages": ["RequestReceived"],
-    "rules": [
-        # Every request of the operator (reads too: the benchmark counts requests per model);
-        # the long-running watches are left out, they are streams, not requests.
-        {"level": "None", "users": [OPERATOR_USER], "verbs": ["watch"]},
-        {"level": "Metadata", "users": [OPERATOR_USER]},
-        {"level": "None"},
-    ],
-}
 # kube-controller-manager's client defaults (QPS 20, burst 30) pace every Deployment's
 # ReplicaSet, pod and status writes to about 3 models/s here: raised, as large clusters do,
 # so that the operator, not the controller manager, is what is measured.
@@ -92,35 +78,6 @@ def new_state_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="optiserve-scale-"))
 
 
-def operator_kubeconfig(cluster: LocalCluster) -> Path:
-    """Credentials of the operator's own user, bound to cluster-admin (what is measured is
-    load, not permissions). Not in system:masters, whose requests API Priority and Fairness
-    exempts: the operator's are classified like any other client's."""
-    pair = pki.make_certificate(
-        cluster.certificate_authority(), cluster.state_dir / "pki", "operator", OPERATOR_USER
-    )
-    cluster.apply(
-        [
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": "optiserve-operator-admin"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "cluster-admin",
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}
-                ],
-            }
-        ]
-    )
-    path = cluster.state_dir / "operator.kubeconfig"
-    path.write_text(render_kubeconfig(cluster.server, cluster.pki_dir / "ca.crt", "op", pair))
-    return path
-
-
 def model_manifest(name: str) -> dict[str, Any]:
     obj = tiny(name)
     obj["spec"]["serving"] = {"maxBatchSize": 8, "replicas": 1, "rolloutDeadlineSeconds": 600}
@@ -135,42 +92,6 @@ def seeded_status(manifest: dict[str, Any], namespace: str) -> dict[str, Any]:
     uri = artifact_uri(spec, digest, namespace=namespace, name=name)
     artifact = {"digest": digest, "uri": uri, "precision": "fp32", "format": "onnx"}
     return {"artifact": artifact, "recipeDigest": digest}
-
-
-class AuditLog:
-    """The operator's mutating requests, as the API server recorded them."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def mark(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
-
-    def writes_since(self, offset: int) -> Counter[str]:
-        """``verb resource`` -> count of the operator's completed mutating requests."""
-        return Counter(
-            {k: n for k, n in self.requests_since(offset).items() if k.split()[0] in MUTATING_VERBS}
-        )
-
-    def requests_since(self, offset: int) -> Counter[str]:
-        """``verb resource`` -> count of all the operator's completed requests (watches aside)."""
-        found: Counter[str] = Counter()
-        if not self.path.exists():
-            return found
-        with self.path.open("rb") as log:
-            log.seek(offset)
-            for line in log:
-                entry = json.loads(line)
-                if entry.get("stage") != "ResponseComplete":
-                    continue
-                if entry.get("user", {}).get("username") != OPERATOR_USER:
-                    continue
-                ref = entry.get("objectRef") or {}
-                resource = ref.get("resource", "?")
-                if ref.get("subresource"):
-                    resource += "/" + ref["subresource"]
-                found[f"{entry.get('verb')} {resource}"] += 1
-        return found
 
 
 @dataclass
@@ -339,11 +260,13 @@ class Fleet:
             if is_ready(obj) and (names is None or obj["metadata"]["name"] in names)
         )
 
-    def children(self) -> dict[str, int]:
-        """Objects of each child kind still in the namespace."""
+    def children(self, namespace: str | None = None) -> dict[str, int]:
+        """Objects of each child kind still in the namespace (the fleet's, or ``namespace``)."""
         counts = {}
         for kind in CHILD_KINDS:
-            found = self.cluster.kubectl("get", kind, "-n", self.namespace, "-o", "name")
+            found = self.cluster.kubectl(
+                "get", kind, "-n", namespace or self.namespace, "-o", "name"
+            )
             counts[kind] = len(found.stdout.split())
         return counts
 
@@ -354,6 +277,27 @@ class Fleet:
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         return sum_series(text, name, labels)
+
+
+@contextmanager
+def running_fleet(
+    size: int,
+    operator_args: tuple[str, ...] = (),
+    apiserver_args: tuple[str, ...] = (),
+    namespace: str = "fleet",
+) -> Iterator[Fleet]:
+    """A started ``Fleet`` (the test skipped where there is no local control plane), stopped
+    however the ``with`` block ends: the module-scoped fixture of each fleet test."""
+    try:
+        binaries = control_plane_binaries()
+    except BinariesUnavailable as err:
+        pytest.skip(f"local Kubernetes control plane unavailable: {err}")
+    fleet = Fleet(binaries, size, namespace=namespace, apiserver_args=apiserver_args)
+    try:
+        fleet.start(operator_args)
+        yield fleet
+    finally:
+        fleet.stop()
 
 
 def sum_series(text: str, name: str, labels: str = "") -> float:

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from optiserve_testing.binaries import BinariesUnavailable, control_plane_binaries
 from optiserve_testing.cluster import LocalCluster
 from optiserve_testing.waiting import wait_until
-from tests.e2e.scale import OPERATOR_USER, Fleet, ready_timeline, sum_series
+from tests.e2e.operator_audit import OPERATOR_USER
+from tests.e2e.scale import Fleet, ready_timeline, running_fleet, sum_series
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -73,18 +73,11 @@ PRIORITY_AND_FAIRNESS = [
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    try:
-        binaries = control_plane_binaries()
-    except BinariesUnavailable as err:
-        pytest.skip(f"local Kubernetes control plane unavailable: {err}")
-    found = Fleet(binaries, SIZE, apiserver_args=APISERVER_ARGS)
-    try:
-        found.start(("--workers", "8", "--api-qps", str(QPS), "--api-burst", str(BURST)))
-        found.cluster.apply(PRIORITY_AND_FAIRNESS)
-        wait_until("the FlowSchema in force", lambda: _in_force(found.cluster), timeout_s=60)
-        yield found
-    finally:
-        found.stop()
+    operator_args = ("--workers", "8", "--api-qps", str(QPS), "--api-burst", str(BURST))
+    with running_fleet(SIZE, operator_args, APISERVER_ARGS) as started:
+        started.cluster.apply(PRIORITY_AND_FAIRNESS)
+        wait_until("the FlowSchema in force", lambda: _in_force(started.cluster), timeout_s=60)
+        yield started
 
 
 def _in_force(cluster: LocalCluster) -> bool:

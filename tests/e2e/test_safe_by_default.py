@@ -371,7 +371,8 @@ def test_the_progress_log_read_is_a_request_the_api_server_forwards(
     API server's 500 about the node, fast; what must not happen is the API server refusing
     the request itself (a 406 for a text/plain Accept, a 400 for a bad query).
     """
-    from optiserve_operator.kube import Kube, KubeError
+    from optiserve_operator.kube import Kube
+    from optiserve_operator.kube_transport import KubeError
 
     job = {
         "apiVersion": "batch/v1",

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from optiserve_testing.binaries import BinariesUnavailable, control_plane_binaries
 from optiserve_testing.waiting import wait_until
-from tests.e2e.scale import Fleet, ready_timeline
+from tests.e2e.scale import Fleet, ready_timeline, running_fleet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -29,16 +28,8 @@ MAX_RELIST_REQUESTS_PER_MODEL = 3
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    try:
-        binaries = control_plane_binaries()
-    except BinariesUnavailable as err:
-        pytest.skip(f"local Kubernetes control plane unavailable: {err}")
-    found = Fleet(binaries, SIZE)
-    try:
-        found.start(OPERATOR_ARGS)
-        yield found
-    finally:
-        found.stop()
+    with running_fleet(SIZE, OPERATOR_ARGS) as started:
+        yield started
 
 
 def test_a_hundred_models_converge_write_nothing_when_unchanged_and_leave_nothing(

@@ -24,9 +24,8 @@ from typing import Any
 
 import pytest
 
-from optiserve_testing.binaries import BinariesUnavailable, control_plane_binaries
 from optiserve_testing.waiting import wait_until
-from tests.e2e.scale import OPERATOR_USER, Fleet, is_ready, observed, spec_change
+from tests.e2e.scale import Fleet, is_ready, observed, running_fleet, spec_change
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -57,30 +56,8 @@ MAX_REQUESTS_WHEN_QUIET = 5
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    try:
-        binaries = control_plane_binaries()
-    except BinariesUnavailable as err:
-        pytest.skip(f"local Kubernetes control plane unavailable: {err}")
-    found = Fleet(binaries, SIZE)
-    try:
-        found.start(OPERATOR_ARGS)
-        yield found
-    finally:
-        found.stop()
-
-
-def audit_entries(fleet: Fleet, offset: int) -> list[dict[str, Any]]:
-    """The operator's completed requests (watches aside) since ``offset`` of the audit log."""
-    found = []
-    with fleet.audit.path.open("rb") as log:
-        log.seek(offset)
-        for line in log:
-            entry = json.loads(line)
-            if entry.get("stage") != "ResponseComplete":
-                continue
-            if entry.get("user", {}).get("username") == OPERATOR_USER:
-                found.append(entry)
-    return found
+    with running_fleet(SIZE, OPERATOR_ARGS) as started:
+        yield started
 
 
 def busiest_second(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -178,7 +155,7 @@ def test_watches_answered_410_gone_relist_reconcile_the_gap_and_lose_nothing(
     # The 410s were real: kopf was told "too old resource version" and listed again.
     logs = operator.full_logs()
     assert "Restarting the watch-stream for deployments" in logs, operator.logs()
-    entries = audit_entries(fleet, mark)
+    entries = fleet.audit.entries_since(mark)
     kopf_lists = Counter(
         e["objectRef"]["resource"]
         for e in entries
@@ -208,7 +185,7 @@ def test_watches_answered_410_gone_relist_reconcile_the_gap_and_lose_nothing(
     assert len(entries) - len(client) <= MAX_KOPF_LISTINGS_OF_A_KIND * WATCHED_KINDS, summary(
         [e for e in entries if e not in client]
     )
-    quiet = audit_entries(fleet, quiet_from)
+    quiet = fleet.audit.entries_since(quiet_from)
     assert len(quiet) <= MAX_REQUESTS_WHEN_QUIET, quiet
     kinds = summary(entries)
     print(

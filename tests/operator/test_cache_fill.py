@@ -79,7 +79,7 @@ def test_list_pages_follows_continue_tokens_with_the_selector(
     server: tuple[Kube, type[PagingServer]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kube, api = server
-    monkeypatch.setattr("optiserve_operator.kube.LIST_PAGE", 2)
+    monkeypatch.setattr("optiserve_operator.kube_paging.LIST_PAGE", 2)
     api.listings["/apis/apps/v1/deployments"] = [
         obj("Deployment", "ml", f"m{i}-triton") for i in range(5)
     ]

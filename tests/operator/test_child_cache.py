@@ -19,7 +19,9 @@ from kubernetes import client
 
 from optiserve_operator import handlers
 from optiserve_operator.child_cache import ChildCache
-from optiserve_operator.kube import IN_FLIGHT_SECONDS, UNSERVED_TTL, Kube, KubeError
+from optiserve_operator.kube import Kube
+from optiserve_operator.kube_memo import IN_FLIGHT_SECONDS, UNSERVED_TTL
+from optiserve_operator.kube_transport import KubeError
 
 MODEL = "optiserve.io/model"
 
@@ -219,7 +221,7 @@ def test_an_unserved_resource_type_is_asked_about_once_per_ttl(
     assert len(server.paths) == 4
     # What is remembered keeps no pass's frames: no traceback, and each raise is a new error
     # (one instance raised again and again chains every raise's traceback onto it).
-    remembered = kube._unserved[("keda.sh/v1alpha1", "ScaledObject")][1]
+    remembered = kube.memo.unserved[("keda.sh/v1alpha1", "ScaledObject")][1]
     assert remembered.__traceback__ is None
     raised_twice = []
     for _ in range(2):
@@ -244,16 +246,16 @@ def test_what_kube_remembers_per_child_and_type_is_forgotten_once_expired(
     for index in range(300):
         kube.apply(child("Service", f"gone-{index}", model=f"gone-{index}"))
     assert kube.get("keda.sh/v1alpha1", "ScaledObject", "ml", "digits") is None
-    assert (len(kube._applied), len(kube._unserved)) == (300, 1)
+    assert (len(kube.memo.applied), len(kube.memo.unserved)) == (300, 1)
     # Within the in-flight window nothing is dropped, however many there are.
     clock.now += IN_FLIGHT_SECONDS / 2
     kube.apply(child("Service", "fresh"))
-    assert len(kube._applied) == 301
+    assert len(kube.memo.applied) == 301
     # Past it, the next write sweeps: only what is still in flight stays.
     clock.now += IN_FLIGHT_SECONDS / 2 + 1
     kube.apply(child("Service", "newest"))
-    assert set(kube._applied) == {("Service", "ml", "fresh"), ("Service", "ml", "newest")}
-    assert kube._unserved == {}
+    assert set(kube.memo.applied) == {("Service", "ml", "fresh"), ("Service", "ml", "newest")}
+    assert kube.memo.unserved == {}
     # The fresh child is still looked up on the server (its event may be on the way).
     server.paths.clear()
     assert kube.get("v1", "Service", "ml", "fresh") is None

@@ -24,7 +24,7 @@ from optiserve_operator.failures import (
     retrying_status,
     stalled_status,
 )
-from optiserve_operator.kube import KubeError
+from optiserve_operator.kube_transport import KubeError
 from optiserve_operator.reconcile import recipe_digest
 from tests.operator.helpers import (
     CONFIG,

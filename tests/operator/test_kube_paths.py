@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from optiserve_operator.kube import owned_by, resource_path
+from optiserve_operator.kube import owned_by
+from optiserve_operator.kube_transport import resource_path
 
 
 def test_core_and_group_paths() -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import copy
 from typing import Any, cast
 
-from optiserve_operator.kube import Kube, KubeError
+from optiserve_operator.kube import Kube
+from optiserve_operator.kube_transport import KubeError
 from optiserve_operator.leader import LEASE_SECONDS, LeaderElector
 
 

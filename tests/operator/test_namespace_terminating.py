@@ -17,7 +17,7 @@ import pytest
 
 from optiserve_operator.controller import Controller
 from optiserve_operator.failures import classify, terminating_namespace
-from optiserve_operator.kube import KubeError
+from optiserve_operator.kube_transport import KubeError
 from tests.operator.helpers import BASE, CONFIG
 
 # As `kubectl create` prints it and as the Status's message carries it (Kubernetes 1.3x).

@@ -16,8 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kubernetes import client
 
-import optiserve_operator.kube as kube_module
-from optiserve_operator.kube import Kube, KubeError
+import optiserve_operator.kube_transport as transport_module
+from optiserve_operator.kube import Kube
+from optiserve_operator.kube_transport import KubeError
 from optiserve_operator.ratelimit import (
     MAX_THROTTLE_DELAY,
     MAX_THROTTLE_RETRIES,
@@ -145,7 +146,7 @@ def test_a_429_that_persists_becomes_an_error_after_bounded_retries(
 ) -> None:
     url, handler = server
     handler.refusals = 1000
-    monkeypatch.setattr(kube_module, "throttle_delay", lambda *_: 0.0)
+    monkeypatch.setattr(transport_module, "throttle_delay", lambda *_: 0.0)
     with pytest.raises(KubeError) as raised:
         kube_for(url).get("v1", "ConfigMap", "ns", "x")
     assert raised.value.status == 429

@@ -79,16 +79,14 @@ def test_a_relist_of_the_models_sweeps_every_kind_once_quiet_and_queues_the_owne
     cache.store("Service", child("Service", "a", owner="a"))
     listing = Listing({("ml", "a")})  # Deployment b was deleted in the gap
     queued: list[str] = []
-    resources = {
-        "Deployment": (("apps", "v1", "deployments"), "managed=ours"),
-        "Service": (("", "v1", "services"), "managed=ours"),
-    }
+    resources = {"Deployment": ("apps/v1", "deployments"), "Service": ("v1", "services")}
 
     async def relist() -> RelistSweeper:
         sweeper = RelistSweeper(
             cast(Kube, listing),
             cache,
             resources,
+            "managed=ours",
             (),
             gone=lambda obj: queued.append(obj["metadata"]["name"]),
             quiet_seconds=0.05,
@@ -119,7 +117,8 @@ def test_a_namespaced_operator_lists_each_namespace_it_holds_objects_in() -> Non
     sweeper = RelistSweeper(
         cast(Kube, listing),
         cache,
-        {"Deployment": (("apps", "v1", "deployments"), "managed=ours")},
+        {"Deployment": ("apps/v1", "deployments")},
+        "managed=ours",
         ("team-*",),
         gone=lambda obj: None,
     )
