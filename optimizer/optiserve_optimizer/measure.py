@@ -83,6 +83,7 @@ class Conditions:
     latency_batch: int
     throughput_batch: int
     device: str = "cpu"
+    gpu: str = ""  # the GPU's name when a runner could use one (a gpu target that torch sees)
     started: str = ""
     min_round_seconds: float = 0.0  # short calls are repeated to fill this
     clock: str = "wall"
@@ -103,13 +104,15 @@ class Conditions:
             "latencyBatch": self.latency_batch,
             "throughputBatch": self.throughput_batch,
             "device": self.device,
+            "gpu": self.gpu,
             "started": self.started,
         }
 
     def line(self) -> str:
         """One line for logs, READMEs and benchmark tables."""
         return (
-            f"{self.cpu}, {self.logical_cpus} logical CPUs, "
+            (f"GPU {self.gpu}; " if self.gpu else "")
+            + f"{self.cpu}, {self.logical_cpus} logical CPUs, "
             f"{' '.join(self.instruction_sets) or 'no listed SIMD flags'}; "
             f"{self.threads} intra-op thread(s), {self.clock} clock; "
             f"load {self.load_before[0]:.2f} before, "
@@ -117,6 +120,16 @@ class Conditions:
             f">={self.per_round} calls (>={self.min_round_seconds:g} s), batch "
             f"{self.latency_batch} and {self.throughput_batch}"
         )
+
+
+def visible_gpu(device: str) -> str:
+    """The name of the GPU a ``gpu`` target's runners can use ("" for a CPU target, or where
+    torch sees no CUDA device): GPU figures are recorded with the card they were measured on."""
+    if device != "gpu":
+        return ""
+    import torch
+
+    return str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else ""
 
 
 # ---------------------------------------------------------------------------- spread maths
@@ -398,6 +411,7 @@ def measure(
         latency_batch=small_size,
         throughput_batch=large_size,
         device=device,
+        gpu=visible_gpu(device),
         started=started,
     )
     timings = {

@@ -153,6 +153,7 @@ def named_metrics(
         size_ratio=round(size_ratio, 3),
         measured=MeasurementConditions(
             cpu=conditions.cpu[:256],
+            gpu=conditions.gpu[:256],
             instruction_sets=list(conditions.instruction_sets),
             logical_cpus=conditions.logical_cpus,
             threads=conditions.threads,

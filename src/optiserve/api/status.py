@@ -100,6 +100,11 @@ class MeasurementConditions(ApiModel):
     """Where and how the speed figures were measured (baseline and candidates interleaved)."""
 
     cpu: str = Field("", max_length=256, description="CPU model from /proc/cpuinfo.")
+    gpu: str = Field(
+        "",
+        max_length=256,
+        description="The GPU the figures were measured on (a gpu target); empty: CPUs only.",
+    )
     instruction_sets: list[str] = Field(
         default_factory=list,
         max_length=32,
