@@ -74,9 +74,14 @@ RUN --mount=type=secret,id=pip-ca --mount=type=bind,from=operator-build,source=/
 # USER: the uid has no /etc/passwd entry (any runAsUser works), so getpass.getuser() reads
 # this instead of failing (kopf names its peering identity with it: the operator crashed at
 # start without it, found by running this image end to end).
+# PYTHONMALLOC=malloc, MALLOC_ARENA_MAX=2: Python objects from glibc's malloc, in two arenas,
+# whose free pages the operator returns to the system after a burst
+# (operator/optiserve_operator/memory.py: ALLOCATOR_ENV, and why).
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONMALLOC=malloc \
+    MALLOC_ARENA_MAX=2 \
     HOME=/tmp \
     USER=optiserve
 # A numeric user, so Kubernetes can check runAsNonRoot without reading /etc/passwd.

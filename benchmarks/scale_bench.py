@@ -260,6 +260,7 @@ def bench(
         r["restart_pass_s"] = time.monotonic() - started
         time.sleep(5)
         r["restart_writes"] = fleet.audit.writes_since(mark)
+        r["restart_errors"] = fleet.metric("optiserve_reconcile_errors_total")
         r["restart_requests"] = fleet.audit.requests_since(mark)
         r["restart_rss_peak"] = restarted.peak()
         r["rss_idle_restarted"] = r["rss_idle"]
@@ -384,10 +385,20 @@ def table(r: dict[str, Any], info: dict[str, str]) -> str:
         f"CPU {info['cpu']}; {info['threads']} threads; instruction sets {info['isa']}; "
         f"load average (1, 5, 15 min) {r['load_start']} at the start, {r['load_end']} at the end "
         f"(the machine is shared). Operator flags beyond the defaults: "
-        f"{' '.join(r['operator_args']) or 'none'}; kube-controller-manager at --kube-api-qps=300 "
+        f"{' '.join(r['operator_args']) or 'none'}; operator environment "
+        f"{operator_allocator()}; kube-controller-manager at --kube-api-qps=300 "
         "--kube-api-burst=500 (its defaults, 20/30, pace the Deployments, not the operator)."
     )
     return "\n".join(lines)
+
+
+def operator_allocator() -> str:
+    """The allocator setting the operator runs with (tests/e2e/conftest.py: the image's,
+    unless this process's environment names another)."""
+    from optiserve_operator.memory import ALLOCATOR_ENV
+
+    env = {**ALLOCATOR_ENV, **os.environ}
+    return " ".join(f"{k}={env.get(k, '')}" for k in ALLOCATOR_ENV)
 
 
 def later_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -402,6 +413,7 @@ def later_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("operator writes, re-apply + 15 s", fmt_writes(r["reapply_writes"])),
         ("restart: every model reconciled again in", f"{r['restart_pass_s']:.1f} s"),
         ("operator writes after the restart", fmt_writes(r["restart_writes"])),
+        ("failed passes after the restart", f"{r['restart_errors']:.0f}"),
         (
             "operator requests per model after the restart",
             per_model(r["restart_requests"], r["models"] + 1),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +48,7 @@ from optiserve_operator.failures import (
 from optiserve_operator.kube import Kube
 from optiserve_operator.kube_transport import KubeError, Obj
 from optiserve_operator.observe import job_state
+from optiserve_operator.phases import PhaseTable
 from optiserve_operator.reading import read_observed, status_of
 from optiserve_operator.reconcile import (
     Config,
@@ -87,7 +88,7 @@ class Controller:
     def __init__(self, kube: Kube, config: Config, own_writes: OwnWrites | None = None) -> None:
         self.kube = kube
         self.config = config
-        self.phases: dict[tuple[str, str], str] = {}
+        self.phases = PhaseTable(_publish_phases)
         self.own_writes = own_writes  # status writes whose watch events are echoes
         self.terminating: dict[str, float] = {}  # namespace -> when first refused (monotonic)
 
@@ -103,8 +104,7 @@ class Controller:
         started = time.monotonic()
         obj = self.kube.get(API_VERSION, KIND, namespace, name)
         if obj is None:
-            self.phases.pop((namespace, name), None)
-            self._publish_phases()
+            self.phases.forget((namespace, name))
             metrics.forget_model(namespace, name)
             return None
         self._drop_retired_finalizers(obj)
@@ -119,8 +119,7 @@ class Controller:
         if obj["metadata"].get("deletionTimestamp"):
             # Children carry ownerReferences: the garbage collector removes them. Only the
             # artifacts (keepArtifactsOnDelete: false) need the operator, under its finalizer.
-            self.phases.pop((namespace, name), None)
-            self._publish_phases()
+            self.phases.forget((namespace, name))
             metrics.forget_model(namespace, name)
             return self.finish_deletion(obj, spec)
         generation = int(obj["metadata"].get("generation", 1))
@@ -358,14 +357,13 @@ class Controller:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
         old = status_of(obj)
-        if old.phase != status.phase and key in self.phases:
+        previous = self.phases.set(key, status.phase)
+        if old.phase != status.phase and previous is not None:
             since = max((cond.last_transition_time for cond in old.conditions), default=None)
             if since:
                 started = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
                 elapsed = (datetime.now(UTC) - started).total_seconds()
                 metrics.PHASE_SECONDS.labels(old.phase).observe(max(elapsed, 0.0))
-        self.phases[key] = status.phase
-        self._publish_phases()
         metrics.publish_conditions(*key, {cond.type: cond.status for cond in status.conditions})
         if status.to_wire() == old.to_wire() and obj.get("status"):
             return  # nothing changed: no write, no watch event, no reconcile echo
@@ -390,10 +388,6 @@ class Controller:
         self._write_status(obj, status)
         self._emit(obj, transition_events(old, status))
 
-    def _publish_phases(self) -> None:
-        for phase in ("Pending", "Optimizing", "Deploying", "Ready", "Failed"):
-            metrics.MODELS.labels(phase).set(sum(1 for p in self.phases.values() if p == phase))
-
     @staticmethod
     def _involved(obj: Obj) -> Obj:
         meta = obj["metadata"]
@@ -404,3 +398,8 @@ class Controller:
             "namespace": meta["namespace"],
             "uid": meta["uid"],
         }
+
+
+def _publish_phases(counts: Mapping[str, int]) -> None:
+    for phase in ("Pending", "Optimizing", "Deploying", "Ready", "Failed"):
+        metrics.MODELS.labels(phase).set(counts.get(phase, 0))

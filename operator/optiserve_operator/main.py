@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
+from optiserve_operator.memory import ALLOCATOR_ENV, object_allocator, trim_reaches_objects
 from optiserve_operator.settings import OperatorSettings, parse_settings
 
 
@@ -29,6 +31,13 @@ def run_with(settings: OperatorSettings) -> int:
         "json": kopf.LogFormat.JSON,
     }
     kopf.configure(verbose=settings.verbose, log_format=log_formats[settings.log_format])
+    if not trim_reaches_objects():
+        logging.getLogger("optiserve.operator").info(
+            "Python objects come from %s: memory freed after a burst may stay with the process "
+            "(the image sets %s; memory.py says why)",
+            object_allocator(),
+            " ".join(f"{k}={v}" for k, v in ALLOCATOR_ENV.items()),
+        )
     memo = kopf.Memo(runtime=handlers.Runtime(settings))
     kopf.run(
         # Never kopf peering, which pauses kopf's watches but not our work queue (docs/scale.md):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from optiserve_operator.memory import ALLOCATOR_ENV
 from optiserve_testing.cluster import LocalCluster, install_crd
 from optiserve_testing.fixtures import cluster, cluster_namespace
 from optiserve_testing.processes import pods_run_this_checkout
@@ -47,7 +48,12 @@ class OperatorProcess:
     def start(self) -> None:
         self.starts += 1
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # The image's allocator settings (memory.py), unless this environment names others.
+        env = {
+            **ALLOCATOR_ENV,
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        }
         self.process = subprocess.Popen(
             [
                 sys.executable,
