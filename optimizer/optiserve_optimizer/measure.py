@@ -124,12 +124,15 @@ class Conditions:
 
 def visible_gpu(device: str) -> str:
     """The name of the GPU a ``gpu`` target's runners can use ("" for a CPU target, or where
-    torch sees no CUDA device): GPU figures are recorded with the card they were measured on."""
-    if device != "gpu":
+    torch sees no CUDA device): GPU figures are recorded with the card they were measured on.
+    Where the baselines run decides it (``runners.torch_device``), so the two cannot disagree."""
+    from optiserve_optimizer.runners import torch_device
+
+    if torch_device(device) != "cuda":
         return ""
     import torch
 
-    return str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else ""
+    return str(torch.cuda.get_device_name(0))
 
 
 # ---------------------------------------------------------------------------- spread maths
